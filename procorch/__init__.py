@@ -1,0 +1,3 @@
+"""procorch: run a set of services on one machine and keep them alive."""
+
+__version__ = "0.1.0"
