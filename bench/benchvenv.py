@@ -1,0 +1,65 @@
+"""The benchmarks' own virtual environment, bench/.venv (gitignored).
+
+It holds the peers (supervisor, circus), psutil, and procorch itself installed in editable
+mode from the repository root. `ensure_venv` creates it with `python -m venv` and
+reinstalls whenever the package list or the project's pyproject.toml changes. This module
+uses the standard library only: it runs before the venv exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+VENV_DIR = BENCH_DIR / ".venv"
+BIN_DIR = VENV_DIR / "bin"
+VENV_PYTHON = BIN_DIR / "python"
+PEER_PACKAGES = ("supervisor", "circus", "psutil")
+_STAMP = VENV_DIR / ".bench-installed"
+
+
+def _fingerprint() -> str:
+    """What the venv was built from: the peer packages and the project's metadata."""
+    digest = hashlib.sha256(" ".join(PEER_PACKAGES).encode())
+    digest.update((REPO_ROOT / "pyproject.toml").read_bytes())
+    return digest.hexdigest()
+
+
+def _pip(*args: str) -> bool:
+    cmd = [str(VENV_PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q", *args]
+    print(f"[bench] {' '.join(cmd)}", file=sys.stderr)
+    return subprocess.run(cmd, check=False).returncode == 0
+
+
+def ensure_venv() -> None:
+    """Create bench/.venv and install the peers and procorch into it, if not done yet.
+
+    A failed install of procorch itself (say, the project is mid-edit) is not fatal: the
+    benchmark then skips procorch with a note. A failed install of the peers is fatal.
+    """
+    if not VENV_PYTHON.exists():
+        print(f"[bench] creating {VENV_DIR}", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV_DIR)], check=True)
+    wanted = _fingerprint()
+    if _STAMP.exists() and _STAMP.read_text() == wanted:
+        return
+    if not _pip(*PEER_PACKAGES):
+        raise SystemExit("[bench] could not install the peers into bench/.venv")
+    if not _pip("-e", str(REPO_ROOT)):
+        print("[bench] warning: editable install of procorch failed", file=sys.stderr)
+        return  # no stamp: try again next run
+    _STAMP.write_text(wanted)
+
+
+def running_in_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV_DIR.resolve()
+
+
+def reexec_in_venv(script: Path, argv: list[str]) -> None:
+    """Replace this process with the same script run by the bench venv's python."""
+    os.execv(VENV_PYTHON, [str(VENV_PYTHON), str(script), *argv])

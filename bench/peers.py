@@ -1,0 +1,323 @@
+"""The supervisors under test, behind one small interface.
+
+A `Peer` is one daemon run: a fresh working directory (config, sockets, logs, pid file),
+a marker argument unique to that run that every child it supervises carries, and the
+commands that start it, query its status and shut it down. Every peer runs at its own
+defaults; the configs below set only paths and what to run.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import signal
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import procs
+from benchvenv import BIN_DIR, VENV_PYTHON
+
+SLEEPER = Path(__file__).resolve().parent / "sleeper.py"
+POLL_START = 0.005  # seconds between process counts while starting/stopping
+
+
+class PeerError(Exception):
+    """A peer failed to start, answer or stop; str() says how."""
+
+
+@dataclass(frozen=True)
+class StartTiming:
+    all_alive: float  # seconds from launch until N sleepers were alive
+    command_returned: float  # seconds from launch until the start command exited
+
+
+@dataclass(frozen=True)
+class StopTiming:
+    children_gone: float  # seconds from the stop command until no sleeper was left
+    command_returned: float
+
+
+class Peer(ABC):
+    """One run of one supervisor; subclasses say how to configure and drive it."""
+
+    name: ClassVar[str]
+    package: ClassVar[str]  # distribution name, for the version
+    start_waits_for_ready: ClassVar[bool] = False  # start command returns once all run
+
+    def __init__(self, workdir: Path, marker: str) -> None:
+        self.workdir = workdir
+        self.marker = marker
+        self.workdir.mkdir(parents=True)
+        self._daemon_pid: int | None = None
+
+    # --- what each peer defines -------------------------------------------------------
+
+    @abstractmethod
+    def write_config(self, n: int) -> None:
+        """Write the config for N replicas of the sleeper into the working directory."""
+
+    @abstractmethod
+    def start_cmd(self) -> list[str]: ...
+
+    @abstractmethod
+    def status_cmd(self) -> list[str]: ...
+
+    @abstractmethod
+    def stop_cmd(self) -> list[str]: ...
+
+    @abstractmethod
+    def _read_daemon_pid(self) -> int | None:
+        """The daemon's pid as the peer publishes it, or None if not (yet) known."""
+
+    # --- shared behaviour -------------------------------------------------------------
+
+    @classmethod
+    def version(cls) -> str:
+        try:
+            return importlib.metadata.version(cls.package)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    def sleeper_argv(self) -> list[str]:
+        return [str(VENV_PYTHON), str(SLEEPER), self.marker]
+
+    def alive(self) -> set[int]:
+        """Pids of this run's sleepers that are alive right now."""
+        return procs.pids_with_arg(self.marker)
+
+    def daemon_pid(self) -> int | None:
+        if self._daemon_pid is None:
+            self._daemon_pid = self._read_daemon_pid()
+        return self._daemon_pid
+
+    def start(self, n: int, timeout: float = 60.0) -> StartTiming:
+        """Launch the daemon; return once N sleepers are alive and the command exited."""
+        self.write_config(n)
+        log = self.workdir / "start.log"
+        with open(log, "wb") as out:
+            t0 = time.perf_counter()
+            cmd = self._popen(self.start_cmd(), out)
+            all_alive = returned = None
+            while all_alive is None or returned is None:
+                now = time.perf_counter()
+                if all_alive is None and len(self.alive()) >= n:
+                    all_alive = now - t0
+                if returned is None and cmd.poll() is not None:
+                    returned = now - t0
+                    if cmd.returncode != 0:
+                        raise PeerError(self._failure("start", cmd.returncode, log))
+                if now - t0 > timeout:
+                    cmd.kill()
+                    raise PeerError(f"{self.name}: {n} processes not up within {timeout:.0f} s")
+                time.sleep(POLL_START)
+        return StartTiming(all_alive, returned)
+
+    def kill_child(self, pid: int) -> None:
+        os.kill(pid, signal.SIGKILL)
+
+    def stop(self, timeout: float = 60.0) -> StopTiming:
+        """Run the stop command; return once no sleeper is left and the daemon is gone."""
+        daemon = self.daemon_pid()
+        log = self.workdir / "stop.log"
+        with open(log, "wb") as out:
+            t0 = time.perf_counter()
+            cmd = self._popen(self.stop_cmd(), out)
+            if not procs.wait_until(lambda: not self.alive(), timeout, POLL_START):
+                raise PeerError(f"{self.name}: children still alive {timeout:.0f} s after stop")
+            gone = time.perf_counter() - t0
+            try:
+                cmd.wait(timeout)
+            except subprocess.TimeoutExpired as exc:
+                cmd.kill()
+                raise PeerError(f"{self.name}: stop command still running after stop") from exc
+            returned = time.perf_counter() - t0
+        if cmd.returncode != 0:
+            raise PeerError(self._failure("stop", cmd.returncode, log))
+        if daemon is not None and not procs.wait_until(lambda: not procs.is_running(daemon), 10):
+            raise PeerError(f"{self.name}: daemon {daemon} still running after stop")
+        return StopTiming(gone, returned)
+
+    def cleanup(self) -> None:
+        """Kill whatever of this run is left: the daemon, the children, anything else."""
+        pid = self.daemon_pid()
+        if pid is not None:
+            procs.kill([pid])
+        procs.kill(self.alive())
+        procs.kill(procs.pids_mentioning(str(self.workdir)))
+
+    def _popen(self, argv: list[str], out: object) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}")
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.workdir,
+            start_new_session=True,  # a Ctrl-C at the terminal is the harness's to handle
+        )
+
+    def _failure(self, what: str, code: int, log: Path) -> str:
+        lines = log.read_text(errors="replace").strip().splitlines()
+        tail = " | ".join(lines[-3:]) or "no output"
+        return f"{self.name}: {what} command exited {code}: {tail}"
+
+
+def _pid_from_file(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class Supervisord(Peer):
+    name = "supervisord"
+    package = "supervisor"
+
+    @property
+    def conf(self) -> Path:
+        return self.workdir / "supervisord.conf"
+
+    def write_config(self, n: int) -> None:
+        w = self.workdir
+        self.conf.write_text(
+            f"""[unix_http_server]
+file={w}/s.sock
+
+[supervisord]
+nodaemon=false
+logfile={w}/supervisord.log
+pidfile={w}/supervisord.pid
+childlogdir={w}
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{w}/s.sock
+
+[program:sleeper]
+command={" ".join(self.sleeper_argv())}
+numprocs={n}
+process_name=%(program_name)s_%(process_num)02d
+autorestart=true
+"""
+        )
+
+    def start_cmd(self) -> list[str]:
+        return [str(BIN_DIR / "supervisord"), "-c", str(self.conf)]
+
+    def status_cmd(self) -> list[str]:
+        return [str(BIN_DIR / "supervisorctl"), "-c", str(self.conf), "status"]
+
+    def stop_cmd(self) -> list[str]:
+        return [str(BIN_DIR / "supervisorctl"), "-c", str(self.conf), "shutdown"]
+
+    def _read_daemon_pid(self) -> int | None:
+        return _pid_from_file(self.workdir / "supervisord.pid")
+
+
+class Circus(Peer):
+    name = "circus"
+    package = "circus"
+
+    @property
+    def conf(self) -> Path:
+        return self.workdir / "circus.ini"
+
+    @property
+    def endpoint(self) -> str:
+        return f"ipc://{self.workdir}/c.sock"
+
+    def write_config(self, n: int) -> None:
+        python, sleeper, marker = self.sleeper_argv()
+        self.conf.write_text(
+            f"""[circus]
+endpoint = {self.endpoint}
+pubsub_endpoint = ipc://{self.workdir}/p.sock
+statsd = False
+
+[watcher:sleeper]
+cmd = {python}
+args = {sleeper} {marker}
+numprocesses = {n}
+"""
+        )
+
+    def start_cmd(self) -> list[str]:
+        return [
+            str(BIN_DIR / "circusd"),
+            "--daemon",
+            "--pidfile",
+            str(self.workdir / "circus.pid"),
+            "--log-output",
+            str(self.workdir / "circus.log"),
+            str(self.conf),
+        ]
+
+    def status_cmd(self) -> list[str]:
+        return [str(BIN_DIR / "circusctl"), "--endpoint", self.endpoint, "status"]
+
+    def stop_cmd(self) -> list[str]:
+        return [str(BIN_DIR / "circusctl"), "--endpoint", self.endpoint, "quit"]
+
+    def _read_daemon_pid(self) -> int | None:
+        return _pid_from_file(self.workdir / "circus.pid")
+
+
+class Procorch(Peer):
+    name = "procorch"
+    package = "procorch"
+    start_waits_for_ready = True
+
+    @property
+    def conf(self) -> Path:
+        return self.workdir / "procorch.toml"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.workdir / "run"
+
+    def write_config(self, n: int) -> None:
+        command = ", ".join(json.dumps(arg) for arg in self.sleeper_argv())
+        self.conf.write_text(
+            f"""[procorch]
+run_dir = {json.dumps(str(self.run_dir))}
+
+[services.sleeper]
+command = [{command}]
+replicas = {n}
+"""
+        )
+
+    def _cli(self, *args: str) -> list[str]:
+        return [str(BIN_DIR / "procorch"), *args, "-c", str(self.conf)]
+
+    def start_cmd(self) -> list[str]:
+        return self._cli("up")
+
+    def status_cmd(self) -> list[str]:
+        return self._cli("status")
+
+    def stop_cmd(self) -> list[str]:
+        return self._cli("down")
+
+    def _read_daemon_pid(self) -> int | None:
+        pid = _pid_from_file(self.run_dir / "procorch.pid")
+        if pid is not None:
+            return pid
+        try:
+            out = subprocess.run(
+                self._cli("status", "--json"), capture_output=True, timeout=10, check=True
+            ).stdout
+            return int(json.loads(out)["supervisor"]["pid"])
+        except (subprocess.SubprocessError, OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+ALL_PEERS: tuple[type[Peer], ...] = (Supervisord, Circus, Procorch)

@@ -1,0 +1,418 @@
+"""The `procorch` command line (Typer).
+
+Each command finds the run directory from the config, then either talks to the
+daemon over the control socket or reads the run directory's files. User errors
+print one line to stderr and exit non-zero, never a traceback. Exit codes:
+0 fine, 1 the daemon is not running (or a refused request), 2 bad config or usage,
+3 some service is not running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from procorch import __version__
+from procorch.config import CONFIG_FILENAME, Config, ConfigError, load_config
+from procorch.supervisor import control
+from procorch.supervisor.rundir import RunDir
+
+EXIT_DAEMON_DOWN = 1
+EXIT_CONFIG = 2
+EXIT_NOT_RUNNING = 3
+DAEMON_START_TIMEOUT = 30.0
+
+app = typer.Typer(
+    help="Run a set of services on one machine and keep them alive.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="PROCORCH_CONFIG",
+        help=f"Config file [default: ./{CONFIG_FILENAME}].",
+    ),
+]
+RunDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--run-dir",
+        envvar="PROCORCH_RUN_DIR",
+        help="Run directory [default: .procorch beside the config].",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"procorch: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _config(config: Path | None, run_dir: Path | None) -> Config:
+    try:
+        return load_config(config, run_dir=run_dir)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+
+
+def _request(cfg: Config, message: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Ask the daemon; a missing daemon or a refused request ends the command with one line."""
+    try:
+        return control.request(RunDir(cfg.settings.run_dir).socket, message, **kwargs)
+    except control.DaemonNotRunning:
+        fail(f"procorch is not running (run directory {cfg.settings.run_dir})", EXIT_DAEMON_DOWN)
+    except control.ControlError as exc:
+        fail(str(exc), EXIT_DAEMON_DOWN)
+    except TimeoutError:
+        fail("the daemon did not answer in time", EXIT_DAEMON_DOWN)
+
+
+def _status_code(status: dict[str, Any]) -> int:
+    ok = all(s["state"] == "running" for s in status["services"])
+    return 0 if ok else EXIT_NOT_RUNNING
+
+
+def _show(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(status, indent=2))
+    else:
+        from procorch.render import print_status
+
+        print_status(status)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"procorch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """procorch: a process orchestrator."""
+
+
+# == up / down ====================================================================
+
+
+@app.command()
+def up(
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    foreground: Annotated[
+        bool,
+        typer.Option("--foreground", "-f", help="Stay attached and show every service's output."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the supervisor daemon and every service; return once they are all running."""
+    cfg = _config(config, run_dir)
+    rundir = RunDir(cfg.settings.run_dir)
+    if foreground:
+        raise typer.Exit(_up_foreground(cfg))
+    if rundir.daemon_alive() or not _spawn_daemon(cfg, rundir):
+        status = _request(cfg, {"cmd": "status"})
+        if not as_json:
+            typer.echo(
+                f"procorch is already running (pid {status['supervisor']['pid']}) "
+                f"in {cfg.settings.run_dir}",
+                err=True,
+            )
+        _show(status, as_json)
+        raise typer.Exit(_status_code(status))
+    status = _wait_settled(cfg, {"cmd": "wait"}, "starting", quiet=as_json)
+    _show(status, as_json)
+    code = _status_code(status)
+    if code and not as_json:
+        _explain_failures(cfg, status)
+    raise typer.Exit(code)
+
+
+def _up_foreground(cfg: Config) -> int:
+    from procorch.supervisor.daemon import serve
+
+    def ready(error: str | None) -> None:
+        if error:
+            fail(f"procorch is already running in {cfg.settings.run_dir}", 1)
+        typer.echo(f"procorch running in the foreground ({cfg.settings.run_dir}); Ctrl-C stops it")
+
+    return serve(cfg, foreground=True, ready=ready)
+
+
+def _spawn_daemon(cfg: Config, rundir: RunDir) -> bool:
+    """Start a detached daemon; False if another daemon won the run directory first."""
+    rundir.create()
+    argv = [sys.executable, "-m", "procorch.supervisor", "--run-dir", str(rundir.path)]
+    if cfg.path is not None:
+        argv += ["--config", str(cfg.path)]
+    log_fd = os.open(rundir.daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log_fd,
+            start_new_session=True,
+            close_fds=True,
+            cwd=cfg.path.parent if cfg.path else None,
+        )
+    finally:
+        os.close(log_fd)
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], DAEMON_START_TIMEOUT)
+    line = proc.stdout.readline().decode().strip() if ready else ""
+    proc.stdout.close()
+    if line == "ok":
+        return True
+    if line == "error: already running":
+        return False
+    if not line and proc.poll() is None:
+        proc.kill()
+    from procorch.supervisor.logs import tail_lines
+
+    detail = line.removeprefix("error: ") or "the daemon exited while starting"
+    tail = tail_lines(rundir.daemon_log, 5) if not line else []
+    fail(detail + ("".join(f"\n  {t}" for t in tail)), 1)
+
+
+def _wait_settled(cfg: Config, message: dict[str, Any], verb: str, quiet: bool) -> dict[str, Any]:
+    """Send a request that waits, showing its progress on stderr until every process settles."""
+    if quiet or not sys.stderr.isatty():
+        return _request(cfg, message, timeout=None)
+    from rich.console import Console
+
+    with Console(stderr=True).status(f"{verb}…") as spinner:
+
+        def progress(p: dict[str, Any]) -> None:
+            states = ", ".join(f"{n} {s}" for s, n in sorted(p["states"].items()))
+            spinner.update(f"{verb}: {states} (of {p['total']})")
+
+        return _request(cfg, message, timeout=None, on_progress=progress)
+
+
+def _explain_failures(cfg: Config, status: dict[str, Any]) -> None:
+    from procorch.supervisor.logs import tail_lines
+
+    rundir = RunDir(cfg.settings.run_dir)
+    for s in status["services"]:
+        if s["state"] in ("fatal", "exited", "backoff"):
+            typer.echo(
+                f"\n{s['name']}.{s['replica']} is {s['state'].upper()}: {s['last_exit']}", err=True
+            )
+            for line in tail_lines(rundir.log_path(s["name"], s["replica"]), 10):
+                typer.echo(f"  | {line}", err=True)
+
+
+@app.command()
+def down(config: ConfigOpt = None, run_dir: RunDirOpt = None) -> None:
+    """Stop every service and the daemon; return once no process is left."""
+    cfg = _config(config, run_dir)
+    rundir = RunDir(cfg.settings.run_dir)
+    started = time.monotonic()
+    timeout = max((s.stop_timeout for s in cfg.services), default=10.0) + 30.0
+    try:
+        reply = control.wait_closed(rundir.socket, {"cmd": "shutdown"}, timeout=timeout)
+    except control.DaemonNotRunning:
+        fail(f"procorch is not running (run directory {cfg.settings.run_dir})", EXIT_DAEMON_DOWN)
+    except TimeoutError:
+        fail(f"the daemon did not stop within {timeout:.0f}s", 1)
+    typer.echo(f"procorch stopped (pid {reply.get('pid')}) in {time.monotonic() - started:.2f}s")
+
+
+# == status and control ============================================================
+
+
+@app.command()
+def status(
+    name: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    as_json: JsonOpt = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every second.")] = False,
+) -> None:
+    """Show every process: state, pid, uptime, restarts, CPU, memory, heartbeat, requests."""
+    cfg = _config(config, run_dir)
+    message = {"cmd": "status", "names": [name] if name else []}
+    if watch and not as_json:
+        _watch(cfg, message)
+    result = _request(cfg, message)
+    _show(result, as_json)
+    raise typer.Exit(_status_code(result))
+
+
+def _watch(cfg: Config, message: dict[str, Any]) -> NoReturn:
+    from rich.live import Live
+
+    from procorch.render import status_table
+
+    try:
+        with Live(status_table(_request(cfg, message)), auto_refresh=False) as live:
+            while True:
+                time.sleep(1.0)
+                live.update(status_table(_request(cfg, message)), refresh=True)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def _control(
+    cmd: str, names: list[str], config: Path | None, run_dir: Path | None, as_json: bool
+) -> NoReturn:
+    cfg = _config(config, run_dir)
+    result = _wait_settled(cfg, {"cmd": cmd, "names": names}, f"{cmd}ing", quiet=as_json)
+    _show(result, as_json)
+    if cmd == "stop":
+        raise typer.Exit(0)
+    raise typer.Exit(_status_code(result))
+
+
+@app.command()
+def restart(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Services to restart [default: all].")
+    ] = None,
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restart services (all by default); also clears FATAL."""
+    _control("restart", names or [], config, run_dir, as_json)
+
+
+@app.command()
+def start(
+    name: Annotated[str, typer.Argument(help="The service to start.")],
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a stopped (or FATAL) service."""
+    _control("start", [name], config, run_dir, as_json)
+
+
+@app.command()
+def stop(
+    name: Annotated[str, typer.Argument(help="The service to stop.")],
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop a service; it stays stopped until `start` or `restart`."""
+    _control("stop", [name], config, run_dir, as_json)
+
+
+# == logs and events =================================================================
+
+
+@app.command()
+def logs(
+    name: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many lines.")] = 20,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new output.")
+    ] = False,
+) -> None:
+    """Show the captured output (stdout and stderr) of services."""
+    from procorch.supervisor.logs import tail_lines
+
+    cfg = _config(config, run_dir)
+    rundir = RunDir(cfg.settings.run_dir)
+    services = cfg.services
+    if name is not None:
+        try:
+            services = (cfg.service(name),)
+        except KeyError:
+            known = ", ".join(s.name for s in cfg.services)
+            fail(f"no service named {name!r} (known: {known})")
+    files = [
+        (f"{s.name}.{i}", rundir.log_path(s.name, i)) for s in services for i in range(s.replicas)
+    ]
+    prefix = len(files) > 1
+    width = max(len(label) for label, _ in files)
+    for label, path in files:
+        for line in tail_lines(path, lines):
+            typer.echo(f"{label:<{width}} | {line}" if prefix else line)
+    if follow:
+        _follow(files, width if prefix else None)
+
+
+def _follow(files: list[tuple[str, Path]], width: int | None) -> NoReturn:
+    """tail -f over several files; notices rotation (the file got smaller or was replaced)."""
+    positions = {path: (path.stat().st_size if path.exists() else 0) for _, path in files}
+    try:
+        while True:
+            for label, path in files:
+                try:
+                    size = path.stat().st_size
+                except OSError:
+                    continue
+                if size < positions[path]:
+                    positions[path] = 0
+                if size > positions[path]:
+                    with open(path, "rb") as f:
+                        f.seek(positions[path])
+                        data = f.read()
+                    positions[path] += len(data)
+                    for line in data.decode(errors="replace").splitlines():
+                        typer.echo(f"{label:<{width}} | {line}" if width else line)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
+def events(
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many events.")] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the event log: starts, exits, restarts, health kills, FATAL."""
+    cfg = _config(config, run_dir)
+    entries = RunDir(cfg.settings.run_dir).read_events(lines)
+    if as_json:
+        typer.echo(json.dumps(entries, indent=2))
+        return
+    for e in entries:
+        who = f"{e['service']}.{e['replica']}" if "service" in e else "procorch"
+        pid = f" pid {e['pid']}" if "pid" in e else ""
+        detail = f": {e['detail']}" if e.get("detail") else ""
+        typer.echo(f"{e['time']}  {who:<20} {e['event']}{pid}{detail}")
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path(CONFIG_FILENAME),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented example procorch.toml."""
+    from procorch.config import EXAMPLE_TOML
+
+    if path.exists() and not force:
+        fail(f"{path} already exists (use --force to overwrite)")
+    path.write_text(EXAMPLE_TOML)
+    typer.echo(f"wrote {path}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,626 @@
+"""Configuration: what procorch.toml (and .env / the environment) say, validated.
+
+This module owns the schema. `load_config` turns a file (or no file at all, for the
+built-in default stack) into a frozen `Config`; anything wrong raises `ConfigError`
+with one line naming the file, the key and the problem.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import shlex
+import signal
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+CONFIG_FILENAME = "procorch.toml"
+DEFAULT_RUN_DIRNAME = ".procorch"
+RESTART_POLICIES = ("always", "on-failure", "never")
+
+
+class ConfigError(Exception):
+    """A configuration problem; str() is the one line shown to the user."""
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """An optional readiness/liveness probe for command services."""
+
+    tcp: int | None = None  # a port to connect to on `host`
+    http: str | None = None  # a URL; any 2xx/3xx answer is healthy
+    host: str = "127.0.0.1"
+    timeout: float = 1.0
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """One `[services.NAME]` table."""
+
+    name: str
+    module: str | None = None  # "pkg.mod:Class" for a Python service
+    command: tuple[str, ...] | None = None  # argv for any other program
+    replicas: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    depends_on: tuple[str, ...] = ()
+    restart: str = "always"
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 10.0
+    start_seconds: float = 1.0  # a command must stay up this long to count as running
+    heartbeat_timeout: float | None = None  # None: the global setting
+    health: HealthCheck | None = None
+
+    @property
+    def is_python(self) -> bool:
+        return self.module is not None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The global `[procorch]` table."""
+
+    run_dir: Path
+    check_interval: float = 1.0
+    heartbeat_timeout: float = 10.0
+    max_restarts: int = 5
+    restart_window: float = 60.0
+    backoff_max: float = 5.0
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 3
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Where the optional HTTP gateway listens (the gateway itself comes later)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 5000
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None  # None: no file, the built-in default stack
+    settings: Settings
+    services: tuple[ServiceConfig, ...]  # in start order (dependencies first)
+    gateway: GatewaySettings = GatewaySettings()
+
+    def service(self, name: str) -> ServiceConfig:
+        """The service called `name`, matched case-insensitively."""
+        for svc in self.services:
+            if svc.name.lower() == name.lower():
+                return svc
+        raise KeyError(name)
+
+
+# Environment variables that override a setting: NAME -> (section, key). They may also
+# come from a `.env` file; the real environment wins over it, and both win over the file.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "SERVICE_CHECK_INTERVAL": ("procorch", "check_interval"),
+    "HEARTBEAT_TIMEOUT": ("procorch", "heartbeat_timeout"),
+    "MAX_RESTART_ATTEMPTS": ("procorch", "max_restarts"),
+    "LOG_LEVEL": ("procorch", "log_level"),
+    "GATEWAY_HOST": ("gateway", "host"),
+    "GATEWAY_PORT": ("gateway", "port"),
+}
+
+EXAMPLE_TOML = """\
+# procorch.toml: the services procorch runs and keeps alive.
+#
+# Commented-out lines show the defaults. Relative paths are relative to this file.
+# These environment variables (or the same names in a .env file beside this file)
+# override the settings marked with them; the real environment wins over .env:
+#   SERVICE_CHECK_INTERVAL, HEARTBEAT_TIMEOUT, MAX_RESTART_ATTEMPTS, LOG_LEVEL,
+#   GATEWAY_HOST, GATEWAY_PORT
+
+[procorch]
+# run_dir = ".procorch"        # pid file, socket, logs and state (--run-dir wins)
+# check_interval = 1.0         # seconds between checks         (SERVICE_CHECK_INTERVAL)
+# heartbeat_timeout = 10.0     # restart a Python service silent this long (HEARTBEAT_TIMEOUT)
+# max_restarts = 5             # give up on a service restarted this often  (MAX_RESTART_ATTEMPTS)
+# restart_window = 60.0        # ...within this many seconds
+# backoff_max = 5.0            # longest pause between restarts, in seconds
+# log_max_bytes = 10485760     # rotate a log file at this size (at least 1024)
+# log_backups = 3              # rotated log files to keep
+# log_level = "INFO"           # DEBUG, INFO, WARNING, ERROR or CRITICAL   (LOG_LEVEL)
+
+# Each [services.NAME] table is one service; NAME is letters, digits, '_', '-' and '.',
+# and ignores case. Give exactly one of `module` (a Python service) or `command`.
+
+# A Python service: procorch imports the class and runs it in a process of its own.
+[services.demo]
+module = "procorch.services.demo:DemoService"
+# replicas = 1                 # how many copies to run (1 to 1000)
+# env = {}                     # extra environment variables, e.g. { GREETING = "hi" }
+# cwd = "some/dir"             # working directory (default: unset, inherit procorch's)
+# depends_on = []              # services to start before this one
+# restart = "always"           # "always", "on-failure" (non-zero exit) or "never"
+# stop_signal = "TERM"         # asks it to stop: a name ("INT", "SIGTERM") or a number
+# stop_timeout = 10.0          # seconds to wait after stop_signal before killing it
+# start_seconds = 1.0          # it must stay up this long to count as running
+# heartbeat_timeout = 10.0     # default: the [procorch] heartbeat_timeout
+
+# Any other program: its argv as a list, or as one string split the way a shell would.
+[services.web]
+command = "python -m http.server 8000"
+replicas = 1                   # more would fight over port 8000
+restart = "on-failure"
+depends_on = ["demo"]          # start after demo
+env = { PYTHONUNBUFFERED = "1" }
+
+# Optional, for command services only: the service is healthy while this answers.
+[services.web.health]
+tcp = 8000                     # a port to connect to...
+# http = "http://127.0.0.1:8000/"  # ...or instead a URL answering 2xx or 3xx
+# host = "127.0.0.1"           # where to connect, for tcp
+# timeout = 1.0                # seconds per attempt
+
+[gateway]
+# enabled = false              # serve the HTTP gateway
+# host = "127.0.0.1"           # (GATEWAY_HOST)
+# port = 5000                  # (GATEWAY_PORT)
+"""
+
+# What runs when no file (or a file without services) says otherwise.
+_DEFAULT_SERVICES = (ServiceConfig(name="demo", module="procorch.services.demo:DemoService"),)
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_TOML_POSITION = re.compile(
+    r"(?P<problem>.*) \(at (?:line (?P<line>\d+), column (?P<column>\d+)|end of document)\)"
+)
+
+
+def load_config(
+    path: Path | None = None,
+    run_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, validate and return the configuration; raise `ConfigError` if it is wrong.
+
+    `path` None means `procorch.toml` in the current directory, or the built-in default
+    stack if there is none. `run_dir` (the CLI's --run-dir) beats the file's `run_dir`.
+    `environ` (default `os.environ`) and a `.env` file beside the config file override
+    the settings named in `ENV_OVERRIDES`; an empty value counts as unset.
+    """
+    environ = os.environ if environ is None else environ
+    if path is None and Path(CONFIG_FILENAME).exists():
+        path = Path(CONFIG_FILENAME)
+    if path is None:
+        data: dict[str, Any] = {}
+        base = Path.cwd()
+        env_file = Path(".env")
+        root = _Where("(built-in defaults)")  # never shown: no data
+    else:
+        root = _Where(str(path))  # as the user gave it: short and recognisable
+        data = _read_toml(Path(path), root)
+        env_file = Path(path).parent / ".env"  # also as given, for its error messages
+        # Absolute but not symlink-resolved: paths in the file are relative to the
+        # directory where the user sees it.
+        path = Path(os.path.abspath(path))
+        base = path.parent
+    top = _fields(data, root, _top_level_parsers(base))
+
+    sections = {"procorch": top.get("procorch", {}), "gateway": top.get("gateway", {})}
+    _apply_overrides(sections, _override_layers(env_file, environ))
+    configured_run_dir = sections["procorch"].pop("run_dir", None)
+    settings = Settings(run_dir=_run_dir(run_dir, configured_run_dir, base), **sections["procorch"])
+    return Config(
+        path=path,
+        settings=settings,
+        services=top.get("services", _DEFAULT_SERVICES),
+        gateway=GatewaySettings(**sections["gateway"]),
+    )
+
+
+# --- where a value came from -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a value came from, for error messages: a source and a dotted key path."""
+
+    source: str  # the config file as the user named it, "environment" or a .env path
+    path: str = ""
+    text: bool = False  # values are raw strings (environment), so numbers need parsing
+
+    def key(self, name: str) -> _Where:
+        return replace(self, path=f"{self.path}.{name}" if self.path else name)
+
+    def error(self, problem: str) -> ConfigError:
+        line = ": ".join(part for part in (self.source, self.path, problem) if part)
+        # One line whatever went in: the CLI prints it as a single message.
+        return ConfigError(" ".join(line.splitlines()))
+
+
+_Parser = Callable[[Any, _Where], Any]
+
+
+# --- reading -----------------------------------------------------------------------
+
+
+def _read_toml(path: Path, where: _Where) -> dict[str, Any]:
+    try:
+        # utf-8-sig: tolerate the byte-order mark some Windows editors write.
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise where.error("no such file") from None
+    except UnicodeDecodeError as exc:
+        raise where.error(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise where.error(f"cannot read ({exc.strerror or exc})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = " ".join(str(exc).split())
+        match = _TOML_POSITION.fullmatch(message)
+        if match is None:
+            raise where.error(f"invalid TOML ({message})") from None
+        at = f"line {match['line']}, column {match['column']}" if match["line"] else "end of file"
+        raise replace(where, path=at).error(f"invalid TOML ({match['problem']})") from None
+
+
+def _read_dotenv(path: Path) -> dict[str, str | None]:
+    from dotenv import dotenv_values  # only here: importing it slows every CLI start
+
+    try:
+        return dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Where(str(path)).error(f"cannot read ({exc})") from None
+
+
+def _override_layers(
+    env_file: Path, environ: Mapping[str, str]
+) -> list[tuple[Mapping[str, str | None], _Where]]:
+    """The override sources, strongest first."""
+    layers: list[tuple[Mapping[str, str | None], _Where]] = [
+        (environ, _Where("environment", text=True))
+    ]
+    if env_file.is_file():
+        layers.append((_read_dotenv(env_file), _Where(str(env_file), text=True)))
+    return layers
+
+
+def _apply_overrides(
+    sections: dict[str, dict[str, Any]],
+    layers: list[tuple[Mapping[str, str | None], _Where]],
+) -> None:
+    for variable, (section, key) in ENV_OVERRIDES.items():
+        for values, where in layers:
+            raw = values.get(variable)
+            # Only the winning value is validated: a bad one that is overridden is harmless.
+            if raw:  # unset and empty both fall through to the next layer
+                parse = _SECTION_PARSERS[section][key]
+                sections[section][key] = parse(raw, where.key(variable))
+                break
+
+
+def _run_dir(cli: Path | None, configured: str | None, base: Path) -> Path:
+    if cli is not None:
+        chosen = Path(cli).expanduser()  # relative to the cwd, like any CLI argument
+    elif configured is not None:
+        chosen = base / Path(configured).expanduser()
+    else:
+        chosen = base / DEFAULT_RUN_DIRNAME
+    return chosen.resolve()
+
+
+# --- tables ------------------------------------------------------------------------
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    by_lower = {candidate.lower(): candidate for candidate in candidates}
+    close = difflib.get_close_matches(word.lower(), by_lower, n=1)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+
+
+def _fields(value: Any, where: _Where, parsers: Mapping[str, _Parser]) -> dict[str, Any]:
+    """Parse a table whose keys must all be in `parsers`; only keys present are returned."""
+    fields = {}
+    for key, item in _table(value, where).items():
+        if key not in parsers:
+            raise where.error(f"unknown key {key!r}{_did_you_mean(key, parsers)}")
+        fields[key] = parsers[key](item, where.key(key))
+    return fields
+
+
+def _exactly_one(fields: Mapping[str, Any], where: _Where, first: str, second: str) -> None:
+    if first in fields and second in fields:
+        raise where.error(f"give either `{first}` or `{second}`, not both")
+    if first not in fields and second not in fields:
+        raise where.error(f"missing `{first}` or `{second}`")
+
+
+def _top_level_parsers(base: Path) -> dict[str, _Parser]:
+    return {
+        "procorch": partial(_fields, parsers=_SETTINGS_PARSERS),
+        "services": partial(_services, base=base),
+        "gateway": partial(_fields, parsers=_GATEWAY_PARSERS),
+    }
+
+
+def _services(value: Any, where: _Where, *, base: Path) -> tuple[ServiceConfig, ...]:
+    table = _table(value, where)
+    if not table:
+        return _DEFAULT_SERVICES
+    parsers = {**_SERVICE_PARSERS, "cwd": partial(_directory, base=base)}
+    names: dict[str, str] = {}  # lower-cased -> as written
+    services = []
+    for name, body in table.items():
+        _check_service_name(name, names, where)
+        names[name.lower()] = name
+        services.append(_service(name, body, where.key(name), parsers))
+    services = [
+        _resolve_dependencies(svc, names, where.key(svc.name).key("depends_on")) for svc in services
+    ]
+    return _start_order(services, where)
+
+
+def _check_service_name(name: str, seen: Mapping[str, str], where: _Where) -> None:
+    if not _SERVICE_NAME.fullmatch(name):
+        raise where.error(f"invalid service name {name!r} (use letters, digits, '_', '-' and '.')")
+    if name.lower() in seen:
+        raise where.key(name).error(
+            f"same name as {seen[name.lower()]!r} (service names ignore case)"
+        )
+
+
+def _service(name: str, value: Any, where: _Where, parsers: Mapping[str, _Parser]) -> ServiceConfig:
+    fields = _fields(value, where, parsers)
+    _exactly_one(fields, where, "command", "module")
+    if "health" in fields and "module" in fields:
+        raise where.key("health").error("only command services can have a health check")
+    return ServiceConfig(name=name, **fields)
+
+
+def _health(value: Any, where: _Where) -> HealthCheck:
+    fields = _fields(value, where, _HEALTH_PARSERS)
+    _exactly_one(fields, where, "tcp", "http")
+    if "http" in fields and "host" in fields:
+        # Rejected rather than ignored: the URL already names the host.
+        raise where.key("host").error("only used with `tcp` (the `http` URL names the host)")
+    return HealthCheck(**fields)
+
+
+def _resolve_dependencies(
+    svc: ServiceConfig, names: Mapping[str, str], where: _Where
+) -> ServiceConfig:
+    """Replace `depends_on` names, which ignore case, by the services' real names."""
+    resolved = []
+    for wanted in svc.depends_on:
+        if wanted.lower() not in names:
+            raise where.error(f"unknown service {wanted!r}{_did_you_mean(wanted, names.values())}")
+        resolved.append(names[wanted.lower()])
+    return replace(svc, depends_on=tuple(dict.fromkeys(resolved)))
+
+
+def _start_order(services: list[ServiceConfig], where: _Where) -> tuple[ServiceConfig, ...]:
+    """Dependencies first; among services free to start, the file's order.
+
+    Always taking the first ready service in file order keeps the result as close to
+    what the user wrote as the dependencies allow.
+    """
+    pending = list(services)
+    started: set[str] = set()
+    ordered = []
+    while pending:
+        ready = next((svc for svc in pending if started.issuperset(svc.depends_on)), None)
+        if ready is None:
+            raise _cycle_error(pending, where)
+        pending.remove(ready)
+        started.add(ready.name)
+        ordered.append(ready)
+    return tuple(ordered)
+
+
+def _cycle_error(pending: list[ServiceConfig], where: _Where) -> ConfigError:
+    # Every pending service waits on another pending one (else it would be ready), so
+    # following those waits from anywhere must come back to a service already seen.
+    names = {svc.name for svc in pending}
+    waits_on = {svc.name: next(d for d in svc.depends_on if d in names) for svc in pending}
+    trail = [pending[0].name]
+    while trail[-1] not in trail[:-1]:
+        trail.append(waits_on[trail[-1]])
+    cycle = trail[trail.index(trail[-1]) :]
+    return where.key(cycle[0]).key("depends_on").error("dependency cycle " + " -> ".join(cycle))
+
+
+# --- values ------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    """A value for an error message, spelled as in TOML where it matters, and short."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _from_text(value: Any, where: _Where, convert: Callable[[str], Any]) -> Any:
+    """Environment values are strings: convert them if possible, else leave them to fail."""
+    if where.text and isinstance(value, str):
+        try:
+            return convert(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _is_finite_number(value: Any) -> bool:
+    # bool is an int subclass, but `true` is never meant as a number.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)  # TOML allows inf and nan, which make no sense here
+    except OverflowError:  # an int too big for a float
+        return False
+
+
+def _table(value: Any, where: _Where) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise where.error(f"expected a table, got {_show(value)}")
+    return value
+
+
+def _number(raw: Any, where: _Where, *, minimum: int, exclusive: bool = False) -> float:
+    value = _from_text(raw, where, float)
+    if not _is_finite_number(value) or value < minimum or (exclusive and value == minimum):
+        bound = f"{'>' if exclusive else '≥'} {minimum}"
+        raise where.error(f"expected a number {bound}, got {_show(raw)}")
+    return float(value)
+
+
+def _integer(raw: Any, where: _Where, *, minimum: int, maximum: int | None = None) -> int:
+    value = _from_text(raw, where, int)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise where.error(f"expected an integer ≥ {minimum}, got {_show(raw)}")
+    if maximum is not None and value > maximum:
+        raise where.error(f"expected an integer ≤ {maximum}, got {_show(raw)}")
+    return value
+
+
+def _boolean(value: Any, where: _Where) -> bool:
+    if not isinstance(value, bool):
+        raise where.error(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _string(value: Any, where: _Where) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise where.error(f"expected a non-empty string, got {_show(value)}")
+    return value
+
+
+def _choice(
+    value: Any, where: _Where, *, choices: tuple[str, ...], normalize: Callable[[str], str]
+) -> str:
+    if isinstance(value, str) and normalize(value) in choices:
+        return normalize(value)
+    expected = ", ".join(repr(choice) for choice in choices)
+    hint = _did_you_mean(value, choices) if isinstance(value, str) else ""
+    raise where.error(f"expected one of {expected}, got {_show(value)}{hint}")
+
+
+def _module(value: Any, where: _Where) -> str:
+    parts = value.split(":") if isinstance(value, str) else []
+    if len(parts) != 2 or not all(_is_dotted_name(part) for part in parts):
+        raise where.error(f"expected 'package.module:ClassName', got {_show(value)}")
+    return value
+
+
+def _is_dotted_name(text: str) -> bool:
+    return all(part.isidentifier() for part in text.split("."))
+
+
+def _command(value: Any, where: _Where) -> tuple[str, ...]:
+    if isinstance(value, str):
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:  # e.g. an unclosed quote
+            raise where.error(f"cannot split {value!r} ({exc})") from None
+    elif isinstance(value, list) and all(isinstance(arg, str) for arg in value):
+        argv = value
+    else:
+        raise where.error(f"expected a list of strings or a string, got {_show(value)}")
+    if not argv or not argv[0]:
+        raise where.error(f"expected a non-empty command, got {_show(value)}")
+    return tuple(argv)
+
+
+def _environment(value: Any, where: _Where) -> dict[str, str]:
+    env = {}
+    for name, item in _table(value, where).items():
+        if not name or "=" in name or "\0" in name:
+            raise where.error(f"invalid environment variable name {name!r}")
+        if isinstance(item, bool):
+            env[name] = "true" if item else "false"  # as written in TOML, not "True"
+        elif isinstance(item, str | int | float):
+            env[name] = str(item)
+        else:
+            raise where.key(name).error(f"expected a string or a number, got {_show(item)}")
+    return env
+
+
+def _names(value: Any, where: _Where) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(n, str) and n for n in value):
+        raise where.error(f"expected a list of service names, got {_show(value)}")
+    return tuple(value)
+
+
+def _directory(value: Any, where: _Where, *, base: Path) -> Path:
+    path = (base / Path(_string(value, where)).expanduser()).resolve()
+    if not path.is_dir():
+        raise where.error(f"no such directory: {str(path)!r}")
+    return path
+
+
+def _signal(value: Any, where: _Where) -> signal.Signals:
+    try:
+        if isinstance(value, str):
+            name = value.strip().upper()
+            return signal.Signals[name if name.startswith("SIG") else "SIG" + name]
+        if isinstance(value, int) and not isinstance(value, bool):
+            return signal.Signals(value)
+    except (KeyError, ValueError):
+        pass
+    raise where.error(f"expected a signal name like 'TERM' or a number, got {_show(value)}")
+
+
+def _url(value: Any, where: _Where) -> str:
+    text = _string(value, where)
+    try:
+        parts = urlsplit(text)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        valid = False
+    if not valid:
+        raise where.error(f"expected an http:// or https:// URL, got {text!r}")
+    return text
+
+
+_positive = partial(_number, minimum=0, exclusive=True)
+_port = partial(_integer, minimum=1, maximum=65535)
+
+_SETTINGS_PARSERS: dict[str, _Parser] = {
+    "run_dir": _string,
+    "check_interval": _positive,
+    "heartbeat_timeout": _positive,
+    "max_restarts": partial(_integer, minimum=0),
+    "restart_window": _positive,
+    "backoff_max": partial(_number, minimum=0),
+    "log_max_bytes": partial(_integer, minimum=1024),
+    "log_backups": partial(_integer, minimum=0),
+    "log_level": partial(_choice, choices=_LOG_LEVELS, normalize=str.upper),
+}
+_GATEWAY_PARSERS: dict[str, _Parser] = {"enabled": _boolean, "host": _string, "port": _port}
+_SECTION_PARSERS = {"procorch": _SETTINGS_PARSERS, "gateway": _GATEWAY_PARSERS}
+_HEALTH_PARSERS: dict[str, _Parser] = {
+    "tcp": _port,
+    "http": _url,
+    "host": _string,
+    "timeout": _positive,
+}
+# "cwd" is added by `_services`: it needs the config file's directory.
+_SERVICE_PARSERS: dict[str, _Parser] = {
+    "module": _module,
+    "command": _command,
+    "replicas": partial(_integer, minimum=1, maximum=1000),
+    "env": _environment,
+    "depends_on": _names,
+    "restart": partial(_choice, choices=RESTART_POLICIES, normalize=str.lower),
+    "stop_signal": _signal,
+    "stop_timeout": _positive,
+    "start_seconds": partial(_number, minimum=0),
+    "heartbeat_timeout": _positive,
+    "health": _health,
+}

@@ -1,0 +1,740 @@
+"""The supervisor daemon: starts every replica, notices each death at once, restarts by policy.
+
+One thread runs one event loop (selectors/epoll) over: the signal wake-up pipe
+(SIGCHLD means "reap now", SIGTERM/SIGINT mean "shut down"), every child's output
+pipe, and the control socket. Timers (backoff, stop timeouts, readiness, health
+checks) are deadlines the loop sleeps until; nothing sleeps in a polling loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import resource
+import secrets
+import selectors
+import signal
+import socket
+import sys
+import time
+from functools import partial
+from typing import Any
+
+import psutil
+
+from procorch.config import Config, ServiceConfig
+from procorch.stats import StatsTable
+from procorch.supervisor import control
+from procorch.supervisor.health import Prober, sample, stale_heartbeat
+from procorch.supervisor.logs import Echo, RotatingLog
+from procorch.supervisor.process import Replica, become_subreaper, exited_cleanly
+from procorch.supervisor.rundir import RunDir, now_iso
+from procorch.supervisor.state import ProcessState as S
+
+log = logging.getLogger("procorch.daemon")
+
+READY_POLL = 0.01  # how often a STARTING Python replica is checked for its first heartbeat
+PROBE_RETRY = 0.1  # how often a STARTING command is probed until it answers
+BACKOFF_FIRST = 0.1  # the second consecutive crash waits this long, then doubles
+STABLE_AFTER = 10.0  # a replica up this long has its consecutive-crash count reset
+RECLAIM_GRACE = 2.0  # seconds a stale process gets between SIGTERM and SIGKILL
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds this run directory's lock."""
+
+
+class Supervisor:
+    def __init__(self, config: Config, foreground: bool = False) -> None:
+        self.config = config
+        self.settings = config.settings
+        self.rundir = RunDir(self.settings.run_dir)
+        self.foreground = foreground
+        self.token = secrets.token_hex(8)
+        self.replicas: list[Replica] = []
+        for svc in config.services:
+            for i in range(svc.replicas):
+                self.replicas.append(Replica(svc, i, slot=len(self.replicas)))
+        self._dependents = {
+            svc.name: {other.name for other in config.services if svc.name in other.depends_on}
+            for svc in config.services
+        }
+        self._selector = selectors.DefaultSelector()
+        self._by_pid: dict[int, Replica] = {}
+        self._logs: dict[int, RotatingLog] = {}
+        self._echo: dict[int, Echo] = {}
+        self._waiters: list[_Waiter] = []
+        self._probe_results: list[tuple[Replica, int | None, str | None]] = []
+        self._prober: Prober | None = None
+        self._shutdown_conns: list[_Conn] = []
+        self.shutting_down = False
+        self.started = time.monotonic()
+        self._next_check = 0.0
+        self._dirty = True
+
+    # == the life of the daemon ==================================================
+
+    def prepare(self) -> None:
+        """Take the run directory: lock, reclaim a crashed daemon's leftovers, open files."""
+        self.rundir.create()
+        if not self.rundir.acquire_lock():
+            raise AlreadyRunning(str(self.rundir.path))
+        self._events = self.rundir.open_events()
+        self._reclaim_stale()
+        self.rundir.write_atomic(self.rundir.pid_file, f"{os.getpid()}\n")
+        self.stats = StatsTable(self.rundir.stats_file, slots=len(self.replicas))
+        self._listen()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_signal)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, _note_signal)
+        become_subreaper()
+        _raise_fd_limit()
+        if any(r.service.health for r in self.replicas):
+            self._prober = Prober(self._probe_done)
+        for r in self.replicas:
+            self._logs[r.slot] = RotatingLog(
+                self.rundir.log_path(r.name, r.index),
+                self.settings.log_max_bytes,
+                self.settings.log_backups,
+            )
+        if self.foreground:
+            width = max((len(r.label) for r in self.replicas), default=8)
+            out = sys.stdout.buffer
+            self._echo = {r.slot: Echo(r.label, r.slot, width, out) for r in self.replicas}
+        self._event(None, "daemon-start", detail=f"{len(self.replicas)} processes")
+
+    def run(self) -> int:
+        """The event loop; returns when every replica is stopped after a shutdown."""
+        while True:
+            now = time.monotonic()
+            self._advance(now)
+            if self._dirty:
+                self._dirty = False
+                self._write_snapshot()
+                self._serve_waiters()
+            if self.shutting_down and not any(r.state.has_process for r in self.replicas):
+                break
+            timeout = max(0.0, self._next_deadline(now) - time.monotonic())
+            for key, _ in self._selector.select(timeout):
+                key.data(key)
+        self._finish()
+        return 0
+
+    def _finish(self) -> None:
+        self._sweep_descendants()
+        self._event(None, "daemon-stop")
+        self._write_snapshot(clean=True)
+        for path in (self.rundir.socket, self.rundir.pid_file):
+            path.unlink(missing_ok=True)
+        for sink in self._logs.values():
+            sink.close()
+        if self._prober:
+            self._prober.shutdown()
+        # the CLI waiting on `down` sees its connection close when this process exits
+
+    # == starting, stopping, restarting ==========================================
+
+    def _start(self, r: Replica) -> None:
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        self.stats.reset(r.slot, 0)
+        r.set_state(S.STARTING)
+        try:
+            r.spawn(self._env(r), write_fd)
+        except OSError as exc:
+            os.close(read_fd)
+            r.set_state(S.FATAL)
+            self._logs[r.slot].write(f"procorch: cannot start {r.label}: {exc}\n".encode())
+            self._event(r, "fatal", detail=f"cannot start: {exc.strerror or exc}")
+            return
+        finally:
+            os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self._selector.register(
+            read_fd, selectors.EVENT_READ, partial(self._on_output, slot=r.slot)
+        )
+        assert r.pid is not None
+        self._by_pid[r.pid] = r
+        self.stats.reset(r.slot, r.pid)
+        r.kill_reason = r.unhealthy_since = None
+        r.health_failures = 0
+        self._event(r, "spawned", pid=r.pid)
+
+    def _env(self, r: Replica) -> dict[str, str]:
+        svc = r.service
+        env = dict(os.environ)
+        env.update(svc.env)
+        env.update(
+            PROCORCH_SERVICE=svc.name,
+            PROCORCH_REPLICA=str(r.index),
+            PROCORCH_RUN_DIR=str(self.rundir.path),
+            PROCORCH_RUN_TOKEN=self.token,
+            PROCORCH_SLOT=str(r.slot),
+        )
+        if svc.module:
+            env["PROCORCH_MODULE"] = svc.module
+            env["PROCORCH_HEARTBEAT_INTERVAL"] = str(min(1.0, self._heartbeat_timeout(svc) / 4))
+            env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _heartbeat_timeout(self, svc: ServiceConfig) -> float:
+        return svc.heartbeat_timeout or self.settings.heartbeat_timeout
+
+    def _stop(self, r: Replica, now: float) -> None:
+        if r.state.has_process:
+            if r.state is not S.STOPPING:
+                r.set_state(S.STOPPING)
+                r.stop_deadline = now + r.service.stop_timeout
+                r.signal_group(r.service.stop_signal)
+                r.signal_group(signal.SIGCONT)  # a SIGSTOPped process must run to handle it
+                self._event(r, "stopping", pid=r.pid)
+        elif r.state in (S.BACKOFF, S.EXITED, S.FATAL):
+            r.set_state(S.STOPPED)
+            self._event(r, "stopped")
+        self._dirty = True
+
+    def _on_exit(self, r: Replica, status: int, now: float) -> None:
+        pid = r.pid
+        how = r.reaped(status)
+        was = r.state
+        detail = f"{how}; {r.kill_reason}" if r.kill_reason else how
+        if was is S.STOPPING or self.shutting_down:
+            r.set_state(S.STOPPED)
+            self._event(r, "stopped", pid=pid, detail=detail)
+            return
+        self._event(r, "exited", pid=pid, detail=detail)
+        policy = r.service.restart
+        if policy == "never" or (policy == "on-failure" and exited_cleanly(status)):
+            r.set_state(S.EXITED)
+            return
+        if now - r.started >= STABLE_AFTER:
+            r.consecutive_failures = 0
+        r.consecutive_failures += 1
+        window = self.settings.restart_window
+        r.crash_times = [t for t in r.crash_times if now - t < window] + [now]
+        if len(r.crash_times) > self.settings.max_restarts:
+            r.set_state(S.FATAL)
+            self._event(
+                r,
+                "fatal",
+                detail=f"{len(r.crash_times)} crashes within {window:g}s (last: {detail})",
+            )
+            return
+        delay = 0.0
+        if r.consecutive_failures > 1:
+            delay = min(
+                self.settings.backoff_max, BACKOFF_FIRST * 2 ** (r.consecutive_failures - 2)
+            )
+        r.set_state(S.BACKOFF)
+        r.retry_at = now + delay
+        if delay == 0:
+            self._restart_now(r)
+        else:
+            self._event(r, "backoff", detail=f"restart in {delay:.2f}s")
+
+    def _restart_now(self, r: Replica) -> None:
+        r.restarts += 1
+        r.retry_at = None
+        self._start(r)
+
+    def _kill_unhealthy(self, r: Replica, reason: str) -> None:
+        r.kill_reason = reason
+        self._event(r, "unhealthy", pid=r.pid, detail=f"{reason}; killing")
+        r.signal_group(signal.SIGKILL)
+
+    # == timers ====================================================================
+
+    def _advance(self, now: float) -> None:
+        """Do whatever is due: backoff restarts, readiness, stop timeouts, health checks."""
+        if self._probe_results:
+            results, self._probe_results = self._probe_results, []
+            for r, pid, problem in results:
+                self._on_probe(r, pid, problem, now)
+        if self.shutting_down:
+            self._advance_shutdown(now)
+        check_due = now >= self._next_check
+        if check_due:
+            self._next_check = now + self.settings.check_interval
+        for r in self.replicas:
+            state = r.state
+            if state is S.BACKOFF and r.retry_at is not None and now >= r.retry_at:
+                self._restart_now(r)
+            elif state is S.STOPPED and r.want_running and not self.shutting_down:
+                if self._dependencies_settled(r.service):
+                    self._start(r)
+            elif state is S.STOPPING and r.stop_deadline is not None and now >= r.stop_deadline:
+                r.stop_deadline = None
+                self._event(r, "stop-timeout", pid=r.pid, detail="sending SIGKILL")
+                r.signal_group(signal.SIGKILL)
+            elif state is S.STARTING:
+                self._check_ready(r, now)
+            if check_due and r.state in (S.STARTING, S.RUNNING):
+                self._check_health(r, now)
+
+    def _check_ready(self, r: Replica, now: float) -> None:
+        svc = r.service
+        if svc.module:
+            ready = self.stats.read(r.slot).heartbeat > 0
+        elif svc.health:
+            ready = False  # the probe's answer moves it on; see _on_probe
+            if self._prober and now - r.state_since >= PROBE_RETRY * (r.health_failures + 1):
+                r.health_failures += 1
+                self._prober.submit(r)
+        else:
+            ready = now - r.started >= svc.start_seconds
+        if ready:
+            self._set_running(r)
+
+    def _set_running(self, r: Replica) -> None:
+        r.set_state(S.RUNNING)
+        r.health_failures = 0
+        self._event(r, "running", pid=r.pid)
+
+    def _check_health(self, r: Replica, now: float) -> None:
+        if not sample(r):
+            return  # gone or a zombie: SIGCHLD is on its way and reaps it
+        svc = r.service
+        if svc.module:
+            silent = stale_heartbeat(r, self.stats, self._heartbeat_timeout(svc), now)
+            if silent is not None:
+                self._kill_unhealthy(r, f"no heartbeat for {silent:.1f}s")
+        elif svc.health and r.state is S.RUNNING and self._prober:
+            self._prober.submit(r)
+
+    def _probe_done(self, r: Replica, pid: int | None, problem: str | None) -> None:
+        """Called on a probe thread: hand the result to the loop and wake it."""
+        self._probe_results.append((r, pid, problem))
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full, so the loop is awake already
+
+    def _on_probe(self, r: Replica, pid: int | None, problem: str | None, now: float) -> None:
+        if pid != r.pid or r.state not in (S.STARTING, S.RUNNING):
+            return  # an answer about a process that is gone by now
+        if problem is None:
+            r.unhealthy_since = None
+            if r.state is S.STARTING:
+                self._set_running(r)
+            return
+        since = r.unhealthy_since = r.unhealthy_since or now
+        if r.state is S.STARTING:
+            since = r.started
+        if now - since > self._heartbeat_timeout(r.service):
+            self._kill_unhealthy(r, f"{problem} for {now - since:.1f}s")
+
+    def _next_deadline(self, now: float) -> float:
+        deadline = self._next_check
+        for r in self.replicas:
+            if r.state is S.BACKOFF and r.retry_at is not None:
+                deadline = min(deadline, r.retry_at)
+            elif r.state is S.STOPPING and r.stop_deadline is not None:
+                deadline = min(deadline, r.stop_deadline)
+            elif r.state is S.STARTING:
+                if r.service.module:
+                    deadline = min(deadline, now + READY_POLL)
+                elif r.service.health:
+                    deadline = min(deadline, now + PROBE_RETRY)
+                else:
+                    deadline = min(deadline, r.started + r.service.start_seconds)
+        return deadline
+
+    def _dependencies_settled(self, svc: ServiceConfig) -> bool:
+        """Dependents start once every replica they depend on has started (or given up)."""
+        return all(
+            r.state.is_settled and not (r.state is S.STOPPED and r.want_running)
+            for r in self.replicas
+            if r.name in svc.depends_on
+        )
+
+    # == shutdown =================================================================
+
+    def shutdown(self) -> None:
+        if not self.shutting_down:
+            self.shutting_down = True
+            self._event(None, "daemon-stopping")
+            for r in self.replicas:
+                r.want_running = False
+            self._dirty = True
+
+    def _advance_shutdown(self, now: float) -> None:
+        """Stop dependents before what they depend on."""
+        alive = {r.name for r in self.replicas if r.state.has_process}
+        for r in self.replicas:
+            if r.state is not S.STOPPING and not (self._dependents[r.name] & alive):
+                self._stop(r, now)
+
+    def _sweep_descendants(self) -> None:
+        """Kill what the services forked and left behind (re-parented to us, the subreaper)."""
+        leftovers = psutil.Process().children(recursive=True)
+        for proc in leftovers:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(leftovers, timeout=2)
+
+    def _reclaim_stale(self) -> None:
+        """After a daemon died uncleanly, end what it left running. Never touches strangers.
+
+        A pid in the snapshot proves nothing (pids are reused, and the file could be
+        stale or edited). A process is ours only if its environment carries the dead
+        daemon's run token, which every replica and everything it forked inherits.
+        """
+        old = self.rundir.read_state()
+        self.rundir.socket.unlink(missing_ok=True)
+        if not old or old.get("clean") or not isinstance(old.get("token"), str):
+            return
+        token = old["token"]
+        procs = []
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid != os.getpid() and proc.environ().get("PROCORCH_RUN_TOKEN") == token:
+                    procs.append(proc)
+            except psutil.Error:
+                continue
+        if not procs:
+            return
+        for proc in procs:
+            _quietly(proc.terminate)
+        _, alive = psutil.wait_procs(procs, timeout=RECLAIM_GRACE)
+        for proc in alive:
+            _quietly(proc.kill)
+        self._event(None, "reclaimed", detail=f"ended {len(procs)} processes of a crashed daemon")
+
+    # == events and state on disk =================================================
+
+    def _event(
+        self, r: Replica | None, event: str, pid: int | None = None, detail: str = ""
+    ) -> None:
+        entry: dict[str, Any] = {"time": now_iso(), "event": event}
+        if r is not None:
+            entry.update(service=r.name, replica=r.index)
+        if pid is not None:
+            entry["pid"] = pid
+        if detail:
+            entry["detail"] = detail
+        self._events.write(json.dumps(entry) + "\n")
+        self._dirty = True
+        log.info("%s %s %s", r.label if r else "procorch", event, detail)
+        if self.foreground:
+            who = r.label if r else "procorch"
+            extra = f" pid {pid}" if pid else ""
+            sys.stdout.write(f"\x1b[2m[{who}] {event}{extra} {detail}\x1b[0m\n")
+            sys.stdout.flush()
+
+    def _write_snapshot(self, clean: bool = False) -> None:
+        self.rundir.write_state(
+            {
+                "token": self.token,
+                "pid": os.getpid(),
+                "clean": clean,
+                "updated": now_iso(),
+                "processes": [
+                    {
+                        "service": r.name,
+                        "replica": r.index,
+                        "state": r.state.value,
+                        "pid": r.pid,
+                        "create_time": r.create_time,
+                        "restarts": r.restarts,
+                    }
+                    for r in self.replicas
+                ],
+            }
+        )
+
+    def status(self, targets: list[Replica] | None = None) -> dict[str, Any]:
+        now = time.monotonic()
+        services = []
+        for r in self.replicas if targets is None else targets:
+            slot = self.stats.read(r.slot)
+            alive = r.state.has_process and r.pid is not None
+            services.append(
+                {
+                    "name": r.name,
+                    "replica": r.index,
+                    "state": r.state.value,
+                    "pid": r.pid,
+                    "uptime": round(now - r.started, 3) if alive else None,
+                    "restarts": r.restarts,
+                    "cpu_percent": r.cpu_percent,
+                    "rss_bytes": r.rss_bytes,
+                    "heartbeat_age": (
+                        round(slot.heartbeat_age(now), 3)
+                        if alive and r.service.module and slot.heartbeat
+                        else None
+                    ),
+                    "requests": slot.requests,
+                    "errors": slot.errors,
+                    "last_exit": r.last_exit,
+                }
+            )
+        return {
+            "supervisor": {
+                "pid": os.getpid(),
+                "state": "stopping" if self.shutting_down else "running",
+                "uptime": round(now - self.started, 3),
+                "run_dir": str(self.rundir.path),
+                "config": str(self.config.path) if self.config.path else None,
+            },
+            "services": services,
+        }
+
+    # == I/O callbacks ==============================================================
+
+    def _on_signal(self, key: selectors.SelectorKey) -> None:
+        try:
+            data = os.read(self._wake_r, 512)
+        except BlockingIOError:
+            return
+        if any(b in data for b in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
+            self.shutdown()
+        if signal.SIGCHLD in data:
+            self._reap()
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        while True:
+            try:
+                # WNOWAIT: the dead leader stays a zombie while we kill its group, so its
+                # pid (and so the group id) cannot be reused by a stranger in between.
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None:
+                return
+            r = self._by_pid.pop(info.si_pid, None)
+            if r is not None:
+                r.signal_group(signal.SIGKILL)  # "never two copies": its leftovers go too
+            _, status = os.waitpid(info.si_pid, 0)
+            if r is not None:
+                self._on_exit(r, status, now)
+
+    def _on_output(self, key: selectors.SelectorKey, slot: int) -> None:
+        try:
+            data = os.read(key.fd, 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            self._selector.unregister(key.fd)
+            os.close(key.fd)
+            return
+        self._logs[slot].write(data)
+        echo = self._echo.get(slot)
+        if echo:
+            echo.write(data)
+
+    def _listen(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path = str(self.rundir.socket)
+        old_umask = os.umask(0o177)  # owner-only from the first instant
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        sock.listen(64)
+        sock.setblocking(False)
+        self._selector.register(sock, selectors.EVENT_READ, self._on_accept)
+
+    def _on_accept(self, key: selectors.SelectorKey) -> None:
+        try:
+            conn, _ = key.fileobj.accept()
+        except BlockingIOError:
+            return
+        conn.setblocking(False)
+        client = _Conn(conn)
+        self._selector.register(conn, selectors.EVENT_READ, partial(self._on_conn, client=client))
+
+    def _on_conn(self, key: selectors.SelectorKey, client: _Conn) -> None:
+        try:
+            data = client.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(client)
+            return
+        client.inbuf += data
+        if b"\n" not in client.inbuf:
+            if len(client.inbuf) > control.MAX_REQUEST:
+                client.send({"ok": False, "error": "request too large"})
+                self._drop(client)
+            return
+        line, _, client.inbuf = client.inbuf.partition(b"\n")
+        try:
+            message = json.loads(line)
+            if not isinstance(message, dict):
+                raise ValueError("not an object")
+            self._handle(client, message)
+        except (ValueError, TypeError, KeyError) as exc:
+            client.send({"ok": False, "error": f"bad request: {exc}"})
+
+    def _drop(self, client: _Conn) -> None:
+        self._waiters = [w for w in self._waiters if w.client is not client]
+        try:
+            self._selector.unregister(client.sock)
+        except (KeyError, ValueError):
+            pass
+        client.sock.close()
+
+    # == control requests ==========================================================
+
+    def _handle(self, client: _Conn, message: dict[str, Any]) -> None:
+        cmd = message.get("cmd")
+        names = message.get("names") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError("names must be a list of strings")
+        targets = self._select(names)
+        if targets is None:
+            known = ", ".join(svc.name for svc in self.config.services)
+            unknown = [n for n in names if not self._matches(n)]
+            client.send({"ok": False, "error": f"no service named {unknown[0]!r} (known: {known})"})
+            return
+        now = time.monotonic()
+        if cmd == "status":
+            client.send({"ok": True, **self.status(targets)})
+        elif cmd == "wait":
+            self._wait(client, targets)
+        elif cmd in ("start", "restart", "stop"):
+            if self.shutting_down:
+                client.send({"ok": False, "error": "the supervisor is shutting down"})
+                return
+            for r in targets:
+                if cmd == "stop":
+                    r.want_running = False
+                    self._stop(r, now)
+                else:
+                    self._request_start(r, now, restart=cmd == "restart")
+            self._dirty = True
+            if message.get("wait", True):
+                self._wait(client, targets)
+            else:
+                client.send({"ok": True})
+        elif cmd == "shutdown":
+            client.send({"ok": True, "pid": os.getpid()})
+            self.shutdown()
+        else:
+            client.send({"ok": False, "error": f"unknown command {cmd!r}"})
+
+    def _request_start(self, r: Replica, now: float, restart: bool) -> None:
+        r.want_running = True
+        r.crash_times.clear()  # a human asked: FATAL is cleared, the window starts afresh
+        r.consecutive_failures = 0
+        if r.state.has_process:
+            if restart:
+                self._stop(r, now)  # when it is gone, want_running starts it again
+        elif r.state is S.BACKOFF:
+            self._restart_now(r)
+        elif r.state is not S.STOPPED:
+            r.set_state(S.STOPPED)  # EXITED / FATAL: the loop starts it (after its dependencies)
+
+    def _matches(self, name: str) -> bool:
+        return any(svc.name.lower() == name.lower() for svc in self.config.services)
+
+    def _select(self, names: list[str]) -> list[Replica] | None:
+        """The replicas of the named services (all when none named); None if a name is unknown."""
+        if not names:
+            return list(self.replicas)
+        if not all(self._matches(n) for n in names):
+            return None
+        wanted = {n.lower() for n in names}
+        return [r for r in self.replicas if r.name.lower() in wanted]
+
+    def _wait(self, client: _Conn, targets: list[Replica]) -> None:
+        self._waiters.append(_Waiter(client, targets))
+        self._dirty = True
+
+    def _serve_waiters(self) -> None:
+        pending = []
+        for w in self._waiters:
+            if w.settled():
+                w.client.send({"ok": True, **self.status(w.targets)})
+            else:
+                w.client.send_progress(w.progress())
+                pending.append(w)
+        self._waiters = pending
+
+
+class _Conn:
+    """One control connection. Replies are small; a blocking send with a timeout is fine."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbuf = b""
+        self._last_progress: Any = None
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self.sock.setblocking(True)
+            self.sock.settimeout(2.0)
+            self.sock.sendall(control.encode(message))
+            self.sock.setblocking(False)
+        except OSError:
+            pass  # the client went away; its socket is dropped when read returns EOF
+
+    def send_progress(self, progress: dict[str, Any]) -> None:
+        if progress != self._last_progress:
+            self._last_progress = progress
+            self.send({"progress": progress})
+
+
+class _Waiter:
+    """A client waiting until its replicas are settled (running, stopped, exited or fatal)."""
+
+    def __init__(self, client: _Conn, targets: list[Replica]) -> None:
+        self.client = client
+        self.targets = targets
+
+    def settled(self) -> bool:
+        return all(
+            r.state.is_settled and not (r.state is S.STOPPED and r.want_running)
+            for r in self.targets
+        )
+
+    def progress(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for r in self.targets:
+            counts[r.state.value] = counts.get(r.state.value, 0) + 1
+        return {"total": len(self.targets), "states": counts}
+
+
+def _note_signal(signum: int, frame: object) -> None:
+    """Python-level handler: nothing to do, the wake-up fd already carries the signal."""
+
+
+def _quietly(action: Any) -> None:
+    try:
+        action()
+    except psutil.Error:
+        pass
+
+
+def _raise_fd_limit() -> None:
+    """Two pipes' worth of descriptors per replica: lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            if exc.args and exc.args[0] != errno.EPERM:
+                raise
+
+
+def serve(config: Config, foreground: bool = False, ready: Any = None) -> int:
+    """Run a daemon to completion. `ready(error)` is called once it is up (or failed)."""
+    sup = Supervisor(config, foreground=foreground)
+    try:
+        sup.prepare()
+    except AlreadyRunning:
+        if ready:
+            ready("already running")
+        return 3
+    if ready:
+        ready(None)
+    return sup.run()

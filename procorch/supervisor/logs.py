@@ -1,0 +1,92 @@
+"""Process output: a size-rotated log file per replica, and the coloured echo of `--foreground`.
+
+The daemon reads each child's stdout+stderr pipe and hands the bytes here, as
+supervisord and circus do, so rotation never needs the child's cooperation.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from pathlib import Path
+from typing import BinaryIO
+
+_COLOURS = (36, 33, 32, 35, 34, 91, 96, 93, 92, 95, 94)
+
+
+class RotatingLog:
+    """Append-only file that rolls over to .1, .2, ... when it passes max_bytes."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._file = self._open()
+        self._size = self._file.tell()
+
+    def _open(self) -> BinaryIO:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return os.fdopen(fd, "ab", buffering=0)
+
+    def write(self, data: bytes) -> None:
+        if self._size + len(data) > self.max_bytes and self._size > 0:
+            self._rotate()
+        self._file.write(data)
+        self._size += len(data)
+
+    def _rotate(self) -> None:
+        self._file.close()
+        if self.backups > 0:
+            for i in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{i}")
+                if older.exists():
+                    os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        else:
+            os.truncate(self.path, 0)
+        self._file = self._open()
+        self._size = 0
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Echo:
+    """Prefixes each complete line of a process's output with its coloured name."""
+
+    def __init__(self, label: str, index: int, width: int, out: BinaryIO) -> None:
+        colour = _COLOURS[index % len(_COLOURS)]
+        self._prefix = f"\x1b[{colour}m{label:<{width}} |\x1b[0m ".encode()
+        self._out = out
+        self._partial = b""
+
+    def write(self, data: bytes) -> None:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        if lines:
+            self._out.write(b"".join(self._prefix + line + b"\n" for line in lines))
+            self._out.flush()
+
+    def close(self) -> None:
+        if self._partial:
+            self.write(b"\n")
+
+
+def tail_lines(path: Path, count: int) -> list[str]:
+    """The last `count` lines of a log file, read from the end (logs can be large)."""
+    if count <= 0:
+        return []
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            end = f.tell()
+            block, data = 8192, b""
+            while end > 0 and data.count(b"\n") <= count:
+                start = max(0, end - block)
+                f.seek(start)
+                data = f.read(end - start) + data
+                end = start
+    except OSError:
+        return []
+    lines: deque[str] = deque(data.decode(errors="replace").splitlines(), maxlen=count)
+    return list(lines)

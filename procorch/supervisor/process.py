@@ -1,0 +1,148 @@
+"""One replica of a service: how it is spawned, signalled and identified.
+
+A replica runs in its own session (so its own process group): stopping it signals
+the whole group, which takes down whatever it forked itself. It is identified by
+(pid, create time), never by pid alone, so a reused pid is never mistaken for it.
+The state machine lives in `state.py`; the decisions (when to restart) in `daemon.py`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import psutil
+
+from procorch.config import ServiceConfig
+from procorch.supervisor.state import ProcessState
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def become_subreaper() -> None:
+    """Orphans of our services are re-parented to us, so we reap them and can kill them."""
+    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Runs in the child between fork and exec: if the supervisor dies, so does this."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
+        os._exit(1)
+
+
+def process_identity(pid: int) -> float | None:
+    """The create time of `pid`, or None if no such process exists."""
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+@dataclass
+class Replica:
+    """A service replica: its state and, while it has one, its OS process."""
+
+    service: ServiceConfig
+    index: int  # 0-based replica number
+    slot: int  # its slot in the shared stats table
+    state: ProcessState = ProcessState.STOPPED
+    popen: subprocess.Popen | None = None
+    pid: int | None = None
+    create_time: float | None = None
+    started: float = 0.0  # time.monotonic() at spawn
+    state_since: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    crash_times: list[float] = field(default_factory=list)  # within the restart window
+    consecutive_failures: int = 0
+    retry_at: float | None = None  # BACKOFF: when to start again
+    stop_deadline: float | None = None  # STOPPING: when to SIGKILL
+    want_running: bool = True  # what the user asked for; `stop NAME` clears it
+    kill_reason: str | None = None  # why the supervisor killed it, for the event log
+    last_exit: str | None = None
+    health_failures: int = 0  # probes tried while STARTING
+    unhealthy_since: float | None = None  # first failed probe of the current run of failures
+    ps: psutil.Process | None = None
+    cpu_percent: float | None = None
+    rss_bytes: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}.{self.index}"
+
+    def set_state(self, new: ProcessState) -> None:
+        self.state = self.state.check(new)
+        self.state_since = time.monotonic()
+
+    def spawn(self, env: dict[str, str], stdout: int) -> None:
+        """Start the OS process. Raises OSError when the program cannot be executed."""
+        svc = self.service
+        argv = list(svc.command) if svc.command else [sys.executable, "-m", "procorch.services"]
+        self.popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            cwd=svc.cwd,
+            env=env,
+            start_new_session=True,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+            close_fds=True,
+        )
+        self.pid = self.popen.pid
+        self.started = time.monotonic()
+        try:
+            self.ps = psutil.Process(self.pid)
+            self.create_time = self.ps.create_time()
+            self.ps.cpu_percent(None)  # primes the counter; the next call gives a rate
+        except psutil.NoSuchProcess:  # died already; SIGCHLD will tell us
+            self.ps, self.create_time = None, None
+        self.cpu_percent = self.rss_bytes = None
+
+    def signal_group(self, sig: int) -> None:
+        """Signal the replica's process group, while its leader is ours and unreaped."""
+        if self.pid is None:
+            return
+        try:
+            os.killpg(self.pid, sig)  # start_new_session: pgid == pid
+        except ProcessLookupError:
+            pass
+
+    def reaped(self, status: int) -> str:
+        """Record the leader's exit; returns a description like 'exit status 1'."""
+        if self.popen is not None:
+            # Popen must not wait for a pid we reaped: the number may belong to a new child now.
+            self.popen.returncode = os.waitstatus_to_exitcode(status)
+            if self.popen.stdout is not None:
+                self.popen.stdout = None  # the daemon owns and closes the pipe's fd
+        self.pid = self.create_time = self.ps = None
+        self.cpu_percent = self.rss_bytes = None
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            try:
+                name = signal.Signals(sig).name
+            except ValueError:
+                name = str(sig)
+            self.last_exit = f"killed by {name}"
+        else:
+            self.last_exit = f"exit status {os.WEXITSTATUS(status)}"
+        return self.last_exit
+
+    def uptime(self, now: float) -> float | None:
+        return now - self.started if self.state.has_process and self.pid else None
+
+
+def exited_cleanly(status: int) -> bool:
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -1,0 +1,148 @@
+"""Test helpers: a real procorch stack in a temporary directory, driven through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PY = sys.executable
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll until `predicate()` is truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def processes_with_env(key: str, value: str) -> list[psutil.Process]:
+    """Every live process whose environment has key=value (how we find a stack's processes)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get(key) == value:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+class Stack:
+    """A config file and run directory in tmp_path, and the `procorch` CLI to drive them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config = root / "procorch.toml"
+        self.run_dir = root / ".procorch"
+
+    def write(self, toml: str, settings: str = "") -> None:
+        header = textwrap.dedent(
+            """\
+            [procorch]
+            check_interval = 0.2
+            """
+        )
+        self.config.write_text(header + textwrap.dedent(settings) + textwrap.dedent(toml))
+
+    def cli(self, *args: str, timeout: float = 60.0, **kwargs: Any) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PROCORCH_")}
+        return subprocess.run(
+            [PY, "-m", "procorch", *args],
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kwargs,
+        )
+
+    def up(self, *args: str) -> subprocess.CompletedProcess:
+        result = self.cli("up", *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def status(self) -> dict[str, Any]:
+        result = self.cli("status", "--json")
+        assert result.returncode in (0, 3), result.stderr
+        return json.loads(result.stdout)
+
+    def replicas(self, name: str) -> list[dict[str, Any]]:
+        return [s for s in self.status()["services"] if s["name"] == name]
+
+    def events(self) -> list[dict[str, Any]]:
+        return json.loads(self.cli("events", "--json", "-n", "1000").stdout)
+
+    def daemon_pid(self) -> int | None:
+        try:
+            return int((self.run_dir / "procorch.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def leftovers(self) -> list[psutil.Process]:
+        return processes_with_env("PROCORCH_RUN_DIR", str(self.run_dir))
+
+    def cleanup(self) -> None:
+        if (self.run_dir / "control.sock").exists():
+            self.cli("down", timeout=60)
+        pid = self.daemon_pid()
+        procs = self.leftovers()
+        if pid and psutil.pid_exists(pid):
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.Error:
+                pass
+        for proc in procs:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path)
+    yield s
+    s.cleanup()
+
+
+def python_service(name: str, cls: str = "Steady", replicas: int = 1, extra: str = "") -> str:
+    return textwrap.dedent(
+        f"""
+        [services.{name}]
+        module = "services:{cls}"
+        cwd = "{FIXTURES}"
+        replicas = {replicas}
+        """
+    ) + textwrap.dedent(extra)
+
+
+def command_service(
+    name: str, code: str, replicas: int = 1, extra: str = "", start_seconds: float = 0.3
+) -> str:
+    return textwrap.dedent(
+        f"""
+        [services.{name}]
+        command = [{json.dumps(PY)}, "-c", {json.dumps(code)}]
+        replicas = {replicas}
+        start_seconds = {start_seconds}
+        """
+    ) + textwrap.dedent(extra)
+
+
+SLEEP_FOREVER = "import time; time.sleep(1e6)"

@@ -1,0 +1,293 @@
+"""The daemon's life cycle, through the real CLI: up, status, restarts, health kills, down."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+
+import psutil
+
+from tests.conftest import (
+    FIXTURES,
+    PY,
+    SLEEP_FOREVER,
+    command_service,
+    python_service,
+    wait_for,
+)
+
+
+def test_up_status_down(stack):
+    stack.write(python_service("api", replicas=2) + command_service("sleeper", SLEEP_FOREVER))
+    up = stack.up()
+    assert "running" in up.stdout
+
+    status = stack.status()
+    assert status["supervisor"]["state"] == "running"
+    assert status["supervisor"]["run_dir"] == str(stack.run_dir)
+    services = status["services"]
+    assert [(s["name"], s["replica"]) for s in services] == [("api", 0), ("api", 1), ("sleeper", 0)]
+    for s in services:
+        assert s["state"] == "running"
+        assert psutil.pid_exists(s["pid"])
+        assert s["restarts"] == 0
+        assert set(s) >= {
+            "uptime",
+            "cpu_percent",
+            "rss_bytes",
+            "heartbeat_age",
+            "requests",
+            "errors",
+        }
+    assert services[0]["heartbeat_age"] is not None and services[0]["heartbeat_age"] < 5
+    assert services[2]["heartbeat_age"] is None  # commands do not heartbeat
+    assert stack.cli("status").returncode == 0
+
+    pids = [s["pid"] for s in services]
+    down = stack.cli("down")
+    assert down.returncode == 0, down.stderr
+    assert not any(psutil.pid_exists(p) for p in pids)
+    assert stack.leftovers() == []
+    assert not (stack.run_dir / "control.sock").exists()
+
+    after = stack.cli("status")
+    assert after.returncode == 1
+    assert after.stderr.strip().startswith("procorch: procorch is not running")
+    assert "Traceback" not in after.stderr
+
+
+def test_run_dir_is_owner_only(stack):
+    stack.write(python_service("api"))
+    stack.up()
+    assert stat.S_IMODE(os.stat(stack.run_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(stack.run_dir / "control.sock").st_mode) == 0o600
+    state = json.loads((stack.run_dir / "state.json").read_text())
+    assert state["pid"] == stack.daemon_pid()
+
+
+def test_kill_9_restarts_with_new_pid(stack):
+    stack.write(python_service("api") + command_service("sleeper", SLEEP_FOREVER))
+    stack.up()
+    for name in ("api", "sleeper"):
+        (before,) = stack.replicas(name)
+        os.kill(before["pid"], signal.SIGKILL)
+
+        def replaced(name=name, before=before):
+            (now,) = stack.replicas(name)
+            return now if now["state"] == "running" and now["pid"] != before["pid"] else None
+
+        after = wait_for(replaced, timeout=5)
+        assert after["restarts"] == 1
+        assert psutil.pid_exists(after["pid"])
+    kinds = [(e.get("service"), e["event"]) for e in stack.events()]
+    assert ("api", "exited") in kinds and ("sleeper", "exited") in kinds
+
+
+def test_crash_loop_ends_fatal_and_restart_clears_it(stack):
+    stack.write(
+        command_service("crasher", "import sys; print('boom'); sys.exit(3)")
+        + command_service("fine", SLEEP_FOREVER),
+        settings="max_restarts = 3\nrestart_window = 60\n",
+    )
+    up = stack.cli("up")
+    assert up.returncode == 3, up.stdout + up.stderr
+    assert "crasher.0 is FATAL: exit status 3" in up.stderr
+    assert "boom" in up.stderr  # its last log lines are shown
+
+    (crasher,) = stack.replicas("crasher")
+    assert crasher["state"] == "fatal"
+    assert crasher["pid"] is None
+    (fine,) = stack.replicas("fine")
+    assert fine["state"] == "running"
+    spawned = [
+        e for e in stack.events() if e.get("service") == "crasher" and e["event"] == "spawned"
+    ]
+    assert len(spawned) == 4  # the first start and max_restarts restarts
+    assert any(e["event"] == "fatal" for e in stack.events())
+    assert stack.cli("status").returncode == 3
+
+    # `restart` clears FATAL and tries again (this one crashes again, so it ends FATAL again)
+    again = stack.cli("restart", "CRASHER")  # names are case-insensitive
+    assert again.returncode == 3
+    spawned = [
+        e for e in stack.events() if e.get("service") == "crasher" and e["event"] == "spawned"
+    ]
+    assert len(spawned) == 8
+
+
+def test_first_restart_is_immediate_then_backs_off(stack):
+    stack.write(
+        command_service(
+            "crasher", "import time; time.sleep(0.4); raise SystemExit(1)", start_seconds=0.1
+        ),
+        settings="max_restarts = 10\nbackoff_max = 0.4\n",
+    )
+    stack.up()
+    wait_for(lambda: len([e for e in stack.events() if e["event"] == "backoff"]) >= 3, timeout=15)
+    delays = [e["detail"] for e in stack.events() if e["event"] == "backoff"]
+    assert delays[:3] == ["restart in 0.10s", "restart in 0.20s", "restart in 0.40s"]
+    # the first exit was followed by a spawn with no backoff event in between
+    kinds = [e["event"] for e in stack.events() if e.get("service") == "crasher"]
+    first_exit = kinds.index("exited")
+    assert kinds[first_exit + 1] == "spawned"
+
+
+def test_sigstopped_service_is_restarted_after_heartbeat_timeout(stack):
+    stack.write(python_service("api", extra="heartbeat_timeout = 1.0\n"))
+    stack.up()
+    (before,) = stack.replicas("api")
+    os.kill(before["pid"], signal.SIGSTOP)
+
+    def replaced():
+        (now,) = stack.replicas("api")
+        return now if now["state"] == "running" and now["pid"] != before["pid"] else None
+
+    after = wait_for(replaced, timeout=10)
+    assert after["restarts"] == 1
+    assert (
+        not psutil.pid_exists(before["pid"]) or psutil.Process(before["pid"]).status() == "zombie"
+    )
+    unhealthy = [e for e in stack.events() if e["event"] == "unhealthy"]
+    assert unhealthy and "no heartbeat" in unhealthy[0]["detail"]
+
+
+def test_down_leaves_no_process_grandchildren_included(stack):
+    marker = f"procorch-test-{os.getpid()}-{id(stack)}"
+    stack.write(
+        f"""
+        [services.forker]
+        command = [{json.dumps(PY)}, "{FIXTURES / "forker.py"}", "{marker}"]
+        start_seconds = 0.3
+        """
+    )
+    stack.up()
+    daemon = psutil.Process(stack.daemon_pid())
+
+    def marked():
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            if marker in (p.info["cmdline"] or []):
+                found.append(p)
+        return found
+
+    tree = wait_for(lambda: len(marked()) >= 3 and marked(), timeout=5)  # forker + 2 sleepers
+    assert all(p.pid in {c.pid for c in daemon.children(recursive=True)} for p in tree)
+    assert stack.cli("down").returncode == 0
+    assert marked() == []
+    wait_for(lambda: not daemon.is_running() or daemon.status() == psutil.STATUS_ZOMBIE)
+
+
+def test_second_up_starts_nothing_twice(stack):
+    stack.write(python_service("api", replicas=2))
+    stack.up()
+    first = stack.status()
+    again = stack.cli("up")
+    assert again.returncode == 0
+    assert "already running" in again.stderr
+    second = stack.status()
+    assert second["supervisor"]["pid"] == first["supervisor"]["pid"]
+    assert [s["pid"] for s in second["services"]] == [s["pid"] for s in first["services"]]
+    assert len(stack.leftovers()) == 2
+
+    # a second daemon started by hand on the same run directory refuses to run
+    import subprocess
+
+    direct = subprocess.run(
+        [
+            PY,
+            "-m",
+            "procorch.supervisor",
+            "--run-dir",
+            str(stack.run_dir),
+            "--config",
+            str(stack.config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert direct.returncode == 3
+    assert direct.stdout.strip() == "error: already running"
+
+
+def test_daemon_killed_then_up_leaves_one_copy_of_each(stack):
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(1e6)"
+    stack.write(python_service("api", replicas=2) + command_service("stubborn", stubborn))
+    stack.up()
+    old_daemon = stack.daemon_pid()
+    old_pids = {s["pid"] for s in stack.status()["services"]}
+    os.kill(old_daemon, signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(old_daemon), timeout=5)
+
+    up = stack.cli("up")
+    assert up.returncode == 0, up.stderr
+    status = stack.status()
+    assert status["supervisor"]["pid"] != old_daemon
+    assert all(s["state"] == "running" for s in status["services"])
+    new_pids = {s["pid"] for s in status["services"]}
+    assert not (new_pids & old_pids)
+    alive = {p.pid for p in stack.leftovers()}
+    assert alive == new_pids  # exactly one copy of each: the stubborn old one was reclaimed
+    assert any(e["event"] == "reclaimed" for e in stack.events())
+
+
+def test_state_file_pointing_at_a_stranger_never_signals_it(stack, tmp_path):
+    import subprocess
+
+    stranger = subprocess.Popen([PY, "-c", SLEEP_FOREVER])
+    try:
+        proc = psutil.Process(stranger.pid)
+        stack.run_dir.mkdir(mode=0o700)
+        for created in (proc.create_time(), proc.create_time() - 1000):
+            (stack.run_dir / "state.json").write_text(
+                json.dumps(
+                    {
+                        "token": "0123456789abcdef",
+                        "pid": 1,
+                        "clean": False,
+                        "processes": [
+                            {
+                                "service": "api",
+                                "replica": 0,
+                                "state": "running",
+                                "pid": stranger.pid,
+                                "create_time": created,
+                                "restarts": 0,
+                            }
+                        ],
+                    }
+                )
+            )
+            stack.write(python_service("api"))
+            stack.up()
+            assert stack.cli("down").returncode == 0
+            assert proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_sigterm_to_daemon_stops_everything(stack):
+    stack.write(python_service("api") + command_service("sleeper", SLEEP_FOREVER))
+    stack.up()
+    pid = stack.daemon_pid()
+    children = [s["pid"] for s in stack.status()["services"]]
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not psutil.pid_exists(pid), timeout=15)
+    assert not any(psutil.pid_exists(c) for c in children)
+    assert json.loads((stack.run_dir / "state.json").read_text())["clean"] is True
+
+
+def test_depends_on_orders_start_and_stop(stack):
+    stack.write(
+        python_service("db", cls="SlowStart", extra='env = { SLOW_START = "0.4" }\n')
+        + python_service("api", extra='depends_on = ["DB"]\n')
+    )
+    stack.up()
+    events = [(e.get("service"), e["event"]) for e in stack.events()]
+    assert events.index(("db", "running")) < events.index(("api", "spawned"))
+    stack.cli("down")
+    events = [(e.get("service"), e["event"]) for e in stack.events()]
+    assert events.index(("api", "stopped")) < events.index(("db", "stopped"))
