@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -160,6 +158,9 @@ def _up_foreground(cfg: Config) -> int:
 
 def _spawn_daemon(cfg: Config, rundir: RunDir) -> bool:
     """Start a detached daemon; False if another daemon won the run directory first."""
+    import select
+    import subprocess
+
     rundir.create()
     argv = [sys.executable, "-m", "procorch.supervisor", "--run-dir", str(rundir.path)]
     if cfg.path is not None:
