@@ -136,7 +136,7 @@ def up(
                 err=True,
             )
         _show(status, as_json)
-        raise typer.Exit(_status_code(status))
+        raise typer.Exit(0)  # nothing was started twice, and that is what was asked
     status = _wait_settled(cfg, {"cmd": "wait"}, "starting", quiet=as_json)
     _show(status, as_json)
     code = _status_code(status)

@@ -60,8 +60,10 @@ class Stack:
         )
         self.config.write_text(header + textwrap.dedent(settings) + textwrap.dedent(toml))
 
-    def cli(self, *args: str, timeout: float = 60.0, **kwargs: Any) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PROCORCH_")}
+    def cli(
+        self, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in (env or os.environ).items() if not k.startswith("PROCORCH_")}
         return subprocess.run(
             [PY, "-m", "procorch", *args],
             cwd=self.root,
@@ -69,7 +71,6 @@ class Stack:
             capture_output=True,
             text=True,
             timeout=timeout,
-            **kwargs,
         )
 
     def up(self, *args: str) -> subprocess.CompletedProcess:

@@ -61,10 +61,7 @@ def test_config_errors_refused_before_anything_starts(stack, toml, needles):
 
 def test_bad_environment_override_is_a_config_error(stack):
     stack.write(python_service("api"))
-    env = {**os.environ, "MAX_RESTART_ATTEMPTS": "many"}
-    result = subprocess.run(
-        [PY, "-m", "procorch", "up"], cwd=stack.root, env=env, capture_output=True, text=True
-    )
+    result = stack.cli("up", env={**os.environ, "MAX_RESTART_ATTEMPTS": "many"})
     assert_one_line_error(result, 2, "MAX_RESTART_ATTEMPTS", "'many'")
 
 
@@ -215,6 +212,36 @@ def test_init_writes_a_valid_example(stack):
     assert stack.cli("init").returncode == 1  # refuses to overwrite
     assert "already exists" in stack.cli("init").stderr
     assert stack.cli("init", "--force").returncode == 0
+
+
+def test_http_health_check(stack):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stack.write(
+        f"""
+        [services.web]
+        command = [{json.dumps(PY)}, "-m", "http.server", "--bind", "127.0.0.1", "{port}"]
+        cwd = "{stack.root}"
+        health = {{ http = "http://127.0.0.1:{port}/" }}
+        """
+    )
+    stack.up()
+    (web,) = stack.replicas("web")
+    assert web["state"] == "running"
+    assert "GET / HTTP" in (stack.run_dir / "logs" / "web.0.log").read_text()  # it was probed
+
+
+def test_status_stays_light(stack):
+    """`status` imports neither the services, nor flask, nor redis, nor the daemon."""
+    stack.write(python_service("api"))
+    stack.up()
+    result = stack.cli("status", "--json", env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+    assert "procorch.cli" in imported
+    heavy = {"flask", "redis", "procorch.services", "procorch.supervisor.daemon", "psutil"}
+    assert not heavy & imported
 
 
 def test_version():

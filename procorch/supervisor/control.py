@@ -61,7 +61,7 @@ def request(
                 if on_progress is not None:
                     on_progress(reply["progress"])
                 continue
-            if not reply.get("ok"):
+            if not reply.pop("ok", False):
                 raise ControlError(reply.get("error", "request failed"))
             return reply
         raise DaemonNotRunning("the daemon closed the connection")

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import resource
-import secrets
 import selectors
 import signal
 import socket
@@ -52,7 +51,7 @@ class Supervisor:
         self.settings = config.settings
         self.rundir = RunDir(self.settings.run_dir)
         self.foreground = foreground
-        self.token = secrets.token_hex(8)
+        self.token = os.urandom(8).hex()
         self.replicas: list[Replica] = []
         for svc in config.services:
             for i in range(svc.replicas):

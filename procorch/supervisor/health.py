@@ -9,15 +9,17 @@ probe never stalls the daemon's event loop.
 from __future__ import annotations
 
 import socket
-import urllib.request
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import psutil
 
 from procorch.config import HealthCheck
 from procorch.stats import StatsTable
 from procorch.supervisor.process import Replica
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 
 def sample(replica: Replica) -> bool:
@@ -55,6 +57,8 @@ def probe(check: HealthCheck) -> str | None:
             with socket.create_connection((check.host, check.tcp), timeout=check.timeout):
                 return None
         assert check.http is not None
+        import urllib.request  # only daemons with http probes pay for it (ssl: ~8 MiB)
+
         with urllib.request.urlopen(check.http, timeout=check.timeout) as reply:
             return None if reply.status < 400 else f"HTTP {reply.status}"
     except OSError as exc:  # refused, timed out, HTTP 4xx/5xx (HTTPError is an OSError)
@@ -65,6 +69,8 @@ class Prober:
     """Runs probes off the event loop; `done` is called back on a pool thread."""
 
     def __init__(self, done: Callable[[Replica, int | None, str | None], None]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="probe")
         self._done = done
         self._busy: set[int] = set()
