@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import stat
+import time
 
 import psutil
 
@@ -132,6 +133,17 @@ def test_first_restart_is_immediate_then_backs_off(stack):
     kinds = [e["event"] for e in stack.events() if e.get("service") == "crasher"]
     first_exit = kinds.index("exited")
     assert kinds[first_exit + 1] == "spawned"
+
+
+def test_crash_after_a_stable_run_restarts_at_once_every_time(stack):
+    stack.write(command_service("sleeper", SLEEP_FOREVER, start_seconds=0.1))
+    stack.up()
+    for restarts in (1, 2, 3):
+        time.sleep(1.2)  # past the stable period: each kill is a fresh crash, not a loop
+        (before,) = stack.replicas("sleeper")
+        os.kill(before["pid"], signal.SIGKILL)
+        wait_for(lambda n=restarts: stack.replicas("sleeper")[0]["restarts"] == n, timeout=5)
+    assert not [e for e in stack.events() if e["event"] == "backoff"]
 
 
 def test_sigstopped_service_is_restarted_after_heartbeat_timeout(stack):

@@ -29,6 +29,11 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
+    supervisor = os.environ.get("PROCORCH_SUPERVISOR_PID")
+    if supervisor:
+        from procorch.supervisor.lifeline import die_with_parent
+
+        die_with_parent(int(supervisor))
     cls = load_class(spec)
     cls(ServiceContext.from_environ()).serve()
     return 0

@@ -27,8 +27,9 @@ from procorch.config import Config, ServiceConfig
 from procorch.stats import StatsTable
 from procorch.supervisor import control
 from procorch.supervisor.health import Prober, sample, stale_heartbeat
+from procorch.supervisor.lifeline import become_subreaper
 from procorch.supervisor.logs import Echo, RotatingLog
-from procorch.supervisor.process import Replica, become_subreaper, exited_cleanly
+from procorch.supervisor.process import Replica, exited_cleanly
 from procorch.supervisor.rundir import RunDir, now_iso
 from procorch.supervisor.state import ProcessState as S
 
@@ -37,7 +38,7 @@ log = logging.getLogger("procorch.daemon")
 READY_POLL = 0.01  # how often a STARTING Python replica is checked for its first heartbeat
 PROBE_RETRY = 0.1  # how often a STARTING command is probed until it answers
 BACKOFF_FIRST = 0.1  # the second consecutive crash waits this long, then doubles
-STABLE_AFTER = 10.0  # a replica up this long has its consecutive-crash count reset
+STABLE_AFTER = 1.0  # a replica running this long has its consecutive-crash count reset
 RECLAIM_GRACE = 2.0  # seconds a stale process gets between SIGTERM and SIGKILL
 
 
@@ -119,7 +120,10 @@ class Supervisor:
                 break
             timeout = max(0.0, self._next_deadline(now) - time.monotonic())
             for key, _ in self._selector.select(timeout):
-                key.data(key)
+                try:
+                    key.data(key)
+                except Exception:  # a bug in one handler must not orphan every service
+                    log.exception("error while handling %r", key.fileobj)
         self._finish()
         return 0
 
@@ -172,6 +176,7 @@ class Supervisor:
             PROCORCH_RUN_DIR=str(self.rundir.path),
             PROCORCH_RUN_TOKEN=self.token,
             PROCORCH_SLOT=str(r.slot),
+            PROCORCH_SUPERVISOR_PID=str(os.getpid()),
         )
         if svc.module:
             env["PROCORCH_MODULE"] = svc.module
@@ -209,8 +214,8 @@ class Supervisor:
         if policy == "never" or (policy == "on-failure" and exited_cleanly(status)):
             r.set_state(S.EXITED)
             return
-        if now - r.started >= STABLE_AFTER:
-            r.consecutive_failures = 0
+        if was is S.RUNNING and now - r.state_since >= STABLE_AFTER:
+            r.consecutive_failures = 0  # it had been fine: this is a crash, not a crash loop
         r.consecutive_failures += 1
         window = self.settings.restart_window
         r.crash_times = [t for t in r.crash_times if now - t < window] + [now]

@@ -8,7 +8,6 @@ The state machine lives in `state.py`; the decisions (when to restart) in `daemo
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import signal
@@ -20,31 +19,8 @@ from dataclasses import dataclass, field
 import psutil
 
 from procorch.config import ServiceConfig
+from procorch.supervisor.lifeline import die_with_parent
 from procorch.supervisor.state import ProcessState
-
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def become_subreaper() -> None:
-    """Orphans of our services are re-parented to us, so we reap them and can kill them."""
-    _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Runs in the child between fork and exec: if the supervisor dies, so does this."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
-        os._exit(1)
-
-
-def process_identity(pid: int) -> float | None:
-    """The create time of `pid`, or None if no such process exists."""
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
 
 
 @dataclass
@@ -89,7 +65,12 @@ class Replica:
     def spawn(self, env: dict[str, str], stdout: int) -> None:
         """Start the OS process. Raises OSError when the program cannot be executed."""
         svc = self.service
-        argv = list(svc.command) if svc.command else [sys.executable, "-m", "procorch.services"]
+        if svc.command:
+            argv = list(svc.command)
+            preexec = functools.partial(die_with_parent, os.getpid())
+        else:
+            argv = [sys.executable, "-m", "procorch.services"]
+            preexec = None  # the replica runner calls die_with_parent itself
         self.popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -98,7 +79,7 @@ class Replica:
             cwd=svc.cwd,
             env=env,
             start_new_session=True,
-            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+            preexec_fn=preexec,
             close_fds=True,
         )
         self.pid = self.popen.pid
