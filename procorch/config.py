@@ -68,7 +68,7 @@ class Settings:
     """The global `[procorch]` table."""
 
     run_dir: Path
-    check_interval: float = 1.0
+    check_interval: float = 5.0  # as the original SERVICE_CHECK_INTERVAL and circus check_delay
     heartbeat_timeout: float = 10.0
     max_restarts: int = 5
     restart_window: float = 60.0
@@ -124,7 +124,7 @@ EXAMPLE_TOML = """\
 
 [procorch]
 # run_dir = ".procorch"        # pid file, socket, logs and state (--run-dir wins)
-# check_interval = 1.0         # seconds between checks         (SERVICE_CHECK_INTERVAL)
+# check_interval = 5.0         # seconds between health checks  (SERVICE_CHECK_INTERVAL)
 # heartbeat_timeout = 10.0     # restart a Python service silent this long (HEARTBEAT_TIMEOUT)
 # max_restarts = 5             # give up on a service restarted this often  (MAX_RESTART_ATTEMPTS)
 # restart_window = 60.0        # ...within this many seconds

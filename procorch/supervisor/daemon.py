@@ -27,7 +27,7 @@ from procorch.config import Config, ServiceConfig
 from procorch.stats import StatsTable
 from procorch.supervisor import control
 from procorch.supervisor.health import Prober, sample, stale_heartbeat
-from procorch.supervisor.lifeline import become_subreaper
+from procorch.supervisor.lifeline import become_subreaper, release_free_memory
 from procorch.supervisor.logs import Echo, RotatingLog
 from procorch.supervisor.process import Replica, exited_cleanly
 from procorch.supervisor.rundir import RunDir, now_iso
@@ -662,6 +662,8 @@ class Supervisor:
             else:
                 w.client.send_progress(w.progress())
                 pending.append(w)
+        if len(pending) < len(self._waiters):
+            release_free_memory()  # a burst of starts is over: give its garbage back
         self._waiters = pending
 
 

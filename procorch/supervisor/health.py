@@ -27,12 +27,11 @@ def sample(replica: Replica) -> bool:
     ps = replica.ps
     if ps is None:
         return False
-    try:
-        with ps.oneshot():
-            if ps.status() == psutil.STATUS_ZOMBIE:
-                return False
-            replica.cpu_percent = ps.cpu_percent(None)
-            replica.rss_bytes = ps.memory_info().rss
+    try:  # no ps.oneshot(): for these three reads its bookkeeping costs more than it saves
+        if ps.status() == psutil.STATUS_ZOMBIE:
+            return False
+        replica.cpu_percent = ps.cpu_percent(None)
+        replica.rss_bytes = ps.memory_info().rss
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
     return True
