@@ -150,7 +150,7 @@ def _up_foreground(cfg: Config) -> int:
 
     def ready(error: str | None) -> None:
         if error:
-            fail(f"procorch is already running in {cfg.settings.run_dir}", 1)
+            fail(f"procorch is already running in {cfg.settings.run_dir}; nothing started", 0)
         typer.echo(f"procorch running in the foreground ({cfg.settings.run_dir}); Ctrl-C stops it")
 
     return serve(cfg, foreground=True, ready=ready)

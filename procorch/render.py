@@ -69,7 +69,7 @@ def status_table(status: dict[str, Any]) -> Table:
         ("heartbeat", "right"),
         ("requests", "right"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for s in status["services"]:
         state = Text(s["state"], style=STATE_STYLES.get(s["state"], ""))
         if s["state"] in ("exited", "fatal", "backoff") and s.get("last_exit"):
@@ -91,7 +91,8 @@ def status_table(status: dict[str, Any]) -> Table:
 
 
 def print_status(status: dict[str, Any]) -> None:
-    console = Console()
-    if not console.is_terminal:  # piped: no terminal width to respect, never wrap cells
-        console = Console(width=250)
+    # No markup, emoji or highlighting to look for in these cells: skipping them is faster.
+    console = Console(highlight=False, markup=False, emoji=False)
+    if not console.is_terminal:  # piped: no terminal width to respect
+        console = Console(width=250, highlight=False, markup=False, emoji=False)
     console.print(status_table(status))
