@@ -23,7 +23,7 @@ from peers import Peer, PeerError
 SMALL_N = 4  # status latency and crash-to-replacement run at this N
 IDLE_N = 50  # idle footprint and shutdown run at this N
 SETTLE = 2.0  # s after startup before steady-state measurements (past 1 s "start seconds")
-MIN_VICTIM_AGE = 1.5  # s a child must have run before it is killed (see measure_crash)
+MIN_VICTIM_AGE = 2.5  # s a child must have run before it is killed (see measure_crash)
 KILL_GAP = (0.2, 1.5)  # s, random pause before each kill
 REPLACE_TIMEOUT = 12.0  # s to wait for a replacement (circus checks every 5 s)
 POLL_CRASH = 0.001  # s between process scans while waiting for a replacement
@@ -132,8 +132,9 @@ class Runner:
         """SIGKILL a child, time until a new one is alive; repeat at random moments.
 
         The victim is the oldest child, and it must have run MIN_VICTIM_AGE: supervisord
-        (startsecs) and procorch (start_seconds) treat a child that dies within its first
-        second as a failed start and back off, which is not the crash path measured here.
+        (startsecs) and procorch (start_seconds) treat a child that dies before they have
+        marked it running (1 s, checked on a 1 s tick) as a failed start and back off,
+        which is not the crash path measured here.
         """
         failures = 0
         for _ in range(self.plan.kills):
@@ -197,9 +198,9 @@ class Runner:
         tree = procs.daemon_tree(pid, exclude=peer.alive())
         if len(tree) > 1:
             self.results.note(peer.name, f"idle figures include {len(tree) - 1} helper process(es)")
-        cpu0 = procs.cpu_seconds(tree)
+        before = procs.cpu_snapshot(tree)
         time.sleep(self.plan.idle_seconds)
-        cpu = procs.cpu_seconds(tree) - cpu0
+        cpu = procs.cpu_seconds_between(before, procs.cpu_snapshot(tree))
         rss = procs.rss_bytes(tree)
         self.results.add("rss", peer.name, rss / 2**20)
         self.results.add("cpu", peer.name, cpu)

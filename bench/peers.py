@@ -54,6 +54,7 @@ class Peer(ABC):
         self.marker = marker
         self.workdir.mkdir(parents=True)
         self._daemon_pid: int | None = None
+        self._daemon_started = 0.0  # its create time: a pid can be reused once it is gone
 
     # --- what each peer defines -------------------------------------------------------
 
@@ -93,6 +94,8 @@ class Peer(ABC):
     def daemon_pid(self) -> int | None:
         if self._daemon_pid is None:
             self._daemon_pid = self._read_daemon_pid()
+            if self._daemon_pid is not None:
+                self._daemon_started = procs.create_time(self._daemon_pid)
         return self._daemon_pid
 
     def start(self, n: int, timeout: float = 60.0) -> StartTiming:
@@ -113,7 +116,7 @@ class Peer(ABC):
                         raise PeerError(self._failure("start", cmd.returncode, log))
                 if now - t0 > timeout:
                     cmd.kill()
-                    raise PeerError(f"{self.name}: {n} processes not up within {timeout:.0f} s")
+                    raise PeerError(f"{n} processes not up within {timeout:.0f} s")
                 time.sleep(POLL_START)
         return StartTiming(all_alive, returned)
 
@@ -128,27 +131,32 @@ class Peer(ABC):
             t0 = time.perf_counter()
             cmd = self._popen(self.stop_cmd(), out)
             if not procs.wait_until(lambda: not self.alive(), timeout, POLL_START):
-                raise PeerError(f"{self.name}: children still alive {timeout:.0f} s after stop")
+                raise PeerError(f"children still alive {timeout:.0f} s after stop")
             gone = time.perf_counter() - t0
             try:
                 cmd.wait(timeout)
             except subprocess.TimeoutExpired as exc:
                 cmd.kill()
-                raise PeerError(f"{self.name}: stop command still running after stop") from exc
+                raise PeerError(f"stop command still running {timeout:.0f} s later") from exc
             returned = time.perf_counter() - t0
         if cmd.returncode != 0:
             raise PeerError(self._failure("stop", cmd.returncode, log))
         if daemon is not None and not procs.wait_until(lambda: not procs.is_running(daemon), 10):
-            raise PeerError(f"{self.name}: daemon {daemon} still running after stop")
+            raise PeerError(f"daemon {daemon} still running after stop")
         return StopTiming(gone, returned)
 
     def cleanup(self) -> None:
-        """Kill whatever of this run is left: the daemon, the children, anything else."""
-        pid = self.daemon_pid()
-        if pid is not None:
+        """Kill whatever of this run is left: the daemon, the children, anything else.
+
+        Everything a peer runs names the working directory on its command line (the
+        daemon its config) or the marker (the children); the daemon pid, if known, is
+        killed too, in case the daemon rewrote its command line.
+        """
+        pid = self._daemon_pid
+        if pid is not None and procs.create_time(pid) == self._daemon_started:
             procs.kill([pid])
-        procs.kill(self.alive())
         procs.kill(procs.pids_mentioning(str(self.workdir)))
+        procs.kill(self.alive())
 
     def _popen(self, argv: list[str], out: object) -> subprocess.Popen[bytes]:
         env = dict(os.environ, PATH=f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -165,7 +173,7 @@ class Peer(ABC):
     def _failure(self, what: str, code: int, log: Path) -> str:
         lines = log.read_text(errors="replace").strip().splitlines()
         tail = " | ".join(lines[-3:]) or "no output"
-        return f"{self.name}: {what} command exited {code}: {tail}"
+        return f"{what} command exited {code}: {tail}"
 
 
 def _pid_from_file(path: Path) -> int | None:

@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import psutil
 
@@ -85,15 +86,53 @@ def daemon_tree(daemon_pid: int, exclude: set[int]) -> list[psutil.Process]:
     return [daemon, *helpers]
 
 
-def cpu_seconds(procs: Iterable[psutil.Process]) -> float:
-    """User + system CPU time of `procs`, summed (processes gone meanwhile count 0)."""
-    total = 0.0
+@dataclass(frozen=True)
+class CpuSample:
+    """One process's CPU time: per thread in ns (schedstat), and in clock ticks (psutil)."""
+
+    threads: dict[int, int]  # thread id -> ns on CPU; empty if schedstat is unreadable
+    ticks: float  # user + system seconds, 10 ms resolution, dead threads included
+
+
+def _thread_ns(pid: int) -> dict[int, int]:
+    try:
+        threads = {}
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                threads[int(tid)] = int(f.read().split()[0])
+        return threads
+    except (OSError, ValueError, IndexError):
+        return {}
+
+
+def cpu_snapshot(procs: Iterable[psutil.Process]) -> dict[int, CpuSample]:
+    """CPU time of each of `procs` now (processes already gone are left out)."""
+    samples = {}
     for proc in procs:
         try:
             times = proc.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
+        samples[proc.pid] = CpuSample(_thread_ns(proc.pid), times.user + times.system)
+    return samples
+
+
+def cpu_seconds_between(before: dict[int, CpuSample], after: dict[int, CpuSample]) -> float:
+    """CPU seconds used between two snapshots, by the processes present in both.
+
+    Nanosecond schedstat figures when a process kept the same threads throughout; the
+    clock-tick figure otherwise, since the time of a thread that exited is lost from
+    schedstat.
+    """
+    total = 0.0
+    for pid, start in before.items():
+        end = after.get(pid)
+        if end is None:
+            continue
+        if start.threads and start.threads.keys() == end.threads.keys():
+            total += (sum(end.threads.values()) - sum(start.threads.values())) / 1e9
+        else:
+            total += end.ticks - start.ticks
     return total
 
 

@@ -49,7 +49,12 @@ def _fmt(value: float | None, unit: str) -> str:
         return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 100 else f"{v:.0f}"
     if unit == "MiB":
         return f"{value:.1f}"
-    return f"{value:.3f}"
+    return f"{value:.4f}"
+
+
+def _with_unit(value: float | None, unit: str) -> str:
+    text = _fmt(value, unit)
+    return text if value is None else f"{text} {unit}"
 
 
 def _value(results: Results, row: Row, peer: str) -> float | None:
@@ -62,7 +67,8 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
         return "n/a"
     if theirs == 0:
         return "1.00×" if ours == 0 else "∞"
-    return f"{ours / theirs:.2f}×"
+    ratio = ours / theirs
+    return f"{ratio:.2g}×" if ratio < 0.1 else f"{ratio:.2f}×"
 
 
 def _beats_both(results: Results, row: Row) -> bool | None:
@@ -148,12 +154,13 @@ def _targets(results: Results, plan: Plan) -> list[str]:
         "|---|---|---|",
         f"| better than both peers on every figure | {better} | "
         f"{_mark(all(known) and len(known) == len(rows) if known else None)} |",
-        f"| crash to replacement under 20 ms (median) | {_fmt(crash, 'ms')} ms "
-        f"(max {_fmt(crash_max, 'ms')} ms) | {_mark(None if crash is None else crash < 0.020)} |",
-        f"| `procorch status` under 100 ms (median) | {_fmt(status, 'ms')} ms | "
+        f"| crash to replacement under 20 ms (median) | {_with_unit(crash, 'ms')} "
+        f"(max {_with_unit(crash_max, 'ms')}) | "
+        f"{_mark(None if crash is None else crash < 0.020)} |",
+        f"| `procorch status` under 100 ms (median) | {_with_unit(status, 'ms')} | "
         f"{_mark(None if status is None else status < 0.100)} |",
-        f"| daemon RSS at most supervisord's | {_fmt(rss, 'MiB')} MiB vs "
-        f"{_fmt(rss_sup, 'MiB')} MiB | "
+        f"| daemon RSS at most supervisord's | {_with_unit(rss, 'MiB')} vs "
+        f"{_with_unit(rss_sup, 'MiB')} | "
         f"{_mark(None if rss is None or rss_sup is None else rss <= rss_sup)} |",
     ]
 
@@ -193,7 +200,7 @@ def _header(peers: Sequence[type[Peer]], command: str) -> list[str]:
         f"- reproduce: `{command}`",
         "- every peer at its defaults, running the same trivial service (`bench/sleeper.py`); "
         "times, memory and CPU: lower is better; ratios are procorch ÷ peer (below 1× is "
-        "better for procorch). CPU times count in clock ticks (10 ms).",
+        "better for procorch).",
     ]
 
 

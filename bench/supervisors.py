@@ -97,7 +97,11 @@ def main(argv: list[str]) -> int:
     benchvenv.ensure_venv()
     if not benchvenv.running_in_venv():
         benchvenv.reexec_in_venv(Path(__file__).resolve(), argv)
-    return run(args)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("[bench] interrupted; everything it started has been killed", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -138,14 +138,24 @@ def test_events_log_records_the_story(stack):
     assert "daemon-start" in text and "api.0" in text and "running" in text
 
 
-def test_cannot_spawn_is_fatal_at_once_with_reason(stack):
-    stack.write('[services.ghost]\ncommand = ["/no/such/program"]\n')
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [
+        ("/no/such/program", "No such file"),
+        ("no-such-program-in-path", "in PATH"),
+        ("./procorch.toml", "Permission denied"),
+    ],
+)
+def test_cannot_spawn_is_fatal_at_once_with_reason(stack, command, reason):
+    stack.write(f'[services.ghost]\ncommand = ["{command}"]\ncwd = "{stack.root}"\n')
     result = stack.cli("up")
     assert result.returncode == 3
     assert "ghost.0 is FATAL" in result.stderr
-    assert "No such file" in result.stderr
+    assert reason in result.stderr
     (ghost,) = stack.replicas("ghost")
     assert ghost["state"] == "fatal"
+    spawned = [e for e in stack.events() if e["event"] == "spawned"]
+    assert spawned == []  # refused before any process existed, not a crash loop
 
 
 def test_tcp_health_check_gates_running_and_restarts_when_it_fails(stack):

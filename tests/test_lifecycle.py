@@ -245,6 +245,21 @@ def test_daemon_killed_then_up_leaves_one_copy_of_each(stack):
     assert any(e["event"] == "reclaimed" for e in stack.events())
 
 
+def test_services_exit_when_the_daemon_is_killed(stack):
+    stack.write(python_service("api") + command_service("sleeper", SLEEP_FOREVER, replicas=2))
+    stack.up()
+    children = [s["pid"] for s in stack.status()["services"]]
+    os.kill(stack.daemon_pid(), signal.SIGKILL)
+
+    def all_gone():
+        return not any(
+            psutil.pid_exists(c) and psutil.Process(c).status() != psutil.STATUS_ZOMBIE
+            for c in children
+        )
+
+    wait_for(all_gone, timeout=5)  # PDEATHSIG: no unsupervised copies, even before `up`
+
+
 def test_state_file_pointing_at_a_stranger_never_signals_it(stack, tmp_path):
     import subprocess
 
