@@ -3,9 +3,9 @@
     python bench/supervisors.py            # full run, a few minutes; updates bench/RESULTS.md
     python bench/supervisors.py --quick    # smoke run: N = 4 and 50, fewer repetitions
 
-The script creates bench/.venv on first use (supervisor, circus, psutil, and procorch in
-editable mode), then re-runs itself with that venv's python. Each peer, at its defaults,
-supervises copies of bench/sleeper.py, and the harness measures:
+The script creates bench/.venv on first use (supervisor, circus, psutil, and procorch
+installed as a user installs it, afresh each run), then re-runs itself with that venv's
+python. Each peer, at its defaults, supervises copies of bench/sleeper.py, and the harness measures:
 
 1. startup: launch until N = 4, 50, 200 children are alive (and, for procorch, until
    `procorch up` returns);

@@ -162,14 +162,11 @@ def _spawn_daemon(cfg: Config, rundir: RunDir) -> bool:
     import subprocess
 
     rundir.create()
-    argv = [sys.executable, "-m", "procorch.supervisor", "--run-dir", str(rundir.path)]
-    if cfg.path is not None:
-        argv += ["--config", str(cfg.path)]
     log_fd = os.open(rundir.daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "procorch.supervisor"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log_fd,
             start_new_session=True,
@@ -178,7 +175,9 @@ def _spawn_daemon(cfg: Config, rundir: RunDir) -> bool:
         )
     finally:
         os.close(log_fd)
-    assert proc.stdout is not None
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(cfg.to_json().encode())
+    proc.stdin.close()
     ready, _, _ = select.select([proc.stdout], [], [], DAEMON_START_TIMEOUT)
     line = proc.stdout.readline().decode().strip() if ready else ""
     proc.stdout.close()

@@ -7,19 +7,16 @@ with one line naming the file, the key and the problem.
 
 from __future__ import annotations
 
-import difflib
+import json
 import math
 import os
 import re
-import shlex
 import signal
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 CONFIG_FILENAME = "procorch.toml"
 DEFAULT_RUN_DIRNAME = ".procorch"
@@ -100,6 +97,36 @@ class Config:
             if svc.name.lower() == name.lower():
                 return svc
         raise KeyError(name)
+
+    def to_json(self) -> str:
+        """The resolved config, as the CLI hands it to the daemon it starts."""
+        return json.dumps(asdict(self), default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        """The inverse of `to_json`, for an already validated config (no checks again)."""
+        data = json.loads(text)
+        settings = data["settings"]
+        services = []
+        for svc in data["services"]:
+            services.append(
+                ServiceConfig(
+                    **{
+                        **svc,
+                        "command": tuple(svc["command"]) if svc["command"] else None,
+                        "cwd": Path(svc["cwd"]) if svc["cwd"] else None,
+                        "depends_on": tuple(svc["depends_on"]),
+                        "stop_signal": signal.Signals(svc["stop_signal"]),
+                        "health": HealthCheck(**svc["health"]) if svc["health"] else None,
+                    }
+                )
+            )
+        return cls(
+            path=Path(data["path"]) if data["path"] else None,
+            settings=Settings(**{**settings, "run_dir": Path(settings["run_dir"])}),
+            services=tuple(services),
+            gateway=GatewaySettings(**data["gateway"]),
+        )
 
 
 # Environment variables that override a setting: NAME -> (section, key). They may also
@@ -248,6 +275,8 @@ _Parser = Callable[[Any, _Where], Any]
 
 
 def _read_toml(path: Path, where: _Where) -> dict[str, Any]:
+    import tomllib  # only when a file is read: the daemon gets its config as JSON
+
     try:
         # utf-8-sig: tolerate the byte-order mark some Windows editors write.
         text = path.read_bytes().decode("utf-8-sig")
@@ -317,6 +346,8 @@ def _run_dir(cli: Path | None, configured: str | None, base: Path) -> Path:
 
 
 def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    import difflib  # lazy, like shlex and urllib here: the daemon (JSON config) needs none
+
     by_lower = {candidate.lower(): candidate for candidate in candidates}
     close = difflib.get_close_matches(word.lower(), by_lower, n=1)
     return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
@@ -525,6 +556,8 @@ def _is_dotted_name(text: str) -> bool:
 def _command(value: Any, where: _Where) -> tuple[str, ...]:
     if isinstance(value, str):
         try:
+            import shlex
+
             argv = shlex.split(value)
         except ValueError as exc:  # e.g. an unclosed quote
             raise where.error(f"cannot split {value!r} ({exc})") from None
@@ -579,6 +612,8 @@ def _signal(value: Any, where: _Where) -> signal.Signals:
 def _url(value: Any, where: _Where) -> str:
     text = _string(value, where)
     try:
+        from urllib.parse import urlsplit
+
         parts = urlsplit(text)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname)
     except ValueError:  # e.g. an unclosed IPv6 bracket

@@ -748,3 +748,31 @@ def test_example_toml_shows_the_real_defaults(tmp_path: Path) -> None:
     assert config.gateway == GatewaySettings()
     assert config.services[0] == DEMO
     assert config.services[1].health == HealthCheck(tcp=8000)
+
+
+def test_json_handoff_round_trips_every_field(tmp_path):
+    """The CLI hands the daemon its config as JSON: nothing may be lost or changed."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "procorch.toml").write_text(
+        """
+        [procorch]
+        check_interval = 0.5
+        max_restarts = 7
+        [gateway]
+        port = 8080
+        [services.api]
+        module = "pkg.mod:Api"
+        replicas = 3
+        env = { A = "1" }
+        heartbeat_timeout = 4
+        [services.web]
+        command = ["python", "-m", "http.server"]
+        cwd = "www"
+        depends_on = ["api"]
+        restart = "on-failure"
+        stop_signal = "INT"
+        health = { http = "http://127.0.0.1:8000/" }
+        """
+    )
+    config = load_config(tmp_path / "procorch.toml")
+    assert Config.from_json(config.to_json()) == config

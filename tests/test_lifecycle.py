@@ -206,16 +206,11 @@ def test_second_up_starts_nothing_twice(stack):
     # a second daemon started by hand on the same run directory refuses to run
     import subprocess
 
+    from procorch.config import load_config
+
     direct = subprocess.run(
-        [
-            PY,
-            "-m",
-            "procorch.supervisor",
-            "--run-dir",
-            str(stack.run_dir),
-            "--config",
-            str(stack.config),
-        ],
+        [PY, "-m", "procorch.supervisor"],
+        input=load_config(stack.config).to_json(),
         capture_output=True,
         text=True,
         timeout=30,

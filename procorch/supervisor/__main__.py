@@ -1,23 +1,23 @@
-"""Entry point of the detached daemon: `python -m procorch.supervisor --run-dir DIR [--config F]`.
+"""Entry point of the detached daemon: `python -m procorch.supervisor < config.json`.
 
-`procorch up` starts this in a new session with stdout on a pipe. The daemon
-writes one line there, "ok" once its control socket listens or "error: ..." if
-it cannot start, then points stdout and stderr at daemon.log for good.
+`procorch up` validates the config, starts this in a new session and writes the
+resolved config to its stdin as JSON (`Config.to_json`), so the daemon runs exactly
+what the CLI checked and needs no TOML parsing. The daemon answers with one line on
+stdout, "ok" once its control socket listens or "error: ..." if it cannot start,
+then points stdout and stderr at daemon.log for good.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
-from procorch.config import ConfigError, load_config
+from procorch.config import Config
 from procorch.supervisor.daemon import serve
 
 
-def _report(message: str, log_path: Path | None) -> None:
+def _report(message: str, log_path: str | None) -> None:
     os.write(1, (message + "\n").encode())
     if log_path is not None:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -26,17 +26,16 @@ def _report(message: str, log_path: Path | None) -> None:
         os.close(fd)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="procorch-daemon")
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--run-dir", type=Path, required=True)
-    args = parser.parse_args(argv)
+def main() -> int:
     try:
-        config = load_config(args.config, run_dir=args.run_dir)
-    except ConfigError as exc:
-        _report(f"error: {exc}", None)
+        config = Config.from_json(sys.stdin.read())
+    except (ValueError, KeyError, TypeError) as exc:
+        _report(f"error: unreadable config on stdin ({exc})", None)
         return 2
-    log_path = config.settings.run_dir / "daemon.log"
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    log_path = str(config.settings.run_dir / "daemon.log")
 
     def ready(error: str | None) -> None:
         _report(f"error: {error}" if error else "ok", None if error else log_path)

@@ -21,8 +21,6 @@ import time
 from functools import partial
 from typing import Any
 
-import psutil
-
 from procorch.config import Config, ServiceConfig
 from procorch.stats import StatsTable
 from procorch.supervisor import control
@@ -39,7 +37,6 @@ READY_POLL = 0.01  # how often a STARTING Python replica is checked for its firs
 PROBE_RETRY = 0.1  # how often a STARTING command is probed until it answers
 BACKOFF_FIRST = 0.1  # the second consecutive crash waits this long, then doubles
 STABLE_AFTER = 1.0  # a replica running this long has its consecutive-crash count reset
-RECLAIM_GRACE = 2.0  # seconds a stale process gets between SIGTERM and SIGKILL
 
 
 class AlreadyRunning(Exception):
@@ -128,7 +125,9 @@ class Supervisor:
         return 0
 
     def _finish(self) -> None:
-        self._sweep_descendants()
+        from procorch.supervisor.reclaim import kill_descendants
+
+        kill_descendants()  # what services double-forked was re-parented to us: none survives
         self._event(None, "daemon-stop")
         self._write_snapshot(clean=True)
         for path in (self.rundir.socket, self.rundir.pid_file):
@@ -371,43 +370,17 @@ class Supervisor:
             if r.state is not S.STOPPING and not (self._dependents[r.name] & alive):
                 self._stop(r, now)
 
-    def _sweep_descendants(self) -> None:
-        """Kill what the services forked and left behind (re-parented to us, the subreaper)."""
-        leftovers = psutil.Process().children(recursive=True)
-        for proc in leftovers:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(leftovers, timeout=2)
-
     def _reclaim_stale(self) -> None:
-        """After a daemon died uncleanly, end what it left running. Never touches strangers.
-
-        A pid in the snapshot proves nothing (pids are reused, and the file could be
-        stale or edited). A process is ours only if its environment carries the dead
-        daemon's run token, which every replica and everything it forked inherits.
-        """
+        """After a daemon died uncleanly, end what it left running. Never touches strangers."""
         old = self.rundir.read_state()
         self.rundir.socket.unlink(missing_ok=True)
         if not old or old.get("clean") or not isinstance(old.get("token"), str):
             return
-        token = old["token"]
-        procs = []
-        for proc in psutil.process_iter():
-            try:
-                if proc.pid != os.getpid() and proc.environ().get("PROCORCH_RUN_TOKEN") == token:
-                    procs.append(proc)
-            except psutil.Error:
-                continue
-        if not procs:
-            return
-        for proc in procs:
-            _quietly(proc.terminate)
-        _, alive = psutil.wait_procs(procs, timeout=RECLAIM_GRACE)
-        for proc in alive:
-            _quietly(proc.kill)
-        self._event(None, "reclaimed", detail=f"ended {len(procs)} processes of a crashed daemon")
+        from procorch.supervisor.reclaim import end_token_holders
+
+        ended = end_token_holders(old["token"])
+        if ended:
+            self._event(None, "reclaimed", detail=f"ended {ended} processes of a crashed daemon")
 
     # == events and state on disk =================================================
 
@@ -712,13 +685,6 @@ class _Waiter:
 
 def _note_signal(signum: int, frame: object) -> None:
     """Python-level handler: nothing to do, the wake-up fd already carries the signal."""
-
-
-def _quietly(action: Any) -> None:
-    try:
-        action()
-    except psutil.Error:
-        pass
 
 
 def _raise_fd_limit() -> None:

@@ -18,12 +18,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import psutil
+from typing import TYPE_CHECKING
 
 from procorch.config import ServiceConfig
 from procorch.supervisor.lifeline import die_with_parent
 from procorch.supervisor.state import ProcessState
+
+if TYPE_CHECKING:
+    import psutil
 
 # util-linux's setpriv (always there on Debian and most Linux systems) gives commands
 # PDEATHSIG without a preexec_fn, which would cost the daemon ~1.4 ms a spawn.
@@ -113,13 +115,9 @@ class Replica:
         )
         self.pid = self.popen.pid
         self.started = time.monotonic()
-        try:
-            self.ps = psutil.Process(self.pid)
-            self.create_time = self.ps.create_time()
-            self.ps.cpu_percent(None)  # primes the counter; the next call gives a rate
-        except psutil.NoSuchProcess:  # died already; SIGCHLD will tell us
-            self.ps, self.create_time = None, None
-        self.cpu_percent = self.rss_bytes = None
+        # identity (create time) and usage are read at the first health check (see
+        # health.sample): until we reap it, the pid cannot be reused by anyone else
+        self.ps = self.create_time = self.cpu_percent = self.rss_bytes = None
 
     def signal_group(self, sig: int) -> None:
         """Signal the replica's process group, while its leader is ours and unreaped."""
