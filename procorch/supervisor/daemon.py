@@ -36,6 +36,9 @@ log = logging.getLogger("procorch.daemon")
 READY_POLL = 0.01  # how often a STARTING Python replica is checked for its first heartbeat
 PROBE_RETRY = 0.1  # how often a STARTING command is probed until it answers
 BACKOFF_FIRST = 0.1  # the second consecutive crash waits this long, then doubles
+SNAPSHOT_EVERY = 0.5  # state.json is rewritten at most this often (a rename costs ~0.3 ms)
+PROGRESS_EVERY = 0.1  # a waiting CLI gets a progress line at most this often
+PROBLEMS = frozenset({"fatal", "unhealthy", "stop-timeout", "reclaimed"})  # logged as warnings
 STABLE_AFTER = 1.0  # a replica running this long has its consecutive-crash count reset
 
 
@@ -65,11 +68,14 @@ class Supervisor:
         self._waiters: list[_Waiter] = []
         self._probe_results: list[tuple[Replica, int | None, str | None]] = []
         self._prober: Prober | None = None
-        self._shutdown_conns: list[_Conn] = []
         self.shutting_down = False
         self.started = time.monotonic()
         self._next_check = 0.0
-        self._dirty = True
+        self._dirty = True  # something changed: waiters and the snapshot may be due
+        self._snapshot_due = True
+        self._next_snapshot = 0.0
+        self._next_progress = 0.0
+        self._waiters_due = False  # a change not yet told to a waiting CLI
 
     # == the life of the daemon ==================================================
 
@@ -81,6 +87,7 @@ class Supervisor:
         self._events = self.rundir.open_events()
         self._reclaim_stale()
         self.rundir.write_atomic(self.rundir.pid_file, f"{os.getpid()}\n")
+        self._write_snapshot()  # the run token is on disk before any process exists
         self.stats = StatsTable(self.rundir.stats_file, slots=len(self.replicas))
         self._listen()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -111,8 +118,13 @@ class Supervisor:
             self._advance(now)
             if self._dirty:
                 self._dirty = False
+                self._snapshot_due = self._waiters_due = True
+            if self._waiters_due:
+                self._waiters_due = self._serve_waiters(now)
+            if self._snapshot_due and now >= self._next_snapshot:
+                self._snapshot_due = False
+                self._next_snapshot = now + SNAPSHOT_EVERY
                 self._write_snapshot()
-                self._serve_waiters()
             if self.shutting_down and not any(r.state.has_process for r in self.replicas):
                 break
             timeout = max(0.0, self._next_deadline(now) - time.monotonic())
@@ -331,6 +343,10 @@ class Supervisor:
 
     def _next_deadline(self, now: float) -> float:
         deadline = self._next_check
+        if self._snapshot_due:
+            deadline = min(deadline, self._next_snapshot)
+        if self._waiters_due:
+            deadline = min(deadline, self._next_progress)
         for r in self.replicas:
             if r.state is S.BACKOFF and r.retry_at is not None:
                 deadline = min(deadline, r.retry_at)
@@ -347,6 +363,8 @@ class Supervisor:
 
     def _dependencies_settled(self, svc: ServiceConfig) -> bool:
         """Dependents start once every replica they depend on has started (or given up)."""
+        if not svc.depends_on:
+            return True
         return all(
             r.state.is_settled and not (r.state is S.STOPPED and r.want_running)
             for r in self.replicas
@@ -396,7 +414,9 @@ class Supervisor:
             entry["detail"] = detail
         self._events.write(json.dumps(entry) + "\n")
         self._dirty = True
-        log.info("%s %s %s", r.label if r else "procorch", event, detail)
+        level = logging.WARNING if event in PROBLEMS else logging.DEBUG  # events.log has all
+        if log.isEnabledFor(level):
+            log.log(level, "%s %s %s", r.label if r else "procorch", event, detail)
         if self.foreground:
             who = r.label if r else "procorch"
             extra = f" pid {pid}" if pid else ""
@@ -627,17 +647,23 @@ class Supervisor:
         self._waiters.append(_Waiter(client, targets))
         self._dirty = True
 
-    def _serve_waiters(self) -> None:
+    def _serve_waiters(self, now: float) -> bool:
+        """Final replies at once; progress at most every PROGRESS_EVERY s. True: progress owed."""
         pending = []
+        progress_due = now >= self._next_progress
         for w in self._waiters:
             if w.settled():
                 w.client.send({"ok": True, **self.status(w.targets)})
             else:
-                w.client.send_progress(w.progress())
+                if progress_due:
+                    w.client.send_progress(w.progress())
                 pending.append(w)
+        if progress_due:
+            self._next_progress = now + PROGRESS_EVERY
         if len(pending) < len(self._waiters):
             release_free_memory()  # a burst of starts is over: give its garbage back
         self._waiters = pending
+        return bool(pending) and not progress_due
 
 
 class _Conn:
