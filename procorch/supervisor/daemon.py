@@ -309,7 +309,8 @@ class Supervisor:
         self._event(r, "running", pid=r.pid)
 
     def _check_health(self, r: Replica, now: float) -> None:
-        if not sample(r):
+        # only a running process is sampled: one still starting may not even have exec'd
+        if r.state is S.RUNNING and not sample(r):
             return  # gone or a zombie: SIGCHLD is on its way and reaps it
         svc = r.service
         if svc.module:
@@ -448,6 +449,8 @@ class Supervisor:
         now = time.monotonic()
         services = []
         for r in self.replicas if targets is None else targets:
+            if r.state is S.RUNNING and r.ps is None:
+                sample(r)  # never looked at since it started: a first look, now
             slot = self.stats.read(r.slot)
             alive = r.state.has_process and r.pid is not None
             services.append(
