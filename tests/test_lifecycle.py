@@ -59,6 +59,18 @@ def test_up_status_down(stack):
     assert "Traceback" not in after.stderr
 
 
+def test_shared_statistics_show_requests_per_replica(stack):
+    stack.write(python_service("counter", cls="Counter", replicas=2))
+    stack.up()
+    first = {s["replica"]: s["requests"] for s in stack.replicas("counter")}
+    time.sleep(0.5)
+    later = {s["replica"]: s["requests"] for s in stack.replicas("counter")}
+    for replica in (0, 1):  # each replica writes its own slot; both move, independently
+        assert later[replica] > first[replica] > 0
+    assert all(s["errors"] == 0 for s in stack.replicas("counter"))
+    assert "requests" in stack.cli("status").stdout
+
+
 def test_run_dir_is_owner_only(stack):
     stack.write(python_service("api"))
     stack.up()

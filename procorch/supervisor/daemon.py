@@ -189,7 +189,7 @@ class Supervisor:
             PROCORCH_SLOT=str(r.slot),
             PROCORCH_SUPERVISOR_PID=str(os.getpid()),
         )
-        if svc.module:
+        if svc.is_python:
             env["PROCORCH_MODULE"] = svc.module
             env["PROCORCH_HEARTBEAT_INTERVAL"] = str(min(1.0, self._heartbeat_timeout(svc) / 4))
             env.setdefault("PYTHONUNBUFFERED", "1")
@@ -291,7 +291,7 @@ class Supervisor:
 
     def _check_ready(self, r: Replica, now: float) -> None:
         svc = r.service
-        if svc.module:
+        if svc.is_python:
             ready = self.stats.read(r.slot).heartbeat > 0
         elif svc.health:
             ready = False  # the probe's answer moves it on; see _on_probe
@@ -313,7 +313,7 @@ class Supervisor:
         if r.state is S.RUNNING and not sample(r):
             return  # gone or a zombie: SIGCHLD is on its way and reaps it
         svc = r.service
-        if svc.module:
+        if svc.is_python:
             silent = stale_heartbeat(r, self.stats, self._heartbeat_timeout(svc), now)
             if silent is not None:
                 self._kill_unhealthy(r, f"no heartbeat for {silent:.1f}s")
@@ -354,7 +354,7 @@ class Supervisor:
             elif r.state is S.STOPPING and r.stop_deadline is not None:
                 deadline = min(deadline, r.stop_deadline)
             elif r.state is S.STARTING:
-                if r.service.module:
+                if r.service.is_python:
                     deadline = min(deadline, now + READY_POLL)
                 elif r.service.health:
                     deadline = min(deadline, now + PROBE_RETRY)
@@ -459,13 +459,13 @@ class Supervisor:
                     "replica": r.index,
                     "state": r.state.value,
                     "pid": r.pid,
-                    "uptime": round(now - r.started, 3) if alive else None,
+                    "uptime": round(r.uptime(now), 3) if alive else None,
                     "restarts": r.restarts,
                     "cpu_percent": r.cpu_percent,
                     "rss_bytes": r.rss_bytes,
                     "heartbeat_age": (
                         round(slot.heartbeat_age(now), 3)
-                        if alive and r.service.module and slot.heartbeat
+                        if alive and r.service.is_python and slot.heartbeat
                         else None
                     ),
                     "requests": slot.requests,

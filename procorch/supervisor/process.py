@@ -148,8 +148,8 @@ class Replica:
             self.last_exit = f"exit status {os.WEXITSTATUS(status)}"
         return self.last_exit
 
-    def uptime(self, now: float) -> float | None:
-        return now - self.started if self.state.has_process and self.pid else None
+    def uptime(self, now: float) -> float:
+        return now - self.started
 
 
 def exited_cleanly(status: int) -> bool:

@@ -59,12 +59,6 @@ class RunDir:
             os.close(fd)
         return False
 
-    def read_pid(self) -> int | None:
-        try:
-            return int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-
     # -- files written atomically ------------------------------------------------
 
     def write_atomic(self, path: Path, text: str) -> None:
