@@ -132,9 +132,9 @@ class Runner:
         """SIGKILL a child, time until a new one is alive; repeat at random moments.
 
         The victim is the oldest child, and it must have run MIN_VICTIM_AGE: supervisord
-        (startsecs) and procorch (start_seconds) treat a child that dies before they have
-        marked it running (1 s, checked on a 1 s tick) as a failed start and back off,
-        which is not the crash path measured here.
+        treats a death within its 1 s startsecs as a failed start, and procorch a death
+        within a second of running as part of a crash loop; both back off then, which is
+        not the crash path measured here.
         """
         failures = 0
         for _ in range(self.plan.kills):

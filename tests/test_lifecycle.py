@@ -71,6 +71,20 @@ def test_shared_statistics_show_requests_per_replica(stack):
     assert "requests" in stack.cli("status").stdout
 
 
+def test_cpu_and_memory_are_measured(stack):
+    stack.write(
+        command_service("busy", "while True: pass", start_seconds=0.1)
+        + command_service("idle", SLEEP_FOREVER, start_seconds=0.1)
+    )
+    stack.up()
+    time.sleep(1.0)  # a few checks (every 0.2 s here)
+    (busy,) = stack.replicas("busy")
+    (idle,) = stack.replicas("idle")
+    assert busy["cpu_percent"] > 50
+    assert idle["cpu_percent"] < 5
+    assert 1_000_000 < idle["rss_bytes"] < 200_000_000  # a Python interpreter, measured
+
+
 def test_run_dir_is_owner_only(stack):
     stack.write(python_service("api"))
     stack.up()

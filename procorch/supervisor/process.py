@@ -75,6 +75,7 @@ class Replica:
     unhealthy_since: float | None = None  # first failed probe of the current run of failures
     ps: psutil.Process | None = None
     cpu_percent: float | None = None
+    cpu_mark: tuple[float, float] | None = None  # (CPU seconds, monotonic time) when sampled
     rss_bytes: int | None = None
 
     @property
@@ -117,7 +118,7 @@ class Replica:
         self.started = time.monotonic()
         # identity (create time) and usage are read at the first health check (see
         # health.sample): until we reap it, the pid cannot be reused by anyone else
-        self.ps = self.create_time = self.cpu_percent = self.rss_bytes = None
+        self.ps = self.create_time = self.cpu_percent = self.rss_bytes = self.cpu_mark = None
 
     def signal_group(self, sig: int) -> None:
         """Signal the replica's process group, while its leader is ours and unreaped."""
@@ -136,7 +137,7 @@ class Replica:
             if self.popen.stdout is not None:
                 self.popen.stdout = None  # the daemon owns and closes the pipe's fd
         self.pid = self.create_time = self.ps = None
-        self.cpu_percent = self.rss_bytes = None
+        self.cpu_percent = self.rss_bytes = self.cpu_mark = None
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             try:
