@@ -146,7 +146,11 @@ def up(
 
 
 def _up_foreground(cfg: Config) -> int:
+    import gc
+
     from procorch.supervisor.daemon import serve
+
+    gc.enable()  # the entry point turned it off for a short run; this one is long
 
     def ready(error: str | None) -> None:
         if error:
@@ -413,6 +417,3 @@ def init(
     path.write_text(EXAMPLE_TOML)
     typer.echo(f"wrote {path}")
 
-
-def main() -> None:
-    app()

@@ -254,6 +254,21 @@ def test_status_stays_light(stack):
     assert not heavy & imported
 
 
+def test_status_into_a_closed_pipe_has_no_traceback(stack):
+    stack.write(python_service("api"))
+    stack.up()
+    proc = subprocess.Popen(
+        [PY, "-m", "procorch", "status"],
+        cwd=stack.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=30)
+    assert "Traceback" not in err
+
+
 def test_version():
     result = subprocess.run([PY, "-m", "procorch", "--version"], capture_output=True, text=True)
     assert result.returncode == 0
