@@ -97,6 +97,41 @@ def test_stop_and_start_one_service(stack):
     assert stack.cli("status", "SLEEPER").returncode == 0
 
 
+def test_stop_timeout_ends_in_sigkill_of_the_group(stack):
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(1e6)"
+    stack.write(command_service("stubborn", stubborn, extra="stop_timeout = 0.5\n"))
+    stack.up()
+    (before,) = stack.replicas("stubborn")
+    started = time.monotonic()
+    assert stack.cli("stop", "stubborn").returncode == 0
+    assert 0.5 <= time.monotonic() - started < 5
+    assert not psutil.pid_exists(before["pid"])
+    timeouts = [e for e in stack.events() if e["event"] == "stop-timeout"]
+    assert timeouts and timeouts[0]["pid"] == before["pid"]
+
+
+def test_logs_follow_prints_new_output(stack):
+    code = "import time\nfor i in range(1000):\n    print(f'tick {i}', flush=True); time.sleep(0.1)"
+    stack.write(command_service("ticker", code))
+    stack.up()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROCORCH_")}
+    follower = subprocess.Popen(
+        [PY, "-m", "procorch", "logs", "ticker", "-f", "-n", "0"],
+        cwd=stack.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = follower.stdout.readline()  # only output written after it started
+        assert line.startswith("tick ")
+        first = int(line.split()[1])
+        assert int(follower.stdout.readline().split()[1]) == first + 1
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(timeout=10)
+
+
 def test_restart_all_gives_new_pids(stack):
     stack.write(python_service("api", replicas=2))
     stack.up()
