@@ -1,8 +1,10 @@
 """One replica of a service: how it is spawned, signalled and identified.
 
 A replica runs in its own session (so its own process group): stopping it signals
-the whole group, which takes down whatever it forked itself. It is identified by
-(pid, create time), never by pid alone, so a reused pid is never mistaken for it.
+the whole group, which takes down whatever it forked itself. Signals go only to a
+leader the daemon has not reaped yet, whose pid therefore cannot have been reused;
+its (pid, create time) identity is recorded when it is first sampled, and what a
+crashed daemon left behind is found by run token (see `reclaim`), never by pid alone.
 The state machine lives in `state.py`; the decisions (when to restart) in `daemon.py`.
 """
 
@@ -134,8 +136,6 @@ class Replica:
         if self.popen is not None:
             # Popen must not wait for a pid we reaped: the number may belong to a new child now.
             self.popen.returncode = os.waitstatus_to_exitcode(status)
-            if self.popen.stdout is not None:
-                self.popen.stdout = None  # the daemon owns and closes the pipe's fd
         self.pid = self.create_time = self.ps = None
         self.cpu_percent = self.rss_bytes = self.cpu_mark = None
         if os.WIFSIGNALED(status):
