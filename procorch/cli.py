@@ -80,6 +80,14 @@ def _request(cfg: Config, message: dict[str, Any], **kwargs: Any) -> dict[str, A
         fail("the daemon did not answer in time", EXIT_DAEMON_DOWN)
 
 
+def _existing_run_dir(cfg: Config) -> RunDir:
+    """The run directory, for commands that read its files; one clear line if there is none."""
+    rundir = RunDir(cfg.settings.run_dir)
+    if not rundir.path.is_dir():
+        fail(f"no run directory at {rundir.path}: procorch has not run here (see `procorch up`)")
+    return rundir
+
+
 def _status_code(status: dict[str, Any]) -> int:
     ok = all(s["state"] == "running" for s in status["services"])
     return 0 if ok else EXIT_NOT_RUNNING
@@ -165,7 +173,10 @@ def _spawn_daemon(cfg: Config, rundir: RunDir) -> bool:
     import select
     import subprocess
 
-    rundir.create()
+    try:
+        rundir.create()
+    except OSError as exc:
+        fail(f"cannot use run directory {rundir.path}: {exc.strerror or exc}")
     log_fd = os.open(rundir.daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(
@@ -340,7 +351,7 @@ def logs(
     from procorch.supervisor.logs import tail_lines
 
     cfg = _config(config, run_dir)
-    rundir = RunDir(cfg.settings.run_dir)
+    rundir = _existing_run_dir(cfg)
     services = cfg.services
     if name is not None:
         try:
@@ -393,7 +404,7 @@ def events(
 ) -> None:
     """Show the event log: starts, exits, restarts, health kills, FATAL."""
     cfg = _config(config, run_dir)
-    entries = RunDir(cfg.settings.run_dir).read_events(lines)
+    entries = _existing_run_dir(cfg).read_events(lines)
     if as_json:
         typer.echo(json.dumps(entries, indent=2))
         return

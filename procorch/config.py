@@ -20,6 +20,8 @@ from typing import Any
 
 CONFIG_FILENAME = "procorch.toml"
 DEFAULT_RUN_DIRNAME = ".procorch"
+SOCKET_NAME = "control.sock"  # in the run directory
+MAX_SOCKET_PATH = 107  # sizeof(sun_path) - 1 on Linux
 RESTART_POLICIES = ("always", "on-failure", "never")
 
 
@@ -239,7 +241,10 @@ def load_config(
     sections = {"procorch": top.get("procorch", {}), "gateway": top.get("gateway", {})}
     _apply_overrides(sections, _override_layers(env_file, environ))
     configured_run_dir = sections["procorch"].pop("run_dir", None)
-    settings = Settings(run_dir=_run_dir(run_dir, configured_run_dir, base), **sections["procorch"])
+    chosen = _run_dir(run_dir, configured_run_dir, base)
+    where = _Where("--run-dir") if run_dir is not None else root.key("procorch").key("run_dir")
+    _check_socket_fits(chosen, where)
+    settings = Settings(run_dir=chosen, **sections["procorch"])
     return Config(
         path=path,
         settings=settings,
@@ -340,6 +345,16 @@ def _run_dir(cli: Path | None, configured: str | None, base: Path) -> Path:
     else:
         chosen = base / DEFAULT_RUN_DIRNAME
     return chosen.resolve()
+
+
+def _check_socket_fits(run_dir: Path, where: _Where) -> None:
+    """A Unix socket path has room for 107 bytes: say so now, not as an OSError later."""
+    length = len(os.fsencode(run_dir / SOCKET_NAME))
+    if length > MAX_SOCKET_PATH:
+        raise where.error(
+            f"{run_dir} is too deep for its control socket ({length} bytes, at most "
+            f"{MAX_SOCKET_PATH}): choose a shorter run directory"
+        )
 
 
 # --- tables ------------------------------------------------------------------------

@@ -71,6 +71,23 @@ def test_commands_without_daemon_say_so(stack):
         assert_one_line_error(stack.cli(*command), 1, "not running")
 
 
+def test_unusable_run_directories(stack):
+    stack.write(python_service("api"))
+    (stack.root / "afile").write_text("")
+    assert_one_line_error(stack.cli("up", "--run-dir", "afile"), 1, "cannot use run directory")
+    deep = stack.root / ("d" * 120)
+    for command in ("up", "status", "down"):
+        result = stack.cli(command, "--run-dir", str(deep))
+        assert_one_line_error(result, 2, "--run-dir", "too deep for its control socket")
+    assert not deep.exists()
+
+
+def test_reading_commands_before_any_up(stack):
+    stack.write(python_service("api"))
+    for command in (["logs"], ["events"], ["logs", "api", "-f"]):
+        assert_one_line_error(stack.cli(*command), 1, "no run directory", "procorch up")
+
+
 def test_unknown_service_name(stack):
     stack.write(python_service("api"))
     stack.up()

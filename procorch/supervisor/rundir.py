@@ -14,13 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from procorch.config import SOCKET_NAME
+
 
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock_file = path / "daemon.lock"
         self.pid_file = path / "procorch.pid"
-        self.socket = path / "control.sock"
+        self.socket = path / SOCKET_NAME
         self.state_file = path / "state.json"
         self.events_file = path / "events.log"
         self.stats_file = path / "stats.bin"
