@@ -245,6 +245,31 @@ def test_second_up_starts_nothing_twice(stack):
     assert direct.stdout.strip() == "error: already running"
 
 
+def test_concurrent_ups_start_one_daemon(stack):
+    import subprocess
+
+    stack.write(python_service("api", replicas=2))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROCORCH_")}
+    racers = [
+        subprocess.Popen(
+            [PY, "-m", "procorch", "up", "--json"],
+            cwd=stack.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    results = [(r.wait(timeout=60), r.stdout.read(), r.stderr.read()) for r in racers]
+    assert all(code == 0 for code, _, _ in results), results
+    daemons = {json.loads(out)["supervisor"]["pid"] for _, out, _ in results}
+    assert len(daemons) == 1
+    wait_for(lambda: len(stack.leftovers()) == 2, timeout=5)
+    time.sleep(0.3)
+    assert len(stack.leftovers()) == 2  # two replicas, not two per racer
+
+
 def test_daemon_killed_then_up_leaves_one_copy_of_each(stack):
     stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(1e6)"
     stack.write(python_service("api", replicas=2) + command_service("stubborn", stubborn))
