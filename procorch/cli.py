@@ -68,12 +68,16 @@ def _config(config: Path | None, run_dir: Path | None) -> Config:
         fail(str(exc), EXIT_CONFIG)
 
 
+def _not_running(cfg: Config) -> NoReturn:
+    fail(f"procorch is not running (run directory {cfg.settings.run_dir})", EXIT_DAEMON_DOWN)
+
+
 def _request(cfg: Config, message: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """Ask the daemon; a missing daemon or a refused request ends the command with one line."""
     try:
         return control.request(RunDir(cfg.settings.run_dir).socket, message, **kwargs)
     except control.DaemonNotRunning:
-        fail(f"procorch is not running (run directory {cfg.settings.run_dir})", EXIT_DAEMON_DOWN)
+        _not_running(cfg)
     except control.ControlError as exc:
         fail(str(exc), EXIT_DAEMON_DOWN)
     except TimeoutError:
@@ -200,11 +204,15 @@ def _spawn_daemon(cfg: Config, rundir: RunDir) -> bool:
         return True
     if line == "error: already running":
         return False
-    if not line and proc.poll() is None:
-        proc.kill()
     from procorch.supervisor.logs import tail_lines
 
-    detail = line.removeprefix("error: ") or "the daemon exited while starting"
+    if line:
+        detail = line.removeprefix("error: ")
+    elif proc.poll() is None:
+        proc.kill()
+        detail = f"the daemon did not start within {DAEMON_START_TIMEOUT:.0f}s"
+    else:
+        detail = "the daemon exited while starting"
     tail = tail_lines(rundir.daemon_log, 5) if not line else []
     fail(detail + ("".join(f"\n  {t}" for t in tail)), 1)
 
@@ -247,7 +255,7 @@ def down(config: ConfigOpt = None, run_dir: RunDirOpt = None) -> None:
     try:
         reply = control.wait_closed(rundir.socket, {"cmd": "shutdown"}, timeout=timeout)
     except control.DaemonNotRunning:
-        fail(f"procorch is not running (run directory {cfg.settings.run_dir})", EXIT_DAEMON_DOWN)
+        _not_running(cfg)
     except TimeoutError:
         fail(f"the daemon did not stop within {timeout:.0f}s", 1)
     typer.echo(f"procorch stopped (pid {reply.get('pid')}) in {time.monotonic() - started:.2f}s")
@@ -427,4 +435,3 @@ def init(
         fail(f"{path} already exists (use --force to overwrite)")
     path.write_text(EXAMPLE_TOML)
     typer.echo(f"wrote {path}")
-

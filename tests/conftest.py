@@ -60,17 +60,28 @@ class Stack:
         )
         self.config.write_text(header + textwrap.dedent(settings) + textwrap.dedent(toml))
 
+    @staticmethod
+    def _env(env: dict[str, str] | None = None) -> dict[str, str]:
+        """The test's environment without PROCORCH_* variables, which would redirect the CLI."""
+        return {k: v for k, v in (env or os.environ).items() if not k.startswith("PROCORCH_")}
+
     def cli(
         self, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in (env or os.environ).items() if not k.startswith("PROCORCH_")}
+        """Run a procorch command to completion."""
         return subprocess.run(
             [PY, "-m", "procorch", *args],
             cwd=self.root,
-            env=env,
+            env=self._env(env),
             capture_output=True,
             text=True,
             timeout=timeout,
+        )
+
+    def start(self, *args: str, **popen: Any) -> subprocess.Popen:
+        """Start a procorch command in the background (text mode; pass stdout/stderr)."""
+        return subprocess.Popen(
+            [PY, "-m", "procorch", *args], cwd=self.root, env=self._env(), text=True, **popen
         )
 
     def up(self, *args: str) -> subprocess.CompletedProcess:

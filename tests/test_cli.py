@@ -131,14 +131,7 @@ def test_logs_follow_prints_new_output(stack):
     code = "import time\nfor i in range(1000):\n    print(f'tick {i}', flush=True); time.sleep(0.1)"
     stack.write(command_service("ticker", code))
     stack.up()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROCORCH_")}
-    follower = subprocess.Popen(
-        [PY, "-m", "procorch", "logs", "ticker", "-f", "-n", "0"],
-        cwd=stack.root,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    follower = stack.start("logs", "ticker", "-f", "-n", "0", stdout=subprocess.PIPE)
     try:
         line = follower.stdout.readline()  # only output written after it started
         assert line.startswith("tick ")
@@ -243,15 +236,7 @@ def test_foreground_prefixes_output_and_ctrl_c_stops(stack):
     stack.write(
         command_service("talker", "import time; print('hello', flush=True); time.sleep(1e6)")
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROCORCH_")}
-    proc = subprocess.Popen(
-        [PY, "-m", "procorch", "up", "--foreground"],
-        cwd=stack.root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = stack.start("up", "--foreground", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         lines = []
         for line in proc.stdout:
@@ -309,14 +294,9 @@ def test_status_stays_light(stack):
 def test_status_into_a_closed_pipe_has_no_traceback(stack):
     stack.write(python_service("api"))
     stack.up()
-    proc = subprocess.Popen(
-        [PY, "-m", "procorch", "status"],
-        cwd=stack.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = stack.start("status", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # the reader is gone before anything is written
-    err = proc.stderr.read().decode()
+    err = proc.stderr.read()
     proc.wait(timeout=30)
     assert "Traceback" not in err
 

@@ -249,16 +249,8 @@ def test_concurrent_ups_start_one_daemon(stack):
     import subprocess
 
     stack.write(python_service("api", replicas=2))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROCORCH_")}
     racers = [
-        subprocess.Popen(
-            [PY, "-m", "procorch", "up", "--json"],
-            cwd=stack.root,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        stack.start("up", "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(3)
     ]
     results = [(r.wait(timeout=60), r.stdout.read(), r.stderr.read()) for r in racers]

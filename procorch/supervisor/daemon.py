@@ -8,7 +8,6 @@ checks) are deadlines the loop sleeps until; nothing sleeps in a polling loop.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -174,7 +174,7 @@ class Supervisor:
         self._by_pid[r.pid] = r
         self.stats.reset(r.slot, r.pid)
         r.kill_reason = r.unhealthy_since = None
-        r.health_failures = 0
+        r.probes_sent = 0
         self._event(r, "spawned", pid=r.pid)
 
     def _env(self, r: Replica) -> dict[str, str]:
@@ -295,8 +295,8 @@ class Supervisor:
             ready = self.stats.read(r.slot).heartbeat > 0
         elif svc.health:
             ready = False  # the probe's answer moves it on; see _on_probe
-            if self._prober and now - r.state_since >= PROBE_RETRY * (r.health_failures + 1):
-                r.health_failures += 1
+            if self._prober and now - r.state_since >= PROBE_RETRY * (r.probes_sent + 1):
+                r.probes_sent += 1
                 self._prober.submit(r)
         else:
             ready = now - r.started >= svc.start_seconds
@@ -305,7 +305,7 @@ class Supervisor:
 
     def _set_running(self, r: Replica) -> None:
         r.set_state(S.RUNNING)
-        r.health_failures = 0
+        r.probes_sent = 0
         self._event(r, "running", pid=r.pid)
 
     def _check_health(self, r: Replica, now: float) -> None:
@@ -366,11 +366,7 @@ class Supervisor:
         """Dependents start once every replica they depend on has started (or given up)."""
         if not svc.depends_on:
             return True
-        return all(
-            r.state.is_settled and not (r.state is S.STOPPED and r.want_running)
-            for r in self.replicas
-            if r.name in svc.depends_on
-        )
+        return all(r.settled for r in self.replicas if r.name in svc.depends_on)
 
     # == shutdown =================================================================
 
@@ -678,13 +674,13 @@ class _Conn:
         self._last_progress: Any = None
 
     def send(self, message: dict[str, Any]) -> None:
+        self.sock.settimeout(2.0)
         try:
-            self.sock.setblocking(True)
-            self.sock.settimeout(2.0)
             self.sock.sendall(control.encode(message))
-            self.sock.setblocking(False)
         except OSError:
             pass  # the client went away; its socket is dropped when read returns EOF
+        finally:
+            self.sock.setblocking(False)
 
     def send_progress(self, progress: dict[str, Any]) -> None:
         if progress != self._last_progress:
@@ -700,10 +696,7 @@ class _Waiter:
         self.targets = targets
 
     def settled(self) -> bool:
-        return all(
-            r.state.is_settled and not (r.state is S.STOPPED and r.want_running)
-            for r in self.targets
-        )
+        return all(r.settled for r in self.targets)
 
     def progress(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
@@ -717,17 +710,20 @@ def _note_signal(signum: int, frame: object) -> None:
 
 
 def _raise_fd_limit() -> None:
-    """Two pipes' worth of descriptors per replica: lift the soft limit to the hard one."""
+    """An output pipe per replica: lift the soft descriptor limit to the hard one if we may."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as exc:
-            if exc.args and exc.args[0] != errno.EPERM:
-                raise
+        except (ValueError, OSError):
+            pass  # keep the soft limit: fine unless there are hundreds of replicas
 
 
-def serve(config: Config, foreground: bool = False, ready: Any = None) -> int:
+def serve(
+    config: Config,
+    foreground: bool = False,
+    ready: Callable[[str | None], None] | None = None,
+) -> int:
     """Run a daemon to completion. `ready(error)` is called once it is up (or failed)."""
     sup = Supervisor(config, foreground=foreground)
     try:

@@ -73,7 +73,7 @@ class Replica:
     want_running: bool = True  # what the user asked for; `stop NAME` clears it
     kill_reason: str | None = None  # why the supervisor killed it, for the event log
     last_exit: str | None = None
-    health_failures: int = 0  # probes tried while STARTING
+    probes_sent: int = 0  # readiness probes sent while STARTING
     unhealthy_since: float | None = None  # first failed probe of the current run of failures
     ps: psutil.Process | None = None
     cpu_percent: float | None = None
@@ -87,6 +87,13 @@ class Replica:
     @property
     def label(self) -> str:
         return f"{self.name}.{self.index}"
+
+    @property
+    def settled(self) -> bool:
+        """Waits for nothing: running, stopped (as asked), exited or fatal."""
+        return self.state.is_settled and not (
+            self.state is ProcessState.STOPPED and self.want_running
+        )
 
     def set_state(self, new: ProcessState) -> None:
         self.state = self.state.check(new)
