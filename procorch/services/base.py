@@ -8,12 +8,14 @@ heartbeating and is restarted: the heartbeat proves the loop runs, not just the 
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from procorch.config import Config
 from procorch.stats import StatsTable
 
 
@@ -37,6 +39,11 @@ class ServiceContext:
             slot=int(env["PROCORCH_SLOT"]),
             heartbeat_interval=float(env.get("PROCORCH_HEARTBEAT_INTERVAL", "1.0")),
         )
+
+    @functools.cached_property
+    def config(self) -> Config:
+        """The daemon's resolved configuration (it writes `config.json` before any start)."""
+        return Config.from_json((self.run_dir / "config.json").read_text())
 
 
 class Service:
@@ -68,19 +75,31 @@ class Service:
     def heartbeat(self) -> None:
         self.stats.heartbeat(self.context.slot)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def serve(self) -> None:
         """Run until SIGTERM or SIGINT; the first heartbeat tells the supervisor we are ready."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
         self.setup()
         try:
-            interval = self.context.heartbeat_interval
-            if self.tick_interval is not None:
-                interval = min(interval, self.tick_interval)
-            while not self._stopping.is_set():
-                self.heartbeat()
-                if self.tick_interval is not None:
-                    self.tick()
-                self._stopping.wait(interval)
+            self.run()
         finally:
             self.teardown()
+
+    def run(self) -> None:
+        """The main loop: heartbeat and tick until stopped.
+
+        A subclass with a loop of its own overrides this; it must call `heartbeat()` at
+        least every `context.heartbeat_interval` seconds and return once `stopping`.
+        """
+        interval = self.context.heartbeat_interval
+        if self.tick_interval is not None:
+            interval = min(interval, self.tick_interval)
+        while not self._stopping.is_set():
+            self.heartbeat()
+            if self.tick_interval is not None:
+                self.tick()
+            self._stopping.wait(interval)

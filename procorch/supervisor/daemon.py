@@ -88,6 +88,7 @@ class Supervisor:
         self._reclaim_stale()
         self.rundir.write_atomic(self.rundir.pid_file, f"{os.getpid()}\n")
         self._write_snapshot()  # the run token is on disk before any process exists
+        self.rundir.write_atomic(self.rundir.config_file, self.config.to_json())
         self.stats = StatsTable(self.rundir.stats_file, slots=len(self.replicas))
         self._listen()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

@@ -24,6 +24,7 @@ class RunDir:
         self.pid_file = path / "procorch.pid"
         self.socket = path / SOCKET_NAME
         self.state_file = path / "state.json"
+        self.config_file = path / "config.json"  # the resolved config, for services to read
         self.events_file = path / "events.log"
         self.stats_file = path / "stats.bin"
         self.daemon_log = path / "daemon.log"
