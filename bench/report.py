@@ -19,8 +19,13 @@ from benchvenv import REPO_ROOT
 from metrics import IDLE_N, SMALL_N, Plan, Results
 from peers import Peer
 
-BEGIN = "<!-- supervisors:begin -->"
-END = "<!-- supervisors:end -->"
+
+def markers(name: str) -> tuple[str, str]:
+    """The comments around benchmark `name`'s section of RESULTS.md."""
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+BEGIN, END = markers("supervisors")
 OURS = "procorch"
 RIVALS = ("supervisord", "circus")
 FILE_HEADER = """# procorch benchmark results
@@ -220,12 +225,14 @@ def render(results: Results, plan: Plan, peers: Sequence[type[Peer]], command: s
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Put `section` into `path`, replacing an earlier one and keeping everything else."""
+def write_section(path: Path, section: str, name: str = "supervisors") -> None:
+    """Put `section` (which starts and ends with `name`'s markers) into `path`, replacing
+    an earlier one of the same name and keeping everything else."""
+    begin, end_marker = markers(name)
     text = path.read_text() if path.exists() else FILE_HEADER
-    start, end = text.find(BEGIN), text.find(END)
+    start, end = text.find(begin), text.find(end_marker)
     if start != -1 and end > start:
-        text = text[:start] + section.rstrip("\n") + text[end + len(END) :]
+        text = text[:start] + section.rstrip("\n") + text[end + len(end_marker) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text if text.endswith("\n") else text + "\n")
