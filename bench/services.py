@@ -1,0 +1,270 @@
+"""Benchmark procorch's service calls against three other ways of doing request/reply.
+
+    python bench/services.py            # full run, about 2 minutes; updates bench/RESULTS.md
+    python bench/services.py --quick    # smoke run: 1 round, fewer calls, 1 s windows
+
+A caller process sends `{"user_id": 42, "product": "Laptop"}` to a server process, which
+echoes it back, through each peer in `rpcpeers.py`: a raw Unix-socket ping-pong (the
+floor), `multiprocessing.Queue` request/reply, a `multiprocessing.Manager` queue and dict
+(the original's approach), and procorch (a real `procorch up` stack running
+`benchsvc:Echo`, called with the procorch client). For each peer it measures:
+
+1. round trip p50 and p99: one caller, 5,000 sequential calls after a warm-up;
+2. throughput: calls completed in a 3 s window by 1 and by 4 concurrent caller processes.
+
+Peers take turns within each of 3 rounds, each with a fresh server, and every figure is
+the median over the rounds. The script creates bench/.venv on first use (procorch
+installed as a user installs it) and re-runs itself with that venv's python. Everything
+it starts is stopped at the end, on error and on Ctrl-C too. procorch is skipped with a
+note while its services client is not in the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from statistics import median
+from types import FrameType
+from typing import Any
+
+import benchvenv
+import rpcpeers
+
+RESULTS_FILE = benchvenv.BENCH_DIR / "RESULTS.md"
+VENV_READY = "PROCORCH_BENCH_VENV_READY"
+START_DELAY_NS = 50_000_000  # the throughput window opens this long after all are ready
+CALLER_TIMEOUT = 180.0  # s for one caller job (the Manager's 5,000 calls take ~7 s)
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int
+    warmup: int  # calls before any timing, per caller process
+    calls: int  # sequential calls timed for the round trip
+    seconds: float  # throughput window
+    callers: tuple[int, ...] = (1, 4)
+
+
+FULL = Plan(rounds=3, warmup=500, calls=5000, seconds=3.0)
+QUICK = Plan(rounds=1, warmup=200, calls=1000, seconds=1.0)
+
+
+@dataclass
+class Results:
+    # figures[peer][metric] = one value per round; metrics: p50, p99 (ns), tput1, tput4
+    figures: dict[str, dict[str, list[float]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def value(self, peer: str, metric: str) -> float | None:
+        values = self.figures.get(peer, {}).get(metric)
+        return median(values) if values else None
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def percentile(sorted_samples: list[int], q: float) -> int:
+    """Nearest-rank percentile of already sorted samples."""
+    rank = max(1, -(-len(sorted_samples) * q // 1))  # ceil(n * q), at least 1
+    return sorted_samples[int(rank) - 1]
+
+
+# -- running caller processes ------------------------------------------------------------
+
+
+def _receive(conn: Any, proc: Any, timeout: float) -> tuple[str, Any]:
+    """The next message from a caller, or an error if it dies or takes too long."""
+    if conn.poll(0) or wait([conn, proc.sentinel], timeout):
+        if conn.poll(0):
+            kind, value = conn.recv()
+            if kind == "error":
+                raise RuntimeError(f"caller failed: {value}")
+            return kind, value
+        raise RuntimeError(f"caller exited with code {proc.exitcode} without an answer")
+    raise RuntimeError(f"caller gave no answer within {timeout:.0f} s")
+
+
+def run_callers(peer: Any, n: int, job: dict[str, Any], seconds: float = 0.0) -> list[Any]:
+    """Start `n` caller processes on `peer` with `job`; return what each sends back."""
+    procs, conns = [], []
+    try:
+        for i in range(n):
+            here, there = rpcpeers.CTX.Pipe()
+            proc = rpcpeers.CTX.Process(
+                target=rpcpeers.caller_main,
+                args=(peer.name, peer.endpoint(), i, job, there),
+                name=f"caller-{i}",
+                daemon=True,
+            )
+            proc.start()
+            there.close()
+            procs.append(proc)
+            conns.append(here)
+        if job["kind"] == "throughput":
+            for conn, proc in zip(conns, procs, strict=True):
+                _receive(conn, proc, CALLER_TIMEOUT)  # "ready": warmed up
+            start = time.perf_counter_ns() + START_DELAY_NS
+            window = (start, start + int(seconds * 1e9))
+            for conn in conns:
+                conn.send(window)
+        answers = [_receive(c, p, CALLER_TIMEOUT)[1] for c, p in zip(conns, procs, strict=True)]
+        for proc in procs:
+            proc.join(10)
+        return answers
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+            proc.join(5)
+        for conn in conns:
+            conn.close()
+
+
+def placements() -> dict[str, tuple[set[int], set[int]]]:
+    """Where the caller and the server side run for the round trip: (caller, server) CPUs.
+
+    Pinned, because on this VM a wake-up across cores costs ~40 µs, ten times a same-core
+    Unix-socket round trip, and left alone the scheduler puts a pair on one core or on
+    two by luck of the launch. Both placements are measured, every peer alike.
+    """
+    cpus = sorted(os.sched_getaffinity(0))
+    found = {"same": ({cpus[0]}, {cpus[0]})}
+    if len(cpus) > 1:
+        found["split"] = ({cpus[0]}, {cpus[1]})
+    return found
+
+
+def measure(peer: Any, plan: Plan, results: Results) -> None:
+    """One round of one peer: start a fresh server, time the calls, stop everything."""
+    figures = results.figures[peer.name]
+    everywhere = os.sched_getaffinity(0)
+    peer.start()
+    try:
+        for where, (caller_cpus, server_cpus) in placements().items():
+            for pid in peer.server_pids():
+                rpcpeers.pin(pid, server_cpus)
+            job = {"kind": "latency", "warmup": plan.warmup, "calls": plan.calls}
+            job["cpus"] = caller_cpus
+            samples, sleeps = run_callers(peer, 1, job)[0]
+            samples.sort()
+            figures[f"sleeps_{where}"].append(sleeps)
+            figures[f"p50_{where}"].append(percentile(samples, 0.50))
+            figures[f"p99_{where}"].append(percentile(samples, 0.99))
+        for pid in peer.server_pids():  # throughput: placed by the scheduler
+            rpcpeers.pin(pid, everywhere)
+        for n in plan.callers:
+            job = {"kind": "throughput", "warmup": plan.warmup}
+            counts = run_callers(peer, n, job, plan.seconds)
+            figures[f"tput{n}"].append(sum(counts) / plan.seconds)
+        log(
+            f"[bench]   {peer.name}: "
+            + ", ".join(
+                f"{where} p50 {figures[f'p50_{where}'][-1] / 1000:.1f} µs "
+                f"p99 {figures[f'p99_{where}'][-1] / 1000:.1f} µs"
+                for where in placements()
+            )
+            + ", "
+            + ", ".join(f"{n} caller(s) {figures[f'tput{n}'][-1]:,.0f}/s" for n in plan.callers)
+        )
+    finally:
+        peer.stop()
+
+
+def run_plan(peer_classes: list[Any], plan: Plan) -> Results:
+    results = Results()
+    peers = []
+    for cls in peer_classes:
+        peer = cls()
+        why = peer.available()
+        if why:
+            results.skipped[peer.name] = why
+            log(f"[bench] {peer.name} skipped: {why}")
+        else:
+            peers.append(peer)
+    for r in range(plan.rounds):
+        log(f"[bench] round {r + 1} of {plan.rounds}")
+        for peer in list(peers):
+            try:
+                measure(peer, plan, results)
+            except Exception as exc:  # one broken peer does not stop the others
+                results.skipped[peer.name] = f"failed in round {r + 1}: {exc}"
+                results.figures.pop(peer.name, None)
+                peers.remove(peer)
+                log(f"[bench] {peer.name} failed: {exc}")
+    return results
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round, 1,000 calls, 1 s windows"
+    )
+    parser.add_argument(
+        "--peers",
+        default="raw,queue,manager,procorch",
+        help="comma-separated subset of raw,queue,manager,procorch (default: all)",
+    )
+    parser.add_argument(
+        "--no-write", action="store_true", help="print the results, leave RESULTS.md alone"
+    )
+    return parser.parse_args(argv)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run(args: argparse.Namespace) -> int:
+    import svcreport  # imports report, which needs psutil: only inside bench/.venv
+
+    keys = {"raw": rpcpeers.Raw, "queue": rpcpeers.Queue, "manager": rpcpeers.Manager}
+    keys["procorch"] = rpcpeers.Procorch
+    wanted = args.peers.split(",")
+    unknown = set(wanted) - set(keys)
+    if unknown:
+        raise SystemExit(f"unknown peer(s): {', '.join(sorted(unknown))}")
+    classes = [cls for key, cls in keys.items() if key in wanted]
+    rpcpeers.Procorch.cli = str(benchvenv.BIN_DIR / "procorch")
+    plan = QUICK if args.quick else FULL
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    started = time.monotonic()
+    results = run_plan(classes, plan)
+    log(f"[bench] done in {time.monotonic() - started:.0f} s")
+    command = "python bench/services.py" + (" --quick" if args.quick else "")
+    section = svcreport.render(results, plan, [cls.name for cls in classes], command)
+    print(section)
+    if not args.no_write:
+        svcreport.report.write_section(RESULTS_FILE, section, svcreport.SECTION)
+        log(f"[bench] wrote {RESULTS_FILE}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if not (benchvenv.running_in_venv() and os.environ.get(VENV_READY)):
+        benchvenv.ensure_venv()  # (procorch reinstalled once, not again after the re-exec)
+    if not benchvenv.running_in_venv():
+        os.environ[VENV_READY] = "1"
+        benchvenv.reexec_in_venv(Path(__file__).resolve(), argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("[bench] interrupted; everything it started has been stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
