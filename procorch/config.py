@@ -22,7 +22,14 @@ CONFIG_FILENAME = "procorch.toml"
 DEFAULT_RUN_DIRNAME = ".procorch"
 SOCKET_NAME = "control.sock"  # in the run directory
 MAX_SOCKET_PATH = 107  # sizeof(sun_path) - 1 on Linux
+SERVICE_SOCKET_DIR = "sock"  # in the run directory; short, because socket paths are limited
 RESTART_POLICIES = ("always", "on-failure", "never")
+
+
+def service_socket(run_dir: Path, service: str, replica: int) -> Path:
+    """Where replica `replica` of a Python service takes requests: a stable address, so
+    a restarted replica is found again without telling its callers."""
+    return run_dir / SERVICE_SOCKET_DIR / f"{service}.{replica}"
 
 
 class ConfigError(Exception):
@@ -243,12 +250,13 @@ def load_config(
     configured_run_dir = sections["procorch"].pop("run_dir", None)
     chosen = _run_dir(run_dir, configured_run_dir, base)
     where = _Where("--run-dir") if run_dir is not None else root.key("procorch").key("run_dir")
-    _check_socket_fits(chosen, where)
+    services = top.get("services", _DEFAULT_SERVICES)
+    _check_sockets_fit(chosen, services, where)
     settings = Settings(run_dir=chosen, **sections["procorch"])
     return Config(
         path=path,
         settings=settings,
-        services=top.get("services", _DEFAULT_SERVICES),
+        services=services,
         gateway=GatewaySettings(**sections["gateway"]),
     )
 
@@ -347,14 +355,21 @@ def _run_dir(cli: Path | None, configured: str | None, base: Path) -> Path:
     return chosen.resolve()
 
 
-def _check_socket_fits(run_dir: Path, where: _Where) -> None:
+def _check_sockets_fit(run_dir: Path, services: Iterable[ServiceConfig], where: _Where) -> None:
     """A Unix socket path has room for 107 bytes: say so now, not as an OSError later."""
-    length = len(os.fsencode(run_dir / SOCKET_NAME))
-    if length > MAX_SOCKET_PATH:
-        raise where.error(
-            f"{run_dir} is too deep for its control socket ({length} bytes, at most "
-            f"{MAX_SOCKET_PATH}): choose a shorter run directory"
-        )
+    paths = [(run_dir / SOCKET_NAME, "its control socket")]
+    paths += [
+        (service_socket(run_dir, svc.name, svc.replicas - 1), f"the socket of {svc.name}")
+        for svc in services
+        if svc.is_python
+    ]
+    for path, what in paths:
+        length = len(os.fsencode(path))
+        if length > MAX_SOCKET_PATH:
+            raise where.error(
+                f"{run_dir} is too deep for {what} ({length} bytes, at most "
+                f"{MAX_SOCKET_PATH}): choose a shorter run directory"
+            )
 
 
 # --- tables ------------------------------------------------------------------------
