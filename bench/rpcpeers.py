@@ -139,12 +139,15 @@ def _raw_server(path: str, ready: Any) -> None:
                 conn, _ = listener.accept()
                 sel.register(conn, selectors.EVENT_READ)
                 continue
-            data = sock.recv(65536)
-            if data:
-                sock.sendall(data)
-            else:
-                sel.unregister(sock)
-                sock.close()
+            try:
+                data = sock.recv(65536)
+                if data:
+                    sock.sendall(data)
+                    continue
+            except OSError:  # the caller was killed (the harness is stopping)
+                pass
+            sel.unregister(sock)
+            sock.close()
 
 
 class RawCaller:

@@ -25,7 +25,7 @@ COLUMNS: list[tuple[str, str, bool]] = [
         for where, place in PLACES.items()
         for q in ("p50", "p99")
     ),
-    ("tput1", "calls/s, 1 caller", False),
+    *((f"tput1_{where}", f"calls/s, 1 caller, {place}", False) for where, place in PLACES.items()),
     ("tput4", "calls/s, 4 callers", False),
 ]
 
@@ -75,9 +75,9 @@ def _header(plan: Any, command: str) -> list[str]:
         f"- payload `{PAYLOAD}`, echoed back. Round trip: 1 caller process, "
         f"{plan.calls:,} sequential calls after {plan.warmup} warm-up calls, with the caller "
         "and the server side pinned to one core, then to two different cores. Throughput: "
-        f"calls completed in a {plan.seconds:g} s window by 1 and by 4 caller processes, "
-        f"placed by the scheduler. {rounds}, each round with a fresh server. Method: "
-        "`bench/README.md`.",
+        f"calls completed in a {plan.seconds:g} s window by 1 caller (in each placement) "
+        f"and by 4 caller processes (placed by the scheduler). {rounds}, each round with a "
+        "fresh server. Method: `bench/README.md`.",
     ]
 
 
