@@ -65,6 +65,7 @@ class Results:
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
     skipped: dict[str, str] = field(default_factory=dict)
+    load_at_start: tuple[float, ...] = field(default_factory=os.getloadavg)
 
     def value(self, peer: str, metric: str) -> float | None:
         values = self.figures.get(peer, {}).get(metric)

@@ -63,13 +63,15 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _header(plan: Any, command: str) -> list[str]:
+def _header(plan: Any, command: str, loads: tuple[float, ...]) -> list[str]:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    rounds = f"median of {plan.rounds} rounds" if plan.rounds > 1 else "1 round"
+    rounds = f"Median of {plan.rounds} rounds" if plan.rounds > 1 else "1 round"
     return [
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {os.cpu_count()} cores ({report._cpu_model()}), {mem:.0f} GiB RAM, "
         f"Linux {platform.release()}; caller(s) and server share these cores",
+        f"- load average (1 min) at the start and the end of the run: {loads[0]:.2f}, "
+        f"{os.getloadavg()[0]:.2f} (other work on the machine competes for the same cores)",
         f"- python: {platform.python_version()}; procorch git {report._git_rev()}",
         f"- reproduce: `{command}`",
         f"- payload `{PAYLOAD}`, echoed back. Round trip: 1 caller process, "
@@ -92,7 +94,7 @@ def render(
         "## Services: request/reply between two processes, procorch vs raw socket, "
         "mp.Queue, mp.Manager",
         "",
-        *_header(plan, command),
+        *_header(plan, command, results.load_at_start),
         "",
         "### Figures",
         "",
