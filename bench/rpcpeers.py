@@ -7,6 +7,9 @@ peer echoes the same payload, `PAYLOAD`, and a caller checks every reply.
 - raw: AF_UNIX stream ping-pong. The server echoes whatever bytes arrive; the caller
   sends the payload's JSON bytes (encoded once, so no JSON per call) and reads back as
   many. The floor: one send and one receive on each side, nothing else.
+- json (a reference, not in the issue): the raw ping-pong carrying procorch's message
+  format, length-prefixed JSON with request_id, action, data, sender and sent_at, and
+  nothing else.
 - queue: `multiprocessing.Queue`. The server reads one request queue and answers on the
   caller's own reply queue.
 - manager: the original's approach. Requests go through a `Manager().Queue()`, the server
@@ -25,12 +28,13 @@ import importlib.util
 import json
 import multiprocessing as mp
 import os
-import selectors
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -124,30 +128,27 @@ class Peer:
 
 
 def _raw_server(path: str, ready: Any) -> None:
+    """Accept connections; a thread per connection echoes whatever bytes arrive, with a
+    blocking recv and sendall: two system calls per request, the least there is."""
     die_with_parent()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
-    sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ)
     ready.set()
     while True:
-        for key, _ in sel.select():
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
-            if sock is listener:
-                conn, _ = listener.accept()
-                sel.register(conn, selectors.EVENT_READ)
-                continue
-            try:
-                data = sock.recv(65536)
-                if data:
-                    sock.sendall(data)
-                    continue
-            except OSError:  # the caller was killed (the harness is stopping)
-                pass
-            sel.unregister(sock)
-            sock.close()
+        conn, _ = listener.accept()
+        threading.Thread(target=_raw_echo, args=(conn,), daemon=True).start()
+
+
+def _raw_echo(conn: socket.socket) -> None:
+    recv, sendall = conn.recv, conn.sendall
+    try:
+        while data := recv(65536):
+            sendall(data)
+    except OSError:  # the caller was killed (the harness is stopping)
+        pass
+    finally:
+        conn.close()
 
 
 class RawCaller:
@@ -174,12 +175,13 @@ class RawCaller:
 
 class Raw(Peer):
     name = "raw socket"
+    server = staticmethod(_raw_server)
 
     def start(self) -> None:
         self.tmp = tempfile.mkdtemp(prefix="pb", dir="/tmp")
         self.path = os.path.join(self.tmp, "echo.sock")
         ready = CTX.Event()
-        self._spawn(_raw_server, self.path, ready)
+        self._spawn(self.server, self.path, ready)
         self._wait_ready(ready, "the echo server")
 
     def endpoint(self) -> object:
@@ -189,6 +191,90 @@ class Raw(Peer):
         super().stop()
         if getattr(self, "tmp", None):
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# -- minimal JSON over a Unix socket (a reference) -------------------------------------------
+
+_HEADER = struct.Struct("!I")  # 4-byte big-endian length before each JSON frame
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_loads = json.JSONDecoder().decode
+
+
+def _json_server(path: str, ready: Any) -> None:
+    """The raw server, speaking length-prefixed JSON (see `_json_echo`)."""
+    die_with_parent()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    ready.set()
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=_json_echo, args=(conn,), daemon=True).start()
+
+
+def _json_echo(conn: socket.socket) -> None:
+    """Decode each request, answer with its request_id, a status and its data. A frame is
+    assumed to arrive in one read: always so for these few bytes on a local socket."""
+    recv, sendall, pack = conn.recv, conn.sendall, _HEADER.pack
+    try:
+        while data := recv(65536):
+            request = _loads(data[4:].decode())
+            body = _dumps(
+                {"request_id": request["request_id"], "status": "success", "data": request["data"]}
+            ).encode()
+            sendall(pack(len(body)) + body)
+    except OSError:  # the caller was killed (the harness is stopping)
+        pass
+    finally:
+        conn.close()
+
+
+class JsonCaller:
+    """What any JSON request/reply protocol must do per call, and nothing more."""
+
+    expected = PAYLOAD
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.sender = f"bench.{os.getpid()}"
+        self.next_id = 0
+
+    def request(self) -> object:
+        self.next_id += 1
+        request_id = str(self.next_id)
+        body = _dumps(
+            {
+                "request_id": request_id,
+                "action": "echo",
+                "data": PAYLOAD,
+                "sender": self.sender,
+                "sent_at": time.time(),
+            }
+        ).encode()
+        self.sock.sendall(_HEADER.pack(len(body)) + body)
+        got = self.sock.recv(65536)
+        while len(got) < 4 or len(got) < 4 + _HEADER.unpack_from(got)[0]:
+            more = self.sock.recv(65536)
+            if not more:
+                raise ConnectionError("json server closed the connection")
+            got += more
+        reply = _loads(got[4:].decode())
+        if reply["request_id"] != request_id:
+            raise AssertionError(f"reply {reply['request_id']} to request {request_id}")
+        return reply["data"]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Json(Raw):
+    """Not in the issue, a reference: the least a Python request/reply protocol of
+    length-prefixed JSON costs (procorch's framing and fields; no validation, no
+    statistics, no timeouts), to show how much of procorch's time is its own."""
+
+    name = "json socket"
+    server = staticmethod(_json_server)
 
 
 # -- multiprocessing.Queue -------------------------------------------------------------
@@ -401,14 +487,16 @@ def _process_tree(pid_file: Path) -> list[int]:
         return []
 
 
-ALL_PEERS: tuple[type[Peer], ...] = (Raw, Queue, Manager, Procorch)
-FLOOR, ORIGINAL, OURS = Raw.name, Manager.name, Procorch.name
+ALL_PEERS: tuple[type[Peer], ...] = (Raw, Json, Queue, Manager, Procorch)
+FLOOR, JSON, ORIGINAL, OURS = Raw.name, Json.name, Manager.name, Procorch.name
 
 
 def connect(peer: str, endpoint: Any, caller: int) -> Caller:
     """Build the caller side of `peer`, inside a caller process."""
     if peer == Raw.name:
         return RawCaller(endpoint)
+    if peer == Json.name:
+        return JsonCaller(endpoint)
     if peer == Queue.name:
         return QueueCaller(endpoint, caller)
     if peer == Manager.name:

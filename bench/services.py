@@ -1,11 +1,12 @@
 """Benchmark procorch's service calls against three other ways of doing request/reply.
 
-    python bench/services.py            # full run, about 2 minutes; updates bench/RESULTS.md
+    python bench/services.py            # full run, under 3 minutes; updates bench/RESULTS.md
     python bench/services.py --quick    # smoke run: 1 round, fewer calls, 1 s windows
 
 A caller process sends `{"user_id": 42, "product": "Laptop"}` to a server process, which
 echoes it back, through each peer in `rpcpeers.py`: a raw Unix-socket ping-pong (the
-floor), `multiprocessing.Queue` request/reply, a `multiprocessing.Manager` queue and dict
+floor), the same carrying minimal length-prefixed JSON (a reference: the least a JSON
+protocol costs), `multiprocessing.Queue` request/reply, a `multiprocessing.Manager` queue and dict
 (the original's approach), and procorch (a real `procorch up` stack running
 `benchsvc:Echo`, called with the procorch client). For each peer it measures:
 
@@ -222,8 +223,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--peers",
-        default="raw,queue,manager,procorch",
-        help="comma-separated subset of raw,queue,manager,procorch (default: all)",
+        default="raw,json,queue,manager,procorch",
+        help="comma-separated subset of raw,json,queue,manager,procorch (default: all)",
     )
     parser.add_argument(
         "--no-write", action="store_true", help="print the results, leave RESULTS.md alone"
@@ -238,8 +239,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace) -> int:
     import svcreport  # imports report, which needs psutil: only inside bench/.venv
 
-    keys = {"raw": rpcpeers.Raw, "queue": rpcpeers.Queue, "manager": rpcpeers.Manager}
-    keys["procorch"] = rpcpeers.Procorch
+    keys = {"raw": rpcpeers.Raw, "json": rpcpeers.Json, "queue": rpcpeers.Queue}
+    keys |= {"manager": rpcpeers.Manager, "procorch": rpcpeers.Procorch}
     wanted = args.peers.split(",")
     unknown = set(wanted) - set(keys)
     if unknown:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import report
-from rpcpeers import FLOOR, MANAGER_POLL, ORIGINAL, OURS, PAYLOAD
+from rpcpeers import FLOOR, JSON, MANAGER_POLL, ORIGINAL, OURS, PAYLOAD
 
 SECTION = "services"
 PLACES = {
@@ -92,7 +92,7 @@ def render(
     lines = [
         begin,
         "## Services: request/reply between two processes, procorch vs raw socket, "
-        "mp.Queue, mp.Manager",
+        "mp.Queue, mp.Manager (and a minimal JSON protocol)",
         "",
         *_header(plan, command, results.load_at_start),
         "",
@@ -152,6 +152,12 @@ def render(
 def _notes(results: Any) -> list[str]:
     val = results.value
     notes = [
+        f"- {JSON}: not one of the issue's peers, a reference. The raw socket's server "
+        "and caller, carrying procorch's message format (length-prefixed JSON with "
+        "request_id, action, data, sender, sent_at; a reply with request_id, status, data) "
+        "and doing nothing else: no validation, no statistics, no timeouts. It is about "
+        "the least a Python JSON protocol can cost, so procorch minus it is procorch's "
+        "own overhead.",
         "- Why two placements: on this machine (a VM) waking a process on the other core "
         "costs tens of µs, several times a whole same-core Unix-socket round trip, and an "
         "unpinned pair lands on one core or on two by luck of the launch. One core measures "
