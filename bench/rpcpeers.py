@@ -1,4 +1,5 @@
-"""The four ways of doing request/reply between processes that `services.py` compares.
+"""The ways of doing request/reply between processes that `services.py` compares: the
+issue's four (raw, queue, manager, procorch) and a reference (json).
 
 Each peer has a server side, started by the harness (`Peer.start`), and a caller side,
 built inside each caller process from the peer's picklable `endpoint` (`connect`). Every

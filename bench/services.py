@@ -25,6 +25,7 @@ note while its services client is not in the checkout.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -61,7 +62,9 @@ QUICK = Plan(rounds=1, warmup=200, calls=1000, seconds=1.0)
 
 @dataclass
 class Results:
-    # figures[peer][metric] = one value per round; metrics: p50, p99 (ns), tput1, tput4
+    # figures[peer][metric]: one value per round. Metrics, for each placement WHERE
+    # ("same", "split"): p50_WHERE, p99_WHERE (ns), tput1_WHERE (calls/s), sleeps_WHERE
+    # (the Manager's polls that slept, per call); and tput4 (calls/s, unpinned).
     figures: dict[str, dict[str, list[float]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list))
     )
@@ -79,8 +82,8 @@ def log(text: str) -> None:
 
 def percentile(sorted_samples: list[int], q: float) -> int:
     """Nearest-rank percentile of already sorted samples."""
-    rank = max(1, -(-len(sorted_samples) * q // 1))  # ceil(n * q), at least 1
-    return sorted_samples[int(rank) - 1]
+    rank = max(1, math.ceil(len(sorted_samples) * q))
+    return sorted_samples[rank - 1]
 
 
 # -- running caller processes ------------------------------------------------------------

@@ -173,5 +173,18 @@ def _notes(results: Any) -> list[str]:
         "process or procorch's daemon: with 4 callers the run is CPU-bound, so throughput "
         "shows the CPU cost per call more than parallelism.",
     ]
+    floor, json_p50, ours = val(FLOOR, "p50_same"), val(JSON, "p50_same"), val(OURS, "p50_same")
+    if floor is not None and json_p50 is not None and ours is not None:
+        notes.append(
+            f"- On one core the 3× line is {_us(3 * floor)} µs; the {JSON}, which does "
+            f"nothing but encode and decode the messages, takes {_us(json_p50)} µs "
+            f"({_times(_div(json_p50, floor))} the raw socket), and procorch {_us(ours)} µs"
+            + (
+                f": procorch's own work (validation, dispatch, statistics, timeouts) is "
+                f"{_us(ours - json_p50)} µs of its round trip."
+                if ours > json_p50
+                else "."
+            )
+        )
     notes += [f"- {name} skipped: {why}" for name, why in results.skipped.items()]
     return notes
