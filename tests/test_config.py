@@ -786,3 +786,10 @@ def test_json_handoff_round_trips_every_field(tmp_path):
     )
     config = load_config(tmp_path / "procorch.toml")
     assert Config.from_json(config.to_json()) == config
+
+
+def test_the_examples_load() -> None:
+    examples = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+    assert examples
+    for path in examples:
+        assert load_config(path, environ={}).services, path
