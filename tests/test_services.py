@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -318,3 +319,18 @@ def test_cli_call_when_not_running(stack: Stack) -> None:
     assert after.stderr.strip() == "procorch: UserService.list_users: unavailable: " + (
         "UserService: no replica is running"
     )
+
+
+def test_the_greeter_example(stack: Stack) -> None:
+    example = Path(__file__).parent.parent / "examples" / "greeter.toml"
+    args = ("-c", str(example), "--run-dir", str(stack.run_dir))
+    assert stack.cli("up", *args).returncode == 0
+    try:
+        user = json.dumps({"username": "ada", "email": "ada@example.com"})
+        assert stack.cli("call", "UserService", "create_user", user, *args).returncode == 0
+        greeted = stack.cli("call", "Greeter", "greet_user", '{"user_id": 1}', "--json", *args)
+        assert json.loads(greeted.stdout)["data"] == {"greeting": "Hello, ada!"}
+        missing = stack.cli("call", "Greeter", "greet_user", '{"user_id": 2}', *args)
+        assert missing.returncode == 1 and "user 2 does not exist" in missing.stderr
+    finally:
+        stack.cli("down", *args)
