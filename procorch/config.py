@@ -173,8 +173,9 @@ EXAMPLE_TOML = """\
 # and ignores case. Give exactly one of `module` (a Python service) or `command`.
 
 # A Python service: procorch imports the class and runs it in a process of its own.
-[services.demo]
-module = "procorch.services.demo:DemoService"
+# These three are the built-in services, the default stack when no file says otherwise.
+[services.UserService]
+module = "procorch.services.users:UserService"
 # replicas = 1                 # how many copies to run (1 to 1000)
 # env = {}                     # extra environment variables, e.g. { GREETING = "hi" }
 # cwd = "some/dir"             # working directory (default: unset, inherit procorch's)
@@ -185,12 +186,19 @@ module = "procorch.services.demo:DemoService"
 # start_seconds = 1.0          # it must stay up this long to count as running
 # heartbeat_timeout = 10.0     # default: the [procorch] heartbeat_timeout
 
+[services.NotificationService]
+module = "procorch.services.notifications:NotificationService"
+
+[services.OrderService]
+module = "procorch.services.orders:OrderService"
+depends_on = ["UserService"]   # it asks UserService about every order's user
+
 # Any other program: its argv as a list, or as one string split the way a shell would.
 [services.web]
 command = "python -m http.server 8000"
 replicas = 1                   # more would fight over port 8000
 restart = "on-failure"
-depends_on = ["demo"]          # start after demo
+depends_on = ["UserService"]   # start after UserService
 env = { PYTHONUNBUFFERED = "1" }
 
 # Optional, for command services only: the service is healthy while this answers.
@@ -207,7 +215,17 @@ tcp = 8000                     # a port to connect to...
 """
 
 # What runs when no file (or a file without services) says otherwise.
-_DEFAULT_SERVICES = (ServiceConfig(name="demo", module="procorch.services.demo:DemoService"),)
+_DEFAULT_SERVICES = (
+    ServiceConfig(name="UserService", module="procorch.services.users:UserService"),
+    ServiceConfig(
+        name="NotificationService", module="procorch.services.notifications:NotificationService"
+    ),
+    ServiceConfig(
+        name="OrderService",
+        module="procorch.services.orders:OrderService",
+        depends_on=("UserService",),
+    ),
+)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _TOML_POSITION = re.compile(

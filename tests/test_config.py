@@ -23,7 +23,17 @@ from procorch.config import (
     load_config,
 )
 
-DEMO = ServiceConfig(name="demo", module="procorch.services.demo:DemoService")
+BUILT_IN = (
+    ServiceConfig(name="UserService", module="procorch.services.users:UserService"),
+    ServiceConfig(
+        name="NotificationService", module="procorch.services.notifications:NotificationService"
+    ),
+    ServiceConfig(
+        name="OrderService",
+        module="procorch.services.orders:OrderService",
+        depends_on=("UserService",),
+    ),
+)
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +71,7 @@ def names(config: Config) -> list[str]:
 def test_no_file_gives_the_default_stack(tmp_path: Path) -> None:
     config = load_config(environ={})
     assert config.path is None
-    assert config.services == (DEMO,)
+    assert config.services == BUILT_IN
     assert config.settings == Settings(run_dir=tmp_path / ".procorch")
     assert config.gateway == GatewaySettings()
 
@@ -77,13 +87,13 @@ def test_empty_file_gives_the_default_stack_with_path(tmp_path: Path) -> None:
     config = load("")
     assert config.path == tmp_path / "procorch.toml"
     assert config.path.is_absolute()
-    assert config.services == (DEMO,)
+    assert config.services == BUILT_IN
     assert config.settings == Settings(run_dir=tmp_path / ".procorch")
 
 
 def test_settings_without_services_keep_the_default_stack() -> None:
     config = load("[procorch]\nmax_restarts = 2\n[services]\n")
-    assert config.services == (DEMO,)
+    assert config.services == BUILT_IN
     assert config.settings.max_restarts == 2
 
 
@@ -717,11 +727,11 @@ def test_run_dir_is_absolute_and_need_not_exist(tmp_path: Path) -> None:
 
 def test_example_toml_loads(tmp_path: Path) -> None:
     config = load(EXAMPLE_TOML)
-    assert names(config) == ["demo", "web"]
-    demo, web = config.services
-    assert demo == DEMO
+    assert names(config) == ["UserService", "NotificationService", "OrderService", "web"]
+    *built_in, web = config.services
+    assert tuple(built_in) == BUILT_IN
     assert web.command == ("python", "-m", "http.server", "8000")
-    assert (web.replicas, web.restart, web.depends_on) == (1, "on-failure", ("demo",))
+    assert (web.replicas, web.restart, web.depends_on) == (1, "on-failure", ("UserService",))
     assert web.health == HealthCheck(tcp=8000)
     assert config.settings == Settings(run_dir=tmp_path / ".procorch")
 
@@ -746,8 +756,8 @@ def test_example_toml_shows_the_real_defaults(tmp_path: Path) -> None:
     config = load("\n".join(lines))
     assert config.settings == Settings(run_dir=tmp_path / ".procorch")
     assert config.gateway == GatewaySettings()
-    assert config.services[0] == DEMO
-    assert config.services[1].health == HealthCheck(tcp=8000)
+    assert config.services[:3] == BUILT_IN
+    assert config.services[3].health == HealthCheck(tcp=8000)
 
 
 def test_json_handoff_round_trips_every_field(tmp_path):
@@ -776,3 +786,10 @@ def test_json_handoff_round_trips_every_field(tmp_path):
     )
     config = load_config(tmp_path / "procorch.toml")
     assert Config.from_json(config.to_json()) == config
+
+
+def test_the_examples_load() -> None:
+    examples = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+    assert examples
+    for path in examples:
+        assert load_config(path, environ={}).services, path

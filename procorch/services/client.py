@@ -14,7 +14,6 @@ its send at once with EPIPE, before anything is delivered, and is replaced.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import random
 import socket
@@ -31,6 +30,7 @@ from procorch.services.protocol import (
     ServiceError,
     Unavailable,
     frame,
+    loads,
     raise_for,
     request,
 )
@@ -41,7 +41,6 @@ REGISTRY_TTL = 1.0  # seconds a registry lookup is trusted; socket paths never c
 _TIMEVAL = struct.Struct("@ll")  # struct timeval
 _REFUSED = (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, BrokenPipeError)
 _ids = itertools.count(1)
-_loads = json.JSONDecoder().decode
 
 
 class Client:
@@ -228,7 +227,7 @@ class _Connection:
     def receive(self, deadline: float) -> dict[str, Any]:
         chunk = self._read(deadline)
         if len(chunk) >= 4 and HEADER.unpack_from(chunk)[0] == len(chunk) - 4:
-            return _loads(chunk[4:].decode())  # the usual case: the whole reply in one read
+            return loads(chunk[4:])  # the usual case: the whole reply in one read
         buf = bytearray(chunk)
         while True:
             if len(buf) >= 4:
@@ -236,7 +235,7 @@ class _Connection:
                 if size > MAX_MESSAGE:
                     raise EOFError("the reply is over the size limit")
                 if len(buf) >= 4 + size:  # one request at a time: nothing can follow it
-                    return _loads(bytes(buf[4 : 4 + size]).decode())
+                    return loads(bytes(buf[4 : 4 + size]))
             buf += self._read(deadline)
 
     def _read(self, deadline: float) -> bytes:
