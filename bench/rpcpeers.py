@@ -10,7 +10,7 @@ peer echoes the same payload, `PAYLOAD`, and a caller checks every reply.
   many. The floor: one send and one receive on each side, nothing else.
 - json (a reference, not in the issue): the raw ping-pong carrying procorch's message
   format, length-prefixed JSON with request_id, action, data, sender and sent_at, and
-  nothing else.
+  nothing else; with procorch's codec (orjson) when it is installed.
 - queue: `multiprocessing.Queue`. The server reads one request queue and answers on the
   caller's own reply queue.
 - manager: the original's approach. Requests go through a `Manager().Queue()`, the server
@@ -19,7 +19,8 @@ peer echoes the same payload, `PAYLOAD`, and a caller checks every reply.
 - procorch: a real `procorch up` stack running `benchsvc:Echo`, called with the
   procorch client.
 
-This module uses the standard library only; procorch is imported lazily, in the callers.
+This module needs only the standard library (orjson is used if present); procorch is
+imported lazily, in the callers.
 """
 
 from __future__ import annotations
@@ -197,8 +198,22 @@ class Raw(Peer):
 # -- minimal JSON over a Unix socket (a reference) -------------------------------------------
 
 _HEADER = struct.Struct("!I")  # 4-byte big-endian length before each JSON frame
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_loads = json.JSONDecoder().decode
+try:  # the codec procorch uses (a dependency of procorch, so in bench/.venv)
+    import orjson
+
+    JSON_CODEC = f"orjson {orjson.__version__}"
+    _dumps: Callable[[Any], bytes] = orjson.dumps
+    _loads: Callable[[bytes], Any] = orjson.loads
+except ImportError:
+    JSON_CODEC = "the standard library's json"
+    _std_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    _std_loads = json.JSONDecoder().decode
+
+    def _dumps(value: Any) -> bytes:
+        return _std_dumps(value).encode()
+
+    def _loads(body: bytes) -> Any:
+        return _std_loads(body.decode())
 
 
 def _json_server(path: str, ready: Any) -> None:
@@ -219,10 +234,10 @@ def _json_echo(conn: socket.socket) -> None:
     recv, sendall, pack = conn.recv, conn.sendall, _HEADER.pack
     try:
         while data := recv(65536):
-            request = _loads(data[4:].decode())
+            request = _loads(data[4:])
             body = _dumps(
                 {"request_id": request["request_id"], "status": "success", "data": request["data"]}
-            ).encode()
+            )
             sendall(pack(len(body)) + body)
     except OSError:  # the caller was killed (the harness is stopping)
         pass
@@ -252,7 +267,7 @@ class JsonCaller:
                 "sender": self.sender,
                 "sent_at": time.time(),
             }
-        ).encode()
+        )
         self.sock.sendall(_HEADER.pack(len(body)) + body)
         got = self.sock.recv(65536)
         while len(got) < 4 or len(got) < 4 + _HEADER.unpack_from(got)[0]:
@@ -260,7 +275,7 @@ class JsonCaller:
             if not more:
                 raise ConnectionError("json server closed the connection")
             got += more
-        reply = _loads(got[4:].decode())
+        reply = _loads(got[4:])
         if reply["request_id"] != request_id:
             raise AssertionError(f"reply {reply['request_id']} to request {request_id}")
         return reply["data"]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import report
-from rpcpeers import FLOOR, JSON, MANAGER_POLL, ORIGINAL, OURS, PAYLOAD
+from rpcpeers import FLOOR, JSON, JSON_CODEC, MANAGER_POLL, ORIGINAL, OURS, PAYLOAD
 
 SECTION = "services"
 PLACES = {
@@ -155,7 +155,8 @@ def _notes(results: Any) -> list[str]:
         f"- {JSON}: not one of the issue's peers, a reference. The raw socket's server "
         "and caller, carrying procorch's message format (length-prefixed JSON with "
         "request_id, action, data, sender, sent_at; a reply with request_id, status, data) "
-        "and doing nothing else: no validation, no statistics, no timeouts. It is about "
+        f"encoded with {JSON_CODEC}, and doing nothing else: no validation, no statistics, "
+        "no timeouts. It is about "
         "the least a Python JSON protocol can cost, so procorch minus it is procorch's "
         "own overhead.",
         "- Why two placements: on this machine (a VM) waking a process on the other core "
@@ -186,5 +187,13 @@ def _notes(results: Any) -> list[str]:
                 else "."
             )
         )
+    for where, place in PLACES.items():
+        best = _div(val(ORIGINAL, f"p50_{where}"), val(FLOOR, f"p50_{where}"))
+        if best is not None and best < 10:
+            notes.append(
+                f"- On {place}, even the raw socket is only {_times(best)} faster than "
+                f"{ORIGINAL} (p50): there the 10× target is out of reach of any protocol, "
+                "procorch's included."
+            )
     notes += [f"- {name} skipped: {why}" for name, why in results.skipped.items()]
     return notes
