@@ -12,7 +12,7 @@ protocol costs), `multiprocessing.Queue` request/reply, a `multiprocessing.Manag
 
 1. round trip p50 and p99: one caller, 5,000 sequential calls after a warm-up, with the
    caller and the server pinned to one core, then to two (see `placements`);
-2. throughput: calls completed in a 2 s window by 1 caller (in both placements) and by
+2. throughput: calls completed in a 1.5 s window by 1 caller (in both placements) and by
    4 concurrent caller processes (unpinned).
 
 Peers take turns within each of 3 rounds, each with a fresh server, and every figure is
@@ -56,7 +56,7 @@ class Plan:
     seconds: float  # throughput window
 
 
-FULL = Plan(rounds=3, warmup=500, calls=5000, seconds=2.0)
+FULL = Plan(rounds=3, warmup=500, calls=5000, seconds=1.5)
 QUICK = Plan(rounds=1, warmup=200, calls=1000, seconds=1.0)
 
 

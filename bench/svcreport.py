@@ -123,6 +123,24 @@ def render(
                 for m, _, lower in COLUMNS
             ]
             lines.append(_row([name, *cells]))
+    if plan.rounds > 1:
+        lines += [
+            "",
+            "### p50 round trip in each round (µs)",
+            "",
+            "The figures above are medians of these; on a busy machine the two-core ones "
+            "swing most.",
+            "",
+            _row(["peer", *(place for place in PLACES.values())]),
+            "|---" * (len(PLACES) + 1) + "|",
+        ]
+        for name in names:
+            rounds = [
+                " / ".join(_us(v) for v in results.figures.get(name, {}).get(f"p50_{w}", []))
+                or "n/a"
+                for w in PLACES
+            ]
+            lines.append(_row([name, *rounds]))
     lines += ["", "### Targets (from the issue)", "", _row(["target", "procorch", "met"])]
     lines.append("|---|---|---|")
     for where, place in PLACES.items():
@@ -167,7 +185,9 @@ def _notes(results: Any) -> list[str]:
         "(the original slept 100 ms, which alone would put its round trip near 100 ms); "
         "each poll is a round trip to the manager process. On one core the first poll "
         "usually comes before the server has stored the reply, so most calls sleep once; "
-        "with the server side on its own core the reply is often there at the first poll "
+        "with the server side on its own core the reply is often there at the first poll, "
+        "unless other work delays the server on its core, so its two-core figure swings "
+        "from round to round "
         f"(this run: {_fmt(val(ORIGINAL, 'sleeps_same'))} sleeps per call on one core, "
         f"{_fmt(val(ORIGINAL, 'sleeps_split'))} on two).",
         "- The 2 cores are all there is for caller(s), server, and mp.Manager's manager "
