@@ -459,7 +459,7 @@ class Procorch(Peer):
         return self.run_dir
 
     def server_pids(self) -> list[int]:
-        return _process_tree(Path(self.run_dir) / "procorch.pid")
+        return [proc.pid for proc in _process_tree(Path(self.run_dir) / "procorch.pid")]
 
     def _cli(self, *args: str, timeout: float) -> None:
         done = subprocess.run(
@@ -483,23 +483,25 @@ class Procorch(Peer):
             self._cli("down", timeout=60)
         except (RuntimeError, subprocess.SubprocessError, OSError):
             pass
-        for pid in tree:  # anything `down` left behind (or all of it, if down failed)
+        for proc in tree:  # anything `down` left behind (or all of it, if down failed)
             try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+                if proc.is_running():  # the same process, not a reused pid
+                    proc.kill()
+            except Exception:  # psutil.Error: gone, or not ours
                 pass
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp = ""
 
 
-def _process_tree(pid_file: Path) -> list[int]:
-    """The daemon named in `pid_file` and its descendants (psutil is in bench/.venv)."""
+def _process_tree(pid_file: Path) -> list[Any]:
+    """The daemon named in `pid_file` and its descendants, as psutil.Process objects
+    (psutil is in bench/.venv); none if there is no daemon (yet)."""
     try:
         import psutil
 
         daemon = psutil.Process(int(pid_file.read_text().split()[0]))
-        return [daemon.pid, *(child.pid for child in daemon.children(recursive=True))]
-    except (ImportError, OSError, ValueError, IndexError, Exception):
+        return [daemon, *daemon.children(recursive=True)]
+    except Exception:  # no pid file, a bad one, a daemon gone, or no psutil
         return []
 
 
