@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, job_id);
 """
 _COLUMNS = ", ".join(FIELDS)
-_CLAIM = f"""
+_CLAIM = """
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_time = :now,
     finished_time = NULL, worker = :label, worker_pid = :pid, worker_start = :start,
     lease_until = :lease

@@ -106,6 +106,7 @@ class Store(ABC):
     @abstractmethod
     def waiter(self) -> Waiter: ...
 
+    @abstractmethod
     def close(self) -> None:
         """Release connections and sockets."""
 
