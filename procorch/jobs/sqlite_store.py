@@ -309,6 +309,3 @@ class SQLiteStore(Store):
     def cancelled(self, claim: Claim) -> bool:
         row = self.db.execute("SELECT status FROM jobs WHERE job_id = ?", (claim.job_id,))
         return row.fetchone()[0] == Status.CANCELLED
-
-    def extend_lease(self, worker: WorkerId, claim: Claim) -> None:
-        """Nothing to do: the lease covers the job's whole timeout, which is enforced."""

@@ -92,7 +92,6 @@ class JobWorker(Service):
         while (left := end - time.monotonic()) > 0:
             time.sleep(min(left, slice_))
             self.heartbeat()
-            self.store.extend_lease(self.me, claim)
             if left > slice_ and self.store.cancelled(claim):
                 return False
         return True
