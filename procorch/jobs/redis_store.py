@@ -37,6 +37,7 @@ PREFIX = "procorch:"
 GROUP = "workers"
 LEASE = 2.0  # seconds an entry may sit unrenewed before another consumer takes it
 RENEW_EVERY = LEASE / 8
+BLOCK_MAX = 0.25  # XREADGROUP cannot be cut short by a signal: a stop waits at most this
 FINISHED_WINDOW = 60.0  # seconds of finish times kept for throughput
 _T = TypeVar("_T")
 
@@ -369,8 +370,7 @@ class RedisStore(Store):
 
     def claim(self, worker: WorkerId, block: float) -> Claim | None:
         due = float(self._run("promote", repr(time.time())))
-        if due >= 0:
-            block = min(block, due)
+        block = min(block, BLOCK_MAX) if due < 0 else min(block, BLOCK_MAX, due)
         entries = self.client.xreadgroup(
             GROUP,
             self._consumer(worker),
@@ -379,6 +379,9 @@ class RedisStore(Store):
             block=max(1, int(block * 1000)),
         )
         return self._start(worker, entries)
+
+    def interrupt(self) -> None:
+        """Nothing to do: a blocking read lasts at most BLOCK_MAX."""
 
     def finish(
         self,

@@ -235,6 +235,13 @@ class SQLiteStore(Store):
             self._sleeper.wait(min(block, self._until_due(block)))
         return claim
 
+    def interrupt(self) -> None:
+        if self._sleeper is not None and self._sleeper.sock is not None:
+            try:
+                self._workers_bell.sock.sendto(b"!", str(self._sleeper.path))
+            except OSError:
+                pass  # full: it is about to wake anyway
+
     def _until_due(self, block: float) -> float:
         """Seconds until the next retry is due (pending jobs whose backoff has not ended)."""
         (due,) = self.db.execute(

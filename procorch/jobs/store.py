@@ -118,6 +118,10 @@ class Store(ABC):
         """The next due job, now running for `worker`; None after up to `block` s of nothing."""
 
     @abstractmethod
+    def interrupt(self) -> None:
+        """Cut short a `claim` blocking in this process (from a signal handler)."""
+
+    @abstractmethod
     def finish(
         self,
         worker: WorkerId,
