@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,10 @@ class Jobs:
         return {"jobs": jobs, "count": len(jobs), "total": total}
 
     def wait(
-        self, job_id: int, timeout: float | None = None, on_change: Any = None
+        self,
+        job_id: int,
+        timeout: float | None = None,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Block until the job is done, failed or cancelled; the job then.
 

@@ -349,8 +349,7 @@ class RedisStore(Store):
     # -- workers -----------------------------------------------------------------------
 
     def _consumer(self, worker: WorkerId) -> str:
-        service_replica = worker.label.split(":")[1]
-        return self._consumer_prefix + service_replica
+        return self._consumer_prefix + worker.replica
 
     def _start(self, worker: WorkerId, entries: Any) -> Claim | None:
         if not entries:

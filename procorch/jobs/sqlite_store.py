@@ -285,7 +285,7 @@ class SQLiteStore(Store):
             if row["worker"] == worker.label:
                 continue  # ours: we are alive, and hold it
             if not process_alive(row["worker_pid"], row["worker_start"]):
-                lost.append((row, self._death(row, now, "died")))
+                lost.append((row, self._death(row, now)))
             elif row["lease_until"] is not None and row["lease_until"] < now:
                 lost.append((row, f"lease lapsed on worker {row['worker']}"))
         if not lost:
@@ -308,10 +308,11 @@ class SQLiteStore(Store):
         self._waiters_bell.ring()
         return taken
 
-    def _death(self, row: sqlite3.Row, now: float, verb: str) -> str:
+    def _death(self, row: sqlite3.Row, now: float) -> str:
+        """Why a dead worker's attempt failed: its timeout (it was killed for it), or not."""
         if row["started_time"] is not None and now - row["started_time"] >= self.settings.timeout:
             return f"timed out after {self.settings.timeout:g}s (worker killed)"
-        return f"worker {row['worker']} {verb}"
+        return f"worker {row['worker']} died"
 
     def cancelled(self, claim: Claim) -> bool:
         row = self.db.execute("SELECT status FROM jobs WHERE job_id = ?", (claim.job_id,))
