@@ -19,6 +19,7 @@ from typing import Any
 
 from procorch.config import Config, JobsSettings, load_config
 from procorch.jobs.job import (
+    CANCELLABLE,
     DEFAULT_FUNCTION,
     FINISHED,
     InvalidJob,
@@ -37,7 +38,11 @@ WAIT_SLICE = 0.5  # a waiting client looks again at least this often, woken or n
 
 
 class Jobs:
-    """A connection to the job queue of one procorch configuration."""
+    """A connection to the job queue of one procorch configuration.
+
+    Like the database connection it holds, one `Jobs` serves one thread at a time:
+    give each thread (and each process) its own.
+    """
 
     def __init__(self, settings: JobsSettings, run_dir: Path) -> None:
         self.settings = settings
@@ -145,7 +150,7 @@ class Jobs:
 
         Raises `JobError` if the job has finished already."""
         before = self._record(job_id)
-        if before["status"] in FINISHED:
+        if before["status"] not in CANCELLABLE:
             raise JobError(f"job {before['job_id']} is already {before['status']}")
         after = self._store.cancel(before["job_id"])
         assert after is not None

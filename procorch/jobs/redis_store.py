@@ -178,7 +178,7 @@ _CANCEL = (
 local id = ARGV[2]
 local key = p .. 'job:' .. id
 local status = redis.call('HGET', key, 'status')
-if status ~= 'pending' and status ~= 'running' then return 0 end
+if status ~= 'pending' and status ~= 'running' then return 0 end  -- job.CANCELLABLE
 redis.call('HSET', key, 'status', 'cancelled', 'finished_time', ARGV[3])
 move(id, status, 'cancelled')
 redis.call('ZREM', p .. 'delayed', id)

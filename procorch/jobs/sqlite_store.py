@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from procorch.config import JobsSettings
-from procorch.jobs.job import FIELDS, Status, backoff
+from procorch.jobs.job import CANCELLABLE, FIELDS, Status, backoff
 from procorch.jobs.store import Claim, Store, Waiter, WorkerId, process_alive
 from procorch.jobs.wake import Bell, Sleeper
 
@@ -74,6 +74,11 @@ WHERE {_FENCE}
 _FAIL = f"""
 UPDATE jobs SET status = 'failed', error = :error, finished_time = :now, lease_until = NULL
 WHERE {_FENCE}
+"""
+
+_CANCEL = f"""
+UPDATE jobs SET status = 'cancelled', finished_time = ?, lease_until = NULL
+WHERE job_id = ? AND status IN ({", ".join("?" * len(CANCELLABLE))})
 """
 
 
@@ -181,15 +186,7 @@ class SQLiteStore(Store):
 
     def cancel(self, job_id: int) -> dict[str, Any] | None:
         now = time.time()
-        changed = self._write(
-            lambda db: (
-                db.execute(
-                    "UPDATE jobs SET status = 'cancelled', finished_time = ?, lease_until = NULL"
-                    " WHERE job_id = ? AND status IN ('pending', 'running')",
-                    (now, job_id),
-                ).rowcount
-            )
-        )
+        changed = self._write(lambda db: db.execute(_CANCEL, (now, job_id, *CANCELLABLE)).rowcount)
         if changed:
             self._waiters_bell.ring()
         return self.get(job_id)
