@@ -106,6 +106,17 @@ def test_kill_9_of_a_worker_mid_job_reruns_it_within_a_second(run):
     assert when(job["started_time"]) - killed < 1.0
 
 
+def test_a_job_that_kills_its_worker_fails_after_max_attempts(stack, run):
+    (stack.root / "poison.py").write_text(
+        "import os, signal\n\ndef die(n, mod):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    jobs = run(max_attempts=2, functions={"die": "poison:die"})
+    job = jobs.wait(jobs.submit(1, function="die"), timeout=15)
+    assert (job["status"], job["attempts"], job["output"]) == ("failed", 2, None)
+    assert re.fullmatch(r"worker .+:JobWorker\.[01]:\d+ died.*", job["error"])
+    assert jobs.wait(jobs.submit(10), timeout=10)["output"] == 55  # the pool is fine
+
+
 def test_a_hung_workers_lapsed_lease_is_retried(run):
     # the supervisor would kill a silent worker after 30 s; the lease lapses long before
     jobs = run(settings="heartbeat_timeout = 30.0\n", delay=0.3, timeout=0.5)

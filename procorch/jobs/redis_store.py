@@ -137,7 +137,7 @@ return 1
 """
 )
 
-# ARGV: prefix, job id, entry, now, max_attempts, timeout, taker label
+# ARGV: prefix, job id, entry, now, max_attempts, timeout, taker label, what happened
 # The entry's consumer is gone (or hung): put its job back, or fail it. -> 1 if taken back
 _RECOVER = (
     _LIB
@@ -154,7 +154,7 @@ end
 if job[3] == ARGV[7] then return 0 end  -- the taker's own job
 release(ARGV[3])
 local now = tonumber(ARGV[4])
-local why = 'worker ' .. job[3] .. ' died or hung (lease lapsed)'
+local why = 'worker ' .. job[3] .. ' ' .. ARGV[8]
 if now - tonumber(job[5]) >= tonumber(ARGV[6]) then
   why = 'timed out after ' .. ARGV[6] .. 's (worker killed)'
 end
@@ -418,21 +418,23 @@ class RedisStore(Store):
 
     def recover(self, worker: WorkerId) -> int:
         stream, consumer = PREFIX + "stream", self._consumer(worker)
-        entries: list[tuple[str, int]] = []
+        entries: list[tuple[str, int, str]] = []  # (entry, job id or 0, what happened)
         if not self._recovered_own:
             # our predecessor's entries: it is dead, since we replace it
             self._recovered_own = True
             for item in self.client.xpending_range(stream, GROUP, "-", "+", 1000, consumer):
-                entries.append((item["message_id"].decode(), 0))
+                entries.append((item["message_id"].decode(), 0, "died"))
         # entries of consumers silent longer than a lease: dead, or hung
         _next, claimed, *_ = self.client.xautoclaim(
             stream, GROUP, consumer, int(LEASE * 1000), "0-0", count=100
         )
         for entry_id, fields in claimed:
             if fields:  # a deleted entry comes back empty
-                entries.append((entry_id.decode(), int(fields[b"id"])))
+                entries.append(
+                    (entry_id.decode(), int(fields[b"id"]), "died or hung (lease lapsed)")
+                )
         taken = 0
-        for entry, job_id in entries:
+        for entry, job_id, what in entries:
             if job_id == 0:
                 raw = self.client.xrange(stream, entry, entry)
                 if not raw:
@@ -447,6 +449,7 @@ class RedisStore(Store):
                 self.settings.max_attempts,
                 repr(self.settings.timeout),
                 worker.label,
+                what,
             )
         return taken
 
