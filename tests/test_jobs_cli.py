@@ -120,9 +120,12 @@ def test_waiting_for_a_failed_job_exits_1(stack):
 
 def test_help_says_no_daemon_is_needed_and_imports_stay_light(jobs_stack):
     assert "without the daemon" in jobs_stack.cli("job", "--help").stdout
+    assert "submit-job" in jobs_stack.cli("--help").stdout
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
-    for args in (["--help"], ["status", "--json"]):
+    for args in (["--help"], ["status", "--json"], ["job", "--help"]):
         result = jobs_stack.cli(*args, env=env)
         imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
         assert "procorch.cli" in imported
         assert not {"sqlite3", "redis", "procorch.jobs.api", "procorch.jobs.worker"} & imported
+        # other commands do not even build the job commands
+        assert ("procorch.jobs.cli" in imported) == (args[0] != "status")
