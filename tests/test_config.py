@@ -24,9 +24,19 @@ from procorch.config import (
     load_config,
 )
 
-DEMO = ServiceConfig(name="demo", module="procorch.services.demo:DemoService")
+BUILT_IN = (
+    ServiceConfig(name="UserService", module="procorch.services.users:UserService"),
+    ServiceConfig(
+        name="NotificationService", module="procorch.services.notifications:NotificationService"
+    ),
+    ServiceConfig(
+        name="OrderService",
+        module="procorch.services.orders:OrderService",
+        depends_on=("UserService",),
+    ),
+)
 JOB_WORKER = ServiceConfig(name="JobWorker", module="procorch.jobs.worker:JobWorker", replicas=2)
-DEFAULT_STACK = (DEMO, JOB_WORKER)
+DEFAULT_STACK = (*BUILT_IN, JOB_WORKER)
 
 
 @pytest.fixture(autouse=True)
@@ -720,12 +730,14 @@ def test_run_dir_is_absolute_and_need_not_exist(tmp_path: Path) -> None:
 
 def test_example_toml_loads(tmp_path: Path) -> None:
     config = load(EXAMPLE_TOML)
-    assert names(config) == ["demo", "web", "JobWorker"]
-    demo, web, worker = config.services
-    assert demo == DEMO
+    assert names(config) == [
+        "UserService", "NotificationService", "OrderService", "web", "JobWorker"
+    ]  # fmt: skip
+    *built_in, web, worker = config.services
+    assert tuple(built_in) == BUILT_IN
     assert worker == JOB_WORKER
     assert web.command == ("python", "-m", "http.server", "8000")
-    assert (web.replicas, web.restart, web.depends_on) == (1, "on-failure", ("demo",))
+    assert (web.replicas, web.restart, web.depends_on) == (1, "on-failure", ("UserService",))
     assert web.health == HealthCheck(tcp=8000)
     assert config.settings == Settings(run_dir=tmp_path / ".procorch")
 
@@ -751,8 +763,8 @@ def test_example_toml_shows_the_real_defaults(tmp_path: Path) -> None:
     assert config.settings == Settings(run_dir=tmp_path / ".procorch")
     assert config.gateway == GatewaySettings()
     assert config.jobs == JobsSettings(delay=0.5, failure_rate=0.05)
-    assert config.services[0] == DEMO
-    assert config.services[1].health == HealthCheck(tcp=8000)
+    assert config.services[:3] == BUILT_IN
+    assert config.services[3].health == HealthCheck(tcp=8000)
 
 
 def test_json_handoff_round_trips_every_field(tmp_path):
@@ -818,7 +830,7 @@ def test_job_worker_joins_the_services_of_a_file_with_a_jobs_table() -> None:
         JOB_WORKER, replicas=3
     )
     assert load("[jobs]\nworkers = 5\n").services == (
-        DEMO,
+        *BUILT_IN,
         dataclasses.replace(JOB_WORKER, replicas=5),
     )
     # a file that runs the worker itself (its own name, replicas, env) is left alone
@@ -858,3 +870,10 @@ def test_job_worker_joins_the_services_of_a_file_with_a_jobs_table() -> None:
 )
 def test_jobs_errors(text: str, expected: str) -> None:
     assert error(text).startswith(f"procorch.toml: {expected}")
+
+
+def test_the_examples_load() -> None:
+    examples = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+    assert examples
+    for path in examples:
+        assert load_config(path, environ={}).services, path
