@@ -179,6 +179,18 @@ def test_stats_count_every_status(jobs):
     assert stats["counts"] == {"pending": 2, "running": 0, "done": 0, "failed": 0, "cancelled": 1}
     assert stats["total"] == 3
     assert stats["throughput"] == {"last_10s": 0.0, "last_60s": 0.0}
+    # the counts kept by triggers are the table's, whatever moved
+    jobs._store.db.execute("UPDATE jobs SET status = 'done' WHERE job_id = ?", (ids[1],))
+    jobs._store.db.execute("DELETE FROM jobs WHERE job_id = ?", (ids[2],))
+    table = dict(jobs._store.db.execute("SELECT status, count(*) FROM jobs GROUP BY status"))
+    assert (
+        {s: n for s, n in jobs.stats()["counts"].items() if n}
+        == table
+        == {
+            "done": 1,
+            "cancelled": 1,
+        }
+    )
 
 
 def test_module_level_conveniences(tmp_path, monkeypatch):

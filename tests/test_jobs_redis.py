@@ -48,3 +48,14 @@ def test_two_daemons_share_the_queue_and_finish_each_others_jobs(tmp_path, redis
     finally:
         for s in (a, b):
             s.cleanup()
+
+
+def test_workers_carry_on_after_the_redis_data_is_flushed(stack, redis_url, redis_server):
+    stack.write(jobs_table(backend=redis_url))
+    stack.up()
+    with Jobs.open(stack.config) as jobs:
+        assert jobs.wait(jobs.submit(10), timeout=10)["output"] == 55
+        redis_server.client.flushall()  # the stream and its consumer group are gone
+        job = jobs.wait(jobs.submit(11), timeout=10)
+    assert (job["job_id"], job["output"]) == (1, 89)  # a new queue, from id 1
+    assert all(r["restarts"] == 0 for r in stack.replicas("JobWorker"))

@@ -35,6 +35,7 @@ from procorch.jobs.store import Store, Waiter, open_store
 
 MAX_LIMIT = 10_000  # one `list` page at most
 WAIT_SLICE = 0.5  # a waiting client looks again at least this often, woken or not
+THROUGHPUT_EVERY = 0.5  # seconds between two computations of `stats` throughput
 
 
 class Jobs:
@@ -49,6 +50,8 @@ class Jobs:
         self.run_dir = run_dir
         self._store: Store = open_store(settings, run_dir)
         self._waiter: Waiter | None = None  # kept between waits: subscribing costs a round trip
+        self._throughput: dict[str, float] = {}
+        self._throughput_due = 0.0
 
     @classmethod
     def open(cls, config: Path | None = None, run_dir: Path | None = None) -> Jobs:
@@ -159,18 +162,22 @@ class Jobs:
         return public(after)
 
     def stats(self) -> dict[str, Any]:
-        """Counts per status, the total, and throughput (jobs finished per second)."""
+        """Counts per status (exact), the total, and throughput: jobs finished (done or
+        failed) per second over the last 10 and 60 s, recomputed at most every
+        THROUGHPUT_EVERY s, so that polling `stats` stays cheap."""
         counts = {status.value: 0 for status in Status}
         counts.update(self._store.counts())
         now = time.time()
-        throughput = {
-            f"last_{window}s": round(self._store.finished_since(now - window) / window, 2)
-            for window in (10, 60)
-        }
+        if now >= self._throughput_due:
+            self._throughput_due = now + THROUGHPUT_EVERY
+            self._throughput = {
+                f"last_{window}s": round(self._store.finished_since(now - window) / window, 2)
+                for window in (10, 60)
+            }
         return {
             "counts": counts,
             "total": sum(counts.values()),
-            "throughput": throughput,
+            "throughput": self._throughput,
             "backend": "sqlite" if self.settings.redis_url is None else "redis",
         }
 

@@ -370,13 +370,17 @@ class RedisStore(Store):
     def claim(self, worker: WorkerId, block: float) -> Claim | None:
         due = float(self._run("promote", repr(time.time())))
         block = min(block, BLOCK_MAX) if due < 0 else min(block, BLOCK_MAX, due)
-        entries = self.client.xreadgroup(
-            GROUP,
-            self._consumer(worker),
-            {PREFIX + "stream": ">"},
-            count=1,
-            block=max(1, int(block * 1000)),
-        )
+        try:
+            entries = self.client.xreadgroup(
+                GROUP,
+                self._consumer(worker),
+                {PREFIX + "stream": ">"},
+                count=1,
+                block=max(1, int(block * 1000)),
+            )
+        except redis.ResponseError as exc:
+            self._lost_group(exc)
+            return None
         return self._start(worker, entries)
 
     def interrupt(self) -> None:
@@ -413,10 +417,28 @@ class RedisStore(Store):
         )
         if claim_next:  # the next job in the same round trip
             pipe.xreadgroup(GROUP, self._consumer(worker), {PREFIX + "stream": ">"}, count=1)
-        results = pipe.execute()
+        try:
+            results = pipe.execute()
+        except redis.ResponseError as exc:  # the result is recorded: scripts run regardless
+            self._lost_group(exc)
+            return None
         return self._start(worker, results[1]) if claim_next else None
 
+    def _lost_group(self, exc: redis.ResponseError) -> None:
+        """The stream and its group are gone (FLUSHDB, say): create them again."""
+        # NOGROUP: found missing; UNBLOCKED: deleted while we were blocked reading it
+        if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+            raise exc
+        self._create_group()
+
     def recover(self, worker: WorkerId) -> int:
+        try:
+            return self._recover(worker)
+        except redis.ResponseError as exc:
+            self._lost_group(exc)
+            return 0
+
+    def _recover(self, worker: WorkerId) -> int:
         stream, consumer = PREFIX + "stream", self._consumer(worker)
         entries: list[tuple[str, int, str]] = []  # (entry, job id or 0, what happened)
         if not self._recovered_own:
