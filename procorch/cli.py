@@ -516,3 +516,27 @@ def init(
         fail(f"{path} already exists (use --force to overwrite)")
     path.write_text(EXAMPLE_TOML)
     typer.echo(f"wrote {path}")
+
+
+# == jobs ==========================================================================
+
+
+def _job_commands_may_run(argv: list[str]) -> bool:
+    """Whether this run may need `job ...`/`submit-job`: not when it runs another command.
+
+    Building the job commands costs `status` and the rest ~8 ms of ~90 for nothing, so
+    they are added only for a bare `procorch`, `--help`, completion, or a word that is
+    not another command (the job commands, or a typo that deserves the full list).
+    """
+    if any(name.startswith("_") and name.endswith("_COMPLETE") for name in os.environ):
+        return True
+    others = {info.name or info.callback.__name__ for info in app.registered_commands}
+    command = next((arg for arg in argv[1:] if not arg.startswith("-")), None)
+    return command not in others
+
+
+if _job_commands_may_run(sys.argv):
+    # At the end: the job commands (procorch/jobs/cli.py) use this module's options and fail().
+    from procorch.jobs.cli import register as _register_jobs
+
+    _register_jobs(app)
