@@ -129,9 +129,8 @@ class Peer:
 # -- raw Unix-socket ping-pong ---------------------------------------------------------
 
 
-def _raw_server(path: str, ready: Any) -> None:
-    """Accept connections; a thread per connection echoes whatever bytes arrive, with a
-    blocking recv and sendall: two system calls per request, the least there is."""
+def _serve(path: str, ready: Any, echo: Callable[[socket.socket], None]) -> None:
+    """Accept connections, each served by `echo` in a thread of its own."""
     die_with_parent()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
@@ -139,7 +138,13 @@ def _raw_server(path: str, ready: Any) -> None:
     ready.set()
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=_raw_echo, args=(conn,), daemon=True).start()
+        threading.Thread(target=echo, args=(conn,), daemon=True).start()
+
+
+def _raw_server(path: str, ready: Any) -> None:
+    """A thread per connection echoes whatever bytes arrive, with a blocking recv and
+    sendall: two system calls per request, the least there is."""
+    _serve(path, ready, _raw_echo)
 
 
 def _raw_echo(conn: socket.socket) -> None:
@@ -218,14 +223,7 @@ except ImportError:
 
 def _json_server(path: str, ready: Any) -> None:
     """The raw server, speaking length-prefixed JSON (see `_json_echo`)."""
-    die_with_parent()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)
-    ready.set()
-    while True:
-        conn, _ = listener.accept()
-        threading.Thread(target=_json_echo, args=(conn,), daemon=True).start()
+    _serve(path, ready, _json_echo)
 
 
 def _json_echo(conn: socket.socket) -> None:
