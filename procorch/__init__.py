@@ -1,3 +1,34 @@
-"""procorch: run a set of services on one machine and keep them alive."""
+"""procorch: run a set of services on one machine and keep them alive.
+
+The job queue's API is exported lazily (`from procorch import Jobs, submit, ...`), so
+`import procorch` (and every CLI start) stays free of sqlite3 and redis.
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+_JOBS_API = (
+    "Jobs",
+    "JobError",
+    "JobNotFound",
+    "InvalidJob",
+    "JobTimeout",
+    "submit",
+    "get_job",
+    "list_jobs",
+    "wait_job",
+    "cancel_job",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _JOBS_API:
+        from procorch.jobs import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'procorch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return [*globals(), *_JOBS_API]

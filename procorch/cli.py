@@ -435,3 +435,11 @@ def init(
         fail(f"{path} already exists (use --force to overwrite)")
     path.write_text(EXAMPLE_TOML)
     typer.echo(f"wrote {path}")
+
+
+# == jobs ==========================================================================
+
+# At the end: the job commands (procorch/jobs/cli.py) use this module's options and fail().
+from procorch.jobs.cli import register as _register_jobs  # noqa: E402
+
+_register_jobs(app)

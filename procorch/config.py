@@ -86,12 +86,43 @@ class GatewaySettings:
     port: int = 5000
 
 
+JOB_WORKER = "procorch.jobs.worker:JobWorker"
+JOB_WORKER_NAME = "JobWorker"
+MAX_INT64 = 2**63 - 1  # job inputs, moduli and outputs are SQLite INTEGERs
+SYNCHRONOUS = ("normal", "full")
+
+
+@dataclass(frozen=True)
+class JobsSettings:
+    """The `[jobs]` table: the job queue and its workers."""
+
+    backend: str = "sqlite"  # or "redis://HOST:PORT/DB"
+    workers: int = 2  # replicas of the JobWorker service
+    delay: float = 0.0  # simulated work per job, seconds
+    failure_rate: float = 0.0  # simulated failures, 0.0 to 1.0
+    max_attempts: int = 3
+    timeout: float = 60.0  # a job running longer is killed with its worker; a failed attempt
+    max_n: int = 10**18
+    mod: int = 1_000_000_007
+    synchronous: str = "normal"  # SQLite: "normal" survives crashes, "full" power loss too
+    functions: dict[str, str] = field(default_factory=dict)  # name -> "module:function"
+
+    @property
+    def redis_url(self) -> str | None:
+        return None if self.backend == "sqlite" else self.backend
+
+
+# The built-in stack's jobs show the original's simulated workload: slow and a little flaky.
+_DEMO_JOBS = JobsSettings(delay=0.5, failure_rate=0.05)
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path | None  # None: no file, the built-in default stack
     settings: Settings
     services: tuple[ServiceConfig, ...]  # in start order (dependencies first)
     gateway: GatewaySettings = GatewaySettings()
+    jobs: JobsSettings = _DEMO_JOBS
 
     def service(self, name: str) -> ServiceConfig:
         """The service called `name`, matched case-insensitively."""
@@ -128,6 +159,7 @@ class Config:
             settings=Settings(**{**settings, "run_dir": Path(settings["run_dir"])}),
             services=tuple(services),
             gateway=GatewaySettings(**data["gateway"]),
+            jobs=JobsSettings(**data["jobs"]),
         )
 
 
@@ -197,9 +229,28 @@ tcp = 8000                     # a port to connect to...
 # enabled = false              # serve the HTTP gateway
 # host = "127.0.0.1"           # (GATEWAY_HOST)
 # port = 5000                  # (GATEWAY_PORT)
+
+# The job queue (`procorch job ...`). With this table, the JobWorker service runs
+# beside the services above (replicas = workers); without it, only in the built-in stack.
+[jobs]
+# backend = "sqlite"           # jobs.db in the run directory, or "redis://HOST:PORT/DB"
+# workers = 2                  # JobWorker replicas
+delay = 0.5                    # simulated work per job, seconds (default 0)
+failure_rate = 0.05            # share of attempts that fail on purpose, 0.0 to 1.0 (default 0)
+# max_attempts = 3             # a failed attempt is retried with backoff until this many
+# timeout = 60.0               # seconds; a job running longer is killed with its worker
+# max_n = 1000000000000000000  # largest n a job may ask for
+# mod = 1000000007             # default modulus of F(n) mod m (at least 2)
+# synchronous = "normal"       # SQLite: "normal" survives process crashes, "full" power loss
+
+# Your own job functions, f(n: int, mod: int) -> int, by name: `procorch job submit
+# --function NAME`. Only the functions listed here can ever be run.
+# [jobs.functions]
+# square = "myapp.jobs:square"
 """
 
-# What runs when no file (or a file without services) says otherwise.
+# What runs when no file (or a file without services) says otherwise; the JobWorker
+# service is added by `_with_job_worker`.
 _DEFAULT_SERVICES = (ServiceConfig(name="demo", module="procorch.services.demo:DemoService"),)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -245,12 +296,29 @@ def load_config(
     where = _Where("--run-dir") if run_dir is not None else root.key("procorch").key("run_dir")
     _check_socket_fits(chosen, where)
     settings = Settings(run_dir=chosen, **sections["procorch"])
+    jobs = JobsSettings(**top["jobs"]) if "jobs" in top else _DEMO_JOBS
+    services = top.get("services", _DEFAULT_SERVICES)
+    if services is _DEFAULT_SERVICES or "jobs" in top:
+        services = _with_job_worker(services, jobs, root.key("jobs"))
     return Config(
         path=path,
         settings=settings,
-        services=top.get("services", _DEFAULT_SERVICES),
+        services=services,
         gateway=GatewaySettings(**sections["gateway"]),
+        jobs=jobs,
     )
+
+
+def _with_job_worker(
+    services: tuple[ServiceConfig, ...], jobs: JobsSettings, where: _Where
+) -> tuple[ServiceConfig, ...]:
+    """Add the JobWorker service (replicas = `workers`) unless the file runs it already."""
+    if any(svc.module == JOB_WORKER for svc in services):
+        return services
+    if any(svc.name.lower() == JOB_WORKER_NAME.lower() for svc in services):
+        raise where.error(f"a service is already called {JOB_WORKER_NAME!r}, the job worker's name")
+    worker = ServiceConfig(name=JOB_WORKER_NAME, module=JOB_WORKER, replicas=jobs.workers)
+    return (*services, worker)
 
 
 # --- where a value came from -------------------------------------------------------
@@ -390,6 +458,7 @@ def _top_level_parsers(base: Path) -> dict[str, _Parser]:
         "procorch": partial(_fields, parsers=_SETTINGS_PARSERS),
         "services": partial(_services, base=base),
         "gateway": partial(_fields, parsers=_GATEWAY_PARSERS),
+        "jobs": partial(_fields, parsers=_JOBS_PARSERS),
     }
 
 
@@ -638,6 +707,50 @@ def _url(value: Any, where: _Where) -> str:
     return text
 
 
+def _backend(value: Any, where: _Where) -> str:
+    """ "sqlite", or a redis:// URL with a host, an optional port and an optional db number."""
+    text = _string(value, where).strip()
+    if text.lower() == "sqlite":
+        return "sqlite"
+    try:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(text)
+        db = parts.path.strip("/")
+        valid = (
+            parts.scheme in ("redis", "rediss")
+            and bool(parts.hostname)
+            and (parts.port is None or 0 < parts.port < 65536)
+            and (db == "" or db.isdigit())
+        )
+    except ValueError:  # a port that is not a number, an unclosed IPv6 bracket
+        valid = False
+    if not valid:
+        raise where.error(f'expected "sqlite" or a URL like redis://HOST:PORT/DB, got {text!r}')
+    return text
+
+
+def _functions(value: Any, where: _Where) -> dict[str, str]:
+    functions = {}
+    for name, spec in _table(value, where).items():
+        if not name.isidentifier():
+            raise where.error(f"invalid function name {name!r} (use a Python identifier)")
+        if name == "fib":
+            raise where.key(name).error("'fib' is the built-in job; choose another name")
+        parts = spec.split(":") if isinstance(spec, str) else []
+        if len(parts) != 2 or not all(_is_dotted_name(part) for part in parts):
+            raise where.key(name).error(f"expected 'package.module:function', got {_show(spec)}")
+        functions[name] = spec
+    return functions
+
+
+def _fraction(raw: Any, where: _Where) -> float:
+    value = _number(raw, where, minimum=0)
+    if value > 1:
+        raise where.error(f"expected a number from 0.0 to 1.0, got {_show(raw)}")
+    return value
+
+
 _positive = partial(_number, minimum=0, exclusive=True)
 _port = partial(_integer, minimum=1, maximum=65535)
 
@@ -654,6 +767,18 @@ _SETTINGS_PARSERS: dict[str, _Parser] = {
 }
 _GATEWAY_PARSERS: dict[str, _Parser] = {"enabled": _boolean, "host": _string, "port": _port}
 _SECTION_PARSERS = {"procorch": _SETTINGS_PARSERS, "gateway": _GATEWAY_PARSERS}
+_JOBS_PARSERS: dict[str, _Parser] = {
+    "backend": _backend,
+    "workers": partial(_integer, minimum=1, maximum=1000),
+    "delay": partial(_number, minimum=0),
+    "failure_rate": _fraction,
+    "max_attempts": partial(_integer, minimum=1, maximum=1000),
+    "timeout": _positive,
+    "max_n": partial(_integer, minimum=0, maximum=MAX_INT64),
+    "mod": partial(_integer, minimum=2, maximum=MAX_INT64),
+    "synchronous": partial(_choice, choices=SYNCHRONOUS, normalize=str.lower),
+    "functions": _functions,
+}
 _HEALTH_PARSERS: dict[str, _Parser] = {
     "tcp": _port,
     "http": _url,

@@ -18,12 +18,15 @@ from procorch.config import (
     ConfigError,
     GatewaySettings,
     HealthCheck,
+    JobsSettings,
     ServiceConfig,
     Settings,
     load_config,
 )
 
 DEMO = ServiceConfig(name="demo", module="procorch.services.demo:DemoService")
+JOB_WORKER = ServiceConfig(name="JobWorker", module="procorch.jobs.worker:JobWorker", replicas=2)
+DEFAULT_STACK = (DEMO, JOB_WORKER)
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +64,7 @@ def names(config: Config) -> list[str]:
 def test_no_file_gives_the_default_stack(tmp_path: Path) -> None:
     config = load_config(environ={})
     assert config.path is None
-    assert config.services == (DEMO,)
+    assert config.services == DEFAULT_STACK
     assert config.settings == Settings(run_dir=tmp_path / ".procorch")
     assert config.gateway == GatewaySettings()
 
@@ -77,13 +80,13 @@ def test_empty_file_gives_the_default_stack_with_path(tmp_path: Path) -> None:
     config = load("")
     assert config.path == tmp_path / "procorch.toml"
     assert config.path.is_absolute()
-    assert config.services == (DEMO,)
+    assert config.services == DEFAULT_STACK
     assert config.settings == Settings(run_dir=tmp_path / ".procorch")
 
 
 def test_settings_without_services_keep_the_default_stack() -> None:
     config = load("[procorch]\nmax_restarts = 2\n[services]\n")
-    assert config.services == (DEMO,)
+    assert config.services == DEFAULT_STACK
     assert config.settings.max_restarts == 2
 
 
@@ -717,9 +720,10 @@ def test_run_dir_is_absolute_and_need_not_exist(tmp_path: Path) -> None:
 
 def test_example_toml_loads(tmp_path: Path) -> None:
     config = load(EXAMPLE_TOML)
-    assert names(config) == ["demo", "web"]
-    demo, web = config.services
+    assert names(config) == ["demo", "web", "JobWorker"]
+    demo, web, worker = config.services
     assert demo == DEMO
+    assert worker == JOB_WORKER
     assert web.command == ("python", "-m", "http.server", "8000")
     assert (web.replicas, web.restart, web.depends_on) == (1, "on-failure", ("demo",))
     assert web.health == HealthCheck(tcp=8000)
@@ -727,10 +731,10 @@ def test_example_toml_loads(tmp_path: Path) -> None:
 
 
 def test_example_toml_documents_every_key_and_variable() -> None:
-    for cls in (Settings, ServiceConfig, HealthCheck, GatewaySettings):
+    for cls in (Settings, ServiceConfig, HealthCheck, GatewaySettings, JobsSettings):
         for fld in dataclasses.fields(cls):
             if fld.name != "name":
-                pattern = rf"^(# )?{fld.name} = |^\[services\.\w+\.{fld.name}\]$"
+                pattern = rf"^(# )?{fld.name} = |^(# )?\[(services\.\w+|jobs)\.{fld.name}\]$"
                 assert re.search(pattern, EXAMPLE_TOML, re.M), fld.name
     for variable in ENV_OVERRIDES:
         assert variable in EXAMPLE_TOML
@@ -738,7 +742,7 @@ def test_example_toml_documents_every_key_and_variable() -> None:
 
 def test_example_toml_shows_the_real_defaults(tmp_path: Path) -> None:
     # Uncomment every "# key = value" line except those that are examples, not defaults.
-    examples = ("cwd", "http", "heartbeat_timeout = 10.0     # default: the")
+    examples = ("cwd", "http", "heartbeat_timeout = 10.0     # default: the", "square")
     lines = [
         line[2:] if re.match(r"# \w+ = ", line) and not line[2:].startswith(examples) else line
         for line in EXAMPLE_TOML.splitlines()
@@ -746,6 +750,7 @@ def test_example_toml_shows_the_real_defaults(tmp_path: Path) -> None:
     config = load("\n".join(lines))
     assert config.settings == Settings(run_dir=tmp_path / ".procorch")
     assert config.gateway == GatewaySettings()
+    assert config.jobs == JobsSettings(delay=0.5, failure_rate=0.05)
     assert config.services[0] == DEMO
     assert config.services[1].health == HealthCheck(tcp=8000)
 

@@ -1,0 +1,211 @@
+"""The Python interface to the job queue; the `procorch job` commands use it too.
+
+    from procorch import Jobs
+    jobs = Jobs.open()                 # as the CLI: -c / --run-dir / ./procorch.toml
+    job_id = jobs.submit(100)
+    print(jobs.wait(job_id)["output"])  # 687995182
+
+It talks to the store directly, so it works whether or not the daemon runs: jobs
+submitted while no worker runs wait, pending, until workers start.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+from pathlib import Path
+from typing import Any
+
+from procorch.config import Config, JobsSettings, load_config
+from procorch.jobs.job import (
+    DEFAULT_FUNCTION,
+    FINISHED,
+    InvalidJob,
+    JobError,
+    JobNotFound,
+    JobTimeout,
+    Status,
+    check_integer,
+    check_status,
+    public,
+)
+from procorch.jobs.store import Store, open_store
+
+MAX_LIMIT = 10_000  # one `list` page at most
+WAIT_SLICE = 0.5  # a waiting client looks again at least this often, woken or not
+
+
+class Jobs:
+    """A connection to the job queue of one procorch configuration."""
+
+    def __init__(self, settings: JobsSettings, run_dir: Path) -> None:
+        self.settings = settings
+        self.run_dir = run_dir
+        self._store: Store = open_store(settings, run_dir)
+
+    @classmethod
+    def open(cls, config: Path | None = None, run_dir: Path | None = None) -> Jobs:
+        """The queue as the CLI finds it: `config` (else ./procorch.toml, else the built-in
+        defaults) and its run directory (`run_dir` wins); the backend from `[jobs]`.
+        Raises `procorch.config.ConfigError` for a bad config file."""
+        return cls.from_config(load_config(config, run_dir=run_dir))
+
+    @classmethod
+    def from_config(cls, config: Config) -> Jobs:
+        return cls(config.jobs, config.settings.run_dir)
+
+    def __enter__(self) -> Jobs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._store.close()
+
+    # -- submitting --------------------------------------------------------------------
+
+    def _job(self, n: Any, mod: Any, function: str | None) -> tuple[str, int, int]:
+        function = function or DEFAULT_FUNCTION
+        if function != DEFAULT_FUNCTION and function not in self.settings.functions:
+            known = ", ".join([DEFAULT_FUNCTION, *self.settings.functions])
+            raise InvalidJob(f"unknown job function {function!r} (known: {known})")
+        n = check_integer(n, "n", 0, self.settings.max_n)
+        mod = self.settings.mod if mod is None else check_integer(mod, "mod", 2, 2**63 - 1)
+        return function, n, mod
+
+    def submit(self, n: int, mod: int | None = None, function: str | None = None) -> int:
+        """Enqueue F(n) mod `mod` (default: the config's `mod`); the new job's id."""
+        return self._store.submit_many([self._job(n, mod, function)])[0]
+
+    def submit_many(
+        self, ns: builtins.list[int], mod: int | None = None, function: str | None = None
+    ) -> builtins.list[int]:
+        """Enqueue one job per n in one transaction (all or none); their ids, in order."""
+        jobs = [self._job(n, mod, function) for n in ns]
+        return self._store.submit_many(jobs) if jobs else []
+
+    # -- looking -----------------------------------------------------------------------
+
+    def _record(self, job_id: Any) -> dict[str, Any]:
+        job_id = check_integer(job_id, "job id", 1, 2**63 - 1)
+        record = self._store.get(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        return record
+
+    def get(self, job_id: int) -> dict[str, Any]:
+        """The job: job_id, status, function, input, mod, output, error, attempts,
+        init_time, started_time, finished_time (ISO 8601 UTC), worker."""
+        return public(self._record(job_id))
+
+    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        """{"jobs": [...], "count": C, "total": T}: a page of jobs by id, T matching in all."""
+        wanted = check_status(status)
+        limit = check_integer(limit, "limit", 0, MAX_LIMIT)
+        offset = check_integer(offset, "offset", 0, 2**63 - 1)
+        records, total = self._store.list(wanted, limit, offset)
+        jobs = [public(r) for r in records]
+        return {"jobs": jobs, "count": len(jobs), "total": total}
+
+    def wait(
+        self, job_id: int, timeout: float | None = None, on_change: Any = None
+    ) -> dict[str, Any]:
+        """Block until the job is done, failed or cancelled; the job then.
+
+        Raises `JobTimeout` after `timeout` seconds. Workers wake waiters as jobs
+        finish, so this returns within a millisecond or so of the job's end.
+        `on_change(job)` is called whenever the job's status or attempts change.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        waiter = self._store.waiter()  # before the first look: no finish goes unheard
+        try:
+            seen = None
+            while True:
+                record = self._record(job_id)
+                if on_change is not None and (record["status"], record["attempts"]) != seen:
+                    seen = (record["status"], record["attempts"])
+                    on_change(public(record))
+                if record["status"] in FINISHED:
+                    return public(record)
+                left = WAIT_SLICE if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    raise JobTimeout(f"job {job_id} is still {record['status']} after {timeout}s")
+                waiter.wait(min(left, WAIT_SLICE))
+        finally:
+            waiter.close()
+
+    def cancel(self, job_id: int) -> dict[str, Any]:
+        """Cancel a pending or running job (a running job's result will be dropped).
+
+        Raises `JobError` if the job has finished already."""
+        before = self._record(job_id)
+        if before["status"] in FINISHED:
+            raise JobError(f"job {before['job_id']} is already {before['status']}")
+        after = self._store.cancel(before["job_id"])
+        assert after is not None
+        if after["status"] != Status.CANCELLED:  # it finished meanwhile
+            raise JobError(f"job {after['job_id']} is already {after['status']}")
+        return public(after)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per status, the total, and throughput (jobs finished per second)."""
+        counts = {status.value: 0 for status in Status}
+        counts.update(self._store.counts())
+        now = time.time()
+        throughput = {
+            f"last_{window}s": round(self._store.finished_since(now - window) / window, 2)
+            for window in (10, 60)
+        }
+        return {
+            "counts": counts,
+            "total": sum(counts.values()),
+            "throughput": throughput,
+            "backend": "sqlite" if self.settings.redis_url is None else "redis",
+        }
+
+
+# -- module-level conveniences: one call, one short-lived connection -----------------
+
+
+def submit(n: int, mod: int | None = None, *, config: Path | None = None) -> int:
+    with Jobs.open(config) as jobs:
+        return jobs.submit(n, mod)
+
+
+def get_job(job_id: int, *, config: Path | None = None) -> dict[str, Any]:
+    with Jobs.open(config) as jobs:
+        return jobs.get(job_id)
+
+
+def list_jobs(
+    status: str | None = None, limit: int = 50, offset: int = 0, *, config: Path | None = None
+) -> dict[str, Any]:
+    with Jobs.open(config) as jobs:
+        return jobs.list(status, limit, offset)
+
+
+def wait_job(
+    job_id: int, timeout: float | None = None, *, config: Path | None = None
+) -> dict[str, Any]:
+    with Jobs.open(config) as jobs:
+        return jobs.wait(job_id, timeout)
+
+
+def cancel_job(job_id: int, *, config: Path | None = None) -> dict[str, Any]:
+    with Jobs.open(config) as jobs:
+        return jobs.cancel(job_id)
+
+
+__all__ = [
+    "InvalidJob",
+    "JobError",
+    "JobNotFound",
+    "JobTimeout",
+    "Jobs",
+    "cancel_job",
+    "get_job",
+    "list_jobs",
+    "submit",
+    "wait_job",
+]

@@ -1,0 +1,116 @@
+"""The job record: its states, the transitions between them, its fields and its errors.
+
+Every store keeps the same fields and follows this one transition table; the job a
+user sees is always the dict `public()` returns.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Any
+
+FIELDS = (
+    "job_id",
+    "status",
+    "function",
+    "input",
+    "mod",
+    "output",
+    "error",
+    "attempts",
+    "init_time",
+    "started_time",
+    "finished_time",
+    "worker",
+)
+TIME_FIELDS = ("init_time", "started_time", "finished_time")
+DEFAULT_FUNCTION = "fib"
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})
+
+# running -> pending is a retry (a failed attempt with attempts left, or a dead worker's job).
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED}),
+    Status.RUNNING: frozenset({Status.DONE, Status.FAILED, Status.PENDING, Status.CANCELLED}),
+    Status.DONE: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+
+class JobError(Exception):
+    """A job request that cannot be served; str() is one line for the user."""
+
+
+class JobNotFound(JobError):
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"no job with id {job_id}")
+        self.job_id = job_id
+
+
+class InvalidJob(JobError):
+    """Bad input: n or mod out of range, not an integer, an unknown function or status."""
+
+
+class JobTimeout(JobError, TimeoutError):
+    """`wait` gave up before the job finished."""
+
+
+def iso(t: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC with milliseconds, e.g. 2026-01-02T03:04:05.678Z."""
+    if t is None:
+        return None
+    ms = int(round(t * 1000))
+    seconds, ms = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """The job as users see it: exactly FIELDS, times as ISO 8601 strings."""
+    job = {name: record.get(name) for name in FIELDS}
+    for name in TIME_FIELDS:
+        job[name] = iso(job[name])
+    return job
+
+
+def check_integer(value: Any, what: str, minimum: int, maximum: int) -> int:
+    """`value` as an int within [minimum, maximum], or InvalidJob saying why not."""
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise InvalidJob(f"{what} must be an integer, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJob(f"{what} must be an integer, got {value!r}")
+    if not minimum <= value <= maximum:
+        raise InvalidJob(f"{what} must be from {minimum} to {maximum}, got {value}")
+    return value
+
+
+def check_status(value: str | None) -> Status | None:
+    if value is None:
+        return None
+    try:
+        return Status(value.lower())
+    except ValueError:
+        known = ", ".join(s.value for s in Status)
+        raise InvalidJob(f"unknown status {value!r} (one of {known})") from None
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before retry number `attempts` (1, 2, ...): 0.1, 0.2, 0.4 ... at most 10."""
+    return min(10.0, 0.1 * 2 ** (attempts - 1))

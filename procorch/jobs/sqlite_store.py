@@ -1,0 +1,314 @@
+"""The embedded store: `jobs.db` in the run directory (SQLite, WAL).
+
+Claiming is atomic: `BEGIN IMMEDIATE` takes the single write lock, and one
+`UPDATE … RETURNING` moves the oldest due pending job to running; a worker finishes
+its job and claims the next in the same transaction, so a job costs one write
+transaction in the worker and one (or a share of a batch) in the submitter.
+Durability: WAL with synchronous=NORMAL (the default) loses nothing committed when
+processes crash, since committed pages are in the OS's cache; synchronous=FULL also
+fsyncs every commit, so committed jobs survive a power loss too.
+A running job carries its worker's (pid, start time) and a lease; `recover` puts
+back jobs whose worker is gone or whose lease lapsed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from procorch.config import JobsSettings
+from procorch.jobs.job import FIELDS, Status, backoff
+from procorch.jobs.store import Claim, Store, Waiter, WorkerId, process_alive
+from procorch.jobs.wake import Bell, Sleeper
+
+DB_NAME = "jobs.db"
+LEASE_GRACE = 1.0  # a lease is the job's timeout and this: only a hung worker outlives it
+BUSY_TIMEOUT = 30.0  # give up on the write lock after this long
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an id is never reused
+    status TEXT NOT NULL,
+    function TEXT NOT NULL,
+    input INTEGER NOT NULL,
+    mod INTEGER NOT NULL,
+    output INTEGER,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    init_time REAL NOT NULL,
+    started_time REAL,
+    finished_time REAL,
+    worker TEXT,
+    worker_pid INTEGER,
+    worker_start INTEGER,
+    lease_until REAL,
+    run_after REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, job_id);
+"""
+_COLUMNS = ", ".join(FIELDS)
+_CLAIM = """
+UPDATE jobs SET status = 'running', attempts = attempts + 1, started_time = :now,
+    finished_time = NULL, worker = :label, worker_pid = :pid, worker_start = :start,
+    lease_until = :lease
+WHERE job_id = (
+    SELECT job_id FROM jobs WHERE status = 'pending' AND run_after <= :now
+    ORDER BY job_id LIMIT 1
+)
+RETURNING job_id, function, input, mod, attempts
+"""
+_FENCE = "job_id = :job_id AND status = 'running' AND worker = :label AND attempts = :attempts"
+_DONE = f"""
+UPDATE jobs SET status = 'done', output = :output, error = NULL, finished_time = :now,
+    lease_until = NULL
+WHERE {_FENCE}
+"""
+_RETRY = f"""
+UPDATE jobs SET status = 'pending', error = :error, run_after = :run_after, lease_until = NULL
+WHERE {_FENCE}
+"""
+_FAIL = f"""
+UPDATE jobs SET status = 'failed', error = :error, finished_time = :now, lease_until = NULL
+WHERE {_FENCE}
+"""
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class _SQLiteWaiter(Waiter):
+    def __init__(self, directory: Path) -> None:
+        self.sleeper = Sleeper(directory)
+
+    def wait(self, timeout: float) -> None:
+        self.sleeper.wait(timeout)
+
+    def close(self) -> None:
+        self.sleeper.close()
+
+
+class SQLiteStore(Store):
+    def __init__(self, settings: JobsSettings, run_dir: Path) -> None:
+        super().__init__(settings, run_dir)
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = run_dir / DB_NAME
+        self._workers_dir = run_dir / "wake"  # idle workers sleep here; submits ring
+        self._waiters_dir = run_dir / "done"  # clients waiting for jobs; finishes ring
+        for directory in (self._workers_dir, self._waiters_dir):
+            directory.mkdir(mode=0o700, exist_ok=True)
+        # autocommit mode: transactions are explicit, `BEGIN IMMEDIATE` where we write;
+        # busy waits are ours (`_write`), shorter than SQLite's 1 ms minimum sleep
+        self.db = sqlite3.connect(
+            self.path, isolation_level=None, timeout=0, check_same_thread=False
+        )
+        self.db.row_factory = sqlite3.Row
+        self._retrying(lambda: self.db.execute("PRAGMA journal_mode = WAL"))
+        self.db.execute(f"PRAGMA synchronous = {settings.synchronous.upper()}")
+        self._write(lambda db: db.executescript(_SCHEMA) and None, begin=False)
+        self._workers_bell = Bell(self._workers_dir)
+        self._waiters_bell = Bell(self._waiters_dir)
+        self._sleeper: Sleeper | None = None  # a worker's, bound at its first idle claim
+
+    def close(self) -> None:
+        if self._sleeper is not None:
+            self._sleeper.close()
+        self._workers_bell.close()
+        self._waiters_bell.close()
+        self.db.close()
+
+    # -- transactions ----------------------------------------------------------------
+
+    def _retrying(self, action: Callable[[], _T]) -> _T:
+        delay = 0.0001
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
+
+    def _write(self, body: Callable[[sqlite3.Connection], _T], begin: bool = True) -> _T:
+        """Run `body` in a write transaction, waiting (briefly, in steps) for the lock."""
+        if not begin:  # executescript manages its own transaction
+            return self._retrying(lambda: body(self.db))
+        self._retrying(lambda: self.db.execute("BEGIN IMMEDIATE"))
+        try:
+            result = body(self.db)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self._retrying(lambda: self.db.execute("COMMIT"))
+        return result
+
+    # -- clients ---------------------------------------------------------------------
+
+    def submit_many(self, jobs: list[tuple[str, int, int]]) -> list[int]:
+        now = time.time()
+
+        def insert(db: sqlite3.Connection) -> list[int]:
+            sql = (
+                "INSERT INTO jobs (status, function, input, mod, init_time)"
+                " VALUES ('pending', ?, ?, ?, ?) RETURNING job_id"
+            )
+            return [db.execute(sql, (f, n, m, now)).fetchone()[0] for f, n, m in jobs]
+
+        ids = self._write(insert)
+        self._workers_bell.ring()
+        return ids
+
+    def get(self, job_id: int) -> dict[str, Any] | None:
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return dict(row) if row else None
+
+    def list(
+        self, status: Status | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        where, args = ("WHERE status = ?", (status.value,)) if status else ("", ())
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY job_id LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ).fetchall()
+        (total,) = self.db.execute(f"SELECT count(*) FROM jobs {where}", args).fetchone()
+        return [dict(row) for row in rows], total
+
+    def cancel(self, job_id: int) -> dict[str, Any] | None:
+        now = time.time()
+        changed = self._write(
+            lambda db: (
+                db.execute(
+                    "UPDATE jobs SET status = 'cancelled', finished_time = ?, lease_until = NULL"
+                    " WHERE job_id = ? AND status IN ('pending', 'running')",
+                    (now, job_id),
+                ).rowcount
+            )
+        )
+        if changed:
+            self._waiters_bell.ring()
+        return self.get(job_id)
+
+    def counts(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall()
+        return {status: count for status, count in rows}
+
+    def finished_since(self, since: float) -> int:
+        (count,) = self.db.execute(
+            "SELECT count(*) FROM jobs WHERE finished_time >= ? AND status IN ('done', 'failed')",
+            (since,),
+        ).fetchone()
+        return count
+
+    def waiter(self) -> Waiter:
+        return _SQLiteWaiter(self._waiters_dir)
+
+    # -- workers -----------------------------------------------------------------------
+
+    def _claim_in(self, db: sqlite3.Connection, worker: WorkerId, now: float) -> Claim | None:
+        row = db.execute(
+            _CLAIM,
+            {
+                "now": now,
+                "label": worker.label,
+                "pid": worker.pid,
+                "start": worker.start,
+                "lease": now + self.settings.timeout + LEASE_GRACE,
+            },
+        ).fetchone()
+        if row is None:
+            return None
+        return Claim(row[0], row[1], row[2], row[3], row[4], now)
+
+    def claim(self, worker: WorkerId, block: float) -> Claim | None:
+        if self._sleeper is None:
+            # bound before the first look, so a submit after it cannot go unheard
+            self._sleeper = Sleeper(self._workers_dir)
+        self._sleeper.drain()
+        claim = self._write(lambda db: self._claim_in(db, worker, time.time()))
+        if claim is None:
+            self._sleeper.wait(min(block, self._until_due(block)))
+        return claim
+
+    def _until_due(self, block: float) -> float:
+        """Seconds until the next retry is due (pending jobs whose backoff has not ended)."""
+        (due,) = self.db.execute(
+            "SELECT min(run_after) FROM jobs WHERE status = 'pending'"
+        ).fetchone()
+        return block if due is None else max(0.0, due - time.time())
+
+    def finish(
+        self,
+        worker: WorkerId,
+        claim: Claim,
+        output: int | None,
+        error: str | None,
+        claim_next: bool,
+    ) -> Claim | None:
+        now = time.time()
+        fence = {"job_id": claim.job_id, "label": worker.label, "attempts": claim.attempts}
+
+        def record(db: sqlite3.Connection) -> Claim | None:
+            if error is None:
+                db.execute(_DONE, {**fence, "output": output, "now": now})
+            elif claim.attempts < self.settings.max_attempts:
+                run_after = now + backoff(claim.attempts)
+                db.execute(_RETRY, {**fence, "error": error, "run_after": run_after})
+            else:
+                db.execute(_FAIL, {**fence, "error": error, "now": now})
+            return self._claim_in(db, worker, now) if claim_next else None
+
+        following = self._write(record)
+        self._waiters_bell.ring()
+        return following
+
+    def recover(self, worker: WorkerId) -> int:
+        now = time.time()
+        running = self.db.execute(
+            "SELECT job_id, worker, worker_pid, worker_start, attempts, started_time,"
+            " lease_until FROM jobs WHERE status = 'running'"
+        ).fetchall()
+        lost = []
+        for row in running:
+            if row["worker"] == worker.label:
+                continue  # ours: we are alive, and hold it
+            if not process_alive(row["worker_pid"], row["worker_start"]):
+                lost.append((row, self._death(row, now, "died")))
+            elif row["lease_until"] is not None and row["lease_until"] < now:
+                lost.append((row, f"lease lapsed on worker {row['worker']}"))
+        if not lost:
+            return 0
+
+        def requeue(db: sqlite3.Connection) -> int:
+            taken = 0
+            for row, error in lost:
+                fence = {"job_id": row["job_id"], "label": row["worker"]}
+                fence["attempts"] = row["attempts"]
+                if row["attempts"] < self.settings.max_attempts:
+                    args = {**fence, "error": error, "run_after": now}
+                    taken += db.execute(_RETRY, args).rowcount
+                else:
+                    taken += db.execute(_FAIL, {**fence, "error": error, "now": now}).rowcount
+            return taken
+
+        taken = self._write(requeue)
+        self._workers_bell.ring()
+        self._waiters_bell.ring()
+        return taken
+
+    def _death(self, row: sqlite3.Row, now: float, verb: str) -> str:
+        if row["started_time"] is not None and now - row["started_time"] >= self.settings.timeout:
+            return f"timed out after {self.settings.timeout:g}s (worker killed)"
+        return f"worker {row['worker']} {verb}"
+
+    def cancelled(self, claim: Claim) -> bool:
+        row = self.db.execute("SELECT status FROM jobs WHERE job_id = ?", (claim.job_id,))
+        return row.fetchone()[0] == Status.CANCELLED
+
+    def extend_lease(self, worker: WorkerId, claim: Claim) -> None:
+        """Nothing to do: the lease covers the job's whole timeout, which is enforced."""

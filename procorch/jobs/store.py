@@ -1,0 +1,155 @@
+"""The store interface: what the API and the worker need from wherever jobs are kept.
+
+Two implementations: `SQLiteStore` (jobs.db in the run directory, one machine) and
+`RedisStore` (a Redis server, several machines). Records handed back are plain dicts
+with the fields of `job.FIELDS`, times as epoch seconds (`job.public` formats them).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from procorch.config import JobsSettings
+from procorch.jobs.job import Status
+
+
+@dataclass(frozen=True)
+class WorkerId:
+    """Who runs a job: a label for humans (also the lease's fence) and an OS identity."""
+
+    label: str  # host:service.replica:pid, unique among live workers
+    pid: int
+    start: int | None  # the process's start time in clock ticks since boot (pids are reused)
+
+    @classmethod
+    def current(cls, service: str, replica: int) -> WorkerId:
+        pid = os.getpid()
+        return cls(f"{socket.gethostname()}:{service}.{replica}:{pid}", pid, process_start(pid))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker holds: enough to run it and to fence its result."""
+
+    job_id: int
+    function: str
+    n: int
+    mod: int
+    attempts: int  # this attempt's number, from 1
+    started: float
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), None if there is no such process.
+
+    (pid, start) names a process for good: a reused pid comes with another start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after its last ')'
+    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+
+
+def process_alive(pid: int | None, start: int | None) -> bool:
+    return pid is not None and start is not None and process_start(pid) == start
+
+
+class Waiter(ABC):
+    """Wakes a client waiting for jobs to finish; registered before the first look."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Store(ABC):
+    def __init__(self, settings: JobsSettings, run_dir: Path) -> None:
+        self.settings = settings
+        self.run_dir = run_dir
+
+    # -- clients ------------------------------------------------------------------
+
+    @abstractmethod
+    def submit_many(self, jobs: list[tuple[str, int, int]]) -> list[int]:
+        """Enqueue (function, n, mod) jobs, validated already, in one transaction; their ids."""
+
+    @abstractmethod
+    def get(self, job_id: int) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def list(
+        self, status: Status | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Jobs by id (oldest first), and how many match in all."""
+
+    @abstractmethod
+    def cancel(self, job_id: int) -> dict[str, Any] | None:
+        """Cancel a pending or running job; the record after (unchanged if finished)."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def finished_since(self, since: float) -> int:
+        """How many jobs finished (done or failed) at or after `since` (epoch seconds)."""
+
+    @abstractmethod
+    def waiter(self) -> Waiter: ...
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections and sockets."""
+
+    # -- workers -------------------------------------------------------------------
+
+    @abstractmethod
+    def claim(self, worker: WorkerId, block: float) -> Claim | None:
+        """The next due job, now running for `worker`; None after up to `block` s of nothing."""
+
+    @abstractmethod
+    def finish(
+        self,
+        worker: WorkerId,
+        claim: Claim,
+        output: int | None,
+        error: str | None,
+        claim_next: bool,
+    ) -> Claim | None:
+        """Record an attempt (output, or error: retried or failed) and maybe claim the next.
+
+        A result is dropped when the job is no longer this attempt's (cancelled, or
+        taken back after its lease lapsed).
+        """
+
+    @abstractmethod
+    def recover(self, worker: WorkerId) -> int:
+        """Take back the jobs of dead workers and lapsed leases; how many."""
+
+    @abstractmethod
+    def cancelled(self, claim: Claim) -> bool:
+        """Whether the claimed job was cancelled meanwhile (checked during a long attempt)."""
+
+    @abstractmethod
+    def extend_lease(self, worker: WorkerId, claim: Claim) -> None:
+        """Keep holding a job during a long attempt."""
+
+
+def open_store(settings: JobsSettings, run_dir: Path) -> Store:
+    """The store the settings name; imports its driver only now."""
+    if settings.redis_url is not None:
+        from procorch.jobs.redis_store import RedisStore
+
+        return RedisStore(settings, run_dir)
+    from procorch.jobs.sqlite_store import SQLiteStore
+
+    return SQLiteStore(settings, run_dir)
