@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import procs
+import psutil
 from benchvenv import BENCH_DIR, BIN_DIR
 from jobfib import DEFAULT_MOD, fib
 
@@ -268,6 +269,7 @@ class ProcorchPeer(JobPeer):
     """
 
     backend_kind: ClassVar[str]  # "sqlite" or "redis"
+    extra_config: ClassVar[str] = ""  # more lines for the [jobs] table
     DB = 1
 
     def __init__(self, workdir: Path, marker: str, redis: RedisServer) -> None:
@@ -305,7 +307,7 @@ class ProcorchPeer(JobPeer):
             f'backend = "{backend}"\n'
             f"workers = {workers}\n"
             "delay = 0\n"
-            "failure_rate = 0\n"
+            "failure_rate = 0\n" + self.extra_config
         )
 
     def _cli(self, *args: str, timeout: float = START_TIMEOUT) -> None:
@@ -341,12 +343,21 @@ class ProcorchPeer(JobPeer):
         self._close_client()
         if self._up:
             self._up = False
+            tree = self._daemon_tree()  # before `down`: its services leave the tree then
             try:
                 self._cli("down")
             except PeerError:
                 pass
-            finally:
-                procs.kill(procs.pids_mentioning(str(self.run_dir)))
+            finally:  # whatever `down` left (or all of it, if it failed)
+                procs.kill(p.pid for p in tree if p.is_running())
+
+    def _daemon_tree(self) -> list[psutil.Process]:
+        """The daemon and every process under it (services run in groups of their own)."""
+        try:
+            daemon = psutil.Process(int((self.run_dir / "procorch.pid").read_text()))
+            return [daemon, *daemon.children(recursive=True)]
+        except (OSError, ValueError, psutil.Error):
+            return []
 
     def _close_client(self) -> None:
         if self._jobs is not None:
@@ -392,6 +403,15 @@ class ProcorchSQLite(ProcorchPeer):
     backend_kind = "sqlite"
 
 
+class ProcorchSQLiteFull(ProcorchPeer):
+    """SQLite with an fsync per commit: what survives a power loss, not just a crash."""
+
+    name = "procorch-sqlite-full"
+    label = "procorch SQLite full"
+    backend_kind = "sqlite"
+    extra_config = 'synchronous = "full"\n'
+
+
 class ProcorchRedis(ProcorchPeer):
     name = "procorch-redis"
     label = "procorch Redis"
@@ -403,6 +423,7 @@ ALL_PEERS: tuple[type[JobPeer], ...] = (
     RQSimpleWorker,
     ProcorchSQLite,
     ProcorchRedis,
+    ProcorchSQLiteFull,  # not run by default: --peers ...,procorch-sqlite-full
 )
 RQ_PEERS = ("rq-worker", "rq-simple")
-PROCORCH_PEERS = ("procorch-sqlite", "procorch-redis")
+PROCORCH_PEERS = ("procorch-sqlite", "procorch-redis", "procorch-sqlite-full")
