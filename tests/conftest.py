@@ -158,3 +158,76 @@ def command_service(
 
 
 SLEEP_FOREVER = "import time; time.sleep(1e6)"
+
+
+# --- jobs -------------------------------------------------------------------------
+
+
+def jobs_table(**settings: Any) -> str:
+    """A `[jobs]` table; tests run jobs with no simulated delay or failures unless told."""
+    values = {"delay": 0, "failure_rate": 0, **settings}
+    lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    return "\n[jobs]\n" + "\n".join(lines) + "\n"
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, in a temporary directory."""
+
+    def __init__(self, root: Path) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(root),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        import redis
+
+        self.client = redis.Redis(port=self.port)
+        wait_for(self._answers, timeout=10)
+
+    def _answers(self) -> bool:
+        import redis
+
+        try:
+            return bool(self.client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (apt-get install -y redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The shared server, emptied for this test."""
+    redis_server.client.flushall()
+    return redis_server.url

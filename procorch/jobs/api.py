@@ -29,7 +29,7 @@ from procorch.jobs.job import (
     check_status,
     public,
 )
-from procorch.jobs.store import Store, open_store
+from procorch.jobs.store import Store, Waiter, open_store
 
 MAX_LIMIT = 10_000  # one `list` page at most
 WAIT_SLICE = 0.5  # a waiting client looks again at least this often, woken or not
@@ -42,6 +42,7 @@ class Jobs:
         self.settings = settings
         self.run_dir = run_dir
         self._store: Store = open_store(settings, run_dir)
+        self._waiter: Waiter | None = None  # kept between waits: subscribing costs a round trip
 
     @classmethod
     def open(cls, config: Path | None = None, run_dir: Path | None = None) -> Jobs:
@@ -61,6 +62,8 @@ class Jobs:
         self.close()
 
     def close(self) -> None:
+        if self._waiter is not None:
+            self._waiter.close()
         self._store.close()
 
     # -- submitting --------------------------------------------------------------------
@@ -118,22 +121,20 @@ class Jobs:
         `on_change(job)` is called whenever the job's status or attempts change.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        waiter = self._store.waiter()  # before the first look: no finish goes unheard
-        try:
-            seen = None
-            while True:
-                record = self._record(job_id)
-                if on_change is not None and (record["status"], record["attempts"]) != seen:
-                    seen = (record["status"], record["attempts"])
-                    on_change(public(record))
-                if record["status"] in FINISHED:
-                    return public(record)
-                left = WAIT_SLICE if deadline is None else deadline - time.monotonic()
-                if left <= 0:
-                    raise JobTimeout(f"job {job_id} is still {record['status']} after {timeout}s")
-                waiter.wait(min(left, WAIT_SLICE))
-        finally:
-            waiter.close()
+        if self._waiter is None:
+            self._waiter = self._store.waiter()  # before the first look: no finish goes unheard
+        seen = None
+        while True:
+            record = self._record(job_id)
+            if on_change is not None and (record["status"], record["attempts"]) != seen:
+                seen = (record["status"], record["attempts"])
+                on_change(public(record))
+            if record["status"] in FINISHED:
+                return public(record)
+            left = WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise JobTimeout(f"job {job_id} is still {record['status']} after {timeout}s")
+            self._waiter.wait(min(left, WAIT_SLICE))
 
     def cancel(self, job_id: int) -> dict[str, Any]:
         """Cancel a pending or running job (a running job's result will be dropped).

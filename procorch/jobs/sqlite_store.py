@@ -235,6 +235,13 @@ class SQLiteStore(Store):
             self._sleeper.wait(min(block, self._until_due(block)))
         return claim
 
+    def interrupt(self) -> None:
+        if self._sleeper is not None and self._sleeper.sock is not None:
+            try:
+                self._workers_bell.sock.sendto(b"!", str(self._sleeper.path))
+            except OSError:
+                pass  # full: it is about to wake anyway
+
     def _until_due(self, block: float) -> float:
         """Seconds until the next retry is due (pending jobs whose backoff has not ended)."""
         (due,) = self.db.execute(
@@ -309,6 +316,3 @@ class SQLiteStore(Store):
     def cancelled(self, claim: Claim) -> bool:
         row = self.db.execute("SELECT status FROM jobs WHERE job_id = ?", (claim.job_id,))
         return row.fetchone()[0] == Status.CANCELLED
-
-    def extend_lease(self, worker: WorkerId, claim: Claim) -> None:
-        """Nothing to do: the lease covers the job's whole timeout, which is enforced."""

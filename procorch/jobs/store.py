@@ -42,6 +42,7 @@ class Claim:
     mod: int
     attempts: int  # this attempt's number, from 1
     started: float
+    entry: str | None = None  # Redis: the stream entry that delivered it
 
 
 def process_start(pid: int) -> int | None:
@@ -117,6 +118,10 @@ class Store(ABC):
         """The next due job, now running for `worker`; None after up to `block` s of nothing."""
 
     @abstractmethod
+    def interrupt(self) -> None:
+        """Cut short a `claim` blocking in this process (from a signal handler)."""
+
+    @abstractmethod
     def finish(
         self,
         worker: WorkerId,
@@ -138,10 +143,6 @@ class Store(ABC):
     @abstractmethod
     def cancelled(self, claim: Claim) -> bool:
         """Whether the claimed job was cancelled meanwhile (checked during a long attempt)."""
-
-    @abstractmethod
-    def extend_lease(self, worker: WorkerId, claim: Claim) -> None:
-        """Keep holding a job during a long attempt."""
 
 
 def open_store(settings: JobsSettings, run_dir: Path) -> Store:

@@ -44,6 +44,11 @@ class JobWorker(Service):
     def teardown(self) -> None:
         self.store.close()
 
+    def stop(self) -> None:
+        super().stop()
+        if hasattr(self, "store"):  # a stop before setup finished has nothing to cut short
+            self.store.interrupt()  # an idle worker stops now, not after its block
+
     def run(self) -> None:
         block = self.context.heartbeat_interval
         claim: Claim | None = None
@@ -92,7 +97,6 @@ class JobWorker(Service):
         while (left := end - time.monotonic()) > 0:
             time.sleep(min(left, slice_))
             self.heartbeat()
-            self.store.extend_lease(self.me, claim)
             if left > slice_ and self.store.cancelled(claim):
                 return False
         return True

@@ -1,0 +1,190 @@
+"""Jobs run by real JobWorker processes under a real daemon, on SQLite and on Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from datetime import datetime
+
+import psutil
+import pytest
+
+from procorch import Jobs
+from procorch.jobs.fib import fib
+from tests.conftest import PY, jobs_table, wait_for
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request) -> str:
+    return "sqlite" if request.param == "sqlite" else request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+def run(stack, backend, request):
+    """Write a config with these [jobs] settings, bring the stack up, return its Jobs."""
+    opened = []
+
+    def start(settings: str = "", **jobs) -> Jobs:
+        stack.write(jobs_table(backend=backend, **jobs), settings=settings)
+        stack.up()
+        opened.append(Jobs.open(stack.config))
+        return opened[-1]
+
+    yield start
+    for jobs in opened:
+        jobs.close()
+
+
+def when(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
+def worker_pid(job: dict) -> int:
+    return int(job["worker"].rsplit(":", 1)[1])
+
+
+def running(jobs: Jobs, job_id: int) -> dict | None:
+    job = jobs.get(job_id)
+    return job if job["status"] == "running" else None
+
+
+def test_a_job_runs_once_with_every_field(stack, run):
+    jobs = run()
+    first, second = jobs.submit(100), jobs.submit(100, mod=1000)
+    job = jobs.wait(first, timeout=10)
+    assert jobs.wait(second, timeout=10)["output"] == 75
+    assert job["output"] == 687995182
+    assert (job["status"], job["attempts"], job["error"], job["input"]) == ("done", 1, None, 100)
+    assert when(job["init_time"]) <= when(job["started_time"]) <= when(job["finished_time"])
+    assert re.fullmatch(r".+:JobWorker\.[01]:\d+", job["worker"])
+    assert worker_pid(job) in {r["pid"] for r in stack.replicas("JobWorker")}
+
+
+def test_failures_are_retried_with_backoff_then_failed(run):
+    jobs = run(failure_rate=1.0, max_attempts=3)
+    job = jobs.wait(jobs.submit(7), timeout=10)
+    assert (job["status"], job["attempts"], job["output"]) == ("failed", 3, None)
+    assert "simulated failure" in job["error"]
+    # backoff 0.1 s then 0.2 s between the three attempts
+    assert when(job["finished_time"]) - when(job["init_time"]) >= 0.3
+
+
+def test_a_job_past_its_timeout_is_killed_with_its_worker_and_retried(stack, run):
+    jobs = run(delay=5, timeout=0.5, max_attempts=2)
+    job = jobs.wait(jobs.submit(7), timeout=20)
+    assert (job["status"], job["attempts"]) == ("failed", 2)
+    assert job["error"].startswith("timed out after 0.5s")
+    exits = [e for e in stack.events() if e["event"] == "exited" and e["service"] == "JobWorker"]
+    assert [e["detail"] for e in exits] == ["killed by SIGALRM"] * 2
+
+
+def test_cancel_a_running_job(run):
+    jobs = run(settings="heartbeat_timeout = 2.0\n", delay=0.8)
+    job_id = jobs.submit(7)
+    wait_for(lambda: running(jobs, job_id))
+    cancelled = jobs.cancel(job_id)
+    assert (cancelled["status"], cancelled["output"]) == ("cancelled", None)
+    after = jobs.wait(jobs.submit(8), timeout=10)  # the workers go on
+    assert after["status"] == "done"
+    assert jobs.get(job_id) == cancelled  # its result, if any, was dropped
+
+
+def test_kill_9_of_a_worker_mid_job_reruns_it_within_a_second(run):
+    jobs = run(delay=1.0)
+    job_id = jobs.submit(100)
+    first = wait_for(lambda: running(jobs, job_id))
+    os.kill(worker_pid(first), signal.SIGKILL)
+    killed = time.time()
+    job = jobs.wait(job_id, timeout=10)
+    assert (job["status"], job["output"], job["attempts"]) == ("done", 687995182, 2)
+    assert worker_pid(job) != worker_pid(first)
+    assert when(job["started_time"]) - killed < 1.0
+
+
+def test_a_hung_workers_lapsed_lease_is_retried(run):
+    # the supervisor would kill a silent worker after 30 s; the lease lapses long before
+    jobs = run(settings="heartbeat_timeout = 30.0\n", delay=0.3, timeout=0.5)
+    job_id = jobs.submit(100)
+    first = wait_for(lambda: running(jobs, job_id))
+    hung = worker_pid(first)
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        job = jobs.wait(job_id, timeout=15)
+    finally:
+        os.kill(hung, signal.SIGCONT)  # its timer fired meanwhile: SIGALRM ends it now
+    assert (job["status"], job["output"], job["attempts"]) == ("done", 687995182, 2)
+    assert worker_pid(job) != hung
+
+
+def test_500_jobs_submitted_concurrently_each_run_exactly_once(stack, run):
+    jobs = run()
+    script = (
+        "import json, sys; from procorch import Jobs; j = Jobs.open(sys.argv[1]);"
+        "print(json.dumps([j.submit(n) for n in range(int(sys.argv[2]), int(sys.argv[2]) + 100)]))"
+    )
+    procs = [
+        subprocess.Popen(
+            [PY, "-c", script, str(stack.config), str(k * 1000)], stdout=subprocess.PIPE, text=True
+        )
+        for k in range(5)
+    ]
+    ids = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        submitted = json.loads(out)
+        ids += submitted
+        assert submitted == sorted(submitted)  # one submitter's ids grow
+    assert sorted(ids) == list(range(1, 501))
+    for job_id in ids:
+        jobs.wait(job_id, timeout=30)
+    page = jobs.list(limit=1000)
+    assert page["total"] == 500
+    for job in page["jobs"]:
+        assert (job["status"], job["attempts"]) == ("done", 1)
+        assert job["output"] == fib(job["input"], 1_000_000_007)
+    # every attempt is counted by the replica that made it: 500 in all, none twice
+    assert sum(r["requests"] for r in stack.replicas("JobWorker")) == 500
+
+
+def test_kill_9_of_the_daemon_mid_load_then_up_loses_nothing(stack, run):
+    jobs = run(delay=0.01)
+    ids = jobs.submit_many(list(range(300)))
+    wait_for(lambda: jobs.stats()["counts"]["done"] >= 30)
+    os.kill(stack.daemon_pid(), signal.SIGKILL)
+    # its workers get SIGTERM (PDEATHSIG), finish the job in hand and exit
+    wait_for(lambda: not stack.leftovers())
+    assert jobs.stats()["counts"]["done"] < 300
+    later = jobs.submit(5)  # accepted with no daemon at all: it waits, pending
+    stack.up()
+    for job_id in [*ids, later]:
+        assert jobs.wait(job_id, timeout=30)["status"] == "done"
+    assert jobs.stats()["counts"] == {
+        "pending": 0,
+        "running": 0,
+        "done": 301,
+        "failed": 0,
+        "cancelled": 0,
+    }
+
+
+def test_down_and_up_keeps_every_job(stack, run):
+    jobs = run()
+    done = jobs.wait(jobs.submit(10), timeout=10)
+    assert stack.cli("down").returncode == 0
+    waiting = jobs.submit(11)
+    assert jobs.get(waiting)["status"] == "pending"
+    stack.up()
+    assert jobs.wait(waiting, timeout=10)["output"] == 89
+    assert jobs.get(done["job_id"]) == done
+
+
+def test_no_stale_worker_keeps_running_after_down(stack, run):
+    run()
+    pids = [r["pid"] for r in stack.replicas("JobWorker")]
+    assert stack.cli("down").returncode == 0
+    assert not any(psutil.pid_exists(pid) for pid in pids)
