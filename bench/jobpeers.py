@@ -171,7 +171,9 @@ class RQPeer(JobPeer):
         from redis import Redis
         from rq import Queue
 
-        self.conn = Redis.from_url(redis.url(self.DB))
+        # redis-py 8 gives every read a 5 s socket timeout by default, which cuts the
+        # blocking XREAD of `Job.latest_result(timeout=...)` short on a long round
+        self.conn = Redis.from_url(redis.url(self.DB), socket_timeout=None)
         self.queue = Queue(f"{marker}-{self.name}", connection=self.conn)
         self._workers: list[subprocess.Popen[bytes]] = []
 

@@ -182,7 +182,7 @@ class Runner:
     def _pool(self, workers: int) -> None:
         """Throughput with `workers` workers, for each peer in turn (and latency with 2)."""
         for peer in self._live():
-            log(f"[bench] {peer.name}: {workers} worker(s)")
+            log(f"[bench] {peer.name}: {workers} worker{'s' if workers > 1 else ''}")
             self._guard(peer, lambda p=peer: self._pool_one_peer(p, workers))
 
     def _pool_one_peer(self, peer, workers: int) -> None:
@@ -201,7 +201,8 @@ class Runner:
                 if rnd == 0 and elapsed > plan.slow_round and plan.rounds > 1:
                     self.results.note(
                         peer.name,
-                        f"{workers} worker(s): one throughput round, not {plan.rounds} "
+                        f"{workers} worker{'s' if workers > 1 else ''}: one throughput "
+                        f"round, not {plan.rounds} "
                         f"(a round takes {elapsed:.0f} s)",
                     )
                     break
