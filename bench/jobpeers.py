@@ -123,6 +123,9 @@ class JobPeer(ABC):
     @abstractmethod
     def version(cls) -> str: ...
 
+    def open_without_pool(self) -> None:  # noqa: B027 (most peers need nothing)
+        """Make submits possible with no worker running (for the enqueue figures)."""
+
     @abstractmethod
     def start(self, workers: int) -> None:
         """Start a pool of `workers` workers; return once it can take jobs."""
@@ -329,7 +332,7 @@ class ProcorchPeer(JobPeer):
         return self._jobs
 
     def open_without_pool(self) -> None:
-        """Make submits possible with no daemon running (for the enqueue figures)."""
+        """`Jobs` talks to the store directly: a config is all it needs, no daemon."""
         if not self.config.exists():
             self._write_config(1)
         self._open()

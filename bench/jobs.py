@@ -36,8 +36,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import benchvenv
+
+if TYPE_CHECKING:  # jobpeers needs the venv's packages: imported after the re-exec
+    from jobpeers import JobPeer
 
 RESULTS_FILE = benchvenv.BENCH_DIR / "RESULTS.md"
 PACKAGES = ("psutil", "rq", "redis")
@@ -117,13 +121,13 @@ def throughput_metric(workers: int) -> str:
 class Runner:
     """Runs the plan over the peers that start, one figure at a time for all of them."""
 
-    def __init__(self, peer_classes: Sequence[type], plan: Plan, root: Path, marker: str):
+    def __init__(self, peer_classes: Sequence[type[JobPeer]], plan: Plan, root: Path, marker: str):
         self.peer_classes = peer_classes
         self.plan = plan
         self.root = root
         self.marker = marker
         self.results = Results()
-        self.peers: dict[str, object] = {}
+        self.peers: dict[str, JobPeer] = {}
 
     def run(self) -> Results:
         from jobpeers import PeerError, RedisServer
@@ -159,11 +163,10 @@ class Runner:
             )
             self._guard(peer, lambda p=peer: self._enqueue_one_peer(p))
 
-    def _enqueue_one_peer(self, peer) -> None:
+    def _enqueue_one_peer(self, peer: JobPeer) -> None:
         plan = self.plan
-        if hasattr(peer, "open_without_pool"):
-            peer.open_without_pool()
         for rep in range(plan.enqueue_reps):
+            peer.open_without_pool()
             ns = self._ns(f"enqueue-single-{rep}", plan.enqueue_single)
             peer.submit(ns[0])  # connection set up, code paths warm
             started = time.perf_counter()
@@ -175,9 +178,6 @@ class Runner:
             peer.submit_many(ns)
             self.results.add("enqueue_batch", peer.name, len(ns) / self._since(started))
             peer.reset()
-            if hasattr(peer, "open_without_pool"):
-                peer.open_without_pool()
-        peer.reset()
 
     def _pool(self, workers: int) -> None:
         """Throughput with `workers` workers, for each peer in turn (and latency with 2)."""
@@ -185,7 +185,7 @@ class Runner:
             log(f"[bench] {peer.name}: {workers} worker{'s' if workers > 1 else ''}")
             self._guard(peer, lambda p=peer: self._pool_one_peer(p, workers))
 
-    def _pool_one_peer(self, peer, workers: int) -> None:
+    def _pool_one_peer(self, peer: JobPeer, workers: int) -> None:
         plan = self.plan
         try:
             peer.start(workers)
@@ -212,7 +212,7 @@ class Runner:
             peer.stop()
             peer.reset()
 
-    def _batch(self, peer, ns: list[int]) -> float:
+    def _batch(self, peer: JobPeer, ns: list[int]) -> float:
         """Submit `ns` in one batched call to the idle pool; seconds until all finished.
 
         The harness first blocks on the last job with the peer's own wait (no polling while
@@ -241,7 +241,7 @@ class Runner:
         self._check(peer, ns, handles)
         return elapsed
 
-    def _latency(self, peer) -> None:
+    def _latency(self, peer: JobPeer) -> None:
         plan = self.plan
         ns = self._ns("latency", plan.latency_warmup + plan.latency_samples)
         for i, n in enumerate(ns):
@@ -256,7 +256,7 @@ class Runner:
 
     # --- helpers --------------------------------------------------------------------
 
-    def _check(self, peer, ns: list[int], handles: list) -> None:
+    def _check(self, peer: JobPeer, ns: list[int], handles: list) -> None:
         """Compare a few outputs with the reference function."""
         from jobfib import fib
         from jobpeers import PeerError
@@ -276,14 +276,14 @@ class Runner:
     def _since(started: float) -> float:
         return time.perf_counter() - started
 
-    def _live(self) -> list:
+    def _live(self) -> list[JobPeer]:
         return [p for name, p in self.peers.items() if name not in self.results.skipped]
 
     def _skip(self, name: str, why: str) -> None:
         log(f"[bench] {name} skipped: {why}")
         self.results.skipped[name] = why
 
-    def _guard(self, peer, step: Callable[[], None]) -> None:
+    def _guard(self, peer: JobPeer, step: Callable[[], None]) -> None:
         """Run one peer's step; a failure skips that peer from then on."""
         from jobpeers import PeerError
 
