@@ -22,7 +22,14 @@ CONFIG_FILENAME = "procorch.toml"
 DEFAULT_RUN_DIRNAME = ".procorch"
 SOCKET_NAME = "control.sock"  # in the run directory
 MAX_SOCKET_PATH = 107  # sizeof(sun_path) - 1 on Linux
+SERVICE_SOCKET_DIR = "sock"  # in the run directory; short, because socket paths are limited
 RESTART_POLICIES = ("always", "on-failure", "never")
+
+
+def service_socket(run_dir: Path, service: str, replica: int) -> Path:
+    """Where replica `replica` of a Python service takes requests: a stable address, so
+    a restarted replica is found again without telling its callers."""
+    return run_dir / SERVICE_SOCKET_DIR / f"{service}.{replica}"
 
 
 class ConfigError(Exception):
@@ -198,8 +205,9 @@ EXAMPLE_TOML = """\
 # and ignores case. Give exactly one of `module` (a Python service) or `command`.
 
 # A Python service: procorch imports the class and runs it in a process of its own.
-[services.demo]
-module = "procorch.services.demo:DemoService"
+# These three are the built-in services, the default stack when no file says otherwise.
+[services.UserService]
+module = "procorch.services.users:UserService"
 # replicas = 1                 # how many copies to run (1 to 1000)
 # env = {}                     # extra environment variables, e.g. { GREETING = "hi" }
 # cwd = "some/dir"             # working directory (default: unset, inherit procorch's)
@@ -210,12 +218,19 @@ module = "procorch.services.demo:DemoService"
 # start_seconds = 1.0          # it must stay up this long to count as running
 # heartbeat_timeout = 10.0     # default: the [procorch] heartbeat_timeout
 
+[services.NotificationService]
+module = "procorch.services.notifications:NotificationService"
+
+[services.OrderService]
+module = "procorch.services.orders:OrderService"
+depends_on = ["UserService"]   # it asks UserService about every order's user
+
 # Any other program: its argv as a list, or as one string split the way a shell would.
 [services.web]
 command = "python -m http.server 8000"
 replicas = 1                   # more would fight over port 8000
 restart = "on-failure"
-depends_on = ["demo"]          # start after demo
+depends_on = ["UserService"]   # start after UserService
 env = { PYTHONUNBUFFERED = "1" }
 
 # Optional, for command services only: the service is healthy while this answers.
@@ -251,7 +266,17 @@ failure_rate = 0.05            # share of attempts that fail on purpose, 0.0 to 
 
 # What runs when no file (or a file without services) says otherwise; the JobWorker
 # service is added by `_with_job_worker`.
-_DEFAULT_SERVICES = (ServiceConfig(name="demo", module="procorch.services.demo:DemoService"),)
+_DEFAULT_SERVICES = (
+    ServiceConfig(name="UserService", module="procorch.services.users:UserService"),
+    ServiceConfig(
+        name="NotificationService", module="procorch.services.notifications:NotificationService"
+    ),
+    ServiceConfig(
+        name="OrderService",
+        module="procorch.services.orders:OrderService",
+        depends_on=("UserService",),
+    ),
+)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _TOML_POSITION = re.compile(
@@ -294,12 +319,12 @@ def load_config(
     configured_run_dir = sections["procorch"].pop("run_dir", None)
     chosen = _run_dir(run_dir, configured_run_dir, base)
     where = _Where("--run-dir") if run_dir is not None else root.key("procorch").key("run_dir")
-    _check_socket_fits(chosen, where)
-    settings = Settings(run_dir=chosen, **sections["procorch"])
     jobs = JobsSettings(**top["jobs"]) if "jobs" in top else _DEMO_JOBS
     services = top.get("services", _DEFAULT_SERVICES)
     if services is _DEFAULT_SERVICES or "jobs" in top:
         services = _with_job_worker(services, jobs, root.key("jobs"))
+    _check_sockets_fit(chosen, services, where)
+    settings = Settings(run_dir=chosen, **sections["procorch"])
     return Config(
         path=path,
         settings=settings,
@@ -415,14 +440,21 @@ def _run_dir(cli: Path | None, configured: str | None, base: Path) -> Path:
     return chosen.resolve()
 
 
-def _check_socket_fits(run_dir: Path, where: _Where) -> None:
+def _check_sockets_fit(run_dir: Path, services: Iterable[ServiceConfig], where: _Where) -> None:
     """A Unix socket path has room for 107 bytes: say so now, not as an OSError later."""
-    length = len(os.fsencode(run_dir / SOCKET_NAME))
-    if length > MAX_SOCKET_PATH:
-        raise where.error(
-            f"{run_dir} is too deep for its control socket ({length} bytes, at most "
-            f"{MAX_SOCKET_PATH}): choose a shorter run directory"
-        )
+    paths = [(run_dir / SOCKET_NAME, "its control socket")]
+    paths += [
+        (service_socket(run_dir, svc.name, svc.replicas - 1), f"the socket of {svc.name}")
+        for svc in services
+        if svc.is_python
+    ]
+    for path, what in paths:
+        length = len(os.fsencode(path))
+        if length > MAX_SOCKET_PATH:
+            raise where.error(
+                f"{run_dir} is too deep for {what} ({length} bytes, at most "
+                f"{MAX_SOCKET_PATH}): choose a shorter run directory"
+            )
 
 
 # --- tables ------------------------------------------------------------------------

@@ -91,8 +91,48 @@ def status_table(status: dict[str, Any]) -> Table:
 
 
 def print_status(status: dict[str, Any]) -> None:
+    _console().print(status_table(status))
+
+
+def _console() -> Console:
     # No markup, emoji or highlighting to look for in these cells: skipping them is faster.
     console = Console(highlight=False, markup=False, emoji=False)
     if not console.is_terminal:  # piped: no terminal width to respect
         console = Console(width=250, highlight=False, markup=False, emoji=False)
-    console.print(status_table(status))
+    return console
+
+
+def print_json(data: Any) -> None:
+    from rich.json import JSON
+
+    Console().print(JSON.from_data(data))
+
+
+def print_services(registry: dict[str, dict[str, Any]]) -> None:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column, justify in (
+        ("service", "left"),
+        ("kind", "left"),
+        ("running", "right"),
+        ("pids", "left"),
+        ("requests", "right"),
+        ("errors", "right"),
+        ("address", "left"),
+    ):
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for name, entry in registry.items():
+        replicas = entry["replicas"]
+        running = sum(r["state"] == "running" for r in replicas)
+        sockets = [r["socket"] for r in replicas if r["socket"]]
+        table.add_row(
+            name,
+            entry["kind"],
+            Text(
+                f"{running}/{len(replicas)}", style="green" if running == len(replicas) else "red"
+            ),
+            " ".join(str(r["pid"]) for r in replicas if r["pid"]) or "-",
+            str(entry["requests"]),
+            str(entry["errors"]),
+            sockets[0].rsplit(".", 1)[0] + ".N" if len(sockets) > 1 else (sockets or ["-"])[0],
+        )
+    _console().print(table)

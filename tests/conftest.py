@@ -166,8 +166,14 @@ SLEEP_FOREVER = "import time; time.sleep(1e6)"
 def jobs_table(**settings: Any) -> str:
     """A `[jobs]` table; tests run jobs with no simulated delay or failures unless told."""
     values = {"delay": 0, "failure_rate": 0, **settings}
-    lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    lines = [f"{key} = {_toml_value(value)}" for key, value in values.items()]
     return "\n[jobs]\n" + "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):  # an inline table: { key = "value", ... }
+        return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
 
 
 class RedisServer:

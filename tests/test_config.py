@@ -24,9 +24,19 @@ from procorch.config import (
     load_config,
 )
 
-DEMO = ServiceConfig(name="demo", module="procorch.services.demo:DemoService")
+BUILT_IN = (
+    ServiceConfig(name="UserService", module="procorch.services.users:UserService"),
+    ServiceConfig(
+        name="NotificationService", module="procorch.services.notifications:NotificationService"
+    ),
+    ServiceConfig(
+        name="OrderService",
+        module="procorch.services.orders:OrderService",
+        depends_on=("UserService",),
+    ),
+)
 JOB_WORKER = ServiceConfig(name="JobWorker", module="procorch.jobs.worker:JobWorker", replicas=2)
-DEFAULT_STACK = (DEMO, JOB_WORKER)
+DEFAULT_STACK = (*BUILT_IN, JOB_WORKER)
 
 
 @pytest.fixture(autouse=True)
@@ -720,12 +730,14 @@ def test_run_dir_is_absolute_and_need_not_exist(tmp_path: Path) -> None:
 
 def test_example_toml_loads(tmp_path: Path) -> None:
     config = load(EXAMPLE_TOML)
-    assert names(config) == ["demo", "web", "JobWorker"]
-    demo, web, worker = config.services
-    assert demo == DEMO
+    assert names(config) == [
+        "UserService", "NotificationService", "OrderService", "web", "JobWorker"
+    ]  # fmt: skip
+    *built_in, web, worker = config.services
+    assert tuple(built_in) == BUILT_IN
     assert worker == JOB_WORKER
     assert web.command == ("python", "-m", "http.server", "8000")
-    assert (web.replicas, web.restart, web.depends_on) == (1, "on-failure", ("demo",))
+    assert (web.replicas, web.restart, web.depends_on) == (1, "on-failure", ("UserService",))
     assert web.health == HealthCheck(tcp=8000)
     assert config.settings == Settings(run_dir=tmp_path / ".procorch")
 
@@ -751,8 +763,8 @@ def test_example_toml_shows_the_real_defaults(tmp_path: Path) -> None:
     assert config.settings == Settings(run_dir=tmp_path / ".procorch")
     assert config.gateway == GatewaySettings()
     assert config.jobs == JobsSettings(delay=0.5, failure_rate=0.05)
-    assert config.services[0] == DEMO
-    assert config.services[1].health == HealthCheck(tcp=8000)
+    assert config.services[:3] == BUILT_IN
+    assert config.services[3].health == HealthCheck(tcp=8000)
 
 
 def test_json_handoff_round_trips_every_field(tmp_path):
@@ -777,7 +789,91 @@ def test_json_handoff_round_trips_every_field(tmp_path):
         restart = "on-failure"
         stop_signal = "INT"
         health = { http = "http://127.0.0.1:8000/" }
+        [jobs]
+        backend = "redis://10.0.0.5:6380/2"
+        workers = 4
+        delay = 0.25
+        failure_rate = 0.5
+        max_attempts = 1
+        timeout = 3
+        max_n = 1000
+        mod = 97
+        synchronous = "FULL"
+        functions = { square = "myapp.jobs:square" }
         """
     )
     config = load_config(tmp_path / "procorch.toml")
     assert Config.from_json(config.to_json()) == config
+    assert config.jobs.functions == {"square": "myapp.jobs:square"}
+    assert config.jobs.synchronous == "full"
+    assert config.services[-1].replicas == 4  # the JobWorker, added by the [jobs] table
+
+
+# --- jobs --------------------------------------------------------------------------
+
+
+def test_jobs_table_defaults_and_the_demo_workload() -> None:
+    assert load("[jobs]\n").jobs == JobsSettings()
+    assert JobsSettings() == JobsSettings(
+        backend="sqlite", workers=2, delay=0.0, failure_rate=0.0, max_attempts=3,
+        timeout=60.0, max_n=10**18, mod=1_000_000_007, synchronous="normal", functions={},
+    )  # fmt: skip
+    # no [jobs] table: the built-in stack's visible, slightly flaky workload
+    assert load("").jobs == JobsSettings(delay=0.5, failure_rate=0.05)
+
+
+def test_job_worker_joins_the_services_of_a_file_with_a_jobs_table() -> None:
+    only = "[services.api]\nmodule = 'pkg.mod:Api'\n"
+    assert names(load(only)) == ["api"]
+    assert names(load(only + "[jobs]\nworkers = 3\n")) == ["api", "JobWorker"]
+    assert load(only + "[jobs]\nworkers = 3\n").services[-1] == dataclasses.replace(
+        JOB_WORKER, replicas=3
+    )
+    assert load("[jobs]\nworkers = 5\n").services == (
+        *BUILT_IN,
+        dataclasses.replace(JOB_WORKER, replicas=5),
+    )
+    # a file that runs the worker itself (its own name, replicas, env) is left alone
+    own = "[services.jw]\nmodule = 'procorch.jobs.worker:JobWorker'\nreplicas = 7\n[jobs]\n"
+    assert [(s.name, s.replicas) for s in load(own).services] == [("jw", 7)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[jobs]\nbackend = 'mysql'\n",
+            'jobs.backend: expected "sqlite" or a URL like redis://HOST:PORT/DB',
+        ),
+        ("[jobs]\nbackend = 'redis://:6379/0'\n", "jobs.backend: expected"),
+        ("[jobs]\nbackend = 'redis://h:99999/0'\n", "jobs.backend: expected"),
+        ("[jobs]\nbackend = 'redis://h:6379/x'\n", "jobs.backend: expected"),
+        ("[jobs]\nworkers = 0\n", "jobs.workers: expected an integer ≥ 1, got 0"),
+        ("[jobs]\ndelay = -1\n", "jobs.delay: expected a number ≥ 0, got -1"),
+        ("[jobs]\nfailure_rate = 1.5\n", "jobs.failure_rate: expected a number from 0.0 to 1.0"),
+        ("[jobs]\nfailure_rate = 'high'\n", "jobs.failure_rate: expected a number ≥ 0, got 'high'"),
+        ("[jobs]\nmax_attempts = 0\n", "jobs.max_attempts: expected an integer ≥ 1, got 0"),
+        ("[jobs]\ntimeout = 0\n", "jobs.timeout: expected a number > 0, got 0"),
+        ("[jobs]\nmax_n = -1\n", "jobs.max_n: expected an integer ≥ 0, got -1"),
+        ("[jobs]\nmod = 1\n", "jobs.mod: expected an integer ≥ 2, got 1"),
+        ("[jobs]\nmod = 9223372036854775808\n", "jobs.mod: expected an integer ≤ 92233720"),
+        ("[jobs]\nsynchronous = 'off'\n", "jobs.synchronous: expected one of 'normal', 'full'"),
+        ("[jobs]\nworker = 2\n", "jobs: unknown key 'worker' (did you mean 'workers'?)"),
+        ("[jobs.functions]\nfib = 'a.b:c'\n", "jobs.functions.fib: 'fib' is the built-in job"),
+        (
+            "[jobs.functions]\nsq = 'not a spec'\n",
+            "jobs.functions.sq: expected 'package.module:function'",
+        ),
+        ("[jobs.functions]\n'my-fn' = 'a.b:c'\n", "jobs.functions: invalid function name 'my-fn'"),
+        ("[services.JobWorker]\ncommand = 'x'\n[jobs]\n", "jobs: a service is already called"),
+    ],
+)
+def test_jobs_errors(text: str, expected: str) -> None:
+    assert error(text).startswith(f"procorch.toml: {expected}")
+
+
+def test_the_examples_load() -> None:
+    examples = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+    assert examples
+    for path in examples:
+        assert load_config(path, environ={}).services, path

@@ -179,6 +179,18 @@ def test_stats_count_every_status(jobs):
     assert stats["counts"] == {"pending": 2, "running": 0, "done": 0, "failed": 0, "cancelled": 1}
     assert stats["total"] == 3
     assert stats["throughput"] == {"last_10s": 0.0, "last_60s": 0.0}
+    # the counts kept by triggers are the table's, whatever moved
+    jobs._store.db.execute("UPDATE jobs SET status = 'done' WHERE job_id = ?", (ids[1],))
+    jobs._store.db.execute("DELETE FROM jobs WHERE job_id = ?", (ids[2],))
+    table = dict(jobs._store.db.execute("SELECT status, count(*) FROM jobs GROUP BY status"))
+    assert (
+        {s: n for s, n in jobs.stats()["counts"].items() if n}
+        == table
+        == {
+            "done": 1,
+            "cancelled": 1,
+        }
+    )
 
 
 def test_module_level_conveniences(tmp_path, monkeypatch):
@@ -190,3 +202,19 @@ def test_module_level_conveniences(tmp_path, monkeypatch):
     assert procorch.cancel_job(job_id)["status"] == "cancelled"
     assert procorch.wait_job(job_id, timeout=1)["status"] == "cancelled"
     assert (tmp_path / ".procorch" / "jobs.db").exists()
+
+
+def test_wal_the_durability_setting_and_owner_only_files(tmp_path):
+    import stat
+
+    for synchronous, level in (("normal", 1), ("full", 2)):
+        config = tmp_path / f"{synchronous}.toml"
+        config.write_text(jobs_table(synchronous=synchronous))
+        run_dir = tmp_path / synchronous
+        with procorch.Jobs.open(config, run_dir=run_dir) as jobs:
+            jobs.submit(1)
+            db = jobs._store.db
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert db.execute("PRAGMA synchronous").fetchone()[0] == level
+        for path in (run_dir, run_dir / "wake", run_dir / "done"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o700

@@ -13,6 +13,7 @@ from datetime import datetime
 import psutil
 import pytest
 
+import procorch
 from procorch import Jobs
 from procorch.jobs.fib import fib
 from tests.conftest import PY, jobs_table, wait_for
@@ -105,6 +106,17 @@ def test_kill_9_of_a_worker_mid_job_reruns_it_within_a_second(run):
     assert when(job["started_time"]) - killed < 1.0
 
 
+def test_a_job_that_kills_its_worker_fails_after_max_attempts(stack, run):
+    (stack.root / "poison.py").write_text(
+        "import os, signal\n\ndef die(n, mod):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    jobs = run(max_attempts=2, functions={"die": "poison:die"})
+    job = jobs.wait(jobs.submit(1, function="die"), timeout=15)
+    assert (job["status"], job["attempts"], job["output"]) == ("failed", 2, None)
+    assert re.fullmatch(r"worker .+:JobWorker\.[01]:\d+ died.*", job["error"])
+    assert jobs.wait(jobs.submit(10), timeout=10)["output"] == 55  # the pool is fine
+
+
 def test_a_hung_workers_lapsed_lease_is_retried(run):
     # the supervisor would kill a silent worker after 30 s; the lease lapses long before
     jobs = run(settings="heartbeat_timeout = 30.0\n", delay=0.3, timeout=0.5)
@@ -149,6 +161,9 @@ def test_500_jobs_submitted_concurrently_each_run_exactly_once(stack, run):
         assert job["output"] == fib(job["input"], 1_000_000_007)
     # every attempt is counted by the replica that made it: 500 in all, none twice
     assert sum(r["requests"] for r in stack.replicas("JobWorker")) == 500
+    stats = jobs.stats()
+    assert stats["counts"]["done"] == 500
+    assert stats["throughput"]["last_60s"] == pytest.approx(500 / 60, abs=0.01)
 
 
 def test_kill_9_of_the_daemon_mid_load_then_up_loses_nothing(stack, run):
@@ -188,3 +203,20 @@ def test_no_stale_worker_keeps_running_after_down(stack, run):
     pids = [r["pid"] for r in stack.replicas("JobWorker")]
     assert stack.cli("down").returncode == 0
     assert not any(psutil.pid_exists(pid) for pid in pids)
+
+
+def test_job_functions_come_only_from_the_allow_list(stack):
+    (stack.root / "myjobs.py").write_text(
+        "def square(n, mod):\n    return n * n % mod\n\n"
+        "def broken(n, mod):\n    raise RuntimeError('no luck')\n"
+    )
+    functions = '[jobs.functions]\nsquare = "myjobs:square"\nbroken = "myjobs:broken"\n'
+    stack.write(jobs_table(max_attempts=1) + functions)
+    stack.up()
+    with Jobs.open(stack.config) as jobs:
+        square = jobs.wait(jobs.submit(12, 100, function="square"), timeout=10)
+        assert (square["status"], square["function"], square["output"]) == ("done", "square", 44)
+        broken = jobs.wait(jobs.submit(1, function="broken"), timeout=10)
+        assert (broken["status"], broken["error"]) == ("failed", "RuntimeError: no luck")
+        with pytest.raises(procorch.InvalidJob, match="unknown job function 'myjobs:square'"):
+            jobs.submit(1, function="myjobs:square")  # a job names a function, never code

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import builtins
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from procorch.config import Config, JobsSettings, load_config
 from procorch.jobs.job import (
+    CANCELLABLE,
     DEFAULT_FUNCTION,
     FINISHED,
     InvalidJob,
@@ -33,16 +35,23 @@ from procorch.jobs.store import Store, Waiter, open_store
 
 MAX_LIMIT = 10_000  # one `list` page at most
 WAIT_SLICE = 0.5  # a waiting client looks again at least this often, woken or not
+THROUGHPUT_EVERY = 0.5  # seconds between two computations of `stats` throughput
 
 
 class Jobs:
-    """A connection to the job queue of one procorch configuration."""
+    """A connection to the job queue of one procorch configuration.
+
+    Like the database connection it holds, one `Jobs` serves one thread at a time:
+    give each thread (and each process) its own.
+    """
 
     def __init__(self, settings: JobsSettings, run_dir: Path) -> None:
         self.settings = settings
         self.run_dir = run_dir
         self._store: Store = open_store(settings, run_dir)
         self._waiter: Waiter | None = None  # kept between waits: subscribing costs a round trip
+        self._throughput: dict[str, float] = {}
+        self._throughput_due = 0.0
 
     @classmethod
     def open(cls, config: Path | None = None, run_dir: Path | None = None) -> Jobs:
@@ -112,7 +121,10 @@ class Jobs:
         return {"jobs": jobs, "count": len(jobs), "total": total}
 
     def wait(
-        self, job_id: int, timeout: float | None = None, on_change: Any = None
+        self,
+        job_id: int,
+        timeout: float | None = None,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Block until the job is done, failed or cancelled; the job then.
 
@@ -141,7 +153,7 @@ class Jobs:
 
         Raises `JobError` if the job has finished already."""
         before = self._record(job_id)
-        if before["status"] in FINISHED:
+        if before["status"] not in CANCELLABLE:
             raise JobError(f"job {before['job_id']} is already {before['status']}")
         after = self._store.cancel(before["job_id"])
         assert after is not None
@@ -150,18 +162,22 @@ class Jobs:
         return public(after)
 
     def stats(self) -> dict[str, Any]:
-        """Counts per status, the total, and throughput (jobs finished per second)."""
+        """Counts per status (exact), the total, and throughput: jobs finished (done or
+        failed) per second over the last 10 and 60 s, recomputed at most every
+        THROUGHPUT_EVERY s, so that polling `stats` stays cheap."""
         counts = {status.value: 0 for status in Status}
         counts.update(self._store.counts())
         now = time.time()
-        throughput = {
-            f"last_{window}s": round(self._store.finished_since(now - window) / window, 2)
-            for window in (10, 60)
-        }
+        if now >= self._throughput_due:
+            self._throughput_due = now + THROUGHPUT_EVERY
+            self._throughput = {
+                f"last_{window}s": round(self._store.finished_since(now - window) / window, 2)
+                for window in (10, 60)
+            }
         return {
             "counts": counts,
             "total": sum(counts.values()),
-            "throughput": throughput,
+            "throughput": self._throughput,
             "backend": "sqlite" if self.settings.redis_url is None else "redis",
         }
 

@@ -52,6 +52,10 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 
+# The states a job can be cancelled from, as the stores' cancel statements spell them.
+CANCELLABLE = tuple(s.value for s in Status if Status.CANCELLED in TRANSITIONS[s])
+
+
 class JobError(Exception):
     """A job request that cannot be served; str() is one line for the user."""
 

@@ -137,7 +137,7 @@ return 1
 """
 )
 
-# ARGV: prefix, job id, entry, now, max_attempts, timeout, taker label
+# ARGV: prefix, job id, entry, now, max_attempts, timeout, taker label, what happened
 # The entry's consumer is gone (or hung): put its job back, or fail it. -> 1 if taken back
 _RECOVER = (
     _LIB
@@ -154,7 +154,7 @@ end
 if job[3] == ARGV[7] then return 0 end  -- the taker's own job
 release(ARGV[3])
 local now = tonumber(ARGV[4])
-local why = 'worker ' .. job[3] .. ' died or hung (lease lapsed)'
+local why = 'worker ' .. job[3] .. ' ' .. ARGV[8]
 if now - tonumber(job[5]) >= tonumber(ARGV[6]) then
   why = 'timed out after ' .. ARGV[6] .. 's (worker killed)'
 end
@@ -178,7 +178,7 @@ _CANCEL = (
 local id = ARGV[2]
 local key = p .. 'job:' .. id
 local status = redis.call('HGET', key, 'status')
-if status ~= 'pending' and status ~= 'running' then return 0 end
+if status ~= 'pending' and status ~= 'running' then return 0 end  -- job.CANCELLABLE
 redis.call('HSET', key, 'status', 'cancelled', 'finished_time', ARGV[3])
 move(id, status, 'cancelled')
 redis.call('ZREM', p .. 'delayed', id)
@@ -349,8 +349,7 @@ class RedisStore(Store):
     # -- workers -----------------------------------------------------------------------
 
     def _consumer(self, worker: WorkerId) -> str:
-        service_replica = worker.label.split(":")[1]
-        return self._consumer_prefix + service_replica
+        return self._consumer_prefix + worker.replica
 
     def _start(self, worker: WorkerId, entries: Any) -> Claim | None:
         if not entries:
@@ -371,13 +370,17 @@ class RedisStore(Store):
     def claim(self, worker: WorkerId, block: float) -> Claim | None:
         due = float(self._run("promote", repr(time.time())))
         block = min(block, BLOCK_MAX) if due < 0 else min(block, BLOCK_MAX, due)
-        entries = self.client.xreadgroup(
-            GROUP,
-            self._consumer(worker),
-            {PREFIX + "stream": ">"},
-            count=1,
-            block=max(1, int(block * 1000)),
-        )
+        try:
+            entries = self.client.xreadgroup(
+                GROUP,
+                self._consumer(worker),
+                {PREFIX + "stream": ">"},
+                count=1,
+                block=max(1, int(block * 1000)),
+            )
+        except redis.ResponseError as exc:
+            self._lost_group(exc)
+            return None
         return self._start(worker, entries)
 
     def interrupt(self) -> None:
@@ -414,26 +417,46 @@ class RedisStore(Store):
         )
         if claim_next:  # the next job in the same round trip
             pipe.xreadgroup(GROUP, self._consumer(worker), {PREFIX + "stream": ">"}, count=1)
-        results = pipe.execute()
+        try:
+            results = pipe.execute()
+        except redis.ResponseError as exc:  # the result is recorded: scripts run regardless
+            self._lost_group(exc)
+            return None
         return self._start(worker, results[1]) if claim_next else None
 
+    def _lost_group(self, exc: redis.ResponseError) -> None:
+        """The stream and its group are gone (FLUSHDB, say): create them again."""
+        # NOGROUP: found missing; UNBLOCKED: deleted while we were blocked reading it
+        if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+            raise exc
+        self._create_group()
+
     def recover(self, worker: WorkerId) -> int:
+        try:
+            return self._recover(worker)
+        except redis.ResponseError as exc:
+            self._lost_group(exc)
+            return 0
+
+    def _recover(self, worker: WorkerId) -> int:
         stream, consumer = PREFIX + "stream", self._consumer(worker)
-        entries: list[tuple[str, int]] = []
+        entries: list[tuple[str, int, str]] = []  # (entry, job id or 0, what happened)
         if not self._recovered_own:
             # our predecessor's entries: it is dead, since we replace it
             self._recovered_own = True
             for item in self.client.xpending_range(stream, GROUP, "-", "+", 1000, consumer):
-                entries.append((item["message_id"].decode(), 0))
+                entries.append((item["message_id"].decode(), 0, "died"))
         # entries of consumers silent longer than a lease: dead, or hung
         _next, claimed, *_ = self.client.xautoclaim(
             stream, GROUP, consumer, int(LEASE * 1000), "0-0", count=100
         )
         for entry_id, fields in claimed:
             if fields:  # a deleted entry comes back empty
-                entries.append((entry_id.decode(), int(fields[b"id"])))
+                entries.append(
+                    (entry_id.decode(), int(fields[b"id"]), "died or hung (lease lapsed)")
+                )
         taken = 0
-        for entry, job_id in entries:
+        for entry, job_id, what in entries:
             if job_id == 0:
                 raw = self.client.xrange(stream, entry, entry)
                 if not raw:
@@ -448,6 +471,7 @@ class RedisStore(Store):
                 self.settings.max_attempts,
                 repr(self.settings.timeout),
                 worker.label,
+                what,
             )
         return taken
 

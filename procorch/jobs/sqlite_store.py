@@ -13,6 +13,7 @@ back jobs whose worker is gone or whose lease lapsed.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from procorch.config import JobsSettings
-from procorch.jobs.job import FIELDS, Status, backoff
+from procorch.jobs.job import CANCELLABLE, FIELDS, Status, backoff
 from procorch.jobs.store import Claim, Store, Waiter, WorkerId, process_alive
 from procorch.jobs.wake import Bell, Sleeper
 
@@ -29,27 +30,47 @@ LEASE_GRACE = 1.0  # a lease is the job's timeout and this: only a hung worker o
 BUSY_TIMEOUT = 30.0  # give up on the write lock after this long
 _T = TypeVar("_T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an id is never reused
-    status TEXT NOT NULL,
-    function TEXT NOT NULL,
-    input INTEGER NOT NULL,
-    mod INTEGER NOT NULL,
-    output INTEGER,
-    error TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    init_time REAL NOT NULL,
-    started_time REAL,
-    finished_time REAL,
-    worker TEXT,
-    worker_pid INTEGER,
-    worker_start INTEGER,
-    lease_until REAL,
-    run_after REAL NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, job_id);
-"""
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS jobs (
+        job_id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an id is never reused
+        status TEXT NOT NULL,
+        function TEXT NOT NULL,
+        input INTEGER NOT NULL,
+        mod INTEGER NOT NULL,
+        output INTEGER,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        init_time REAL NOT NULL,
+        started_time REAL,
+        finished_time REAL,
+        worker TEXT,
+        worker_pid INTEGER,
+        worker_start INTEGER,
+        lease_until REAL,
+        run_after REAL NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, job_id)",
+    # throughput counts the recent finishes only, not the whole table
+    """CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_time)
+    WHERE status IN ('done', 'failed')""",
+    # counts per status kept by triggers, in the transaction that changes them: `stats`
+    # (which programs poll) reads five rows, not the whole table
+    "CREATE TABLE IF NOT EXISTS counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+    """INSERT OR IGNORE INTO counts
+    SELECT value, (SELECT count(*) FROM jobs WHERE status = value) FROM json_each(?)""",
+    """CREATE TRIGGER IF NOT EXISTS jobs_inserted AFTER INSERT ON jobs BEGIN
+        UPDATE counts SET n = n + 1 WHERE status = new.status;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS jobs_moved AFTER UPDATE OF status ON jobs
+    WHEN old.status != new.status BEGIN
+        UPDATE counts SET n = n - 1 WHERE status = old.status;
+        UPDATE counts SET n = n + 1 WHERE status = new.status;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS jobs_deleted AFTER DELETE ON jobs BEGIN
+        UPDATE counts SET n = n - 1 WHERE status = old.status;
+    END""",
+)
 _COLUMNS = ", ".join(FIELDS)
 _CLAIM = """
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_time = :now,
@@ -74,6 +95,11 @@ WHERE {_FENCE}
 _FAIL = f"""
 UPDATE jobs SET status = 'failed', error = :error, finished_time = :now, lease_until = NULL
 WHERE {_FENCE}
+"""
+
+_CANCEL = f"""
+UPDATE jobs SET status = 'cancelled', finished_time = ?, lease_until = NULL
+WHERE job_id = ? AND status IN ({", ".join("?" * len(CANCELLABLE))})
 """
 
 
@@ -109,10 +135,16 @@ class SQLiteStore(Store):
         self.db.row_factory = sqlite3.Row
         self._retrying(lambda: self.db.execute("PRAGMA journal_mode = WAL"))
         self.db.execute(f"PRAGMA synchronous = {settings.synchronous.upper()}")
-        self._write(lambda db: db.executescript(_SCHEMA) and None, begin=False)
+        self._write(self._create)
         self._workers_bell = Bell(self._workers_dir)
         self._waiters_bell = Bell(self._waiters_dir)
         self._sleeper: Sleeper | None = None  # a worker's, bound at its first idle claim
+
+    @staticmethod
+    def _create(db: sqlite3.Connection) -> None:
+        statuses = json.dumps([status.value for status in Status])
+        for statement in _SCHEMA:
+            db.execute(statement, (statuses,) if "?" in statement else ())
 
     def close(self) -> None:
         if self._sleeper is not None:
@@ -135,10 +167,8 @@ class SQLiteStore(Store):
             time.sleep(delay)
             delay = min(delay * 2, 0.005)
 
-    def _write(self, body: Callable[[sqlite3.Connection], _T], begin: bool = True) -> _T:
+    def _write(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run `body` in a write transaction, waiting (briefly, in steps) for the lock."""
-        if not begin:  # executescript manages its own transaction
-            return self._retrying(lambda: body(self.db))
         self._retrying(lambda: self.db.execute("BEGIN IMMEDIATE"))
         try:
             result = body(self.db)
@@ -181,26 +211,18 @@ class SQLiteStore(Store):
 
     def cancel(self, job_id: int) -> dict[str, Any] | None:
         now = time.time()
-        changed = self._write(
-            lambda db: (
-                db.execute(
-                    "UPDATE jobs SET status = 'cancelled', finished_time = ?, lease_until = NULL"
-                    " WHERE job_id = ? AND status IN ('pending', 'running')",
-                    (now, job_id),
-                ).rowcount
-            )
-        )
+        changed = self._write(lambda db: db.execute(_CANCEL, (now, job_id, *CANCELLABLE)).rowcount)
         if changed:
             self._waiters_bell.ring()
         return self.get(job_id)
 
     def counts(self) -> dict[str, int]:
-        rows = self.db.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall()
-        return {status: count for status, count in rows}
+        return dict(self.db.execute("SELECT status, n FROM counts").fetchall())
 
     def finished_since(self, since: float) -> int:
         (count,) = self.db.execute(
-            "SELECT count(*) FROM jobs WHERE finished_time >= ? AND status IN ('done', 'failed')",
+            "SELECT count(*) FROM jobs INDEXED BY jobs_finished"
+            " WHERE status IN ('done', 'failed') AND finished_time >= ?",
             (since,),
         ).fetchone()
         return count
@@ -285,7 +307,7 @@ class SQLiteStore(Store):
             if row["worker"] == worker.label:
                 continue  # ours: we are alive, and hold it
             if not process_alive(row["worker_pid"], row["worker_start"]):
-                lost.append((row, self._death(row, now, "died")))
+                lost.append((row, self._death(row, now)))
             elif row["lease_until"] is not None and row["lease_until"] < now:
                 lost.append((row, f"lease lapsed on worker {row['worker']}"))
         if not lost:
@@ -308,10 +330,11 @@ class SQLiteStore(Store):
         self._waiters_bell.ring()
         return taken
 
-    def _death(self, row: sqlite3.Row, now: float, verb: str) -> str:
+    def _death(self, row: sqlite3.Row, now: float) -> str:
+        """Why a dead worker's attempt failed: its timeout (it was killed for it), or not."""
         if row["started_time"] is not None and now - row["started_time"] >= self.settings.timeout:
             return f"timed out after {self.settings.timeout:g}s (worker killed)"
-        return f"worker {row['worker']} {verb}"
+        return f"worker {row['worker']} died"
 
     def cancelled(self, claim: Claim) -> bool:
         row = self.db.execute("SELECT status FROM jobs WHERE job_id = ?", (claim.job_id,))

@@ -22,14 +22,15 @@ from procorch.jobs.job import Status
 class WorkerId:
     """Who runs a job: a label for humans (also the lease's fence) and an OS identity."""
 
+    replica: str  # service.replica: the same for a worker and its replacement
     label: str  # host:service.replica:pid, unique among live workers
     pid: int
     start: int | None  # the process's start time in clock ticks since boot (pids are reused)
 
     @classmethod
     def current(cls, service: str, replica: int) -> WorkerId:
-        pid = os.getpid()
-        return cls(f"{socket.gethostname()}:{service}.{replica}:{pid}", pid, process_start(pid))
+        pid, name = os.getpid(), f"{service}.{replica}"
+        return cls(name, f"{socket.gethostname()}:{name}:{pid}", pid, process_start(pid))
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Claim:
 
 
 def process_start(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot), None if there is no such process.
+    """The process's start time (clock ticks since boot); None if it is gone or a zombie.
 
     (pid, start) names a process for good: a reused pid comes with another start time.
     """
@@ -56,7 +57,8 @@ def process_start(pid: int) -> int | None:
     except OSError:
         return None
     # the command name (field 2) may contain spaces and parentheses: split after its last ')'
-    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return None if fields[0] in (b"Z", b"X") else int(fields[19])
 
 
 def process_alive(pid: int | None, start: int | None) -> bool:

@@ -1,9 +1,17 @@
 """The base class of a Python service, and the context the supervisor hands it.
 
-A service subclasses `Service` and overrides `setup`, `tick` and `teardown` as it
-needs. The supervisor runs each replica in its own process (see `__main__`). The
-main loop heartbeats between ticks, so a replica whose loop hangs stops
-heartbeating and is restarted: the heartbeat proves the loop runs, not just the process.
+A service subclasses `Service`, declares its actions with `@action("name")`, and
+overrides `setup`, `tick` and `teardown` as it needs. The supervisor runs each replica
+in its own process (see `__main__`). A service with actions listens on its replica's
+socket (see `server`) from just after `setup` on; each request is counted in the
+replica's slot of the shared statistics. The main loop heartbeats between ticks, so a
+replica whose loop hangs stops heartbeating and is restarted: the heartbeat proves the
+loop runs, not just the process.
+
+    class Greeter(Service):
+        @action("greet")
+        def greet(self, data: dict) -> dict:
+            return {"greeting": f"hello, {data.get('name', 'world')}"}
 """
 
 from __future__ import annotations
@@ -11,12 +19,42 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sys
 import threading
+import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from procorch.config import Config
+from procorch.services import protocol
+from procorch.services.protocol import ServiceError
+from procorch.services.registry import socket_path
 from procorch.stats import StatsTable
+
+if TYPE_CHECKING:
+    from procorch.services.client import Client
+
+ActionFn = Callable[[Any, dict[str, Any]], Any]
+F = TypeVar("F", bound=ActionFn)
+
+
+def action(name: str | None = None) -> Callable[[F], F]:
+    """Mark a method as the handler of action `name` (default: the method's name).
+
+    The method takes the request's `data` (a dict) and returns the reply's data (any
+    JSON value). To refuse, it raises a `ServiceError` (`Invalid`, `NotFound`,
+    `Conflict`...); any other exception becomes an `internal` error reply, and the
+    traceback goes to the replica's log.
+    """
+
+    def mark(fn: F) -> F:
+        fn._procorch_action = name or fn.__name__  # type: ignore[attr-defined]
+        return fn
+
+    return mark
 
 
 @dataclass(frozen=True)
@@ -50,11 +88,32 @@ class Service:
     """Subclass me. `tick` runs every `tick_interval` seconds (None: only heartbeats)."""
 
     tick_interval: float | None = None
+    actions: ClassVar[dict[str, ActionFn]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        found: dict[str, ActionFn] = {}
+        for klass in reversed(cls.__mro__):  # a subclass's handler wins over its base's
+            for fn in vars(klass).values():
+                name = getattr(fn, "_procorch_action", None)
+                if name is not None:
+                    found[name] = fn
+        cls.actions = found
 
     def __init__(self, context: ServiceContext) -> None:
         self.context = context
         self.stats = StatsTable(context.run_dir / "stats.bin")
         self._stopping = threading.Event()
+        self._stats_lock = threading.Lock()  # a counter update is read-modify-write
+        self._server = None
+
+    @functools.cached_property
+    def client(self) -> Client:
+        """A client to call other services, named after this replica in its requests."""
+        from procorch.services.client import Client
+
+        ctx = self.context
+        return Client(ctx.run_dir, sender=f"{ctx.name}.{ctx.replica}")
 
     # -- for subclasses ------------------------------------------------------------
 
@@ -85,9 +144,49 @@ class Service:
             signal.signal(sig, lambda *_: self.stop())
         self.setup()
         try:
+            if self.actions:
+                from procorch.services.server import RequestServer
+
+                path = socket_path(self.context.run_dir, self.context.name, self.context.replica)
+                self._server = RequestServer(path, self.handle)
+                self._server.start()
             self.run()
         finally:
+            if self._server is not None:
+                self._server.close()
             self.teardown()
+
+    def handle(self, body: bytes) -> bytes | None:
+        """One request frame's body in, its reply frame out (None for a notification)."""
+        started = time.perf_counter()
+        request_id = None
+        wanted = True  # a frame we cannot read is answered, whatever it asked
+        try:
+            message = protocol.parse_request(body)
+            request_id = message["request_id"]
+            wanted = message.get("reply", True) is not False
+            fn = self.actions.get(message["action"])
+            if fn is None:
+                known = ", ".join(sorted(self.actions))
+                raise ServiceError(
+                    "unknown_action",
+                    f"{self.context.name} has no action {message['action']!r} (actions: {known})",
+                )
+            reply = protocol.success(request_id, fn(self, message["data"]))
+        except ServiceError as exc:
+            reply = protocol.error(request_id, exc.code, exc.message)
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            reply = protocol.error(request_id, "internal", f"{type(exc).__name__}: {exc}")
+        failed = reply["status"] == "error"
+        with self._stats_lock:
+            self.stats.count_request(self.context.slot, time.perf_counter() - started, failed)
+        if not wanted:
+            return None
+        try:
+            return protocol.frame(reply)
+        except (TypeError, ValueError) as exc:  # the action returned something unsendable
+            return protocol.frame(protocol.error(request_id, "internal", str(exc)))
 
     def run(self) -> None:
         """The main loop: heartbeat and tick until stopped.

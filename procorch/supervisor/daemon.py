@@ -21,7 +21,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from procorch.config import Config, ServiceConfig
+from procorch.config import Config, ServiceConfig, service_socket
 from procorch.stats import StatsTable
 from procorch.supervisor import control
 from procorch.supervisor.health import Prober, sample, stale_heartbeat
@@ -436,11 +436,19 @@ class Supervisor:
                         "pid": r.pid,
                         "create_time": r.create_time,
                         "restarts": r.restarts,
+                        "socket": self._socket(r),
+                        "registered_at": r.started_at,
                     }
                     for r in self.replicas
                 ],
             }
         )
+
+    def _socket(self, r: Replica) -> str | None:
+        """Where a Python replica takes requests (the registry publishes it)."""
+        if not r.service.is_python:
+            return None
+        return str(service_socket(self.rundir.path, r.name, r.index))
 
     def status(self, targets: list[Replica] | None = None) -> dict[str, Any]:
         now = time.monotonic()
@@ -468,6 +476,8 @@ class Supervisor:
                     "requests": slot.requests,
                     "errors": slot.errors,
                     "last_exit": r.last_exit,
+                    "started_at": r.started_at if alive else None,
+                    "socket": self._socket(r),
                 }
             )
         return {

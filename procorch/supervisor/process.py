@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from procorch.config import ServiceConfig
 from procorch.supervisor.lifeline import die_with_parent
+from procorch.supervisor.rundir import now_iso
 from procorch.supervisor.state import ProcessState
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class Replica:
     pid: int | None = None
     create_time: float | None = None
     started: float = 0.0  # time.monotonic() at spawn
+    started_at: str | None = None  # the same moment for humans: UTC, ISO 8601
     state_since: float = field(default_factory=time.monotonic)
     restarts: int = 0
     crash_times: list[float] = field(default_factory=list)  # within the restart window
@@ -125,6 +127,7 @@ class Replica:
         )
         self.pid = self.popen.pid
         self.started = time.monotonic()
+        self.started_at = now_iso()
         # identity (create time) and usage are read at the first health check (see
         # health.sample): until we reap it, the pid cannot be reused by anyone else
         self.ps = self.create_time = self.cpu_percent = self.rss_bytes = self.cpu_mark = None

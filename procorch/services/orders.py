@@ -1,0 +1,96 @@
+"""OrderService: orders of a product by a user that UserService vouches for.
+
+Creating an order asks UserService whether the user exists (a call with a short
+timeout: if UserService is down the order fails fast as `unavailable`), stores the
+order, then tells NotificationService without waiting for it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from procorch.services import fields
+from procorch.services.base import Service, action
+from procorch.services.database import Database
+from procorch.services.protocol import NotFound, ServiceError
+from procorch.supervisor.rundir import now_iso
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL,
+    product TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL
+)
+"""
+USERS = "UserService"
+NOTIFICATIONS = "NotificationService"
+USER_CHECK_TIMEOUT = 2.0  # seconds; a user lookup is a single indexed read
+ORDER_CREATED = "Your order has been created"
+
+
+class OrderService(Service):
+    def setup(self) -> None:
+        self.db = Database(self.context.run_dir, "orders", SCHEMA)
+
+    def teardown(self) -> None:
+        self.db.close()
+
+    @action("create_order")
+    def create_order(self, data: dict[str, Any]) -> dict[str, Any]:
+        user_id = fields.identifier(data, "user_id")
+        product = fields.text(data, "product", max_length=200)
+        quantity = fields.integer(data, "quantity", minimum=1, maximum=1_000_000, default=1)
+        try:
+            check = self.client.call(
+                USERS, "validate_user", {"user_id": user_id}, timeout=USER_CHECK_TIMEOUT
+            )
+        except ServiceError as exc:
+            # unavailable or timeout: the caller sees which, and that it was the user check
+            raise ServiceError(exc.code, f"cannot check the user: {exc.message}") from None
+        if not check.get("valid"):
+            raise NotFound(f"user {user_id} does not exist")
+        with self.db.transaction() as db:
+            order = db.execute(
+                "INSERT INTO orders (user_id, product, quantity, status, created_at) "
+                "VALUES (?, ?, ?, 'created', ?) RETURNING *",
+                (user_id, product, quantity, now_iso()),
+            ).fetchone()
+        self._notify(order)
+        return {"order": order}
+
+    @action("get_order")
+    def get_order(self, data: dict[str, Any]) -> dict[str, Any]:
+        order_id = fields.identifier(data, "order_id")
+        order = self.db.one("SELECT * FROM orders WHERE id = ?", (order_id,))
+        if order is None:
+            raise NotFound(f"order {order_id} does not exist")
+        return {"order": order}
+
+    @action("list_orders")
+    def list_orders(self, data: dict[str, Any]) -> dict[str, Any]:
+        limit, offset = fields.page(data)
+        where, params = "", ()
+        if data.get("user_id") is not None:
+            where, params = "WHERE user_id = ?", (fields.identifier(data, "user_id"),)
+        orders = self.db.all(
+            f"SELECT * FROM orders {where} ORDER BY id LIMIT ? OFFSET ?", (*params, limit, offset)
+        )
+        total = self.db.one(f"SELECT count(*) AS n FROM orders {where}", params)
+        return {"orders": orders, "count": len(orders), "total": total["n"] if total else 0}
+
+    def _notify(self, order: dict[str, Any]) -> None:
+        """Tell NotificationService, without waiting: the order stands whatever happens."""
+        note = {
+            "user_id": order["user_id"],
+            "message": ORDER_CREATED,
+            "type": "email",
+            "order_id": order["id"],
+        }
+        try:
+            self.client.notify(NOTIFICATIONS, "send_notification", note)
+        except ServiceError as exc:
+            print(f"order {order['id']}: notification not sent: {exc}", file=sys.stderr)

@@ -1,0 +1,336 @@
+"""The built-in services through real calls: users, orders, notifications, and failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from procorch.services.client import Client
+from procorch.services.protocol import ServiceError
+from tests.conftest import Stack, wait_for
+
+BUILT_IN = """
+[services.UserService]
+module = "procorch.services.users:UserService"
+
+[services.NotificationService]
+module = "procorch.services.notifications:NotificationService"
+
+[services.OrderService]
+module = "procorch.services.orders:OrderService"
+depends_on = ["UserService"]
+"""
+
+
+@pytest.fixture
+def shop(stack: Stack) -> Stack:
+    stack.write(BUILT_IN)
+    stack.up()
+    return stack
+
+
+@pytest.fixture
+def client(shop: Stack) -> Client:
+    with Client(shop.run_dir) as c:
+        yield c
+
+
+def error_of(fn: Any, *args: Any, **kwargs: Any) -> ServiceError:
+    with pytest.raises(ServiceError) as info:
+        fn(*args, **kwargs)
+    return info.value
+
+
+def pid_of(stack: Stack, name: str) -> int:
+    return stack.replicas(name)[0]["pid"]
+
+
+def restarted(stack: Stack, name: str, old_pid: int) -> bool:
+    r = stack.replicas(name)[0]
+    return r["state"] == "running" and r["pid"] != old_pid
+
+
+# --- users ------------------------------------------------------------------------
+
+
+def test_create_get_list_users(client: Client) -> None:
+    alice = client.call("UserService", "create_user", {"username": "alice", "email": "a@x.org"})
+    bob = client.call("UserService", "create_user", {"username": "bob", "email": "b@x.org"})
+    assert alice["user"]["id"] == 1 and bob["user"]["id"] == 2
+    assert alice["user"]["username"] == "alice" and alice["user"]["email"] == "a@x.org"
+    assert client.call("UserService", "get_user", {"user_id": 2}) == bob
+    listed = client.call("UserService", "list_users", {})
+    assert [u["username"] for u in listed["users"]] == ["alice", "bob"]
+    assert listed["count"] == listed["total"] == 2
+    page = client.call("UserService", "list_users", {"limit": 1, "offset": 1})
+    assert [u["id"] for u in page["users"]] == [2] and page["total"] == 2
+    assert client.call("UserService", "validate_user", {"user_id": 1})["valid"] is True
+    assert client.call("UserService", "validate_user", {"user_id": 9})["valid"] is False
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"email": "a@x.org"}, "`username` is required"),
+        ({"username": "  ", "email": "a@x.org"}, "`username` must not be empty"),
+        ({"username": 5, "email": "a@x.org"}, "`username` must be a string"),
+        ({"username": "c"}, "`email` is required"),
+        ({"username": "c", "email": "not-an-email"}, "`email` is not a valid email"),
+        ({"username": "c", "email": "a@b"}, "`email` is not a valid email"),
+    ],
+)
+def test_create_user_validates(client: Client, data: dict, problem: str) -> None:
+    err = error_of(client.call, "UserService", "create_user", data)
+    assert err.code == "invalid" and problem in err.message
+    assert client.call("UserService", "list_users", {})["total"] == 0  # nothing created
+
+
+def test_duplicate_username_is_a_conflict(client: Client) -> None:
+    client.call("UserService", "create_user", {"username": "alice", "email": "a@x.org"})
+    err = error_of(
+        client.call, "UserService", "create_user", {"username": "ALICE", "email": "b@x.org"}
+    )
+    assert err.code == "conflict" and "taken" in err.message
+    # the refused insert did not use up an id
+    carol = client.call("UserService", "create_user", {"username": "carol", "email": "c@x.org"})
+    assert carol["user"]["id"] == 2
+
+
+def test_unknown_user_is_not_found(client: Client) -> None:
+    for action, data in (("get_user", {"user_id": 42}), ("get_user", {"user_id": 0})):
+        err = error_of(client.call, "UserService", action, data)
+        assert err.code in ("not_found", "invalid")
+    assert error_of(client.call, "UserService", "get_user", {"user_id": 42}).code == "not_found"
+    assert error_of(client.call, "UserService", "get_user", {"user_id": "1"}).code == "invalid"
+    assert error_of(client.call, "UserService", "get_user", {"user_id": True}).code == "invalid"
+
+
+# --- orders and notifications -----------------------------------------------------------
+
+
+def test_orders_validate_the_user_through_user_service(client: Client) -> None:
+    client.call("UserService", "create_user", {"username": "alice", "email": "a@x.org"})
+    order = client.call(
+        "OrderService", "create_order", {"user_id": 1, "product": "Laptop", "quantity": 2}
+    )["order"]
+    assert (order["id"], order["user_id"], order["product"]) == (1, 1, "Laptop")
+    assert (order["quantity"], order["status"]) == (2, "created")
+    default = client.call("OrderService", "create_order", {"user_id": 1, "product": "Pen"})
+    assert default["order"]["quantity"] == 1
+    assert client.call("OrderService", "get_order", {"order_id": 1})["order"] == order
+    listed = client.call("OrderService", "list_orders", {})
+    assert [o["id"] for o in listed["orders"]] == [1, 2] and listed["total"] == 2
+
+    err = error_of(client.call, "OrderService", "create_order", {"user_id": 7, "product": "X"})
+    assert err.code == "not_found" and "user 7" in err.message
+    for bad in (
+        {"user_id": 1, "product": "X", "quantity": 0},
+        {"user_id": 1, "product": "X", "quantity": 1.5},
+        {"user_id": 1, "product": ""},
+        {"product": "X"},
+    ):
+        assert error_of(client.call, "OrderService", "create_order", bad).code == "invalid"
+    assert client.call("OrderService", "list_orders", {})["total"] == 2  # none created
+    assert error_of(client.call, "OrderService", "get_order", {"order_id": 3}).code == "not_found"
+
+
+def test_one_notification_per_created_order(client: Client) -> None:
+    client.call("UserService", "create_user", {"username": "alice", "email": "a@x.org"})
+    with ThreadPoolExecutor(8) as pool:
+        orders = list(
+            pool.map(
+                lambda i: client.call(
+                    "OrderService", "create_order", {"user_id": 1, "product": f"p{i}"}
+                )["order"]["id"],
+                range(40),
+            )
+        )
+    assert sorted(orders) == list(range(1, 41))
+
+    def all_sent() -> bool:
+        return client.call("NotificationService", "get_stats", {})["notifications_sent"] == 40
+
+    wait_for(all_sent, timeout=10)
+    notes = client.call("NotificationService", "list_notifications", {"limit": 1000})
+    assert sorted(n["order_id"] for n in notes["notifications"]) == sorted(orders)  # once each
+    assert {n["message"] for n in notes["notifications"]} == {"Your order has been created"}
+    assert {(n["status"], n["type"]) for n in notes["notifications"]} == {("sent", "email")}
+
+
+def test_send_notification_is_queued_then_sent(client: Client) -> None:
+    note = client.call(
+        "NotificationService", "send_notification", {"user_id": 3, "message": "hi", "type": "SMS"}
+    )["notification"]
+    assert (note["status"], note["type"], note["sent_at"]) == ("queued", "sms", None)
+
+    def sent() -> dict | None:
+        notes = client.call("NotificationService", "list_notifications", {"user_id": 3})
+        return notes["notifications"][0] if notes["notifications"][0]["sent_at"] else None
+
+    delivered = wait_for(sent, timeout=5)
+    assert delivered["status"] == "sent" and delivered["id"] == note["id"]
+    for bad in ({"user_id": 3}, {"message": "x"}, {"user_id": 3, "message": "x", "type": "fax"}):
+        err = error_of(client.call, "NotificationService", "send_notification", bad)
+        assert err.code == "invalid"
+
+
+# --- failures -------------------------------------------------------------------------
+
+
+def test_user_service_killed_under_load(shop: Stack, client: Client) -> None:
+    """Orders fail fast while UserService is down, succeed after its restart, lose nothing."""
+    client.call("UserService", "create_user", {"username": "alice", "email": "a@x.org"})
+    time.sleep(1.2)  # past the crash-loop window: the restart comes at once
+    old_pid = pid_of(shop, "UserService")
+    acknowledged: list[int] = []
+    failures: list[tuple[str, float]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with Client(shop.run_dir) as own:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    reply = own.call(
+                        "OrderService", "create_order", {"user_id": 1, "product": "p"}, timeout=5
+                    )
+                    acknowledged.append(reply["order"]["id"])
+                except ServiceError as exc:
+                    failures.append((exc.code, time.monotonic() - started))
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for w in workers:
+        w.start()
+    try:
+        wait_for(lambda: len(acknowledged) > 20)
+        os.kill(old_pid, signal.SIGKILL)
+        wait_for(lambda: restarted(shop, "UserService", old_pid), timeout=10)
+        count = len(acknowledged)
+        wait_for(lambda: len(acknowledged) > count + 20, timeout=10)  # working again
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert failures, "the kill went unnoticed: no call failed"
+    assert {code for code, _ in failures} == {"unavailable"}
+    assert max(seconds for _, seconds in failures) < 1.0  # fast, not the 5 s timeout
+    stored = client.call("OrderService", "list_orders", {"limit": 1000})
+    assert sorted(acknowledged) == sorted(o["id"] for o in stored["orders"])
+    assert client.call("UserService", "get_user", {"user_id": 1})["user"]["username"] == "alice"
+
+
+def test_acknowledged_data_survives_kill_and_ids_are_not_reused(
+    shop: Stack, client: Client
+) -> None:
+    for name in ("u1", "u2", "u3"):
+        client.call("UserService", "create_user", {"username": name, "email": f"{name}@x.org"})
+    client.call("OrderService", "create_order", {"user_id": 3, "product": "p"})
+    time.sleep(1.2)
+    for name in ("UserService", "OrderService"):
+        os.kill(pid_of(shop, name), signal.SIGKILL)
+    shop.cli("down")
+    shop.up()
+    with Client(shop.run_dir) as fresh:
+        users = fresh.call("UserService", "list_users", {})["users"]
+        assert [u["username"] for u in users] == ["u1", "u2", "u3"]
+        assert fresh.call("OrderService", "get_order", {"order_id": 1})["order"]["user_id"] == 3
+        new = fresh.call("UserService", "create_user", {"username": "u4", "email": "u4@x.org"})
+        assert new["user"]["id"] == 4
+
+
+def test_stopped_service_is_unavailable_at_once(shop: Stack, client: Client) -> None:
+    assert shop.cli("stop", "UserService").returncode == 0
+    started = time.monotonic()
+    err = error_of(client.call, "UserService", "list_users", {}, timeout=5)
+    assert err.code == "unavailable" and time.monotonic() - started < 0.5
+    err = error_of(
+        client.call, "OrderService", "create_order", {"user_id": 1, "product": "p"}, timeout=5
+    )
+    assert err.code == "unavailable" and "cannot check the user" in err.message
+    assert time.monotonic() - started < 1.0
+    assert shop.cli("start", "UserService").returncode == 0
+    assert client.call("UserService", "list_users", {})["total"] == 0  # same client, found again
+
+
+def test_data_lives_in_sqlite_files_in_the_run_dir(shop: Stack, client: Client) -> None:
+    client.call("UserService", "create_user", {"username": "alice", "email": "a@x.org"})
+    data = shop.run_dir / "data"
+    assert {p.name for p in data.glob("*.db")} == {"users.db", "orders.db", "notifications.db"}
+    assert oct((shop.run_dir / "sock").stat().st_mode & 0o777) == "0o700"
+    for sock in (shop.run_dir / "sock").iterdir():
+        assert sock.stat().st_mode & 0o077 == 0, sock
+
+
+# --- the CLI ----------------------------------------------------------------------------
+
+
+def test_cli_call_and_services(shop: Stack) -> None:
+    data = json.dumps({"username": "alice", "email": "a@x.org"})
+    created = shop.cli("call", "UserService", "create_user", data, "--json")
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout) == {
+        "status": "success",
+        "data": {"user": {**json.loads(created.stdout)["data"]["user"], "id": 1}},
+    }
+    pretty = shop.cli("call", "userservice", "get_user", '{"user_id": 1}')
+    assert pretty.returncode == 0 and '"username": "alice"' in pretty.stdout
+
+    conflict = shop.cli("call", "UserService", "create_user", data)
+    assert conflict.returncode == 1
+    assert conflict.stderr.strip() == (
+        "procorch: UserService.create_user: conflict: username 'alice' is taken"
+    )
+    as_json = shop.cli("call", "UserService", "create_user", data, "--json")
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["code"] == "conflict"
+    for bad, problem in (("{bad", "not JSON"), ("[1]", "must be a JSON object")):
+        result = shop.cli("call", "UserService", "create_user", bad)
+        assert result.returncode == 2 and problem in result.stderr
+        assert "Traceback" not in result.stderr
+    unknown = shop.cli("call", "Nope", "x")
+    assert unknown.returncode == 1 and "no service named 'Nope'" in unknown.stderr
+
+    listed = shop.cli("services", "--json")
+    assert listed.returncode == 0
+    registry = json.loads(listed.stdout)
+    assert registry["count"] == 3
+    users = registry["services"]["UserService"]
+    assert users["kind"] == "python" and users["requests"] == 4 and users["errors"] == 2
+    assert users["replicas"][0]["socket"] == str(shop.run_dir / "sock" / "UserService.0")
+    table = shop.cli("services")
+    assert table.returncode == 0 and "OrderService" in table.stdout
+
+
+def test_cli_call_when_not_running(stack: Stack) -> None:
+    stack.write(BUILT_IN)
+    never = stack.cli("call", "UserService", "list_users")
+    assert never.returncode == 1 and "never run" in never.stderr
+    stack.up()
+    stack.cli("down")
+    after = stack.cli("call", "UserService", "list_users")
+    assert after.returncode == 1
+    assert after.stderr.strip() == "procorch: UserService.list_users: unavailable: " + (
+        "UserService: no replica is running"
+    )
+
+
+def test_the_greeter_example(stack: Stack) -> None:
+    example = Path(__file__).parent.parent / "examples" / "greeter.toml"
+    args = ("-c", str(example), "--run-dir", str(stack.run_dir))
+    assert stack.cli("up", *args).returncode == 0
+    try:
+        user = json.dumps({"username": "ada", "email": "ada@example.com"})
+        assert stack.cli("call", "UserService", "create_user", user, *args).returncode == 0
+        greeted = stack.cli("call", "Greeter", "greet_user", '{"user_id": 1}', "--json", *args)
+        assert json.loads(greeted.stdout)["data"] == {"greeting": "Hello, ada!"}
+        missing = stack.cli("call", "Greeter", "greet_user", '{"user_id": 2}', *args)
+        assert missing.returncode == 1 and "user 2 does not exist" in missing.stderr
+    finally:
+        stack.cli("down", *args)
