@@ -305,6 +305,8 @@ class ProcorchPeer(JobPeer):
         return self.workdir / f"procorch-{self._generation}.toml"
 
     def _write_config(self, workers: int) -> None:
+        """A jobs-only stack: naming the JobWorker service keeps the default stack's other
+        services (UserService and the rest) out of the measurement."""
         backend = "sqlite" if self.backend_kind == "sqlite" else self.redis.url(self.DB)
         self.config.write_text(
             "# written by bench/jobs.py\n"
@@ -312,7 +314,12 @@ class ProcorchPeer(JobPeer):
             f'backend = "{backend}"\n'
             f"workers = {workers}\n"
             "delay = 0\n"
-            "failure_rate = 0\n" + self.extra_config
+            "failure_rate = 0\n"
+            f"{self.extra_config}"
+            "\n"
+            "[services.JobWorker]\n"
+            'module = "procorch.jobs.worker:JobWorker"\n'
+            f"replicas = {workers}\n"
         )
 
     def _cli(self, *args: str, timeout: float = START_TIMEOUT) -> None:
