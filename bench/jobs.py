@@ -25,6 +25,7 @@ skipped with a note.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import signal
@@ -103,6 +104,7 @@ class Results:
     skipped: dict[str, str] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    load: list[float] = field(default_factory=list)  # 1-minute load average, start and end
 
     def add(self, metric: str, peer: str, value: float) -> None:
         self.samples.setdefault(metric, {}).setdefault(peer, []).append(value)
@@ -133,6 +135,7 @@ class Runner:
         from jobpeers import PeerError, RedisServer
 
         redis = RedisServer(self.root / "redis")
+        self.results.load.append(os.getloadavg()[0])
         try:
             redis.start()
             self.results.versions["redis-server"] = redis.version()
@@ -146,6 +149,7 @@ class Runner:
             for workers in self.plan.pools:
                 self._pool(workers)
         finally:
+            self.results.load.append(os.getloadavg()[0])
             for peer in self.peers.values():
                 peer.close()
             redis.stop()
