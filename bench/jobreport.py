@@ -182,9 +182,9 @@ def _header(results: Results, peers: Sequence[str], command: str, workdir: Path)
         f"- machine: {os.cpu_count()} cores ({_cpu_model()}), {mem:.0f} GiB RAM, "
         f"Linux {platform.release()}; work directory on {_filesystem(workdir.parent)}",
         f"- python: {platform.python_version()}; {', '.join(versions)}",
-        f"- load average (1 min) at the start and the end of the run: "
-        f"{' and '.join(f'{x:.1f}' for x in results.load)} on {os.cpu_count()} cores "
-        "(above about 1, other work shared the machine and the figures are noisier)",
+        f"- load average (1 min): {' at the start, '.join(f'{x:.1f}' for x in results.load)}"
+        f" at the end, on {os.cpu_count()} cores (the end includes the benchmark's own load; "
+        "a start well above 0 means other work shared the machine, and noisier figures)",
         f"- reproduce: `{command}`",
         "- every peer computes F(n) mod 1,000,000,007 by fast doubling for the same random n "
         "in [0, 10**18), no delay, no failures; one redis-server (no persistence) for RQ and "
