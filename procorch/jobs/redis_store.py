@@ -65,6 +65,32 @@ local function finished(id, now)
   redis.call('ZREMRANGEBYSCORE', p .. 'finished', '-inf', now - FINISHED_WINDOW)
   redis.call('PUBLISH', p .. 'done', id)
 end
+-- run the job an entry delivered: {id, entry, function, input, mod, attempts}, or false
+local function start(id, entry, now, label)
+  local key = p .. 'job:' .. id
+  local job = redis.call('HMGET', key, 'status', 'entry', 'function', 'input', 'mod')
+  if job[1] ~= 'pending' or job[2] ~= entry then
+    release(entry)  -- cancelled, or a stale entry of a job re-queued since
+    return false
+  end
+  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+  redis.call('HSET', key, 'status', 'running', 'started_time', now, 'worker', label)
+  redis.call('HDEL', key, 'finished_time')
+  move(id, 'pending', 'running')
+  return {id, entry, job[3], job[4], job[5], attempts}
+end
+-- read (without blocking) and start the next runnable job, or false
+local function take(consumer, now, label)
+  for _ = 1, 16 do  -- past the entries of cancelled jobs
+    local got = redis.call('XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', 1,
+      'STREAMS', p .. 'stream', '>')
+    if not got then return false end
+    local message = got[1][2][1]
+    local claim = start(message[2][2], message[1], now, label)
+    if claim then return claim end
+  end
+  return false
+end
 """.replace("FINISHED_WINDOW", repr(FINISHED_WINDOW))
 
 # ARGV: prefix, now, then (function, n, mod) per job -> first id
@@ -86,54 +112,44 @@ return first
 """
 )
 
-# ARGV: prefix, job id, entry, now, worker label -> {function, input, mod, attempts} or false
-_START = (
-    _LIB
-    + """
-local key = p .. 'job:' .. ARGV[2]
-local job = redis.call('HMGET', key, 'status', 'entry', 'function', 'input', 'mod')
-if job[1] ~= 'pending' or job[2] ~= ARGV[3] then
-  release(ARGV[3])  -- cancelled, or a stale entry of a job re-queued since
-  return false
-end
-local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-redis.call('HSET', key, 'status', 'running', 'started_time', ARGV[4], 'worker', ARGV[5])
-redis.call('HDEL', key, 'finished_time')
-move(ARGV[2], 'pending', 'running')
-return {job[3], job[4], job[5], attempts}
-"""
-)
+# ARGV: prefix, job id, entry, now, worker label -> a claim (see `start`) or false
+_START = _LIB + "return start(ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
 
-# ARGV: prefix, job id, entry, now, worker label, attempts, outcome, value, run_after
-# outcome: done (value = output), retry or failed (value = error) -> 1 if recorded
+# ARGV: prefix, job id, entry, now, worker label, attempts, outcome, value, run_after,
+# consumer. outcome: done (value = output), retry or failed (value = error). Records the
+# attempt, then (if consumer is not empty) claims the next job in the same call.
 _FINISH = (
     _LIB
     + """
-local id = ARGV[2]
-local key = p .. 'job:' .. id
-local job = redis.call('HMGET', key, 'status', 'entry', 'worker', 'attempts')
-if job[1] ~= 'running' or job[2] ~= ARGV[3] or job[3] ~= ARGV[5] or job[4] ~= ARGV[6] then
-  -- no longer this attempt's: leave the entry alone if another consumer runs it now
-  if not (job[1] == 'running' and job[2] == ARGV[3]) then release(ARGV[3]) end
-  return 0
+local function record()
+  local id = ARGV[2]
+  local key = p .. 'job:' .. id
+  local job = redis.call('HMGET', key, 'status', 'entry', 'worker', 'attempts')
+  if job[1] ~= 'running' or job[2] ~= ARGV[3] or job[3] ~= ARGV[5] or job[4] ~= ARGV[6] then
+    -- no longer this attempt's: leave the entry alone if another consumer runs it now
+    if not (job[1] == 'running' and job[2] == ARGV[3]) then release(ARGV[3]) end
+    return
+  end
+  release(ARGV[3])
+  local now = tonumber(ARGV[4])
+  if ARGV[7] == 'done' then
+    redis.call('HSET', key, 'status', 'done', 'output', ARGV[8], 'finished_time', ARGV[4])
+    redis.call('HDEL', key, 'error')
+    move(id, 'running', 'done')
+    finished(id, now)
+  elseif ARGV[7] == 'retry' then
+    redis.call('HSET', key, 'status', 'pending', 'error', ARGV[8])
+    move(id, 'running', 'pending')
+    redis.call('ZADD', p .. 'delayed', ARGV[9], id)
+  else
+    redis.call('HSET', key, 'status', 'failed', 'error', ARGV[8], 'finished_time', ARGV[4])
+    move(id, 'running', 'failed')
+    finished(id, now)
+  end
 end
-release(ARGV[3])
-local now = tonumber(ARGV[4])
-if ARGV[7] == 'done' then
-  redis.call('HSET', key, 'status', 'done', 'output', ARGV[8], 'finished_time', ARGV[4])
-  redis.call('HDEL', key, 'error')
-  move(id, 'running', 'done')
-  finished(id, now)
-elseif ARGV[7] == 'retry' then
-  redis.call('HSET', key, 'status', 'pending', 'error', ARGV[8])
-  move(id, 'running', 'pending')
-  redis.call('ZADD', p .. 'delayed', ARGV[9], id)
-else
-  redis.call('HSET', key, 'status', 'failed', 'error', ARGV[8], 'finished_time', ARGV[4])
-  move(id, 'running', 'failed')
-  finished(id, now)
-end
-return 1
+record()
+if ARGV[10] == '' then return false end
+return take(ARGV[10], ARGV[4], ARGV[5])
 """
 )
 
@@ -351,21 +367,14 @@ class RedisStore(Store):
     def _consumer(self, worker: WorkerId) -> str:
         return self._consumer_prefix + worker.replica
 
-    def _start(self, worker: WorkerId, entries: Any) -> Claim | None:
-        if not entries:
-            return None
-        (_stream, messages) = entries[0]
-        if not messages:
-            return None
-        entry_id, fields = messages[0]
-        entry, job_id = entry_id.decode(), int(fields[b"id"])
-        now = time.time()
-        got = self._run("start", job_id, entry, repr(now), worker.label)
+    def _claim(self, worker: WorkerId, got: Any, now: float) -> Claim | None:
+        """The claim a `start` (Lua) returned, now held under a renewed lease."""
         if not got:
             return None
+        job_id, entry, function, n, mod, attempts = got
+        entry = entry.decode()
         self._hold(entry, self._consumer(worker))
-        function, n, mod, attempts = got
-        return Claim(job_id, function.decode(), int(n), int(mod), int(attempts), now, entry)
+        return Claim(int(job_id), function.decode(), int(n), int(mod), int(attempts), now, entry)
 
     def claim(self, worker: WorkerId, block: float) -> Claim | None:
         due = float(self._run("promote", repr(time.time())))
@@ -381,7 +390,12 @@ class RedisStore(Store):
         except redis.ResponseError as exc:
             self._lost_group(exc)
             return None
-        return self._start(worker, entries)
+        if not entries or not entries[0][1]:
+            return None
+        entry, fields = entries[0][1][0]
+        now = time.time()
+        got = self._run("start", int(fields[b"id"]), entry.decode(), repr(now), worker.label)
+        return self._claim(worker, got, now)
 
     def interrupt(self) -> None:
         """Nothing to do: a blocking read lasts at most BLOCK_MAX."""
@@ -402,32 +416,30 @@ class RedisStore(Store):
         else:
             outcome, value, run_after = "failed", error, 0.0
         self._held = None
-        pipe = self.client.pipeline(transaction=False)
-        self._run(
-            "finish",
-            claim.job_id,
-            claim.entry,
-            repr(now),
-            worker.label,
-            claim.attempts,
-            outcome,
-            value,
-            repr(run_after),
-            client=pipe,
-        )
-        if claim_next:  # the next job in the same round trip
-            pipe.xreadgroup(GROUP, self._consumer(worker), {PREFIX + "stream": ">"}, count=1)
+        consumer = self._consumer(worker) if claim_next else ""
         try:
-            results = pipe.execute()
-        except redis.ResponseError as exc:  # the result is recorded: scripts run regardless
+            # the result recorded and the next job claimed in one call, one round trip
+            got = self._run(
+                "finish",
+                claim.job_id,
+                claim.entry,
+                repr(now),
+                worker.label,
+                claim.attempts,
+                outcome,
+                value,
+                repr(run_after),
+                consumer,
+            )
+        except redis.ResponseError as exc:  # the result is recorded: the read failed after
             self._lost_group(exc)
             return None
-        return self._start(worker, results[1]) if claim_next else None
+        return self._claim(worker, got, now)
 
     def _lost_group(self, exc: redis.ResponseError) -> None:
         """The stream and its group are gone (FLUSHDB, say): create them again."""
         # NOGROUP: found missing; UNBLOCKED: deleted while we were blocked reading it
-        if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+        if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
             raise exc
         self._create_group()
 

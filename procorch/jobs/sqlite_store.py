@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from procorch.config import JobsSettings
-from procorch.jobs.job import CANCELLABLE, FIELDS, Status, backoff
+from procorch.jobs.job import CANCELLABLE, FIELDS, JobError, Status, backoff
 from procorch.jobs.store import Claim, Store, Waiter, WorkerId, process_alive
 from procorch.jobs.wake import Bell, Sleeper
 
@@ -121,10 +121,19 @@ class _SQLiteWaiter(Waiter):
 class SQLiteStore(Store):
     def __init__(self, settings: JobsSettings, run_dir: Path) -> None:
         super().__init__(settings, run_dir)
-        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = run_dir / DB_NAME
         self._workers_dir = run_dir / "wake"  # idle workers sleep here; submits ring
         self._waiters_dir = run_dir / "done"  # clients waiting for jobs; finishes ring
+        try:
+            self.db = self._open()
+        except (OSError, sqlite3.Error) as exc:  # an unusable run directory, a broken file
+            raise JobError(f"cannot open the job queue {self.path}: {exc}") from None
+        self._workers_bell = Bell(self._workers_dir)
+        self._waiters_bell = Bell(self._waiters_dir)
+        self._sleeper: Sleeper | None = None  # a worker's, bound at its first idle claim
+
+    def _open(self) -> sqlite3.Connection:
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for directory in (self._workers_dir, self._waiters_dir):
             directory.mkdir(mode=0o700, exist_ok=True)
         # autocommit mode: transactions are explicit, `BEGIN IMMEDIATE` where we write;
@@ -134,11 +143,9 @@ class SQLiteStore(Store):
         )
         self.db.row_factory = sqlite3.Row
         self._retrying(lambda: self.db.execute("PRAGMA journal_mode = WAL"))
-        self.db.execute(f"PRAGMA synchronous = {settings.synchronous.upper()}")
+        self.db.execute(f"PRAGMA synchronous = {self.settings.synchronous.upper()}")
         self._write(self._create)
-        self._workers_bell = Bell(self._workers_dir)
-        self._waiters_bell = Bell(self._waiters_dir)
-        self._sleeper: Sleeper | None = None  # a worker's, bound at its first idle claim
+        return self.db
 
     @staticmethod
     def _create(db: sqlite3.Connection) -> None:
