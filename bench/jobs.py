@@ -1,6 +1,6 @@
 """Benchmark procorch's job queue against RQ, side by side, on one redis-server.
 
-    python bench/jobs.py            # full run, about 5 minutes; updates bench/RESULTS.md
+    python bench/jobs.py            # full run, about 4 minutes; updates bench/RESULTS.md
     python bench/jobs.py --quick    # smoke run: 500 jobs a round, fewer samples
 
 The script creates bench/.venv on first use (rq, redis, psutil, and procorch installed as
