@@ -7,8 +7,9 @@ the peer's own blocking wait, and counts finished jobs to time a whole batch. Ev
 computes the same function, F(n) mod m by fast doubling (bench/jobfib.py for RQ, procorch's
 built-in job), with no artificial delay and no failures.
 
-Everything a peer starts runs in its own process group (RQ workers) or under its own run
-directory (procorch), and `close` kills what is left, also after an error.
+Each RQ worker runs in a process group of its own (its work horses too); procorch's daemon
+is found by the pid file in its run directory, its services as the daemon's children. `close`
+kills whatever is left, also after an error.
 """
 
 from __future__ import annotations
