@@ -117,6 +117,13 @@ def test_a_job_that_kills_its_worker_fails_after_max_attempts(stack, run):
     assert jobs.wait(jobs.submit(10), timeout=10)["output"] == 55  # the pool is fine
 
 
+def test_a_long_job_keeps_its_lease_and_runs_once(run):
+    # longer than a Redis lease (2 s): renewed while it runs, so no idle worker takes it
+    jobs = run(delay=2.6)
+    job = jobs.wait(jobs.submit(20), timeout=15)
+    assert (job["status"], job["output"], job["attempts"]) == ("done", 6765, 1)
+
+
 def test_a_hung_workers_lapsed_lease_is_retried(run):
     # the supervisor would kill a silent worker after 30 s; the lease lapses long before
     jobs = run(settings="heartbeat_timeout = 30.0\n", delay=0.3, timeout=0.5)
