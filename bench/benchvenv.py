@@ -1,12 +1,15 @@
 """The benchmarks' own virtual environment, bench/.venv (gitignored).
 
-It holds the peers (supervisor, circus), psutil, and procorch itself, installed from the
-repository root as a user installs it: not editable, so its bytecode is compiled at install
-time like the peers' (an editable install under PYTHONDONTWRITEBYTECODE would recompile
-procorch on every start and measure that instead). `ensure_venv` creates the venv with
-`python -m venv`, installs the dependencies whenever the package list or pyproject.toml
-changes, and reinstalls procorch's own code on every run. This module uses the standard
-library only: it runs before the venv exists.
+It holds each benchmark's peers (supervisor and circus; rq and redis), psutil, and procorch
+itself, installed from the repository root as a user installs it: not editable, so its
+bytecode is compiled at install time like the peers' (an editable install under
+PYTHONDONTWRITEBYTECODE would recompile procorch on every start and measure that instead).
+`ensure_venv` creates the venv with `python -m venv`, installs the dependencies whenever a
+benchmark asks for a package the venv does not have yet or pyproject.toml changes, and
+reinstalls procorch's own code on every run. The stamp file records what was installed, so
+two benchmarks with different package lists share the venv without reinstalling each
+other's peers on every run. This module uses the standard library only: it runs before the
+venv exists.
 """
 
 from __future__ import annotations
@@ -22,15 +25,21 @@ REPO_ROOT = BENCH_DIR.parent
 VENV_DIR = BENCH_DIR / ".venv"
 BIN_DIR = VENV_DIR / "bin"
 VENV_PYTHON = BIN_DIR / "python"
-PEER_PACKAGES = ("supervisor", "circus", "psutil")
+PEER_PACKAGES = ("supervisor", "circus", "psutil")  # bench/supervisors.py's
 _STAMP = VENV_DIR / ".bench-installed"
 
 
-def _fingerprint() -> str:
-    """What the venv was built from: the peer packages and the project's metadata."""
-    digest = hashlib.sha256(" ".join(PEER_PACKAGES).encode())
-    digest.update((REPO_ROOT / "pyproject.toml").read_bytes())
-    return digest.hexdigest()
+def _project_digest() -> str:
+    return hashlib.sha256((REPO_ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def _installed() -> set[str]:
+    """The packages the stamp says are installed for the current pyproject.toml."""
+    try:
+        digest, *packages = _STAMP.read_text().split()
+    except (OSError, ValueError):
+        return set()
+    return set(packages) if digest == _project_digest() else set()
 
 
 def _pip(*args: str) -> bool:
@@ -39,8 +48,8 @@ def _pip(*args: str) -> bool:
     return subprocess.run(cmd, check=False).returncode == 0
 
 
-def ensure_venv() -> None:
-    """Create bench/.venv and install the peers and procorch into it, if not done yet.
+def ensure_venv(packages: tuple[str, ...] = PEER_PACKAGES) -> None:
+    """Create bench/.venv and install `packages` and procorch into it, if not done yet.
 
     A failed install of procorch itself (say, the project is mid-edit) is not fatal: the
     benchmark then skips procorch with a note. A failed install of the peers is fatal.
@@ -48,14 +57,15 @@ def ensure_venv() -> None:
     if not VENV_PYTHON.exists():
         print(f"[bench] creating {VENV_DIR}", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(VENV_DIR)], check=True)
-    wanted = _fingerprint()
-    if not (_STAMP.exists() and _STAMP.read_text() == wanted):
-        if not _pip(*PEER_PACKAGES):
+    installed = _installed()
+    if not set(packages) <= installed:
+        wanted = sorted(installed | set(packages))
+        if not _pip(*wanted):
             raise SystemExit("[bench] could not install the peers into bench/.venv")
         if not _pip(str(REPO_ROOT)):
             print("[bench] warning: installing procorch failed", file=sys.stderr)
             return  # no stamp: try again next run
-        _STAMP.write_text(wanted)
+        _STAMP.write_text(" ".join([_project_digest(), *wanted]))
     elif not _pip("--no-deps", "--force-reinstall", str(REPO_ROOT)):
         print("[bench] warning: reinstalling procorch failed", file=sys.stderr)
 

@@ -1,0 +1,220 @@
+"""The jobs benchmark's results as markdown: printed, and kept in the "jobs" section of
+RESULTS.md (report.write_section)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from statistics import median, quantiles
+
+from jobpeers import ALL_PEERS, PROCORCH_PEERS, RQ_PEERS
+from jobs import Plan, Results, throughput_metric
+from report import _cpu_model, _git_rev, markers
+
+BEGIN, END = markers("jobs")
+LABELS = {p.name: p.label for p in ALL_PEERS}
+SQLITE_TARGET = 2000.0  # jobs/s with 2 workers, and 5x SimpleWorker
+REDIS_TARGET = 1200.0  # jobs/s with 2 workers, and 3x SimpleWorker
+
+
+def _p(q: int) -> Callable[[list[float]], float]:
+    def percentile(samples: list[float]) -> float:
+        if len(samples) < 2:
+            return samples[0]
+        return quantiles(samples, n=100, method="inclusive")[q - 1]
+
+    return percentile
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    metric: str
+    aggregate: Callable[[list[float]], float]
+    higher_is_better: bool
+
+
+def _rows(plan: Plan) -> list[Row]:
+    rows = [
+        Row(
+            f"enqueue, one call per job ({plan.enqueue_single} jobs)",
+            "enqueue_single",
+            median,
+            True,
+        ),
+        Row(
+            f"enqueue, one batched call ({plan.enqueue_batch} jobs)", "enqueue_batch", median, True
+        ),
+    ]
+    rows += [
+        Row(
+            f"end to end, {w} worker{'s' if w > 1 else ''} ({plan.jobs} jobs)",
+            throughput_metric(w),
+            median,
+            True,
+        )
+        for w in plan.pools
+    ]
+    rows += [
+        Row("submit to done, p50", "latency", median, False),
+        Row("submit to done, p99", "latency", _p(99), False),
+    ]
+    return rows
+
+
+def _value(results: Results, row: Row, peer: str) -> float | None:
+    samples = results.get(row.metric, peer)
+    return row.aggregate(samples) if samples else None
+
+
+def _fmt(value: float | None, row: Row) -> str:
+    if value is None:
+        return "n/a"
+    if row.higher_is_better:  # a rate, jobs/s
+        return f"{value:,.0f}"
+    ms = value * 1000
+    return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms"
+
+
+def _best_rq(results: Results, row: Row) -> tuple[str, float] | None:
+    found = [(p, v) for p in RQ_PEERS if (v := _value(results, row, p)) is not None]
+    if not found:
+        return None
+    pick = max if row.higher_is_better else min
+    return pick(found, key=lambda item: item[1])
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    if ours is None or theirs is None or theirs == 0:
+        return "n/a"
+    ratio = ours / theirs
+    if ratio < 0.1:
+        return f"{ratio:.2g}×"
+    return f"{ratio:.0f}×" if ratio >= 100 else f"{ratio:.1f}×" if ratio >= 10 else f"{ratio:.2f}×"
+
+
+def _values_table(results: Results, peers: Sequence[str], rows: Sequence[Row]) -> list[str]:
+    head = ["", *(LABELS[p] for p in peers)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        unit = " (jobs/s)" if row.higher_is_better else ""
+        cells = [row.label + unit, *(_fmt(_value(results, row, p), row) for p in peers)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _ratios_table(results: Results, peers: Sequence[str], rows: Sequence[Row]) -> list[str]:
+    ours = [p for p in PROCORCH_PEERS if p in peers]
+    rivals = [p for p in RQ_PEERS if p in peers]
+    head = [""]
+    for p in ours:
+        head += [f"{LABELS[p]} ÷ {LABELS[r]}" for r in rivals] + [f"{LABELS[p]} ÷ best RQ"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row.label]
+        best = _best_rq(results, row)
+        for p in ours:
+            mine = _value(results, row, p)
+            cells += [_ratio(mine, _value(results, row, r)) for r in rivals]
+            cells.append(_ratio(mine, best[1] if best else None))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _mark(ok: bool | None) -> str:
+    return "n/a" if ok is None else "✓" if ok else "✗"
+
+
+def _targets(results: Results, plan: Plan) -> list[str]:
+    workers = max(plan.pools)
+    tp = Row("", throughput_metric(workers), median, True)
+    p50 = Row("", "latency", median, False)
+    simple_tp = _value(results, tp, "rq-simple")
+    simple_p50 = _value(results, p50, "rq-simple")
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    for peer, floor, factor in (
+        ("procorch-sqlite", SQLITE_TARGET, 5),
+        ("procorch-redis", REDIS_TARGET, 3),
+    ):
+        rate = _value(results, tp, peer)
+        lines.append(
+            f"| {LABELS[peer]}, {workers} workers: ≥ {floor:,.0f} jobs/s end to end | "
+            f"{_fmt(rate, tp)} jobs/s | {_mark(None if rate is None else rate >= floor)} |"
+        )
+        ratio = None if rate is None or not simple_tp else rate / simple_tp
+        lines.append(
+            f"| {LABELS[peer]}, {workers} workers: ≥ {factor}× SimpleWorker | "
+            f"{_ratio(rate, simple_tp)} ({_fmt(simple_tp, tp)} jobs/s) | "
+            f"{_mark(None if ratio is None else ratio >= factor)} |"
+        )
+    for peer in ("procorch-sqlite", "procorch-redis"):  # the defaults the targets are for
+        mine = _value(results, p50, peer)
+        ok = None if mine is None or simple_p50 is None else mine <= simple_p50 / 2
+        lines.append(
+            f"| {LABELS[peer]}: p50 submit to done ≤ ½ SimpleWorker's | "
+            f"{_fmt(mine, p50)} vs {_fmt(simple_p50, p50)} | {_mark(ok)} |"
+        )
+    return lines
+
+
+def _filesystem(path: Path) -> str:
+    done = subprocess.run(
+        ["df", "-T", str(path)], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    return done[1].split()[1] if len(done) > 1 else "unknown"
+
+
+def _header(results: Results, peers: Sequence[str], command: str, workdir: Path) -> list[str]:
+    import redis
+
+    versions = sorted({v for p, v in results.versions.items() if p in peers})
+    versions = [v + (f" (git {_git_rev()})" if v.startswith("procorch") else "") for v in versions]
+    versions.append("redis-py " + redis.__version__)
+    versions.append("redis-server " + results.versions.get("redis-server", "?"))
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return [
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {os.cpu_count()} cores ({_cpu_model()}), {mem:.0f} GiB RAM, "
+        f"Linux {platform.release()}; work directory on {_filesystem(workdir.parent)}",
+        f"- python: {platform.python_version()}; {', '.join(versions)}",
+        f"- load average (1 min): {' at the start, '.join(f'{x:.1f}' for x in results.load)}"
+        f" at the end, on {os.cpu_count()} cores (the end includes the benchmark's own load; "
+        "a start well above 0 means other work shared the machine, and noisier figures)",
+        f"- reproduce: `{command}`",
+        "- every peer computes F(n) mod 1,000,000,007 by fast doubling for the same random n "
+        "in [0, 10**18), no delay, no failures; one redis-server (no persistence) for RQ and "
+        "procorch on Redis; rates are medians of the repetitions, higher is better; "
+        "latencies: lower is better. See bench/README.md for what is and is not comparable.",
+    ]
+
+
+def render(results: Results, plan: Plan, peers: Sequence[str], command: str, workdir: Path) -> str:
+    """The markdown section, markers included."""
+    rows = _rows(plan)
+    lines = [BEGIN, "## Jobs: procorch vs RQ", ""]
+    lines += _header(results, peers, command, workdir) + [""]
+    lines += ["### Figures", ""] + _values_table(results, peers, rows) + [""]
+    lines += [
+        "### Ratios: procorch ÷ RQ",
+        "",
+        "Above 1× is better for procorch on the rates, below 1× on the latencies.",
+        "",
+    ]
+    lines += _ratios_table(results, peers, rows) + [""]
+    lines += ["### Targets (from the issue)", ""] + _targets(results, plan) + [""]
+    notes = [f"- {LABELS[p]} skipped: {why}" for p, why in results.skipped.items()]
+    notes += [f"- {LABELS[p]}: {t}" for p, texts in results.notes.items() for t in texts]
+    notes.append(
+        f"- {plan.latency_samples} single jobs per peer after {plan.latency_warmup} warm-ups, "
+        f"{plan.latency_pause * 1000:.0f} ms apart; throughput: {plan.rounds} round(s) per "
+        f"pool after a {plan.warmup_jobs}-job warm-up, 10 outputs per round checked against "
+        f"the reference; enqueue: {plan.enqueue_reps} repetition(s) with no worker running."
+    )
+    lines += ["### Notes", "", *notes, ""]
+    lines.append(END)
+    return "\n".join(lines) + "\n"
