@@ -136,8 +136,8 @@ class Jobs:
         if self._waiter is None:
             self._waiter = self._store.waiter()  # before the first look: no finish goes unheard
         seen = None
+        record = self._record(job_id)
         while True:
-            record = self._record(job_id)
             if on_change is not None and (record["status"], record["attempts"]) != seen:
                 seen = (record["status"], record["attempts"])
                 on_change(public(record))
@@ -146,7 +146,12 @@ class Jobs:
             left = WAIT_SLICE if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise JobTimeout(f"job {job_id} is still {record['status']} after {timeout}s")
-            self._waiter.wait(min(left, WAIT_SLICE))
+            heard = self._waiter.wait(min(left, WAIT_SLICE)).get(record["job_id"])
+            # the announced job, if it is this one (not a namesake from a flushed Redis)
+            if heard is not None and heard["init_time"] == record["init_time"]:
+                record = heard
+            else:
+                record = self._record(job_id)
 
     def cancel(self, job_id: int) -> dict[str, Any]:
         """Cancel a pending or running job (a running job's result will be dropped).

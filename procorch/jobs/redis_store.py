@@ -20,6 +20,7 @@ stream's trimming: it holds only the jobs waiting or in flight, never a history.
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import threading
 import time
@@ -60,10 +61,14 @@ local function release(entry)
   redis.call('XACK', p .. 'stream', 'workers', entry)
   redis.call('XDEL', p .. 'stream', entry)
 end
+-- tell waiters, with the job itself: a waiter needs no second round trip to read it
+local function announce(id)
+  redis.call('PUBLISH', p .. 'done', cjson.encode(redis.call('HGETALL', p .. 'job:' .. id)))
+end
 local function finished(id, now)
   redis.call('ZADD', p .. 'finished', now, id)
   redis.call('ZREMRANGEBYSCORE', p .. 'finished', '-inf', now - FINISHED_WINDOW)
-  redis.call('PUBLISH', p .. 'done', id)
+  announce(id)
 end
 -- run the job an entry delivered: {id, entry, function, input, mod, attempts}, or false
 local function start(id, entry, now, label)
@@ -198,7 +203,7 @@ if status ~= 'pending' and status ~= 'running' then return 0 end  -- job.CANCELL
 redis.call('HSET', key, 'status', 'cancelled', 'finished_time', ARGV[3])
 move(id, status, 'cancelled')
 redis.call('ZREM', p .. 'delayed', id)
-redis.call('PUBLISH', p .. 'done', id)
+announce(id)
 return 1
 """
 )
@@ -246,6 +251,19 @@ def _record(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
     return record
 
 
+def _announced(data: bytes) -> dict[str, Any] | None:
+    """The job in a `done` message (HGETALL's [field, value, ...] as JSON), if it is one."""
+    try:
+        flat = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(flat, list) or len(flat) % 2:
+        return None
+    return _record(
+        {str(k).encode(): str(v).encode() for k, v in zip(flat[::2], flat[1::2], strict=True)}
+    )
+
+
 class _RedisWaiter(Waiter):
     def __init__(self, client: redis.Redis) -> None:
         self.pubsub = client.pubsub()
@@ -254,10 +272,16 @@ class _RedisWaiter(Waiter):
         while self.pubsub.get_message(timeout=1.0) is None:
             pass
 
-    def wait(self, timeout: float) -> None:
-        if self.pubsub.get_message(timeout=timeout) is not None:
-            while self.pubsub.get_message(timeout=0) is not None:
-                pass
+    def wait(self, timeout: float) -> dict[int, dict[str, Any]]:
+        heard: dict[int, dict[str, Any]] = {}
+        message = self.pubsub.get_message(timeout=timeout)
+        while message is not None:
+            if message["type"] == "message":
+                record = _announced(message["data"])
+                if record is not None:
+                    heard[record["job_id"]] = record
+            message = self.pubsub.get_message(timeout=0)
+        return heard
 
     def close(self) -> None:
         self.pubsub.close()

@@ -111,8 +111,9 @@ class _SQLiteWaiter(Waiter):
     def __init__(self, directory: Path) -> None:
         self.sleeper = Sleeper(directory)
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> dict[int, dict[str, Any]]:
         self.sleeper.wait(timeout)
+        return {}
 
     def close(self) -> None:
         self.sleeper.close()

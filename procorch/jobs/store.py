@@ -69,7 +69,9 @@ class Waiter(ABC):
     """Wakes a client waiting for jobs to finish; registered before the first look."""
 
     @abstractmethod
-    def wait(self, timeout: float) -> None: ...
+    def wait(self, timeout: float) -> dict[int, dict[str, Any]]:
+        """Sleep until some job finishes (or `timeout`); the finished jobs' records, by id,
+        where the store sends them along (Redis does; SQLite only rings: {})."""
 
     @abstractmethod
     def close(self) -> None: ...
