@@ -28,7 +28,6 @@ import argparse
 import os
 import random
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -36,9 +35,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
+import benchargs
 import benchvenv
 
 if TYPE_CHECKING:  # jobpeers needs the venv's packages: imported after the re-exec
@@ -302,27 +301,13 @@ class Runner:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 500 jobs a round, fewer samples"
+    return benchargs.parse(
+        __doc__,
+        argv,
+        quick="500 jobs a round, fewer samples",
+        peers=("rq-worker", "rq-simple", "procorch-sqlite", "procorch-redis"),
+        optional_peers=", plus procorch-sqlite-full (SQLite with synchronous = full)",
     )
-    parser.add_argument(
-        "--peers",
-        default="rq-worker,rq-simple,procorch-sqlite,procorch-redis",
-        help="comma-separated subset of rq-worker,rq-simple,procorch-sqlite,procorch-redis "
-        "(the default), plus procorch-sqlite-full (SQLite with synchronous = full)",
-    )
-    parser.add_argument(
-        "--no-write", action="store_true", help="print the results, leave RESULTS.md alone"
-    )
-    parser.add_argument(
-        "--keep-tmp", action="store_true", help="keep the temporary directory (configs, logs)"
-    )
-    return parser.parse_args(argv)
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -332,16 +317,13 @@ def run(args: argparse.Namespace) -> int:
     import report
     from jobpeers import ALL_PEERS
 
-    wanted = args.peers.split(",")
-    unknown = set(wanted) - {p.name for p in ALL_PEERS}
-    if unknown:
-        raise SystemExit(f"unknown peer(s): {', '.join(sorted(unknown))}")
+    wanted = benchargs.wanted_peers(args, [p.name for p in ALL_PEERS])
     peers = [p for p in ALL_PEERS if p.name in wanted]
     plan = QUICK if args.quick else FULL
     marker = f"pcjobs-{uuid.uuid4().hex[:10]}"
     root = Path(tempfile.mkdtemp(prefix=f"{marker}-"))
     log(f"[bench] run {marker}, working directory {root}")
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    benchargs.interrupt_on_sigterm()
     started = time.monotonic()
     try:
         results = Runner(peers, plan, root, marker).run()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import sys
 import time
 from collections import defaultdict
@@ -35,9 +34,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 from statistics import median
-from types import FrameType
 from typing import Any
 
+import benchargs
 import benchvenv
 import rpcpeers
 
@@ -220,23 +219,13 @@ def run_plan(peer_classes: list[Any], plan: Plan) -> Results:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 1 round, 1,000 calls, 1 s windows"
+    return benchargs.parse(
+        __doc__,
+        argv,
+        quick="1 round, 1,000 calls, 1 s windows",
+        peers=("raw", "json", "queue", "manager", "procorch"),
+        keep_tmp=False,
     )
-    parser.add_argument(
-        "--peers",
-        default="raw,json,queue,manager,procorch",
-        help="comma-separated subset of raw,json,queue,manager,procorch (default: all)",
-    )
-    parser.add_argument(
-        "--no-write", action="store_true", help="print the results, leave RESULTS.md alone"
-    )
-    return parser.parse_args(argv)
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -244,15 +233,11 @@ def run(args: argparse.Namespace) -> int:
 
     keys = {"raw": rpcpeers.Raw, "json": rpcpeers.Json, "queue": rpcpeers.Queue}
     keys |= {"manager": rpcpeers.Manager, "procorch": rpcpeers.Procorch}
-    wanted = args.peers.split(",")
-    unknown = set(wanted) - set(keys)
-    if unknown:
-        raise SystemExit(f"unknown peer(s): {', '.join(sorted(unknown))}")
+    wanted = benchargs.wanted_peers(args, list(keys))
     classes = [cls for key, cls in keys.items() if key in wanted]
     rpcpeers.Procorch.cli = str(benchvenv.BIN_DIR / "procorch")
     plan = QUICK if args.quick else FULL
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
+    benchargs.interrupt_on_sigterm()
     started = time.monotonic()
     results = run_plan(classes, plan)
     log(f"[bench] done in {time.monotonic() - started:.0f} s")

@@ -23,39 +23,24 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import sys
 import tempfile
 import uuid
 from pathlib import Path
-from types import FrameType
 
+import benchargs
 import benchvenv
 
 RESULTS_FILE = benchvenv.BENCH_DIR / "RESULTS.md"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke run: N = 4 and 50, fewer repetitions"
+    return benchargs.parse(
+        __doc__,
+        argv,
+        quick="N = 4 and 50, fewer repetitions",
+        peers=("supervisord", "circus", "procorch"),
     )
-    parser.add_argument(
-        "--peers",
-        default="supervisord,circus,procorch",
-        help="comma-separated subset of supervisord,circus,procorch (default: all)",
-    )
-    parser.add_argument(
-        "--no-write", action="store_true", help="print the results, leave RESULTS.md alone"
-    )
-    parser.add_argument(
-        "--keep-tmp", action="store_true", help="keep the temporary directory (configs, logs)"
-    )
-    return parser.parse_args(argv)
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,16 +50,13 @@ def run(args: argparse.Namespace) -> int:
     import report
     from peers import ALL_PEERS
 
-    wanted = args.peers.split(",")
-    unknown = set(wanted) - {p.name for p in ALL_PEERS}
-    if unknown:
-        raise SystemExit(f"unknown peer(s): {', '.join(sorted(unknown))}")
+    wanted = benchargs.wanted_peers(args, [p.name for p in ALL_PEERS])
     peers = [p for p in ALL_PEERS if p.name in wanted]
     plan = metrics.QUICK if args.quick else metrics.FULL
     run_id = f"pcbench-{uuid.uuid4().hex[:10]}"
     root = Path(tempfile.mkdtemp(prefix=f"{run_id}-"))
     metrics.log(f"[bench] run {run_id}, working directory {root}")
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    benchargs.interrupt_on_sigterm()
     try:
         results = metrics.Runner(peers, plan, root, run_id).run()
     finally:
