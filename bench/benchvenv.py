@@ -14,10 +14,12 @@ venv exists.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -77,3 +79,29 @@ def running_in_venv() -> bool:
 def reexec_in_venv(script: Path, argv: list[str]) -> None:
     """Replace this process with the same script run by the bench venv's python."""
     os.execv(VENV_PYTHON, [str(VENV_PYTHON), str(script), *argv])
+
+
+_READY = "PROCORCH_BENCH_VENV_READY"  # set before the re-exec: the venv is up to date
+
+
+def main(
+    script: str,
+    argv: list[str],
+    parse_args: Callable[[list[str]], argparse.Namespace],
+    run: Callable[[argparse.Namespace], int],
+    packages: tuple[str, ...] = PEER_PACKAGES,
+) -> int:
+    """A benchmark script's whole life: parse its arguments (also outside the venv, so
+    `--help` works anywhere), bring the venv up to date once, re-run inside it, then
+    `run`; Ctrl-C or SIGTERM end it with status 130 after `run` has cleaned up."""
+    args = parse_args(argv)
+    if not (running_in_venv() and os.environ.get(_READY)):
+        ensure_venv(packages)
+    if not running_in_venv():
+        os.environ[_READY] = "1"  # procorch is reinstalled once, not again after the re-exec
+        reexec_in_venv(Path(script).resolve(), argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("[bench] interrupted; everything it started has been stopped", file=sys.stderr)
+        return 130

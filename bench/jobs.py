@@ -344,15 +344,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    benchvenv.ensure_venv(PACKAGES)
-    if not benchvenv.running_in_venv():
-        benchvenv.reexec_in_venv(Path(__file__).resolve(), argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("[bench] interrupted; everything it started has been killed", file=sys.stderr)
-        return 130
+    return benchvenv.main(__file__, argv, parse_args, run, PACKAGES)
 
 
 if __name__ == "__main__":

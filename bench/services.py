@@ -32,7 +32,6 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from pathlib import Path
 from statistics import median
 from typing import Any
 
@@ -42,7 +41,6 @@ import rpcpeers
 
 MAX_CALLERS = rpcpeers.MAX_CALLERS  # the concurrent callers of the last throughput
 RESULTS_FILE = benchvenv.BENCH_DIR / "RESULTS.md"
-VENV_READY = "PROCORCH_BENCH_VENV_READY"
 START_DELAY_NS = 50_000_000  # the throughput window opens this long after all are ready
 CALLER_TIMEOUT = 180.0  # s for one caller job (the Manager's 5,000 calls take ~7 s)
 
@@ -251,17 +249,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    if not (benchvenv.running_in_venv() and os.environ.get(VENV_READY)):
-        benchvenv.ensure_venv()  # (procorch reinstalled once, not again after the re-exec)
-    if not benchvenv.running_in_venv():
-        os.environ[VENV_READY] = "1"
-        benchvenv.reexec_in_venv(Path(__file__).resolve(), argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("[bench] interrupted; everything it started has been stopped", file=sys.stderr)
-        return 130
+    return benchvenv.main(__file__, argv, parse_args, run)
 
 
 if __name__ == "__main__":
