@@ -15,8 +15,6 @@ kills whatever is left, also after an error.
 from __future__ import annotations
 
 import importlib.metadata
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -37,22 +35,10 @@ class PeerError(Exception):
     """A peer failed to start, take a job or finish it; str() says how."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a process started with start_new_session=True, and all it forked; reap it."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 class RedisServer:
@@ -68,7 +54,7 @@ class RedisServer:
         import redis
 
         for _ in range(3):  # the free port may be taken between the probe and the bind
-            self.port = _free_port()
+            self.port = free_port()
             log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 (the child keeps it)
             cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
             cmd += ["--dir", str(self.workdir), "--save", "", "--appendonly", "no"]
@@ -101,7 +87,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self._proc is not None:
-            _kill_group(self._proc)
+            procs.kill_group(self._proc)
             self._proc = None
 
 
@@ -211,7 +197,7 @@ class RQPeer(JobPeer):
 
     def stop(self) -> None:
         for proc in self._workers:
-            _kill_group(proc)  # a forking Worker's work horse is in the same group
+            procs.kill_group(proc)  # a forking Worker's work horse is in the same group
         self._workers = []
 
     def reset(self) -> None:
