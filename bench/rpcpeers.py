@@ -423,6 +423,7 @@ class Procorch(Peer):
 
     name = "procorch"
     cli = ""  # set by the harness: bench/.venv/bin/procorch
+    keep_tmp = False  # leave the config, run directory and logs behind (--keep-tmp)
 
     def available(self) -> str | None:
         if importlib.util.find_spec("procorch.services.client") is None:
@@ -487,7 +488,8 @@ class Procorch(Peer):
                     proc.kill()
             except Exception:  # psutil.Error: gone, or not ours
                 pass
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if not self.keep_tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp = ""
 
 
