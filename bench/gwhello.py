@@ -1,0 +1,36 @@
+"""The floor of the gateway benchmark: a Flask "hello" on waitress, nothing else.
+
+    python bench/gwhello.py PORT     # started and stopped by bench/gateway.py
+
+It owns the waitress settings the procorch gateway serves with (`WAITRESS`), so the only
+difference between this server and the gateway is the gateway's own work per request.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from flask import Flask
+from rpcpeers import die_with_parent
+from waitress import serve
+
+# The procorch gateway's waitress settings; update them here when the gateway's change.
+THREADS = 8  # also wrk's connection count: one request in flight per waitress thread
+WAITRESS: dict[str, object] = {"threads": THREADS}
+HOST = "127.0.0.1"
+
+app = Flask(__name__)
+
+
+@app.get("/")
+def hello() -> dict[str, str]:
+    return {"hello": "world"}  # JSON like every gateway answer, so the encoding counts too
+
+
+def main(argv: list[str]) -> None:
+    die_with_parent()
+    serve(app, host=HOST, port=int(argv[0]), **WAITRESS)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
