@@ -1,0 +1,166 @@
+"""Benchmark procorch's HTTP gateway against a bare Flask "hello" on the same WSGI server
+(the floor) and against the originals' design (Flask's development server forwarding over
+multiprocessing queues and HTTP).
+
+    python bench/gateway.py            # full run, about 1.5 minutes; updates bench/RESULTS.md
+    python bench/gateway.py --quick    # smoke run: 2 s per endpoint, no warm-up runs
+
+wrk (installed with apt-get when missing, as root) loads each endpoint for a fixed time
+with one thread and as many keep-alive connections as waitress has threads, and gives
+requests/s and p99. The servers (`gwpeers.py`) run one at a time, each on a free loopback
+port: the bare hello (`gwhello.py`), then `procorch up --gateway` with the built-in stack
+(GET /health, GET /users/1, GET /job/1, POST /orders, POST /job/100), then the original
+design (`gworiginal.py`) with the same five endpoints. Every server it started is stopped
+at the end, on error and on Ctrl-C too. The script creates bench/.venv on first use and
+re-runs itself with that venv's python, as the other benchmarks do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import benchargs
+import benchvenv
+
+if TYPE_CHECKING:  # these need the venv's packages: imported after the re-exec
+    from gwpeers import Endpoint
+    from gwwrk import Load, WrkResult
+
+RESULTS_FILE = benchvenv.BENCH_DIR / "RESULTS.md"
+PACKAGES = ("psutil", "flask", "waitress", "requests")  # requests: the original's client
+PEERS = ("hello", "procorch", "original")
+
+
+@dataclass(frozen=True)
+class Plan:
+    seconds: int  # wrk's measured run per endpoint
+    warmup: int  # an unmeasured wrk run before it (0: none)
+
+
+FULL = Plan(seconds=5, warmup=1)
+QUICK = Plan(seconds=2, warmup=0)
+
+
+@dataclass
+class Results:
+    figures: dict[str, dict[str, WrkResult]] = field(default_factory=dict)  # peer, endpoint
+    labels: dict[str, str] = field(default_factory=dict)  # endpoint key -> label, in order
+    notes: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    load: list[float] = field(default_factory=list)  # 1-minute load average, start and end
+
+    def get(self, peer: str, endpoint: str) -> WrkResult | None:
+        return self.figures.get(peer, {}).get(endpoint)
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def measure(
+    wrk: str, peer: str, url: str, ep: Endpoint, load: Load, plan: Plan, root: Path
+) -> WrkResult:
+    """One endpoint: write its Lua script, warm up, then the measured run."""
+    import gwwrk
+
+    script = gwwrk.lua_script(root / f"{peer}-{ep.key}.lua", ep.method, ep.body)
+    wrk_log = root / f"{peer}-wrk.log"
+    if plan.warmup:
+        warm = gwwrk.Load(load.threads, load.connections, plan.warmup)
+        gwwrk.run(wrk, url, script, warm, wrk_log)
+    got = gwwrk.run(wrk, url, script, load, wrk_log)
+    log(
+        f"[bench]   {ep.label}: {got.rps:,.0f} req/s, p50 {got.p50_ms:.2f} ms, "
+        f"p99 {got.p99_ms:.2f} ms"
+        + (f", {got.non2xx} non-2xx" if got.non2xx else "")
+        + (f", {got.socket_errors} socket errors" if got.socket_errors else "")
+    )
+    return got
+
+
+def run_peers(names: list[str], wrk: str, load: Load, plan: Plan, root: Path) -> Results:
+    """Each server in turn: start, prepare, measure every endpoint, stop."""
+    import gwpeers
+
+    classes = {cls.name: cls for cls in (gwpeers.Hello, gwpeers.Procorch, gwpeers.Original)}
+    gwpeers.Procorch.cli = str(benchvenv.BIN_DIR / "procorch")
+    peers = [classes[name]() for name in names]
+    for peer in peers:  # before any run: a missing peer fails the run at once
+        if why := peer.available():
+            raise gwpeers.PeerError(f"{peer.name}: {why}")
+    results = Results(load=[os.getloadavg()[0]])
+    for peer in peers:
+        name = peer.name
+        log(f"[bench] {peer.label}")
+        try:
+            peer.start(root)
+            for ep in peer.endpoints():
+                results.labels.setdefault(ep.key, ep.label)
+                got = measure(wrk, name, peer.url(ep.path), ep, load, plan, root)
+                results.figures.setdefault(name, {})[ep.key] = got
+            results.notes += [f"{peer.label}: {note}" for note in peer.notes]
+        finally:
+            peer.stop()
+    results.load.append(os.getloadavg()[0])
+    return results
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return benchargs.parse(__doc__, argv, quick="2 s per endpoint, no warm-up runs", peers=PEERS)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Only importable inside bench/.venv (flask, waitress, psutil), hence imported here.
+    import gwhello
+    import gwpeers
+    import gwreport
+    import gwwrk
+    import report
+    import rpcpeers
+
+    names = benchargs.wanted_peers(args, PEERS)
+    plan = QUICK if args.quick else FULL
+    # One wrk thread is plenty for a Python server and leaves it the other core; one
+    # connection per waitress thread keeps every thread busy without queueing requests
+    # inside waitress, so p99 is the time to serve, not the time spent waiting in line.
+    load = gwwrk.Load(threads=1, connections=gwhello.THREADS, seconds=plan.seconds)
+    benchargs.interrupt_on_sigterm()
+    root = Path(tempfile.mkdtemp(prefix="pgw-"))
+    rpcpeers.Procorch.keep_tmp = args.keep_tmp
+    started = time.monotonic()
+    try:
+        wrk = gwwrk.ensure_wrk()
+        results = run_peers(names, wrk, load, plan, root)
+    except (gwwrk.WrkError, gwpeers.PeerError) as exc:
+        log(f"[bench] error: {exc}")
+        return 1
+    finally:
+        if args.keep_tmp:
+            log(f"[bench] kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    results.versions["wrk"] = gwwrk.version(wrk)
+    log(f"[bench] done in {time.monotonic() - started:.0f} s")
+    command = "python bench/gateway.py" + (" --quick" if args.quick else "")
+    section = gwreport.render(results, plan, load, names, command)
+    print(section)
+    if not args.no_write:
+        report.write_section(RESULTS_FILE, section, gwreport.SECTION)
+        log(f"[bench] wrote {RESULTS_FILE}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    return benchvenv.main(__file__, argv, parse_args, run, PACKAGES)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

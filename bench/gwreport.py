@@ -1,0 +1,167 @@
+"""The gateway benchmark's results as markdown: printed, and kept in the "gateway" section
+of RESULTS.md (report.write_section)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from datetime import UTC, datetime
+
+from gateway import Plan, Results
+from gwwrk import Load, WrkResult
+from report import _cpu_model, _git_rev, markers
+from svcreport import _div, _mark, _rate, _row, _times
+
+SECTION = "gateway"
+FLOOR, OURS, ORIGINAL = "hello", "procorch", "original"
+LABELS = {FLOOR: "bare waitress hello", OURS: "procorch gateway", ORIGINAL: "original design"}
+ONE_HOP = ("user", "job_get")  # endpoints that must reach 70 % of the hello's requests/s
+ONE_HOP_SHARE = 0.70
+P99_LIMIT_MS = 20.0
+
+
+def _ms(got: WrkResult | None) -> str:
+    if got is None:
+        return "n/a"
+    return f"{got.p99_ms:.2f}" if got.p99_ms < 10 else f"{got.p99_ms:.1f}"
+
+
+def _rps(got: WrkResult | None) -> float | None:
+    return None if got is None else got.rps
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
+
+
+def _figures(results: Results, peers: list[str]) -> list[str]:
+    head = ["endpoint"]
+    for peer in peers:
+        head += [f"{LABELS[peer]} req/s", f"{LABELS[peer]} p99 (ms)"]
+    head += ["procorch ÷ hello (req/s)", "procorch ÷ original (req/s)"]
+    lines = [_row(head), "|---" * len(head) + "|"]
+    floor = _rps(results.get(FLOOR, "hello"))
+    for key, label in results.labels.items():
+        cells = [label]
+        for peer in peers:
+            got = results.get(peer, key)
+            cells += [_rate(_rps(got)), _ms(got)]
+        ours = _rps(results.get(OURS, key))
+        if key == "hello":
+            cells += ["—", "—"]
+        else:
+            cells += [_pct(_div(ours, floor)), _times(_div(ours, _rps(results.get(ORIGINAL, key))))]
+        lines.append(_row(cells))
+    return lines
+
+
+def _targets(results: Results, load: Load) -> list[str]:
+    floor = _rps(results.get(FLOOR, "hello"))
+    lines = [_row(["target", "procorch", "met"]), "|---|---|---|"]
+    for key in ONE_HOP:
+        ours = _rps(results.get(OURS, key))
+        share = _div(ours, floor)
+        lines.append(
+            _row(
+                [
+                    f"{results.labels.get(key, key)}: ≥ {ONE_HOP_SHARE:.0%} of the bare hello's "
+                    "requests/s",
+                    f"{_rate(ours)} req/s = {_pct(share)} of {_rate(floor)}",
+                    _mark(None if share is None else share >= ONE_HOP_SHARE),
+                ]
+            )
+        )
+    for key, label in results.labels.items():
+        got = results.get(OURS, key)
+        if key != "hello":
+            lines.append(
+                _row(
+                    [
+                        f"{label}: p99 < {P99_LIMIT_MS:g} ms at {load.connections} connections",
+                        f"{_ms(got)} ms",
+                        _mark(None if got is None else got.p99_ms < P99_LIMIT_MS),
+                    ]
+                )
+            )
+    return lines
+
+
+def _versions(results: Results) -> str:
+    found = [
+        f"{name} {importlib.metadata.version(name)}"
+        for name in ("flask", "werkzeug", "waitress", "requests")
+    ]
+    found.append(f"procorch {importlib.metadata.version('procorch')} (git {_git_rev()})")
+    found.append(f"wrk {results.versions.get('wrk', '?')}")
+    return ", ".join(found)
+
+
+def _header(results: Results, plan: Plan, load: Load, command: str) -> list[str]:
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    warm = f"after a {plan.warmup} s warm-up run" if plan.warmup else "without a warm-up run"
+    loads = ", ".join(f"{x:.2f}" for x in results.load)
+    return [
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {os.cpu_count()} cores ({_cpu_model()}), {mem:.0f} GiB RAM, "
+        f"Linux {platform.release()}; wrk and the server under test share these cores",
+        f"- load average (1 min) at the start and the end: {loads}",
+        f"- python {platform.python_version()}; {_versions(results)}",
+        f"- reproduce: `{command}`",
+        f"- wrk `-t {load.threads} -c {load.connections} -d {load.seconds}s --latency`, "
+        f"keep-alive connections, per endpoint {warm}; one server at a time, each on a "
+        "free loopback port. Method: `bench/README.md`.",
+    ]
+
+
+def _notes(results: Results, peers: list[str]) -> list[str]:
+    notes = [f"- {note}" for note in results.notes]
+    for peer in peers:
+        for key, got in results.figures.get(peer, {}).items():
+            if got.non2xx or got.socket_errors:
+                notes.append(
+                    f"- {LABELS[peer]}, {results.labels[key]}: {got.non2xx} non-2xx answers, "
+                    f"{got.socket_errors} socket errors of {got.requests:,} requests"
+                )
+    notes.append(
+        "- Every answer was 2xx with no socket error, unless a note above says otherwise."
+        if len(notes) == len(results.notes)
+        else "- Requests/s count every answer, the failed ones too."
+    )
+    notes += [
+        f"- {LABELS[ORIGINAL]}: `bench/gworiginal.py`, a bench peer rebuilt from the originals' "
+        "descriptions: Flask's development server (`threaded=True`, its request log on, as "
+        "they ran it), UserService and OrderService each a process reading a "
+        "`multiprocessing.Queue`, the job worker a second development server reached with "
+        "`requests` (a new connection per call); state in dicts in memory.",
+    ]
+    return notes
+
+
+def render(results: Results, plan: Plan, load: Load, peers: list[str], command: str) -> str:
+    """The markdown section, markers included."""
+    begin, end = markers(SECTION)
+    lines = [
+        begin,
+        "## Gateway: procorch's HTTP gateway vs a bare waitress hello and the original design",
+        "",
+        *_header(results, plan, load, command),
+        "",
+        "### Figures",
+        "",
+        "Requests/s: higher is better; p99 latency: lower is better. procorch ÷ hello is the "
+        "share of the bare server's requests/s the gateway keeps.",
+        "",
+        *_figures(results, peers),
+        "",
+        "### Targets (from the issue)",
+        "",
+        *_targets(results, load),
+        "",
+        "### Notes",
+        "",
+        *_notes(results, peers),
+        "",
+        end,
+    ]
+    return "\n".join(lines) + "\n"
