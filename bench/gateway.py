@@ -34,7 +34,6 @@ if TYPE_CHECKING:  # these need the venv's packages: imported after the re-exec
     from gwpeers import Endpoint
     from gwwrk import Load, WrkResult
 
-RESULTS_FILE = benchvenv.BENCH_DIR / "RESULTS.md"
 PACKAGES = ("psutil", "flask", "waitress", "requests")  # requests: the original's client
 PEERS = ("hello", "procorch", "original")
 
@@ -151,10 +150,7 @@ def run(args: argparse.Namespace) -> int:
     log(f"[bench] done in {time.monotonic() - started:.0f} s")
     command = "python bench/gateway.py" + (" --quick" if args.quick else "")
     section = gwreport.render(results, plan, load, names, command)
-    print(section)
-    if not args.no_write:
-        report.write_section(RESULTS_FILE, section, gwreport.SECTION)
-        log(f"[bench] wrote {RESULTS_FILE}")
+    report.publish(section, gwreport.SECTION, write=not args.no_write)
     return 0
 
 

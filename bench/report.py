@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -236,3 +237,13 @@ def write_section(path: Path, section: str, name: str = "supervisors") -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text if text.endswith("\n") else text + "\n")
+
+
+def publish(section: str, name: str, write: bool = True) -> None:
+    """Print a benchmark's section and, unless told not to (--no-write), put it into
+    bench/RESULTS.md."""
+    print(section)
+    if write:
+        path = REPO_ROOT / "bench" / "RESULTS.md"
+        write_section(path, section, name)
+        print(f"[bench] wrote {path}", file=sys.stderr, flush=True)
