@@ -61,9 +61,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _config(config: Path | None, run_dir: Path | None) -> Config:
+def _config(config: Path | None, run_dir: Path | None, gateway: bool = False) -> Config:
     try:
-        return load_config(config, run_dir=run_dir)
+        return load_config(config, run_dir=run_dir, enable_gateway=gateway)
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
 
@@ -132,11 +132,15 @@ def up(
         bool,
         typer.Option("--foreground", "-f", help="Stay attached and show every service's output."),
     ] = False,
+    gateway: Annotated[
+        bool, typer.Option("--gateway", help="Also serve the HTTP gateway ([gateway] table).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Start the supervisor daemon and every service; return once they are all running."""
-    cfg = _config(config, run_dir)
+    cfg = _config(config, run_dir, gateway)
     rundir = RunDir(cfg.settings.run_dir)
+    _warn_if_exposed(cfg)
     if foreground:
         raise typer.Exit(_up_foreground(cfg))
     if rundir.daemon_alive() or not _spawn_daemon(cfg, rundir):
@@ -157,6 +161,16 @@ def up(
     raise typer.Exit(code)
 
 
+def _warn_if_exposed(cfg: Config) -> None:
+    gw = cfg.gateway
+    if gw.enabled and gw.token is None and not gw.is_loopback:
+        typer.echo(
+            f"procorch: warning: the gateway listens on {gw.host}:{gw.port} without a token: "
+            "anyone who can reach it can use it (set PROCORCH_TOKEN or [gateway] token)",
+            err=True,
+        )
+
+
 def _up_foreground(cfg: Config) -> int:
     import gc
 
@@ -165,8 +179,10 @@ def _up_foreground(cfg: Config) -> int:
     gc.enable()  # the entry point turned it off for a short run; this one is long
 
     def ready(error: str | None) -> None:
-        if error:
+        if error == "already running":
             fail(f"procorch is already running in {cfg.settings.run_dir}; nothing started", 0)
+        if error:
+            fail(error)
         typer.echo(f"procorch running in the foreground ({cfg.settings.run_dir}); Ctrl-C stops it")
 
     return serve(cfg, foreground=True, ready=ready)

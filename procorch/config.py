@@ -84,13 +84,33 @@ class Settings:
     log_level: str = "INFO"
 
 
+GATEWAY = "procorch.gateway.service:Gateway"
+GATEWAY_NAME = "Gateway"
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
-    """Where the optional HTTP gateway listens (the gateway itself comes later)."""
+    """The `[gateway]` table: the optional HTTP gateway, run as the service `Gateway`."""
 
     enabled: bool = False
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 5000
+    token: str | None = None  # bearer token every request but /health must carry
+    max_body: int = 1024 * 1024  # bytes; a bigger request body is refused with 413
+    threads: int = 8  # the WSGI server's worker threads
+    timeout: float = 5.0  # seconds to wait for a service before answering 504
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether only this machine can connect (a name is judged by what it resolves to)."""
+        import ipaddress
+        import socket
+
+        try:
+            infos = socket.getaddrinfo(self.host, None, type=socket.SOCK_STREAM)
+        except OSError:
+            return False
+        return all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
 JOB_WORKER = "procorch.jobs.worker:JobWorker"
@@ -179,6 +199,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "LOG_LEVEL": ("procorch", "log_level"),
     "GATEWAY_HOST": ("gateway", "host"),
     "GATEWAY_PORT": ("gateway", "port"),
+    "PROCORCH_TOKEN": ("gateway", "token"),
 }
 
 EXAMPLE_TOML = """\
@@ -188,7 +209,7 @@ EXAMPLE_TOML = """\
 # These environment variables (or the same names in a .env file beside this file)
 # override the settings marked with them; the real environment wins over .env:
 #   SERVICE_CHECK_INTERVAL, HEARTBEAT_TIMEOUT, MAX_RESTART_ATTEMPTS, LOG_LEVEL,
-#   GATEWAY_HOST, GATEWAY_PORT
+#   GATEWAY_HOST, GATEWAY_PORT, PROCORCH_TOKEN
 
 [procorch]
 # run_dir = ".procorch"        # pid file, socket, logs and state (--run-dir wins)
@@ -240,10 +261,17 @@ tcp = 8000                     # a port to connect to...
 # host = "127.0.0.1"           # where to connect, for tcp
 # timeout = 1.0                # seconds per attempt
 
+# The HTTP gateway: the services and the job queue over HTTP (JSON), run as the
+# supervised service `Gateway`. `procorch up --gateway` turns it on for one run.
 [gateway]
 # enabled = false              # serve the HTTP gateway
-# host = "127.0.0.1"           # (GATEWAY_HOST)
+# host = "127.0.0.1"           # non-loopback without a token warns  (GATEWAY_HOST)
 # port = 5000                  # (GATEWAY_PORT)
+# token = "16+ characters"     # then all but /health need "Authorization: Bearer TOKEN"
+#                              #   (PROCORCH_TOKEN)
+# max_body = 1048576           # largest request body in bytes; bigger gets 413
+# threads = 8                  # WSGI server threads
+# timeout = 5.0                # seconds to wait for a service; slower gets 504
 
 # The job queue (`procorch job ...`). With this table, the JobWorker service runs
 # beside the services above (replicas = workers); without it, only in the built-in stack.
@@ -288,6 +316,7 @@ def load_config(
     path: Path | None = None,
     run_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    enable_gateway: bool = False,
 ) -> Config:
     """Read, validate and return the configuration; raise `ConfigError` if it is wrong.
 
@@ -295,6 +324,7 @@ def load_config(
     stack if there is none. `run_dir` (the CLI's --run-dir) beats the file's `run_dir`.
     `environ` (default `os.environ`) and a `.env` file beside the config file override
     the settings named in `ENV_OVERRIDES`; an empty value counts as unset.
+    `enable_gateway` (the CLI's `up --gateway`) turns the gateway on whatever the file says.
     """
     environ = os.environ if environ is None else environ
     if path is None and Path(CONFIG_FILENAME).exists():
@@ -323,27 +353,31 @@ def load_config(
     services = top.get("services", _DEFAULT_SERVICES)
     if services is _DEFAULT_SERVICES or "jobs" in top:
         services = _with_job_worker(services, jobs, root.key("jobs"))
+    gateway = GatewaySettings(**sections["gateway"])
+    if gateway.enabled or enable_gateway:
+        gateway = replace(gateway, enabled=True)
+        services = _with_builtin(services, GATEWAY, GATEWAY_NAME, 1, root.key("gateway"))
     _check_sockets_fit(chosen, services, where)
     settings = Settings(run_dir=chosen, **sections["procorch"])
-    return Config(
-        path=path,
-        settings=settings,
-        services=services,
-        gateway=GatewaySettings(**sections["gateway"]),
-        jobs=jobs,
-    )
+    return Config(path=path, settings=settings, services=services, gateway=gateway, jobs=jobs)
 
 
 def _with_job_worker(
     services: tuple[ServiceConfig, ...], jobs: JobsSettings, where: _Where
 ) -> tuple[ServiceConfig, ...]:
     """Add the JobWorker service (replicas = `workers`) unless the file runs it already."""
-    if any(svc.module == JOB_WORKER for svc in services):
+    return _with_builtin(services, JOB_WORKER, JOB_WORKER_NAME, jobs.workers, where)
+
+
+def _with_builtin(
+    services: tuple[ServiceConfig, ...], module: str, name: str, replicas: int, where: _Where
+) -> tuple[ServiceConfig, ...]:
+    """Add a built-in service after the others, unless the file runs it already."""
+    if any(svc.module == module for svc in services):
         return services
-    if any(svc.name.lower() == JOB_WORKER_NAME.lower() for svc in services):
-        raise where.error(f"a service is already called {JOB_WORKER_NAME!r}, the job worker's name")
-    worker = ServiceConfig(name=JOB_WORKER_NAME, module=JOB_WORKER, replicas=jobs.workers)
-    return (*services, worker)
+    if any(svc.name.lower() == name.lower() for svc in services):
+        raise where.error(f"a service is already called {name!r}, a built-in service's name")
+    return (*services, ServiceConfig(name=name, module=module, replicas=replicas))
 
 
 # --- where a value came from -------------------------------------------------------
@@ -776,6 +810,16 @@ def _functions(value: Any, where: _Where) -> dict[str, str]:
     return functions
 
 
+def _token(value: Any, where: _Where) -> str:
+    text = _string(value, where)
+    # It travels in an HTTP header: printable ASCII without spaces, and long enough to guess hard.
+    if not all("!" <= ch <= "~" for ch in text):
+        raise where.error("expected printable ASCII without spaces (it is sent in a header)")
+    if len(text) < 16:
+        raise where.error(f"too short ({len(text)} characters): use at least 16")
+    return text
+
+
 def _fraction(raw: Any, where: _Where) -> float:
     value = _number(raw, where, minimum=0)
     if value > 1:
@@ -797,7 +841,15 @@ _SETTINGS_PARSERS: dict[str, _Parser] = {
     "log_backups": partial(_integer, minimum=0),
     "log_level": partial(_choice, choices=_LOG_LEVELS, normalize=str.upper),
 }
-_GATEWAY_PARSERS: dict[str, _Parser] = {"enabled": _boolean, "host": _string, "port": _port}
+_GATEWAY_PARSERS: dict[str, _Parser] = {
+    "enabled": _boolean,
+    "host": _string,
+    "port": _port,
+    "token": _token,
+    "max_body": partial(_integer, minimum=1024, maximum=1024**3),
+    "threads": partial(_integer, minimum=1, maximum=256),
+    "timeout": _positive,
+}
 _SECTION_PARSERS = {"procorch": _SETTINGS_PARSERS, "gateway": _GATEWAY_PARSERS}
 _JOBS_PARSERS: dict[str, _Parser] = {
     "backend": _backend,

@@ -163,7 +163,8 @@ def test_every_key_is_parsed(tmp_path: Path) -> None:
         log_level="DEBUG",
     )
     assert config.gateway == GatewaySettings(enabled=True, host="0.0.0.0", port=8080)
-    worker, web, api = config.services
+    worker, web, api, gateway = config.services
+    assert gateway == ServiceConfig(name="Gateway", module="procorch.gateway.service:Gateway")
     assert worker == ServiceConfig(
         name="worker",
         module="pkg.sub.mod:Outer.Worker",
@@ -625,6 +626,7 @@ def test_every_override_variable(tmp_path: Path) -> None:
         "LOG_LEVEL": "debug",
         "GATEWAY_HOST": "0.0.0.0",
         "GATEWAY_PORT": "8081",
+        "PROCORCH_TOKEN": "s3cret-s3cret-s3cret",
     }
     config = load_config(environ=environ)  # no file: overrides apply to the defaults too
     assert config.settings == Settings(
@@ -634,7 +636,9 @@ def test_every_override_variable(tmp_path: Path) -> None:
         max_restarts=9,
         log_level="DEBUG",
     )
-    assert config.gateway == GatewaySettings(host="0.0.0.0", port=8081)
+    assert config.gateway == GatewaySettings(
+        host="0.0.0.0", port=8081, token="s3cret-s3cret-s3cret"
+    )
     assert set(environ) == set(ENV_OVERRIDES)
 
 
@@ -754,7 +758,7 @@ def test_example_toml_documents_every_key_and_variable() -> None:
 
 def test_example_toml_shows_the_real_defaults(tmp_path: Path) -> None:
     # Uncomment every "# key = value" line except those that are examples, not defaults.
-    examples = ("cwd", "http", "heartbeat_timeout = 10.0     # default: the", "square")
+    examples = ("cwd", "http", "heartbeat_timeout = 10.0     # default: the", "square", "token")
     lines = [
         line[2:] if re.match(r"# \w+ = ", line) and not line[2:].startswith(examples) else line
         for line in EXAMPLE_TOML.splitlines()
@@ -877,3 +881,55 @@ def test_the_examples_load() -> None:
     assert examples
     for path in examples:
         assert load_config(path, environ={}).services, path
+
+
+# -- [gateway] -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[gateway]\ntoken = 'short'\n", "gateway.token: too short (5 characters)"),
+        ("[gateway]\ntoken = 'has a space in it!!'\n", "gateway.token: expected printable ASCII"),
+        ("[gateway]\ntoken = 'naïve-naïve-naïve-naïve'\n", "gateway.token: expected printable"),
+        ("[gateway]\nmax_body = 10\n", "gateway.max_body: expected an integer ≥ 1024, got 10"),
+        ("[gateway]\nthreads = 0\n", "gateway.threads: expected an integer ≥ 1, got 0"),
+        ("[gateway]\nthreads = 1000\n", "gateway.threads: expected an integer ≤ 256, got 1000"),
+        ("[gateway]\ntimeout = -1\n", "gateway.timeout: expected a number > 0, got -1"),
+        ("[gateway]\nport = 80.5\n", "gateway.port: expected an integer ≥ 1, got 80.5"),
+        (
+            "[services.Gateway]\ncommand = 'x'\n[gateway]\nenabled = true\n",
+            "gateway: a service is already called 'Gateway'",
+        ),
+    ],
+)
+def test_gateway_errors(text: str, expected: str) -> None:
+    assert error(text).startswith(f"procorch.toml: {expected}")
+
+
+def test_gateway_service_only_when_enabled() -> None:
+    names = [svc.name for svc in load_config().services]
+    assert "Gateway" not in names
+    config = load_config(enable_gateway=True)  # `procorch up --gateway`
+    assert config.gateway.enabled
+    assert config.services[-1] == ServiceConfig(
+        name="Gateway", module="procorch.gateway.service:Gateway"
+    )
+    assert [svc.name for svc in config.services[:-1]] == names
+
+
+def test_token_from_the_environment_wins(tmp_path: Path) -> None:
+    path = write("[gateway]\ntoken = 'from-the-file-0123'\nmax_body = 4096\n")
+    config = load_config(path, environ={"PROCORCH_TOKEN": "from-the-environment"})
+    assert config.gateway.token == "from-the-environment"
+    assert config.gateway.max_body == 4096
+    with pytest.raises(ConfigError, match=r"^environment: PROCORCH_TOKEN: too short"):
+        load_config(path, environ={"PROCORCH_TOKEN": "abc"})
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False), ("::", False)],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert GatewaySettings(host=host).is_loopback is loopback

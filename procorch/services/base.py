@@ -178,15 +178,18 @@ class Service:
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
             reply = protocol.error(request_id, "internal", f"{type(exc).__name__}: {exc}")
-        failed = reply["status"] == "error"
-        with self._stats_lock:
-            self.stats.count_request(self.context.slot, time.perf_counter() - started, failed)
+        self.count_request(time.perf_counter() - started, reply["status"] == "error")
         if not wanted:
             return None
         try:
             return protocol.frame(reply)
         except (TypeError, ValueError) as exc:  # the action returned something unsendable
             return protocol.frame(protocol.error(request_id, "internal", str(exc)))
+
+    def count_request(self, latency: float, failed: bool) -> None:
+        """Count one request (of `latency` seconds) in this replica's statistics."""
+        with self._stats_lock:
+            self.stats.count_request(self.context.slot, latency, failed)
 
     def run(self) -> None:
         """The main loop: heartbeat and tick until stopped.

@@ -32,6 +32,8 @@ class Endpoint:
     state: str
     socket: Path | None  # None for a command service: it speaks no protocol
     registered_at: str | None  # when its current process started (UTC, ISO 8601)
+    slot: int | None = None  # its slot in the shared statistics (stats.bin)
+    restarts: int = 0  # since the daemon started
 
 
 class Registry:
@@ -66,6 +68,8 @@ class Registry:
                         state=p["state"],
                         socket=Path(p["socket"]) if p.get("socket") else None,
                         registered_at=p.get("registered_at"),
+                        slot=p.get("slot"),
+                        restarts=p.get("restarts", 0),
                     )
                 )
             self._services, self._stamp = services, stamp

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from procorch.config import Config, ServiceConfig, service_socket
+from procorch.config import GATEWAY, Config, ServiceConfig, service_socket
 from procorch.stats import StatsTable
 from procorch.supervisor import control
 from procorch.supervisor.health import Prober, sample, stale_heartbeat
@@ -29,6 +29,7 @@ from procorch.supervisor.lifeline import become_subreaper, release_free_memory
 from procorch.supervisor.logs import Echo, RotatingLog
 from procorch.supervisor.process import Replica, exited_cleanly
 from procorch.supervisor.rundir import RunDir, now_iso
+from procorch.supervisor.sockets import LISTEN_FD_ENV, BindError, bind_tcp
 from procorch.supervisor.state import ProcessState as S
 
 log = logging.getLogger("procorch.daemon")
@@ -42,8 +43,15 @@ PROBLEMS = frozenset({"fatal", "unhealthy", "stop-timeout", "reclaimed"})  # log
 STABLE_AFTER = 1.0  # a replica running this long has its consecutive-crash count reset
 
 
-class AlreadyRunning(Exception):
+class StartError(Exception):
+    """The daemon cannot start; str() is one line for the user."""
+
+
+class AlreadyRunning(StartError):
     """Another daemon holds this run directory's lock."""
+
+    def __str__(self) -> str:
+        return "already running"
 
 
 class Supervisor:
@@ -85,7 +93,14 @@ class Supervisor:
         if not self.rundir.acquire_lock():
             raise AlreadyRunning(str(self.rundir.path))
         self._events = self.rundir.open_events()
-        self._reclaim_stale()
+        self._reclaim_stale()  # first: a crashed daemon's gateway may still hold the port
+        self._listener: socket.socket | None = None
+        if self.config.gateway.enabled:
+            gateway = self.config.gateway
+            try:
+                self._listener = bind_tcp(gateway.host, gateway.port)
+            except BindError as exc:
+                raise StartError(str(exc)) from None
         self.rundir.write_atomic(self.rundir.pid_file, f"{os.getpid()}\n")
         self._write_snapshot()  # the run token is on disk before any process exists
         self.rundir.write_atomic(self.rundir.config_file, self.config.to_json())
@@ -157,8 +172,9 @@ class Supervisor:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         self.stats.reset(r.slot, 0)
         r.set_state(S.STARTING)
+        listener = self._listener if r.service.module == GATEWAY else None
         try:
-            r.spawn(self._env(r), write_fd)
+            r.spawn(self._env(r), write_fd, listener)
         except OSError as exc:
             os.close(read_fd)
             r.set_state(S.FATAL)
@@ -190,6 +206,8 @@ class Supervisor:
             PROCORCH_SLOT=str(r.slot),
             PROCORCH_SUPERVISOR_PID=str(os.getpid()),
         )
+        if svc.module == GATEWAY and self._listener is not None:
+            env[LISTEN_FD_ENV] = str(self._listener.fileno())
         if svc.is_python:
             env["PROCORCH_MODULE"] = svc.module
             env["PROCORCH_HEARTBEAT_INTERVAL"] = str(min(1.0, self._heartbeat_timeout(svc) / 4))
@@ -438,6 +456,7 @@ class Supervisor:
                         "restarts": r.restarts,
                         "socket": self._socket(r),
                         "registered_at": r.started_at,
+                        "slot": r.slot,
                     }
                     for r in self.replicas
                 ],
@@ -661,6 +680,12 @@ class Supervisor:
         """Final replies at once; progress at most every PROGRESS_EVERY s. True: progress owed."""
         pending = []
         progress_due = now >= self._next_progress
+        if self._snapshot_due and any(w.settled() for w in self._waiters):
+            # The registry (state.json) must already say what `up` answers, for whoever
+            # reads it the moment `up` returns.
+            self._snapshot_due = False
+            self._next_snapshot = now + SNAPSHOT_EVERY
+            self._write_snapshot()
         for w in self._waiters:
             if w.settled():
                 w.client.send({"ok": True, **self.status(w.targets)})
@@ -739,9 +764,9 @@ def serve(
     sup = Supervisor(config, foreground=foreground)
     try:
         sup.prepare()
-    except AlreadyRunning:
+    except StartError as exc:
         if ready:
-            ready("already running")
+            ready(str(exc))
         return 3
     if ready:
         ready(None)

@@ -15,6 +15,7 @@ import functools
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,8 +102,12 @@ class Replica:
         self.state = self.state.check(new)
         self.state_since = time.monotonic()
 
-    def spawn(self, env: dict[str, str], stdout: int) -> None:
-        """Start the OS process. Raises OSError when the program cannot be executed."""
+    def spawn(
+        self, env: dict[str, str], stdout: int, listener: socket.socket | None = None
+    ) -> None:
+        """Start the OS process. Raises OSError when the program cannot be executed.
+
+        `listener`, a listening socket the daemon owns, is inherited by the process."""
         svc = self.service
         preexec = None
         if svc.command:
@@ -124,6 +129,7 @@ class Replica:
             start_new_session=True,
             preexec_fn=preexec,
             close_fds=True,
+            pass_fds=(listener.fileno(),) if listener is not None else (),
         )
         self.pid = self.popen.pid
         self.started = time.monotonic()

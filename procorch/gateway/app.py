@@ -1,0 +1,93 @@
+"""The Flask app factory: routes, bearer-token authentication, and JSON for every error.
+
+    app = create_app(config)   # a procorch Config; `service.Gateway` serves it on waitress
+
+Whatever goes wrong answers JSON (`http.ApiError`): a refused service call gets the
+status its error code maps to, a job error 400/404/409, an unknown route 404, a wrong
+method 405, a body over `max_body` 413, and a bug 500 without its traceback (which goes
+to the gateway's log).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from procorch.config import Config
+from procorch.gateway.backend import Backend
+from procorch.gateway.http import ApiError, error_response
+from procorch.jobs.job import InvalidJob, JobError, JobNotFound
+from procorch.services.protocol import ServiceError
+
+log = logging.getLogger("procorch.gateway")
+
+OPEN_PATHS = frozenset({"/health"})  # answered without the token: for load balancers and probes
+
+
+def create_app(config: Config) -> Flask:
+    from procorch.gateway import jobs, metrics, openapi, records, system
+
+    app = Flask("procorch.gateway")
+    app.config["MAX_CONTENT_LENGTH"] = config.gateway.max_body
+    app.extensions["procorch"] = Backend(config)
+    for module in (system, records, jobs, metrics, openapi):
+        app.register_blueprint(module.bp)
+    if config.gateway.token:
+        app.before_request(_bearer_check(config.gateway.token))
+    app.register_error_handler(ApiError, error_response)
+    app.register_error_handler(ServiceError, lambda e: error_response(ApiError.from_service(e)))
+    app.register_error_handler(JobError, lambda e: error_response(_job_error(e)))
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _bug)
+    return app
+
+
+def _bearer_check(token: str):  # noqa: ANN202 - a Flask before_request hook
+    expected = f"Bearer {token}".encode()
+
+    def check() -> Response | None:
+        if request.path in OPEN_PATHS:
+            return None
+        given = request.headers.get("Authorization", "").encode()
+        if hmac.compare_digest(given, expected):  # constant time: no guessing by timing
+            return None
+        response = error_response(ApiError(401, "a valid bearer token is required"))
+        response.headers["WWW-Authenticate"] = 'Bearer realm="procorch"'
+        return response
+
+    return check
+
+
+def _job_error(exc: JobError) -> ApiError:
+    if isinstance(exc, JobNotFound):
+        return ApiError(404, str(exc))
+    if isinstance(exc, InvalidJob):
+        return ApiError(400, str(exc))
+    return ApiError(409, str(exc))  # e.g. cancelling a job that has finished
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = (exc.name or "error").lower().replace(" ", "_")
+    message = exc.description or exc.name
+    if status == 404:
+        message = f"no such endpoint: {request.method} {request.path}"
+    elif status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or ()))
+        message = f"{request.method} is not allowed on {request.path} (allowed: {allowed})"
+    elif status == 413:
+        message = f"the request body is larger than {request.max_content_length} bytes"
+        code = "too_large"
+    response = error_response(ApiError(status, message, code))
+    for name, value in exc.get_headers():  # e.g. Allow, which a 405 must carry
+        if name != "Content-Type":
+            response.headers[name] = value
+    return response
+
+
+def _bug(exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return error_response(ApiError(500, f"internal error ({type(exc).__name__})"))

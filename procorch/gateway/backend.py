@@ -1,0 +1,146 @@
+"""What the gateway talks to: the services, the registry, the live statistics, the jobs.
+
+One `Backend` per gateway process, shared by its threads: the services `Client` is
+thread-safe, the registry and the stats file are read-only views, and each thread
+gets a `Jobs` connection of its own (a database connection serves one thread).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from procorch.config import Config
+from procorch.services.registry import Endpoint, Registry
+from procorch.stats import SlotStats, StatsTable
+
+LIVE_STATES = ("starting", "running", "stopping")
+
+
+@dataclass(frozen=True)
+class ReplicaView:
+    """One replica as the gateway reports it: its registry entry and its live counters."""
+
+    endpoint: Endpoint
+    stats: SlotStats | None
+    heartbeat_age: float | None
+    alive: bool  # the process exists and is not a zombie (psutil), whatever the snapshot says
+
+    def public(self) -> dict[str, Any]:
+        ep = self.endpoint
+        return {
+            "replica": ep.replica,
+            "pid": ep.pid if self.alive else None,
+            "status": ep.state,
+            "registered_at": ep.registered_at,
+            "requests": self.stats.requests if self.stats else 0,
+            "errors": self.stats.errors if self.stats else 0,
+            "last_heartbeat": self.heartbeat_age,
+        }
+
+
+class Backend:
+    def __init__(self, config: Config) -> None:
+        from procorch.services.client import Client
+
+        self.config = config
+        self.run_dir = config.settings.run_dir
+        self.client = Client(self.run_dir, sender="Gateway", timeout=config.gateway.timeout)
+        self.registry = Registry(self.run_dir)
+        self._stats: StatsTable | None = None
+        self._local = threading.local()
+
+    def call(self, service: str, action: str, data: dict[str, Any]) -> Any:
+        """A service's reply data; its refusal raises ServiceError (mapped to HTTP later)."""
+        return self.client.call(service, action, data)
+
+    @property
+    def jobs(self) -> Any:
+        """This thread's connection to the job queue (`procorch.jobs.api.Jobs`)."""
+        jobs = getattr(self._local, "jobs", None)
+        if jobs is None:
+            from procorch.jobs.api import Jobs
+
+            jobs = self._local.jobs = Jobs.from_config(self.config)
+        return jobs
+
+    # -- the services' state -----------------------------------------------------------
+
+    def services(self) -> dict[str, list[ReplicaView]]:
+        """Every service's replicas, in start order, with live statistics."""
+        now = time.monotonic()
+        return {
+            name: [self._view(ep, now) for ep in endpoints]
+            for name, endpoints in self.registry.services().items()
+        }
+
+    def service(self, name: str) -> tuple[str, list[ReplicaView]]:
+        """One service by name (any case): its configured name and replicas; NotFound."""
+        endpoints = self.registry.lookup(name)
+        now = time.monotonic()
+        return endpoints[0].service, [self._view(ep, now) for ep in endpoints]
+
+    def heartbeat_timeout(self, service: str) -> float:
+        try:
+            svc = self.config.service(service)
+        except KeyError:
+            return self.config.settings.heartbeat_timeout
+        return svc.heartbeat_timeout or self.config.settings.heartbeat_timeout
+
+    def is_python(self, service: str) -> bool:
+        try:
+            return self.config.service(service).is_python
+        except KeyError:
+            return False
+
+    def _view(self, ep: Endpoint, now: float) -> ReplicaView:
+        stats = self._slot(ep)
+        alive = ep.state in LIVE_STATES and _alive(ep.pid)
+        age = stats.heartbeat_age(now) if stats and alive and stats.pid == ep.pid else None
+        return ReplicaView(ep, stats, round(age, 3) if age is not None else None, alive)
+
+    def _slot(self, ep: Endpoint) -> SlotStats | None:
+        if ep.slot is None:
+            return None
+        if self._stats is None:
+            try:
+                self._stats = StatsTable(self.run_dir / "stats.bin")
+            except OSError:
+                return None
+        if ep.slot >= self._stats.slots:
+            return None
+        return self._stats.read(ep.slot)
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def health(service: str, replicas: list[ReplicaView], backend: Backend) -> str:
+    """healthy: every replica running (and heartbeating, for Python); dead: no process at
+    all; unhealthy: anything between (starting, restarting, a stale heartbeat)."""
+    if not any(r.alive for r in replicas):
+        return "dead"
+    timeout = backend.heartbeat_timeout(service)
+    python = backend.is_python(service)
+    for r in replicas:
+        if not r.alive or r.endpoint.state != "running":
+            return "unhealthy"
+        if python and (r.heartbeat_age is None or r.heartbeat_age > timeout):
+            return "unhealthy"
+    return "healthy"
+
+
+def summary(replicas: list[ReplicaView]) -> str:
+    """One word for a service's replicas: their state if they agree, else `degraded`."""
+    states = {r.endpoint.state for r in replicas}
+    return states.pop() if len(states) == 1 else "degraded"

@@ -1,0 +1,97 @@
+"""JSON in and out: request bodies, responses, and errors with the right HTTP status.
+
+Every answer is JSON. An error is `{"status": "error", "message": ..., "code": ...}`:
+`code` is a short machine-readable word (the services' error codes where a service
+refused, else the HTTP reason, e.g. `method_not_allowed`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from flask import Response, request
+
+from procorch.services.protocol import ServiceError, dumps, loads
+
+# A service's error code -> the HTTP status the gateway answers with.
+SERVICE_STATUS = {
+    "invalid": 400,
+    "not_found": 404,
+    "conflict": 409,
+    "too_large": 413,
+    "unavailable": 503,
+    "timeout": 504,
+    "unknown_action": 500,  # the gateway asked for an action the service lacks: our bug
+    "internal": 500,
+}
+CODES = {400: "invalid", 401: "unauthorized", 404: "not_found", 409: "conflict"}
+CODES |= {413: "too_large", 503: "unavailable", 504: "timeout", 500: "internal"}
+
+
+class ApiError(Exception):
+    """An answer other than success: an HTTP status and a one-line message."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or CODES.get(status, "error")
+
+    @classmethod
+    def from_service(cls, exc: ServiceError) -> ApiError:
+        return cls(SERVICE_STATUS.get(exc.code, 500), exc.message, exc.code)
+
+
+def fail(status: int, message: str) -> NoReturn:
+    raise ApiError(status, message)
+
+
+def respond(payload: Any, status: int = 200) -> Response:
+    return Response(dumps(payload), status, mimetype="application/json")
+
+
+def error_body(status: int, message: str, code: str) -> bytes:
+    return dumps({"status": "error", "message": message, "code": code})
+
+
+def error_response(exc: ApiError) -> Response:
+    return Response(
+        error_body(exc.status, exc.message, exc.code), exc.status, mimetype="application/json"
+    )
+
+
+def json_body(*required: str) -> dict[str, Any]:
+    """The request's JSON object; 400 if it is not one or lacks a `required` field.
+
+    The body is parsed whatever the Content-Type says, as the originals' clients
+    (curl -d) do not always set it; `max_body` was enforced before this reads it."""
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        fail(400, "the request body must be a JSON object")
+    try:
+        body = loads(raw)
+    except ValueError:
+        fail(400, "the request body is not valid JSON")
+    if not isinstance(body, dict):
+        fail(400, f"the request body must be a JSON object, not {_kind(body)}")
+    missing = [name for name in required if body.get(name) is None]
+    if missing:
+        fail(400, f"`{missing[0]}` is required")
+    return body
+
+
+def query_int(name: str, default: int | None = None) -> int | None:
+    """An integer query parameter; 400 if it is there but not an integer."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        fail(400, f"`{name}` must be an integer, got {raw!r}")
+
+
+def _kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )

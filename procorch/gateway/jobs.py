@@ -1,0 +1,84 @@
+"""The job queue over HTTP: the first original's endpoints and a paginated list.
+
+    POST /job/<n>[?mod=M]   enqueue F(n) mod M       -> {"status": "taken", "job_id": 1}
+    GET  /job/<id>          the job
+    DELETE /job/<id>        cancel it (409 once it has finished)
+    GET  /jobs?status=&limit=&offset=, GET /list-all
+    POST /process {"n"}, GET /info?id=, GET /all: the original worker's own endpoints
+
+Jobs go straight to the store (SQLite or Redis), like `procorch job`: no service hop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
+
+from procorch.gateway.http import fail, json_body, query_int, respond
+from procorch.gateway.system import backend
+
+bp = Blueprint("jobs", __name__)
+
+LIST_ALL_LIMIT = 1000  # /list-all and /all: the first this many jobs, `total` says how many
+
+
+def _taken(n: Any, mod: Any) -> ResponseReturnValue:
+    job_id = backend().jobs.submit(n, mod)
+    return respond({"status": "taken", "job_id": job_id})
+
+
+def _job_id(raw: Any) -> int:
+    """A job id from a path or a query: anything but a positive integer names no job."""
+    text = str(raw).strip()
+    if not text.isdigit() or int(text) < 1 or int(text) > 2**63 - 1:
+        fail(404, f"no job with id {raw!r}")
+    return int(text)
+
+
+def _listed(status: str | None, limit: int, offset: int) -> ResponseReturnValue:
+    page = backend().jobs.list(status, limit, offset)
+    return respond({"status": "success", **page, "limit": limit, "offset": offset})
+
+
+@bp.route("/job/<raw>", methods=["GET", "POST", "DELETE"])
+def job(raw: str) -> ResponseReturnValue:
+    if request.method == "POST":
+        return _taken(raw, request.args.get("mod"))
+    job_id = _job_id(raw)
+    jobs = backend().jobs
+    if request.method == "DELETE":
+        return respond(
+            {"status": "success", "message": f"job {job_id} cancelled", "job": jobs.cancel(job_id)}
+        )
+    return respond(jobs.get(job_id))
+
+
+@bp.get("/jobs")
+def list_jobs() -> ResponseReturnValue:
+    limit = query_int("limit", 50)
+    offset = query_int("offset", 0)
+    return _listed(request.args.get("status") or None, limit, offset)
+
+
+@bp.get("/list-all")
+@bp.get("/all")
+def list_all() -> ResponseReturnValue:
+    return _listed(None, query_int("limit", LIST_ALL_LIMIT), query_int("offset", 0))
+
+
+@bp.post("/process")
+def process() -> ResponseReturnValue:
+    body = json_body("n")
+    return _taken(body["n"], body.get("mod"))
+
+
+@bp.get("/info")
+def info() -> ResponseReturnValue:
+    raw = request.args.get("id")
+    if raw is None and request.content_length:  # the original took {"id": ...} in the body
+        raw = json_body("id")["id"]
+    if raw is None:
+        fail(400, "`id` is required (GET /info?id=1)")
+    return respond(backend().jobs.get(_job_id(raw)))

@@ -1,0 +1,399 @@
+"""GET /openapi.json: an OpenAPI 3.1 document of every endpoint, built from the config.
+
+The limits in it are the ones the gateway enforces (`max_n`, page sizes, field
+lengths), and the bearer scheme is there only when a token is configured, so
+the document describes this gateway exactly; the tests run schemathesis against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app
+from flask.typing import ResponseReturnValue
+
+from procorch import __version__
+from procorch.config import Config
+from procorch.gateway.http import respond
+from procorch.gateway.system import TITLE
+from procorch.jobs.api import MAX_LIMIT
+from procorch.jobs.job import Status
+from procorch.services.fields import MAX_PAGE
+
+bp = Blueprint("openapi", __name__)
+
+MAX_ID = 2**63 - 1
+REASONS = {
+    400: "Bad request: the body, a field or a parameter is invalid",
+    401: "The bearer token is missing or wrong",
+    404: "No such record (or route)",
+    409: "Conflicts with what exists",
+    413: "The request body is over `max_body`",
+    503: "The service behind the endpoint is down",
+    504: "The service behind the endpoint did not answer in time",
+}
+
+
+@bp.get("/openapi.json")
+def openapi() -> ResponseReturnValue:
+    return respond(document(current_app.extensions["procorch"].config))
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _int(minimum: int = 0, maximum: int = MAX_ID, **extra: Any) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum, **extra}
+
+
+_TEXT = {"type": "string", "pattern": r"\S"}  # the services refuse blank text
+_NULLABLE_TEXT = {"type": ["string", "null"]}
+_NULLABLE_INT = {"type": ["integer", "null"]}
+
+
+def _schemas(config: Config) -> dict[str, Any]:
+    page = {"count": {"type": "integer"}, "total": {"type": "integer"}}
+    success = {"type": "string", "enum": ["success"]}
+
+    def listing(key: str, item: str) -> dict[str, Any]:
+        items = {"type": "array", "items": _ref(item)}
+        return _obj(["status", key, "count"], status=success, **{key: items}, **page)
+
+    def one(key: str, item: str, message: bool = False) -> dict[str, Any]:
+        extra = {"message": {"type": "string"}} if message else {}
+        return _obj(["status", key], status=success, **{key: _ref(item)}, **extra)
+
+    replica = _obj(
+        ["replica", "pid", "status"],
+        replica={"type": "integer"},
+        pid=_NULLABLE_INT,
+        status={"type": "string"},
+        registered_at=_NULLABLE_TEXT,
+        requests={"type": "integer"},
+        errors={"type": "integer"},
+        last_heartbeat={"type": ["number", "null"]},
+    )
+    stats = _obj(
+        ["requests", "last_heartbeat"],
+        requests={"type": "integer"},
+        errors={"type": "integer"},
+        started_at=_NULLABLE_TEXT,
+        last_heartbeat={"type": ["number", "null"]},
+    )
+    health_word = {"type": "string", "enum": ["healthy", "unhealthy", "dead"]}
+    return {
+        "Error": _obj(
+            ["status", "message"],
+            status={"type": "string", "enum": ["error"]},
+            message={"type": "string"},
+            code={"type": "string"},
+        ),
+        "User": _obj(
+            ["id", "username", "email"],
+            id=_int(1),
+            username={"type": "string"},
+            email={"type": "string"},
+            created_at={"type": "string"},
+        ),
+        "NewUser": _obj(
+            ["username", "email"],
+            username={**_TEXT, "maxLength": 64},
+            email={
+                "type": "string",
+                "pattern": r"^\s*[^@\s]+@[^@\s]+\.[^@\s.]+\s*$",
+                "maxLength": 254,
+            },
+        ),
+        "Order": _obj(
+            ["id", "user_id", "product", "quantity", "status"],
+            id=_int(1),
+            user_id=_int(1),
+            product={"type": "string"},
+            quantity=_int(1),
+            status={"type": "string"},
+            created_at={"type": "string"},
+        ),
+        "NewOrder": _obj(
+            ["user_id", "product", "quantity"],
+            user_id=_int(1),
+            product={**_TEXT, "maxLength": 200},
+            quantity=_int(1, 1_000_000),
+        ),
+        "Notification": _obj(
+            ["id", "user_id", "message", "type", "status"],
+            id=_int(1),
+            user_id=_int(1),
+            message={"type": "string"},
+            type={"type": "string"},
+            status={"type": "string", "enum": ["queued", "sending", "sent"]},
+            order_id=_NULLABLE_INT,
+            created_at={"type": "string"},
+            sent_at=_NULLABLE_TEXT,
+        ),
+        "NewNotification": _obj(
+            ["user_id", "message", "type"],
+            user_id=_int(1),
+            message={**_TEXT, "maxLength": 2000},
+            type={"type": "string", "enum": ["email", "sms"]},
+        ),
+        "Job": _obj(
+            ["job_id", "status", "input", "output", "init_time", "finished_time", "mod"],
+            job_id=_int(1),
+            status={"type": "string", "enum": [s.value for s in Status]},
+            function={"type": "string"},
+            input=_int(0),
+            mod=_int(2),
+            output=_NULLABLE_INT,
+            error=_NULLABLE_TEXT,
+            attempts={"type": "integer"},
+            init_time={"type": "string"},
+            started_time=_NULLABLE_TEXT,
+            finished_time=_NULLABLE_TEXT,
+            worker=_NULLABLE_TEXT,
+        ),
+        "NewJob": _obj(["n"], n=_int(0, config.jobs.max_n), mod=_int(2)),
+        "Taken": _obj(
+            ["status", "job_id"], status={"type": "string", "enum": ["taken"]}, job_id=_int(1)
+        ),
+        "UserCreated": one("user", "User", message=True),
+        "UserOne": one("user", "User"),
+        "UserList": listing("users", "User"),
+        "OrderCreated": one("order", "Order", message=True),
+        "OrderOne": one("order", "Order"),
+        "OrderList": listing("orders", "Order"),
+        "NotificationSent": _obj(
+            ["status", "message", "user_id"],
+            status=success,
+            message={"type": "string"},
+            user_id=_int(1),
+            notification=_ref("Notification"),
+        ),
+        "NotificationList": listing("notifications", "Notification"),
+        "JobList": _obj(
+            ["status", "jobs", "count", "total"],
+            status=success,
+            jobs={"type": "array", "items": _ref("Job")},
+            limit={"type": "integer"},
+            offset={"type": "integer"},
+            **page,
+        ),
+        "JobCancelled": one("job", "Job", message=True),
+        "Index": _obj(
+            ["message", "version", "endpoints"],
+            message={"type": "string"},
+            version={"type": "string"},
+            endpoints={"type": "object", "additionalProperties": {"type": "string"}},
+            docs={"type": "string"},
+        ),
+        "Health": _obj(
+            ["status", "message"],
+            status={"type": "string", "enum": ["healthy"]},
+            message={"type": "string"},
+            version={"type": "string"},
+            services={
+                "type": "object",
+                "additionalProperties": _obj(
+                    ["status", "health"], status={"type": "string"}, health=health_word
+                ),
+            },
+        ),
+        "Services": _obj(
+            ["status", "services", "count"],
+            status=success,
+            count={"type": "integer"},
+            services={
+                "type": "object",
+                "additionalProperties": _obj(
+                    ["pid", "status", "stats"],
+                    pid=_NULLABLE_INT,
+                    status={"type": "string"},
+                    registered_at=_NULLABLE_TEXT,
+                    stats=stats,
+                    replicas={"type": "array", "items": replica},
+                ),
+            },
+        ),
+        "ServiceHealth": _obj(
+            ["status", "service", "health", "stats"],
+            status=success,
+            service={"type": "string"},
+            health=health_word,
+            stats=stats,
+        ),
+    }
+
+
+def _operation(
+    summary: str,
+    ok: str | None,
+    errors: tuple[int, ...] = (),
+    *,
+    status: int = 200,
+    body: str | None = None,
+    params: list[dict[str, Any]] | None = None,
+    media: str = "application/json",
+) -> dict[str, Any]:
+    plain = {"type": "object"} if media == "application/json" else {"type": "string"}
+    content = {media: {"schema": _ref(ok) if ok else plain}}
+    responses: dict[str, Any] = {str(status): {"description": "Success", "content": content}}
+    for code in errors:
+        responses[str(code)] = {"$ref": f"#/components/responses/E{code}"}
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+        responses.setdefault("400", {"$ref": "#/components/responses/E400"})
+        responses["413"] = {"$ref": "#/components/responses/E413"}
+    if params:
+        op["parameters"] = params
+        responses.setdefault("400", {"$ref": "#/components/responses/E400"})
+    return op
+
+
+def _param(name: str, where: str, schema: dict[str, Any], required: bool = False) -> dict:
+    return {"name": name, "in": where, "required": required or where == "path", "schema": schema}
+
+
+def _paths(config: Config) -> dict[str, Any]:
+    page = [_param("limit", "query", _int(1, MAX_PAGE)), _param("offset", "query", _int(0))]
+    by_user = [*page, _param("user_id", "query", _int(1))]
+    job_page = [_param("limit", "query", _int(0, MAX_LIMIT)), _param("offset", "query", _int(0))]
+    job_id = [_param("id", "path", _int(1))]
+    service = (503, 504)
+    return {
+        "/": {"get": _operation("What this API is and its main endpoints", "Index")},
+        "/health": {
+            "get": {
+                **_operation("The gateway is up; each service's state", "Health"),
+                "security": [],
+            }
+        },
+        "/services": {"get": _operation("Every service: pids, state, statistics", "Services")},
+        "/services/{name}/health": {
+            "get": _operation(
+                "One service's health",
+                "ServiceHealth",
+                (404,),
+                params=[_param("name", "path", {"type": "string"})],
+            )
+        },
+        "/users": {
+            "post": _operation(
+                "Create a user", "UserCreated", (409, *service), status=201, body="NewUser"
+            ),
+            "get": _operation("List users", "UserList", service, params=page),
+        },
+        "/users/{user_id}": {
+            "get": _operation(
+                "One user", "UserOne", (404, *service), params=[_param("user_id", "path", _int(1))]
+            )
+        },
+        "/orders": {
+            "post": _operation(
+                "Create an order (the user must exist)",
+                "OrderCreated",
+                (404, *service),
+                status=201,
+                body="NewOrder",
+            ),
+            "get": _operation("List orders", "OrderList", service, params=by_user),
+        },
+        "/orders/{order_id}": {
+            "get": _operation(
+                "One order",
+                "OrderOne",
+                (404, *service),
+                params=[_param("order_id", "path", _int(1))],
+            )
+        },
+        "/notifications": {
+            "post": _operation(
+                "Queue a notification", "NotificationSent", service, body="NewNotification"
+            ),
+            "get": _operation("List notifications", "NotificationList", service, params=by_user),
+        },
+        "/job/{id}": {
+            "post": _operation(
+                "Enqueue F(id) mod `mod`: here `id` is n, the Fibonacci index",
+                "Taken",
+                params=[
+                    _param("id", "path", _int(0, config.jobs.max_n)),
+                    _param("mod", "query", _int(2)),
+                ],
+            ),
+            "get": _operation("One job", "Job", (404,), params=job_id),
+            "delete": _operation(
+                "Cancel a pending or running job", "JobCancelled", (404, 409), params=job_id
+            ),
+        },
+        "/jobs": {
+            "get": _operation(
+                "List jobs, by id",
+                "JobList",
+                params=[
+                    _param(
+                        "status", "query", {"type": "string", "enum": [s.value for s in Status]}
+                    ),
+                    *job_page,
+                ],
+            )
+        },
+        "/list-all": {
+            "get": _operation("The first jobs (the original's list)", "JobList", params=job_page)
+        },
+        "/all": {
+            "get": _operation(
+                "The same as /list-all (the original worker's)", "JobList", params=job_page
+            )
+        },
+        "/process": {
+            "post": _operation("Enqueue a job (the original worker's)", "Taken", body="NewJob")
+        },
+        "/info": {
+            "get": _operation(
+                "One job (the original worker's)",
+                "Job",
+                (404,),
+                params=[_param("id", "query", _int(1), required=True)],
+            )
+        },
+        "/metrics": {"get": _operation("Prometheus metrics", None, media="text/plain")},
+        "/openapi.json": {"get": _operation("This document", None)},
+    }
+
+
+def document(config: Config) -> dict[str, Any]:
+    """The OpenAPI document of a gateway run with `config`."""
+    paths = _paths(config)
+    responses = {
+        f"E{code}": {
+            "description": reason,
+            "content": {"application/json": {"schema": _ref("Error")}},
+        }
+        for code, reason in REASONS.items()
+    }
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": TITLE,
+            "version": __version__,
+            "description": "procorch's HTTP gateway: services and jobs as JSON.",
+        },
+        "paths": paths,
+        "components": {"schemas": _schemas(config), "responses": responses},
+    }
+    if config.gateway.token:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+        for path, item in paths.items():
+            for op in item.values():
+                if path != "/health":
+                    op["responses"]["401"] = {"$ref": "#/components/responses/E401"}
+    return doc

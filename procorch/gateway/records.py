@@ -1,0 +1,107 @@
+"""The data services over HTTP: /users, /orders, /notifications.
+
+Each endpoint is one call to the service behind it; the service validates and stores,
+and its refusals come back as HTTP errors (see `http.SERVICE_STATUS`). Only the fields
+an endpoint documents are passed on, so a body cannot smuggle in others.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+from flask.typing import ResponseReturnValue
+
+from procorch.gateway.http import json_body, query_int, respond
+from procorch.gateway.system import backend
+
+bp = Blueprint("records", __name__)
+
+USERS, ORDERS, NOTIFICATIONS = "UserService", "OrderService", "NotificationService"
+
+
+def _pick(body: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {name: body[name] for name in names if name in body}
+
+
+def _query(*filters: str) -> dict[str, Any]:
+    """The page (`limit`, `offset`) and integer `filters` the query string gives."""
+    values = {name: query_int(name) for name in ("limit", "offset", *filters)}
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _listed(key: str, reply: dict[str, Any]) -> ResponseReturnValue:
+    return respond(
+        {"status": "success", key: reply[key], "count": reply["count"], "total": reply["total"]}
+    )
+
+
+# -- users -------------------------------------------------------------------------------
+
+
+@bp.post("/users")
+def create_user() -> ResponseReturnValue:
+    body = json_body("username", "email")
+    reply = backend().call(USERS, "create_user", _pick(body, "username", "email"))
+    return respond(
+        {"status": "success", "message": "User created successfully", "user": reply["user"]}, 201
+    )
+
+
+@bp.get("/users")
+def list_users() -> ResponseReturnValue:
+    return _listed("users", backend().call(USERS, "list_users", _query()))
+
+
+@bp.get("/users/<int:user_id>")
+def get_user(user_id: int) -> ResponseReturnValue:
+    reply = backend().call(USERS, "get_user", {"user_id": user_id})
+    return respond({"status": "success", "user": reply["user"]})
+
+
+# -- orders ------------------------------------------------------------------------------
+
+
+@bp.post("/orders")
+def create_order() -> ResponseReturnValue:
+    body = json_body("user_id", "product", "quantity")
+    reply = backend().call(ORDERS, "create_order", _pick(body, "user_id", "product", "quantity"))
+    return respond(
+        {"status": "success", "message": "Order created successfully", "order": reply["order"]},
+        201,
+    )
+
+
+@bp.get("/orders")
+def list_orders() -> ResponseReturnValue:
+    return _listed("orders", backend().call(ORDERS, "list_orders", _query("user_id")))
+
+
+@bp.get("/orders/<int:order_id>")
+def get_order(order_id: int) -> ResponseReturnValue:
+    reply = backend().call(ORDERS, "get_order", {"order_id": order_id})
+    return respond({"status": "success", "order": reply["order"]})
+
+
+# -- notifications -----------------------------------------------------------------------
+
+
+@bp.post("/notifications")
+def send_notification() -> ResponseReturnValue:
+    body = json_body("user_id", "message", "type")
+    data = _pick(body, "user_id", "message", "type")
+    note = backend().call(NOTIFICATIONS, "send_notification", data)["notification"]
+    return respond(
+        {
+            "status": "success",
+            "message": f"{note['type'].capitalize()} notification sent",
+            "user_id": note["user_id"],
+            "notification": note,
+        }
+    )
+
+
+@bp.get("/notifications")
+def list_notifications() -> ResponseReturnValue:
+    reply = backend().call(NOTIFICATIONS, "list_notifications", _query("user_id"))
+    return _listed("notifications", reply)

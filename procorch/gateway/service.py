@@ -1,0 +1,51 @@
+"""The Gateway service: the HTTP gateway as a supervised process, like any other service.
+
+The daemon binds the port and hands the listening socket down (see
+`procorch.supervisor.sockets`); this process serves the Flask app on it with waitress
+in a thread, while the main loop heartbeats. On SIGTERM it stops accepting, lets the
+requests in hand finish (up to STOP_GRACE seconds), and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+from procorch.services.base import Service
+
+STOP_GRACE = 5.0
+
+
+class Gateway(Service):
+    tick_interval = 1.0  # how often the main loop checks that the server thread lives
+
+    def setup(self) -> None:
+        from procorch.gateway.app import create_app
+        from procorch.gateway.server import counted, make_server
+        from procorch.supervisor.sockets import bind_tcp, inherited_socket
+
+        logging.basicConfig(
+            level=self.context.config.settings.log_level,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        settings = self.context.config.gateway
+        # Outside a daemon (no inherited socket), bind the port here.
+        sock = inherited_socket() or bind_tcp(settings.host, settings.port)
+        app = create_app(self.context.config)
+        self.server = make_server(counted(app, self.count_request), sock, settings)
+        self.thread = threading.Thread(target=self.server.run, name="waitress", daemon=True)
+        self.thread.start()
+        host, port = sock.getsockname()[:2]
+        logging.getLogger("procorch.gateway").info("serving on http://%s:%s", host, port)
+
+    def tick(self) -> None:
+        if not self.thread.is_alive():  # the server loop died: let the supervisor restart us
+            raise SystemExit("procorch: the gateway's server loop stopped")
+
+    def teardown(self) -> None:
+        # Stop accepting from the server's own thread (it owns the socket map), then
+        # let the requests in hand finish.
+        self.server.trigger.pull_trigger(self.server.close)
+        self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=STOP_GRACE)
