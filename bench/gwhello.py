@@ -14,9 +14,17 @@ from flask import Flask
 from rpcpeers import die_with_parent
 from waitress import serve
 
-# The procorch gateway's waitress settings; update them here when the gateway's change.
+# The procorch gateway's waitress settings (procorch/gateway/server.py, make_server, with
+# [gateway]'s defaults); update them here when the gateway's change.
 THREADS = 8  # also wrk's connection count: one request in flight per waitress thread
-WAITRESS: dict[str, object] = {"threads": THREADS}
+WAITRESS: dict[str, object] = {
+    "threads": THREADS,
+    "max_request_body_size": 1024 * 1024,
+    "connection_limit": 1000,
+    "asyncore_use_poll": True,
+    "ident": "procorch",
+    "clear_untrusted_proxy_headers": True,
+}
 HOST = "127.0.0.1"
 
 app = Flask(__name__)
