@@ -50,14 +50,21 @@ QUICK = Plan(seconds=2, warmup=0)
 
 @dataclass
 class Results:
-    figures: dict[str, dict[str, WrkResult]] = field(default_factory=dict)  # peer, endpoint
+    runs: dict[str, dict[str, list[WrkResult]]] = field(default_factory=dict)  # peer, endpoint
     labels: dict[str, str] = field(default_factory=dict)  # endpoint key -> label, in order
     notes: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     load: list[float] = field(default_factory=list)  # 1-minute load average, start and end
 
+    def add(self, peer: str, endpoint: str, got: WrkResult) -> None:
+        self.runs.setdefault(peer, {}).setdefault(endpoint, []).append(got)
+
     def get(self, peer: str, endpoint: str) -> WrkResult | None:
-        return self.figures.get(peer, {}).get(endpoint)
+        """The figure: one run, or the runs pooled (the hello's two)."""
+        import gwwrk
+
+        runs = self.runs.get(peer, {}).get(endpoint)
+        return gwwrk.pooled(runs) if runs else None
 
 
 def log(text: str) -> None:
@@ -85,13 +92,23 @@ def measure(
     return got
 
 
+def schedule(names: list[str]) -> list[str]:
+    """The order the servers run in: the one asked, with the hello again right after
+    procorch. The machine's load drifts over a run (other work shares the cores), so the
+    floor of procorch's ratios is measured on both sides of it in time, and pooled."""
+    order = list(names)
+    if "hello" in order and "procorch" in order:
+        order.insert(order.index("procorch") + 1, "hello")
+    return order
+
+
 def run_peers(names: list[str], wrk: str, load: Load, plan: Plan, root: Path) -> Results:
     """Each server in turn: start, prepare, measure every endpoint, stop."""
     import gwpeers
 
     classes = {cls.name: cls for cls in (gwpeers.Hello, gwpeers.Procorch, gwpeers.Original)}
     gwpeers.Procorch.cli = str(benchvenv.BIN_DIR / "procorch")
-    peers = [classes[name]() for name in names]
+    peers = [classes[name]() for name in schedule(names)]
     for peer in peers:  # before any run: a missing peer fails the run at once
         if why := peer.available():
             raise gwpeers.PeerError(f"{peer.name}: {why}")
@@ -104,7 +121,7 @@ def run_peers(names: list[str], wrk: str, load: Load, plan: Plan, root: Path) ->
             for ep in peer.endpoints():
                 results.labels.setdefault(ep.key, ep.label)
                 got = measure(wrk, name, peer.url(ep.path), ep, load, plan, root)
-                results.figures.setdefault(name, {})[ep.key] = got
+                results.add(name, ep.key, got)
             results.notes += [f"{peer.label}: {note}" for note in peer.notes]
         finally:
             peer.stop()

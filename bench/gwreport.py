@@ -123,8 +123,9 @@ def _header(results: Results, plan: Plan, load: Load, command: str) -> list[str]
 def _notes(results: Results, peers: list[str]) -> list[str]:
     notes = [f"- {note}" for note in results.notes]
     for peer in peers:
-        for key, got in results.figures.get(peer, {}).items():
-            if got.non2xx or got.socket_errors:
+        for key in results.runs.get(peer, {}):
+            got = results.get(peer, key)
+            if got is not None and (got.non2xx or got.socket_errors):
                 notes.append(
                     f"- {LABELS[peer]}, {results.labels[key]}: {got.non2xx} non-2xx answers, "
                     f"{got.socket_errors} socket errors of {got.requests:,} requests"
@@ -134,6 +135,15 @@ def _notes(results: Results, peers: list[str]) -> list[str]:
         if len(notes) == len(results.notes)
         else "- Requests/s count every answer, the failed ones too."
     )
+    hellos = results.runs.get(FLOOR, {}).get("hello", [])
+    if len(hellos) > 1:
+        each = "; ".join(f"{r.rps:,.0f} req/s, p99 {r.p99_ms:.1f} ms" for r in hellos)
+        notes.append(
+            f"- {LABELS[FLOOR]}: measured before and again right after procorch ({each}); "
+            "its figures pool the runs (requests/s over both, p99 the mean), so the floor of "
+            "procorch's ratios brackets it in time. The two differ by how the machine's load "
+            "drifted."
+        )
     notes += [
         f"- {LABELS[ORIGINAL]}: `bench/gworiginal.py`, a bench peer rebuilt from the originals' "
         "descriptions: Flask's development server (`threaded=True`, its request log on, as "

@@ -59,6 +59,21 @@ class WrkResult:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
+def pooled(runs: list[WrkResult]) -> WrkResult:
+    """Runs of one endpoint as one figure: requests/s over all of them together, their
+    percentiles averaged (wrk gives no histogram to merge), their errors added up."""
+    if len(runs) == 1:
+        return runs[0]
+    return WrkResult(
+        requests=sum(r.requests for r in runs),
+        seconds=sum(r.seconds for r in runs),
+        p50_ms=sum(r.p50_ms for r in runs) / len(runs),
+        p99_ms=sum(r.p99_ms for r in runs) / len(runs),
+        non2xx=sum(r.non2xx for r in runs),
+        socket_errors=sum(r.socket_errors for r in runs),
+    )
+
+
 def ensure_wrk() -> str:
     """The path of wrk; installs the Debian package when it is missing and this is root."""
     found = shutil.which("wrk")
