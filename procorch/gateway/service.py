@@ -30,6 +30,9 @@ class Gateway(Service):
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        # waitress warns "Task queue depth is N" whenever a request waits for a thread:
+        # under load that is a line per request, in the log and in the latency.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         settings = self.context.config.gateway
         # Outside a daemon (no inherited socket), bind the port here.
         sock = inherited_socket() or bind_tcp(settings.host, settings.port)
