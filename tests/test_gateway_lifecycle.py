@@ -228,3 +228,19 @@ def test_exposed_gateway_without_token_warns(tmp_path: Any, token: str | None) -
         assert gateway.get("/health").status_code == 200
     finally:
         gateway.cleanup()
+
+
+def test_up_gateway_on_a_daemon_without_one_says_how(tmp_path: Any) -> None:
+    gateway = GatewayStack(tmp_path)
+    try:
+        gateway.write("[jobs]\ndelay = 0\n")
+        gateway.up()
+        result = gateway.cli(
+            "up", "--gateway", env={**os.environ, "GATEWAY_PORT": str(gateway.port)}
+        )
+        assert result.returncode == 0
+        assert "the running daemon has no gateway" in result.stderr
+        with pytest.raises(requests.ConnectionError):
+            gateway.get("/health", timeout=2)
+    finally:
+        gateway.cleanup()

@@ -41,7 +41,10 @@ class Gateway(Service):
         self.thread = threading.Thread(target=self.server.run, name="waitress", daemon=True)
         self.thread.start()
         host, port = sock.getsockname()[:2]
-        logging.getLogger("procorch.gateway").info("serving on http://%s:%s", host, port)
+        log = logging.getLogger("procorch.gateway")
+        log.info("serving on http://%s:%s", host, port)
+        if settings.token is None and not settings.is_loopback:
+            log.warning("listening on %s without a token: anyone who reaches it can use it", host)
 
     def tick(self) -> None:
         if not self.thread.is_alive():  # the server loop died: let the supervisor restart us
