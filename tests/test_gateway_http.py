@@ -666,3 +666,63 @@ def test_a_body_over_max_body_is_413(gw: GatewayStack, transfer: str) -> None:
     # The limit itself is allowed. Chunked, waitress counts the chunks' framing (sizes,
     # CRLFs) against the limit too, so only a body some way under it is sure to pass.
     ok(post(padded(MAX_BODY if transfer == "content-length" else MAX_BODY // 2)), 201)
+
+
+# -- the bearer token --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
+    """A stack whose gateway wants a bearer token (its session sends it)."""
+    s = start_stack(tmp_path_factory.mktemp("guarded"), token=TOKEN)
+    yield s
+    s.cleanup()
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer not-the-token-at-all", f"Bearer {TOKEN}x", TOKEN, f"Basic {TOKEN}", "Bearer"],
+)
+def test_a_missing_or_wrong_token_is_401(guarded: GatewayStack, authorization: str | None) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    before = totals(guarded)
+    for method, path in [("GET", "/users"), ("POST", "/users"), ("GET", "/"), ("GET", "/nope")]:
+        response = requests.request(
+            method, guarded.url + path, json=user_body(), headers=headers, timeout=10
+        )
+        error(response, 401)
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="procorch"'
+    assert totals(guarded) == before
+
+
+def test_health_needs_no_token_and_the_right_token_works(guarded: GatewayStack) -> None:
+    assert ok(requests.get(guarded.url + "/health", timeout=10))["status"] == "healthy"
+    user = new_user(guarded)  # the stack's session sends the token
+    assert ok(guarded.get(f"/users/{user['id']}"))["user"] == user
+    doc = ok(guarded.get("/openapi.json"))
+    assert doc["security"] == [{"bearer": []}]
+    assert doc["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
+    assert "401" in doc["paths"]["/users"]["post"]["responses"]
+    assert doc["paths"]["/health"]["get"]["security"] == []
+    assert "401" not in doc["paths"]["/health"]["get"]["responses"]
+
+
+# -- many clients at once ----------------------------------------------------------------
+
+
+def test_100_concurrent_clients_each_get_their_own_answer(gw: GatewayStack) -> None:
+    names = [unique(f"c{i}") for i in range(100)]
+
+    def create(session: requests.Session, i: int) -> dict[str, Any]:
+        response = session.post(gw.url + "/users", json=user_body(names[i]), timeout=30)
+        return ok(response, 201)["user"]
+
+    users = in_parallel(100, create)
+    assert [u["username"] for u in users] == names
+    assert [u["email"] for u in users] == [f"{name}@example.com" for name in names]
+    assert len({u["id"] for u in users}) == 100
+
+    def fetch(session: requests.Session, i: int) -> dict[str, Any]:
+        return ok(session.get(f"{gw.url}/users/{users[i]['id']}", timeout=30))["user"]
+
+    assert in_parallel(100, fetch) == users
