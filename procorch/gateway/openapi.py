@@ -51,7 +51,10 @@ def _int(minimum: int = 0, maximum: int = MAX_ID, **extra: Any) -> dict[str, Any
     return {"type": "integer", "minimum": minimum, "maximum": maximum, **extra}
 
 
-_TEXT = {"type": "string", "pattern": r"\S"}  # the services refuse blank text
+# White space as the services see it (Python's str.strip() and `\s`), spelt out: the
+# document's patterns are ECMA-262's, whose `\s` lacks \x1c-\x1f and \x85 and has \ufeff.
+_WS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_TEXT = {"type": "string", "pattern": f"[^{_WS}]"}  # the services refuse blank text
 _NULLABLE_TEXT = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"]}
 
@@ -105,7 +108,7 @@ def _schemas(config: Config) -> dict[str, Any]:
             username={**_TEXT, "maxLength": 64},
             email={
                 "type": "string",
-                "pattern": r"^\s*[^@\s]+@[^@\s]+\.[^@\s.]+\s*$",
+                "pattern": rf"^[{_WS}]*[^@{_WS}]+@[^@{_WS}]+\.[^@.{_WS}]+[{_WS}]*$",
                 "maxLength": 254,
             },
         ),
