@@ -264,10 +264,15 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
     return {"name": name, "in": where, "required": required or where == "path", "schema": schema}
 
 
+def _filter(name: str, schema: dict[str, Any]) -> dict:
+    """An optional query parameter that, given empty (`?limit=`), counts as not given."""
+    return {**_param(name, "query", schema), "allowEmptyValue": True}
+
+
 def _paths(config: Config) -> dict[str, Any]:
-    page = [_param("limit", "query", _int(1, MAX_PAGE)), _param("offset", "query", _int(0))]
-    by_user = [*page, _param("user_id", "query", _int(1))]
-    job_page = [_param("limit", "query", _int(0, MAX_LIMIT)), _param("offset", "query", _int(0))]
+    page = [_filter("limit", _int(1, MAX_PAGE)), _filter("offset", _int(0))]
+    by_user = [*page, _filter("user_id", _int(1))]
+    job_page = [_filter("limit", _int(0, MAX_LIMIT)), _filter("offset", _int(0))]
     job_id = [_param("id", "path", _int(1))]
     service = (503, 504)
     return {
@@ -341,9 +346,7 @@ def _paths(config: Config) -> dict[str, Any]:
                 "List jobs, by id",
                 "JobList",
                 params=[
-                    _param(
-                        "status", "query", {"type": "string", "enum": [s.value for s in Status]}
-                    ),
+                    _filter("status", {"type": "string", "enum": [s.value for s in Status]}),
                     *job_page,
                 ],
             )
