@@ -159,7 +159,8 @@ def _schemas(config: Config) -> dict[str, Any]:
             finished_time=_NULLABLE_TEXT,
             worker=_NULLABLE_TEXT,
         ),
-        "NewJob": _obj(["n"], n=_int(0, config.jobs.max_n), mod=_int(2)),
+        # a null `mod` is the config's, as if not given
+        "NewJob": _obj(["n"], n=_int(0, config.jobs.max_n), mod=_int(2, type=["integer", "null"])),
         "Taken": _obj(
             ["status", "job_id"], status={"type": "string", "enum": ["taken"]}, job_id=_int(1)
         ),
