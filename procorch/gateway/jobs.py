@@ -32,7 +32,7 @@ def _taken(n: Any, mod: Any) -> ResponseReturnValue:
 def _job_id(raw: Any) -> int:
     """A job id from a path or a query: anything but a positive integer names no job."""
     text = str(raw).strip()
-    if not text.isdigit() or int(text) < 1 or int(text) > 2**63 - 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1 or int(text) > 2**63 - 1:
         fail(404, f"no job with id {raw!r}")
     return int(text)
 
