@@ -615,6 +615,9 @@ def test_an_invalid_query_is_refused_with_400(gw: GatewayStack, path: str) -> No
         ("GET", f"/job/{UNKNOWN}"),
         ("GET", "/job/0"),
         ("GET", "/job/first"),
+        ("GET", "/job/\u00b2"),  # a digit to str.isdigit(), not to int()
+        ("DELETE", "/job/\u00b2"),
+        ("GET", "/info?id=\u00b2"),
         ("GET", f"/info?id={UNKNOWN}"),
         ("DELETE", f"/job/{UNKNOWN}"),
         ("GET", "/services/NoSuchService/health"),
