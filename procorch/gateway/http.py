@@ -7,6 +7,7 @@ refused, else the HTTP reason, e.g. `method_not_allowed`).
 
 from __future__ import annotations
 
+import re
 from typing import Any, NoReturn
 
 from flask import Response, request
@@ -86,10 +87,19 @@ def query_int(name: str, default: int | None = None) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        return int(raw)
-    except ValueError:
+    return integer_text(raw, name)
+
+
+# ASCII digits, and an integer written as a number with a zero fraction (12.0), which
+# JSON Schema's `integer` is too; not int()'s extras (spaces, 1_000, other scripts' digits).
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
+
+
+def integer_text(raw: str, name: str) -> int:
+    """An integer written in a path or a query string; 400 if it is not one."""
+    if not _INTEGER_TEXT.fullmatch(raw):
         fail(400, f"`{name}` must be an integer, got {raw!r}")
+    return int(raw.partition(".")[0])
 
 
 def _integral(value: Any) -> Any:
