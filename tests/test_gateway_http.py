@@ -309,6 +309,7 @@ def test_send_and_list_notifications(gw: GatewayStack, kind: str) -> None:
         ("/job/100?mod=1000", 100, 1000, 75),
         ("/job/0", 0, 1_000_000_007, 0),
         (f"/job/{MAX_N}?mod=2", MAX_N, 2, 1),  # F(n) is odd unless 3 divides n
+        ("/job/100.0?mod=1000.0", 100, 1000, 75),  # integers, to JSON Schema
     ],
 )
 def test_submit_a_job_and_poll_it_until_done(
@@ -365,6 +366,7 @@ def test_empty_filters_count_as_absent(gw: GatewayStack) -> None:
     body = ok(gw.get("/jobs?status=&limit=&offset="))
     assert (body["limit"], body["offset"]) == (50, 0)
     assert ok(gw.get("/notifications?user_id=&limit=&offset="))["status"] == "success"
+    assert ok(gw.get("/jobs?limit=2.0"))["limit"] == 2  # an integer, to JSON Schema
 
 
 def test_a_whole_number_written_with_a_fraction_is_an_integer(gw: GatewayStack) -> None:
@@ -562,6 +564,10 @@ BAD_BODIES: dict[str, tuple[str, Body]] = {
     "job-mod-1": ("/job/5?mod=1", lambda u: None),
     "job-mod-0": ("/job/5?mod=0", lambda u: None),
     "job-mod-word": ("/job/5?mod=seven", lambda u: None),
+    "job-mod-empty": ("/job/5?mod=", lambda u: None),
+    "job-n-underscore": ("/job/1_000", lambda u: None),  # int() would take these three
+    "job-n-spaced": ("/job/%205", lambda u: None),
+    "job-n-arabic-digits": ("/job/\u0661\u0662", lambda u: None),
 }
 
 
@@ -593,6 +599,9 @@ def test_an_invalid_request_is_refused_with_400(
         "/users?limit=1001",
         "/users?offset=-1",
         "/users?limit=ten",
+        "/users?limit=1_0",
+        "/users?limit=\u0661",
+        "/users?limit=2.5",
         "/orders?user_id=me",
         "/notifications?user_id=0",
         "/jobs?status=sleeping",
