@@ -19,7 +19,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from procorch import __version__
-from procorch.config import CONFIG_FILENAME, Config, ConfigError, load_config
+from procorch.config import CONFIG_FILENAME, GATEWAY_NAME, Config, ConfigError, load_config
 from procorch.supervisor import control
 from procorch.supervisor.rundir import RunDir
 
@@ -151,6 +151,14 @@ def up(
                 f"in {cfg.settings.run_dir}",
                 err=True,
             )
+            if cfg.gateway.enabled and not any(
+                s["name"] == GATEWAY_NAME for s in status["services"]
+            ):
+                typer.echo(
+                    "procorch: the running daemon has no gateway: `procorch down`, then "
+                    "`procorch up --gateway`",
+                    err=True,
+                )
         _show(status, as_json)
         raise typer.Exit(0)  # nothing was started twice, and that is what was asked
     status = _wait_settled(cfg, {"cmd": "wait"}, "starting", quiet=as_json)

@@ -237,3 +237,63 @@ def redis_url(redis_server: RedisServer) -> str:
     """The shared server, emptied for this test."""
     redis_server.client.flushall()
     return redis_server.url
+
+
+# --- the HTTP gateway ----------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class GatewayStack(Stack):
+    """The built-in stack plus the gateway on a free loopback port, and an HTTP client."""
+
+    def __init__(self, root: Path, token: str | None = None) -> None:
+        import requests
+
+        super().__init__(root)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = token
+        self.http = requests.Session()
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
+
+    def write_gateway(self, gateway: str = "", extra: str = "", **jobs: Any) -> None:
+        table = f"\n[gateway]\nenabled = true\nport = {self.port}\n" + textwrap.dedent(gateway)
+        if self.token:
+            table += f'token = "{self.token}"\n'
+        self.write(jobs_table(**jobs) + table + textwrap.dedent(extra))
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A real HTTP request (requests.Response); `timeout` defaults to 10 s."""
+        kwargs.setdefault("timeout", 10)
+        return self.http.request(method, self.url + path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Any:
+        return self.request("DELETE", path, **kwargs)
+
+    def cleanup(self) -> None:
+        self.http.close()
+        super().cleanup()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[GatewayStack]:
+    """A running stack with the gateway (no token; jobs without delay or failures)."""
+    s = GatewayStack(tmp_path)
+    s.write_gateway()
+    s.up()
+    yield s
+    s.cleanup()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from datetime import UTC, datetime
@@ -11,6 +12,8 @@ import pytest
 import procorch
 from procorch.jobs.fib import fib
 from procorch.jobs.job import FIELDS, FINISHED, TRANSITIONS, Status, iso
+from procorch.jobs.sqlite_store import SQLiteStore
+from procorch.jobs.store import DURATION_BUCKETS, Durations, WorkerId, duration_bucket
 from tests.conftest import jobs_table
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -239,3 +242,82 @@ def test_wal_the_durability_setting_and_owner_only_files(tmp_path):
             assert db.execute("PRAGMA synchronous").fetchone()[0] == level
         for path in (run_dir, run_dir / "wake", run_dir / "done"):
             assert stat.S_IMODE(path.stat().st_mode) == 0o700
+
+
+# -- the duration histogram ---------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def any_jobs(request, tmp_path):
+    """The API on either store (no workers: the tests drive the store's finish themselves)."""
+    backend = "sqlite" if request.param == "sqlite" else request.getfixturevalue("redis_url")
+    (tmp_path / "procorch.toml").write_text(jobs_table(backend=backend))
+    with procorch.Jobs.open(tmp_path / "procorch.toml") as jobs:
+        yield jobs
+
+
+def finish_after(jobs: procorch.Jobs, seconds: float) -> None:
+    """Claim a new job and finish it done as though its attempt ran exactly `seconds`.
+
+    The store's own bookkeeping observes it (SQLite's trigger, Redis's finish script);
+    only the times are chosen: started at 0, finished at `seconds`, so the difference
+    is exactly `seconds`.
+    """
+    store, worker = jobs._store, WorkerId.current("JobWorker", 0)
+    jobs.submit(1)
+    claim = store.claim(worker, 0.1)
+    assert claim is not None
+    if isinstance(store, SQLiteStore):
+        store.db.execute(
+            "UPDATE jobs SET status = 'done', output = 1, started_time = 0, finished_time = ?"
+            " WHERE job_id = ?",
+            (seconds, claim.job_id),
+        )
+    else:
+        store.client.hset(f"procorch:job:{claim.job_id}", "started_time", "0")
+        args = (claim.entry, repr(seconds), worker.label, claim.attempts, "done", "1", "0", "")
+        store._run("finish", claim.job_id, *args)
+
+
+def test_a_duration_on_a_bound_is_counted_in_that_bucket():
+    # Prometheus's `le`: a bucket counts durations up to and including its bound
+    assert [duration_bucket(b) for b in DURATION_BUCKETS] == list(range(len(DURATION_BUCKETS)))
+    assert duration_bucket(0.0) == 0
+    assert duration_bucket(math.nextafter(0.005, 1)) == 1
+    assert duration_bucket(61.0) == len(DURATION_BUCKETS)  # +Inf
+    histogram = Durations.from_counts([1] + [0] * 12 + [2], 7.5)
+    assert histogram.buckets[0] == (0.005, 1)
+    assert histogram.buckets[-2:] == ((60.0, 1), (math.inf, 3))
+    assert (histogram.count, histogram.sum) == (3, 7.5)
+
+
+def test_both_stores_bucket_durations_as_python_does(any_jobs):
+    empty = any_jobs._store.durations()
+    assert empty == Durations.from_counts([0] * (len(DURATION_BUCKETS) + 1), 0.0)
+    seconds = [0.0, 0.005, math.nextafter(0.005, 1), 0.05, 1.0, 60.0, math.nextafter(60, 61)]
+    seconds += [3600.0]
+    for duration in seconds:
+        finish_after(any_jobs, duration)
+    expected = [0] * (len(DURATION_BUCKETS) + 1)
+    for duration in seconds:
+        expected[duration_bucket(duration)] += 1
+    durations = any_jobs._store.durations()
+    assert durations.buckets == Durations.from_counts(expected, 0.0).buckets
+    assert durations.count == len(seconds) == any_jobs.stats()["counts"]["done"]
+    assert durations.sum == pytest.approx(sum(seconds))
+
+
+def test_a_jobs_db_from_before_the_histogram_opens_and_counts_from_then(tmp_path):
+    config = tmp_path / "procorch.toml"
+    config.write_text(jobs_table())
+    with procorch.Jobs.open(config) as jobs:  # made as an older procorch made it
+        jobs._store.db.execute("DROP TRIGGER jobs_durations")
+        jobs._store.db.execute("DROP TABLE durations")
+        finish_after(jobs, 0.2)
+    with procorch.Jobs.open(config) as jobs:
+        assert jobs.stats()["durations"]["count"] == 0  # finished before: not counted
+        finish_after(jobs, 0.2)
+        stats = jobs.stats()
+    assert stats["counts"]["done"] == 2
+    assert (stats["durations"]["count"], stats["durations"]["sum"]) == (1, 0.2)
+    assert stats["durations"]["buckets"][5] == [0.25, 1]

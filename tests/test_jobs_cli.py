@@ -8,6 +8,7 @@ import os
 import pytest
 
 from procorch.jobs.job import FIELDS
+from procorch.jobs.store import DURATION_BUCKETS
 from tests.conftest import jobs_table
 from tests.test_cli import assert_one_line_error
 
@@ -61,7 +62,12 @@ def test_status_list_cancel_and_stats(jobs_stack):
 
     stats = json.loads(jobs_stack.cli("job", "stats", "--json").stdout)
     assert stats["counts"] == {"pending": 2, "running": 0, "done": 0, "failed": 0, "cancelled": 1}
-    assert "pending    2" in jobs_stack.cli("job", "stats").stdout
+    # the histogram as JSON can write it (no Infinity), empty: a cancelled job is no run
+    buckets = [[bound, 0] for bound in DURATION_BUCKETS] + [["+Inf", 0]]
+    assert stats["durations"] == {"buckets": buckets, "count": 0, "sum": 0.0}
+    text = jobs_stack.cli("job", "stats").stdout
+    assert "pending    2" in text
+    assert "duration" not in text  # its line waits for a finished job
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -227,3 +228,60 @@ def test_job_functions_come_only_from_the_allow_list(stack):
         assert (broken["status"], broken["error"]) == ("failed", "RuntimeError: no luck")
         with pytest.raises(procorch.InvalidJob, match="unknown job function 'myjobs:square'"):
             jobs.submit(1, function="myjobs:square")  # a job names a function, never code
+
+
+def test_the_duration_histogram_counts_each_finished_job_once(stack, run):
+    delay = 0.06  # inside the (0.05, 0.1] bucket, whatever a run's overhead, up to 40 ms
+    gate = stack.root / "gate-open"
+    (stack.root / "histjobs.py").write_text(
+        "import os, time\n\n"
+        "def gated(n, mod):  # holds its worker until the test opens the gate\n"
+        f"    while not os.path.exists({str(gate)!r}):\n"
+        "        time.sleep(0.01)\n"
+        "    return n\n\n"
+        "def flaky(n, mod):  # the first attempt fails, the retry succeeds\n"
+        f"    marker = os.path.join({str(stack.root)!r}, f'tried-{{n}}')\n"
+        "    if not os.path.exists(marker):\n"
+        "        open(marker, 'w').close()\n"
+        "        raise RuntimeError('first attempt')\n"
+        "    return n\n\n"
+        "def broken(n, mod):\n"
+        "    raise RuntimeError('never works')\n"
+    )
+    functions = {name: f"histjobs:{name}" for name in ("gated", "flaky", "broken")}
+    jobs = run(delay=delay, max_attempts=2, functions=functions)
+
+    # cancelled jobs are not observed: two cancelled while running, one while pending
+    held = jobs.submit_many([1, 2], function="gated")
+    wait_for(lambda: all(running(jobs, job_id) for job_id in held))
+    waiting = jobs.submit(3)  # both workers are held: it stays pending
+    for job_id in [waiting, *held]:
+        assert jobs.cancel(job_id)["status"] == "cancelled"
+    gate.touch()  # the held attempts end now; the store drops their results
+
+    ids = jobs.submit_many(list(range(10, 16)))
+    flaky, broken = jobs.submit(20, function="flaky"), jobs.submit(21, function="broken")
+    finished = {job_id: jobs.wait(job_id, timeout=10) for job_id in [*ids, flaky, broken]}
+    assert [finished[i]["status"] for i in ids] == ["done"] * 6
+    # retried once each: one observation each, of the last attempt alone
+    assert (finished[flaky]["status"], finished[flaky]["attempts"]) == ("done", 2)
+    assert (finished[broken]["status"], finished[broken]["attempts"]) == ("failed", 2)
+
+    durations = jobs._store.durations()
+    stats = jobs.stats()
+    counts = stats["counts"]
+    assert (counts["done"], counts["failed"], counts["cancelled"]) == (7, 1, 3)
+    assert durations.count == counts["done"] + counts["failed"] == 8
+    cumulative = [count for _bound, count in durations.buckets]
+    assert cumulative == sorted(cumulative)
+    assert durations.buckets[-1] == (math.inf, 8)
+    assert dict(durations.buckets)[0.05] == 0  # none ran shorter than the delay
+    assert dict(durations.buckets)[0.1] == 8
+    assert 8 * delay - 0.001 <= durations.sum < 8 * (delay + 0.04)
+    assert stats["durations"] == {
+        "buckets": [[bound, count] for bound, count in durations.buckets[:-1]] + [["+Inf", 8]],
+        "count": 8,
+        "sum": durations.sum,
+    }
+    line = stack.cli("job", "stats").stdout.splitlines()[-1]
+    assert re.fullmatch(r"duration: 8 finished jobs ran 0\.0[6-9]\d* s on average", line)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
@@ -45,7 +46,8 @@ def create_app(config: Config) -> Flask:
     return app
 
 
-def _bearer_check(token: str):  # noqa: ANN202 - a Flask before_request hook
+def _bearer_check(token: str) -> Callable[[], Response | None]:
+    """A before_request hook refusing, with 401, a request without `Bearer <token>`."""
     expected = f"Bearer {token}".encode()
 
     def check() -> Response | None:

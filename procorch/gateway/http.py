@@ -7,6 +7,7 @@ refused, else the HTTP reason, e.g. `method_not_allowed`).
 
 from __future__ import annotations
 
+import re
 from typing import Any, NoReturn
 
 from flask import Response, request
@@ -74,6 +75,7 @@ def json_body(*required: str) -> dict[str, Any]:
         fail(400, "the request body is not valid JSON")
     if not isinstance(body, dict):
         fail(400, f"the request body must be a JSON object, not {_kind(body)}")
+    body = {name: _integral(value) for name, value in body.items()}
     missing = [name for name in required if body.get(name) is None]
     if missing:
         fail(400, f"`{missing[0]}` is required")
@@ -85,10 +87,27 @@ def query_int(name: str, default: int | None = None) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        return int(raw)
-    except ValueError:
+    return integer_text(raw, name)
+
+
+# ASCII digits, and an integer written as a number with a zero fraction (12.0), which
+# JSON Schema's `integer` is too; not int()'s extras (spaces, 1_000, other scripts' digits).
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
+
+
+def integer_text(raw: str, name: str) -> int:
+    """An integer written in a path or a query string; 400 if it is not one."""
+    if not _INTEGER_TEXT.fullmatch(raw):
         fail(400, f"`{name}` must be an integer, got {raw!r}")
+    return int(raw.partition(".")[0])
+
+
+def _integral(value: Any) -> Any:
+    """A number with no fraction as the integer it is: JSON does not tell 2.0 from 2, nor
+    does the OpenAPI document (its `integer` is any number without a fraction)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _kind(value: Any) -> str:

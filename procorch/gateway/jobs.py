@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
-from procorch.gateway.http import fail, json_body, query_int, respond
+from procorch.gateway.http import fail, integer_text, json_body, query_int, respond
 from procorch.gateway.system import backend
 
 bp = Blueprint("jobs", __name__)
@@ -32,7 +32,7 @@ def _taken(n: Any, mod: Any) -> ResponseReturnValue:
 def _job_id(raw: Any) -> int:
     """A job id from a path or a query: anything but a positive integer names no job."""
     text = str(raw).strip()
-    if not text.isdigit() or int(text) < 1 or int(text) > 2**63 - 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1 or int(text) > 2**63 - 1:
         fail(404, f"no job with id {raw!r}")
     return int(text)
 
@@ -45,7 +45,8 @@ def _listed(status: str | None, limit: int, offset: int) -> ResponseReturnValue:
 @bp.route("/job/<raw>", methods=["GET", "POST", "DELETE"])
 def job(raw: str) -> ResponseReturnValue:
     if request.method == "POST":
-        return _taken(raw, request.args.get("mod"))
+        mod = request.args.get("mod")
+        return _taken(integer_text(raw, "n"), None if mod is None else integer_text(mod, "mod"))
     job_id = _job_id(raw)
     jobs = backend().jobs
     if request.method == "DELETE":

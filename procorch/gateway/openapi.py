@@ -51,7 +51,10 @@ def _int(minimum: int = 0, maximum: int = MAX_ID, **extra: Any) -> dict[str, Any
     return {"type": "integer", "minimum": minimum, "maximum": maximum, **extra}
 
 
-_TEXT = {"type": "string", "pattern": r"\S"}  # the services refuse blank text
+# White space as the services see it (Python's str.strip() and `\s`), spelt out: the
+# document's patterns are ECMA-262's, whose `\s` lacks \x1c-\x1f and \x85 and has \ufeff.
+_WS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_TEXT = {"type": "string", "pattern": f"[^{_WS}]"}  # the services refuse blank text
 _NULLABLE_TEXT = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"]}
 
@@ -105,7 +108,7 @@ def _schemas(config: Config) -> dict[str, Any]:
             username={**_TEXT, "maxLength": 64},
             email={
                 "type": "string",
-                "pattern": r"^\s*[^@\s]+@[^@\s]+\.[^@\s.]+\s*$",
+                "pattern": rf"^[{_WS}]*[^@{_WS}]+@[^@{_WS}]+\.[^@.{_WS}]+[{_WS}]*$",
                 "maxLength": 254,
             },
         ),
@@ -156,7 +159,8 @@ def _schemas(config: Config) -> dict[str, Any]:
             finished_time=_NULLABLE_TEXT,
             worker=_NULLABLE_TEXT,
         ),
-        "NewJob": _obj(["n"], n=_int(0, config.jobs.max_n), mod=_int(2)),
+        # a null `mod` is the config's, as if not given
+        "NewJob": _obj(["n"], n=_int(0, config.jobs.max_n), mod=_int(2, type=["integer", "null"])),
         "Taken": _obj(
             ["status", "job_id"], status={"type": "string", "enum": ["taken"]}, job_id=_int(1)
         ),
@@ -261,10 +265,15 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
     return {"name": name, "in": where, "required": required or where == "path", "schema": schema}
 
 
+def _filter(name: str, schema: dict[str, Any]) -> dict:
+    """An optional query parameter that, given empty (`?limit=`), counts as not given."""
+    return {**_param(name, "query", schema), "allowEmptyValue": True}
+
+
 def _paths(config: Config) -> dict[str, Any]:
-    page = [_param("limit", "query", _int(1, MAX_PAGE)), _param("offset", "query", _int(0))]
-    by_user = [*page, _param("user_id", "query", _int(1))]
-    job_page = [_param("limit", "query", _int(0, MAX_LIMIT)), _param("offset", "query", _int(0))]
+    page = [_filter("limit", _int(1, MAX_PAGE)), _filter("offset", _int(0))]
+    by_user = [*page, _filter("user_id", _int(1))]
+    job_page = [_filter("limit", _int(0, MAX_LIMIT)), _filter("offset", _int(0))]
     job_id = [_param("id", "path", _int(1))]
     service = (503, 504)
     return {
@@ -338,9 +347,7 @@ def _paths(config: Config) -> dict[str, Any]:
                 "List jobs, by id",
                 "JobList",
                 params=[
-                    _param(
-                        "status", "query", {"type": "string", "enum": [s.value for s in Status]}
-                    ),
+                    _filter("status", {"type": "string", "enum": [s.value for s in Status]}),
                     *job_page,
                 ],
             )

@@ -29,6 +29,9 @@ class JsonErrorTask(ErrorTask):
     def execute(self) -> None:
         error = self.request.error
         message = f"{error.reason}: {error.body}" if error.body else error.reason
+        if error.code == 413:  # as the app says it, with max_body (see make_server's + 1)
+            limit = self.channel.server.adj.max_request_body_size - 1
+            message = f"the request body is larger than {limit} bytes"
         body = error_body(error.code, message, CODES.get(error.code, "error"))
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
@@ -67,7 +70,9 @@ def make_server(app: WSGIApp, sock: socket.socket, settings: GatewaySettings) ->
         app,
         sockets=[sock],
         threads=settings.threads,
-        max_request_body_size=settings.max_body,
+        # waitress refuses a body of max_request_body_size bytes or more; max_body is the
+        # largest allowed (as Flask's MAX_CONTENT_LENGTH, the config and the docs say)
+        max_request_body_size=settings.max_body + 1,
         connection_limit=1000,  # beyond it, connections wait in the backlog
         asyncore_use_poll=True,  # select() fails past fd 1024
         ident="procorch",

@@ -30,6 +30,9 @@ class Gateway(Service):
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+        # waitress warns "Task queue depth is N" whenever a request waits for a thread:
+        # under load that is a line per request, in the log and in the latency.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         settings = self.context.config.gateway
         # Outside a daemon (no inherited socket), bind the port here.
         sock = inherited_socket() or bind_tcp(settings.host, settings.port)
@@ -38,7 +41,10 @@ class Gateway(Service):
         self.thread = threading.Thread(target=self.server.run, name="waitress", daemon=True)
         self.thread.start()
         host, port = sock.getsockname()[:2]
-        logging.getLogger("procorch.gateway").info("serving on http://%s:%s", host, port)
+        log = logging.getLogger("procorch.gateway")
+        log.info("serving on http://%s:%s", host, port)
+        if settings.token is None and not settings.is_loopback:
+            log.warning("listening on %s without a token: anyone who reaches it can use it", host)
 
     def tick(self) -> None:
         if not self.thread.is_alive():  # the server loop died: let the supervisor restart us

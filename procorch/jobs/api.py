@@ -12,6 +12,7 @@ submitted while no worker runs wait, pending, until workers start.
 from __future__ import annotations
 
 import builtins
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -169,7 +170,10 @@ class Jobs:
     def stats(self) -> dict[str, Any]:
         """Counts per status (exact), the total, and throughput: jobs finished (done or
         failed) per second over the last 10 and 60 s, recomputed at most every
-        THROUGHPUT_EVERY s, so that polling `stats` stays cheap."""
+        THROUGHPUT_EVERY s, so that polling `stats` stays cheap. `durations` is how long
+        finished jobs ran, a histogram the store keeps as they finish: {"buckets":
+        [[upper bound s, jobs that ran at most that long], ..., ["+Inf", count]], "count":
+        jobs, "sum": seconds} (JSON has no infinity: the last bound is the string)."""
         counts = {status.value: 0 for status in Status}
         counts.update(self._store.counts())
         now = time.time()
@@ -179,10 +183,19 @@ class Jobs:
                 f"last_{window}s": round(self._store.finished_since(now - window) / window, 2)
                 for window in (10, 60)
             }
+        durations = self._store.durations()
         return {
             "counts": counts,
             "total": sum(counts.values()),
             "throughput": self._throughput,
+            "durations": {
+                "buckets": [
+                    ["+Inf" if math.isinf(bound) else bound, count]
+                    for bound, count in durations.buckets
+                ],
+                "count": durations.count,
+                "sum": durations.sum,
+            },
             "backend": "sqlite" if self.settings.redis_url is None else "redis",
         }
 

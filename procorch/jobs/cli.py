@@ -204,7 +204,7 @@ def cancel(
 
 @job_app.command()
 def stats(config: ConfigOpt = None, run_dir: RunDirOpt = None, as_json: JsonOpt = False) -> None:
-    """Counts per status and throughput (jobs finished per second)."""
+    """Counts per status, throughput (jobs finished per second) and how long jobs ran."""
     with _jobs(config, run_dir) as jobs:
         result = jobs.stats()
     if as_json:
@@ -215,6 +215,10 @@ def stats(config: ConfigOpt = None, run_dir: RunDirOpt = None, as_json: JsonOpt 
     typer.echo(f"{'total':<10} {result['total']}")
     for window, rate in result["throughput"].items():
         typer.echo(f"throughput ({window.removeprefix('last_')}): {rate:g} jobs/s")
+    durations = result["durations"]
+    if durations["count"]:
+        mean = durations["sum"] / durations["count"]
+        typer.echo(f"duration: {durations['count']} finished jobs ran {mean:.3g} s on average")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,8 @@
 Layout (every key under `procorch:`): a hash per job (`job:ID`), ids from INCR (never
 reused), a stream of the jobs to run read by the consumer group `workers`, a sorted
 set of ids per status (for list and counts), `delayed` (retries waiting out their
-backoff, by due time) and `finished` (the last minute's finish times, for throughput).
+backoff, by due time), `finished` (the last minute's finish times, for throughput) and
+`durations` (the duration histogram: a count per bucket index, and the sum in seconds).
 Every change of a job is one Lua script, so it is atomic and one round trip.
 
 Workers are consumers named after their host, run directory and replica, so a
@@ -32,7 +33,7 @@ import redis
 
 from procorch.config import JobsSettings
 from procorch.jobs.job import FIELDS, JobError, Status, backoff
-from procorch.jobs.store import Claim, Store, Waiter, WorkerId
+from procorch.jobs.store import DURATION_BUCKETS, Claim, Durations, Store, Waiter, WorkerId
 
 PREFIX = "procorch:"
 GROUP = "workers"
@@ -49,6 +50,7 @@ _TIMES = ("init_time", "started_time", "finished_time")
 # stay strings: Lua numbers are doubles, exact only up to 2**53.
 _LIB = """
 local p = ARGV[1]
+local bounds = DURATION_BUCKETS
 local function move(id, from, to)
   redis.call('ZREM', p .. 'status:' .. from, id)
   redis.call('ZADD', p .. 'status:' .. to, id, id)
@@ -65,9 +67,24 @@ end
 local function announce(id)
   redis.call('PUBLISH', p .. 'done', cjson.encode(redis.call('HGETALL', p .. 'job:' .. id)))
 end
+-- count a finished job's run into the duration histogram: its bucket is the number of
+-- bounds below it, as store.duration_bucket (a clock stepped back counts as 0 s)
+local function observe(id, now)
+  local started = tonumber(redis.call('HGET', p .. 'job:' .. id, 'started_time'))
+  if not started then return end
+  local seconds = now - started
+  local bucket = 0
+  for _, bound in ipairs(bounds) do
+    if bound < seconds then bucket = bucket + 1 end
+  end
+  redis.call('HINCRBY', p .. 'durations', bucket, 1)
+  redis.call('HINCRBYFLOAT', p .. 'durations', 'sum', string.format('%.17g', math.max(seconds, 0)))
+end
+-- done or failed, never a retry or a cancel: each job passes here once
 local function finished(id, now)
   redis.call('ZADD', p .. 'finished', now, id)
   redis.call('ZREMRANGEBYSCORE', p .. 'finished', '-inf', now - FINISHED_WINDOW)
+  observe(id, now)
   announce(id)
 end
 -- run the job an entry delivered: {id, entry, function, input, mod, attempts}, or false
@@ -96,7 +113,10 @@ local function take(consumer, now, label)
   end
   return false
 end
-""".replace("FINISHED_WINDOW", repr(FINISHED_WINDOW))
+""".replace("FINISHED_WINDOW", repr(FINISHED_WINDOW)).replace(
+    "DURATION_BUCKETS",
+    "{" + ", ".join(map(repr, DURATION_BUCKETS)) + "}",  # Python's list
+)
 
 # ARGV: prefix, now, then (function, n, mod) per job -> first id
 _SUBMIT = (
@@ -382,6 +402,12 @@ class RedisStore(Store):
 
     def finished_since(self, since: float) -> int:
         return self._guard(lambda: self.client.zcount(PREFIX + "finished", since, "+inf"))
+
+    def durations(self) -> Durations:
+        raw = self._guard(lambda: self.client.hgetall(PREFIX + "durations"))
+        buckets = range(len(DURATION_BUCKETS) + 1)
+        counts = [int(raw.get(str(bucket).encode(), 0)) for bucket in buckets]
+        return Durations.from_counts(counts, float(raw.get(b"sum", 0.0)))
 
     def waiter(self) -> Waiter:
         return self._guard(lambda: _RedisWaiter(self.client))

@@ -7,9 +7,12 @@ with the fields of `job.FIELDS`, times as epoch seconds (`job.public` formats th
 
 from __future__ import annotations
 
+import bisect
+import math
 import os
 import socket
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,42 @@ class Claim:
     attempts: int  # this attempt's number, from 1
     started: float
     entry: str | None = None  # Redis: the stream entry that delivered it
+
+
+# Upper bounds (seconds) of the job duration histogram's buckets, Prometheus's defaults
+# stretched to a minute; a last bucket, +Inf, takes the rest. Both stores count finished
+# jobs into buckets by index (0 to len), so changing this list needs their counts reset.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
+)  # fmt: skip
+
+
+def duration_bucket(seconds: float) -> int:
+    """The index of the bucket a duration falls in: the first bound >= it (Prometheus's
+    `le`), len(DURATION_BUCKETS) for +Inf. The stores' SQL and Lua count the same way:
+    the number of bounds below `seconds`."""
+    return bisect.bisect_left(DURATION_BUCKETS, seconds)
+
+
+@dataclass(frozen=True)
+class Durations:
+    """How long finished jobs ran, as a Prometheus histogram: read on every scrape, so
+    the stores keep it up to date as jobs finish rather than scanning jobs to build it."""
+
+    buckets: tuple[tuple[float, int], ...]  # (upper bound, cumulative count), ends with inf
+    count: int
+    sum: float  # seconds
+
+    @classmethod
+    def from_counts(cls, counts: Sequence[int], seconds: float) -> Durations:
+        """From the count in each bucket alone (by index, len(DURATION_BUCKETS) + 1 of them)."""
+        assert len(counts) == len(DURATION_BUCKETS) + 1
+        cumulative: list[tuple[float, int]] = []
+        total = 0
+        for bound, count in zip((*DURATION_BUCKETS, math.inf), counts, strict=True):
+            total += count
+            cumulative.append((bound, total))
+        return cls(tuple(cumulative), total, seconds)
 
 
 def process_start(pid: int) -> int | None:
@@ -107,6 +146,12 @@ class Store(ABC):
     @abstractmethod
     def finished_since(self, since: float) -> int:
         """How many jobs finished (done or failed) at or after `since` (epoch seconds)."""
+
+    @abstractmethod
+    def durations(self) -> Durations:
+        """How long finished jobs ran: started_time to finished_time of each job that ended
+        done or failed (one observation per job, when it reaches done/failed; a retried
+        attempt is not one, nor is a cancelled job)."""
 
     @abstractmethod
     def waiter(self) -> Waiter: ...

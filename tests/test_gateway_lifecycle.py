@@ -1,0 +1,246 @@
+"""The gateway as a supervised process: failures behind it, its own death, its port, its host.
+
+Real stacks, real signals, real HTTP: 503 at once while a service is down, 504 when one
+hangs, kill -9 of UserService under load and of the gateway itself, a port in use, and
+the warning for a gateway reachable from other machines without a token.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import GatewayStack, wait_for
+
+
+def pid_of(stack: GatewayStack, name: str) -> int:
+    return stack.replicas(name)[0]["pid"]
+
+
+def restarted(stack: GatewayStack, name: str, old_pid: int) -> bool:
+    r = stack.replicas(name)[0]
+    return r["state"] == "running" and r["pid"] != old_pid
+
+
+def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    started = time.monotonic()
+    result = fn(*args, **kwargs)
+    return result, time.monotonic() - started
+
+
+def every_user(gateway: GatewayStack) -> list[dict[str, Any]]:
+    users: list[dict[str, Any]] = []
+    while page := gateway.get(f"/users?limit=1000&offset={len(users)}").json()["users"]:
+        users += page
+    return users
+
+
+def assert_error(response: requests.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["status"] == "error" and body["message"]
+    return body
+
+
+# --- the services behind it ------------------------------------------------------------
+
+
+def test_stopped_service_answers_503_at_once(gateway: GatewayStack) -> None:
+    created = gateway.post("/users", json={"username": "ann", "email": "ann@x.org"})
+    assert created.status_code == 201
+    assert gateway.cli("stop", "UserService").returncode == 0
+    response, seconds = timed(gateway.get, "/users/1")
+    assert_error(response, 503)
+    assert seconds < 0.5  # no waiting for the timeout: nothing listens
+    response, seconds = timed(
+        gateway.post, "/orders", json={"user_id": 1, "product": "p", "quantity": 1}
+    )
+    assert_error(response, 503)  # OrderService cannot check the user
+    assert seconds < 0.5
+    assert gateway.get("/orders").json()["total"] == 0  # nothing created by a refused request
+    health = gateway.get("/services/UserService/health").json()
+    assert health["health"] == "dead"
+    assert gateway.get("/health").json()["services"]["UserService"]["status"] == "stopped"
+    assert gateway.cli("start", "UserService").returncode == 0
+    assert gateway.get("/users/1").json()["user"]["username"] == "ann"
+
+
+def test_hung_service_answers_504_within_the_timeout(tmp_path: Any) -> None:
+    gateway = GatewayStack(tmp_path)
+    try:
+        gateway.write_gateway("timeout = 1.0\n")
+        gateway.up()
+        gateway.post("/users", json={"username": "ann", "email": "ann@x.org"})
+        pid = pid_of(gateway, "UserService")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            response, seconds = timed(gateway.get, "/users/1")
+            body = assert_error(response, 504)
+            assert body["code"] == "timeout"
+            assert 1.0 <= seconds < 1.5
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert gateway.get("/users/1").status_code == 200
+    finally:
+        gateway.cleanup()
+
+
+def test_user_service_killed_during_requests(gateway: GatewayStack) -> None:
+    """503 while UserService is down, 2xx after its restart, every acknowledged user kept."""
+    time.sleep(1.2)  # past the crash-loop window: the restart comes at once
+    old_pid = pid_of(gateway, "UserService")
+    acknowledged: list[str] = []
+    failures: list[tuple[int, float]] = []
+    stop = threading.Event()
+
+    def load(worker: int) -> None:
+        with requests.Session() as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                name = f"w{worker}-{n}"
+                started = time.monotonic()
+                r = http.post(
+                    gateway.url + "/users",
+                    json={"username": name, "email": f"{name}@x.org"},
+                    timeout=10,
+                )
+                if r.status_code == 201:
+                    assert r.json()["user"]["username"] == name
+                    acknowledged.append(name)
+                else:
+                    failures.append((r.status_code, time.monotonic() - started))
+
+    workers = [threading.Thread(target=load, args=(i,)) for i in range(4)]
+    for w in workers:
+        w.start()
+    try:
+        wait_for(lambda: len(acknowledged) > 20)
+        os.kill(old_pid, signal.SIGKILL)
+        wait_for(lambda: restarted(gateway, "UserService", old_pid), timeout=10)
+        count = len(acknowledged)
+        wait_for(lambda: len(acknowledged) > count + 20, timeout=10)  # 2xx again
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert failures, "the kill went unnoticed: no request failed"
+    assert {status for status, _ in failures} == {503}
+    assert max(seconds for _, seconds in failures) < 1.0  # fast, not the 5 s timeout
+    stored = {u["username"] for u in every_user(gateway)}
+    assert set(acknowledged) <= stored  # nothing acknowledged was lost
+
+
+# --- the gateway itself ------------------------------------------------------------------
+
+
+def test_gateway_killed_is_restarted_and_serves_again(gateway: GatewayStack) -> None:
+    assert gateway.get("/health").status_code == 200
+    time.sleep(1.2)  # past the crash-loop window
+    old_pid = pid_of(gateway, "Gateway")
+    os.kill(old_pid, signal.SIGKILL)
+    # The daemon keeps the port bound: a new connection waits in the backlog, not refused.
+    # (The session's kept-alive connection died with the old process.)
+    response = requests.get(gateway.url + "/health", timeout=10)
+    assert response.status_code == 200
+    assert response.json()["status"] == "healthy"
+    wait_for(lambda: restarted(gateway, "Gateway", old_pid))
+    assert gateway.replicas("Gateway")[0]["restarts"] == 1
+
+
+def test_gateway_requests_show_in_status(gateway: GatewayStack) -> None:
+    for _ in range(5):
+        gateway.get("/health")
+    gateway.get("/no-such-page")
+    counted = wait_for(
+        lambda: gateway.replicas("Gateway")[0]["requests"] >= 6 and gateway.replicas("Gateway")[0]
+    )
+    assert counted["errors"] >= 1
+
+
+def test_down_frees_the_port(gateway: GatewayStack) -> None:
+    assert gateway.cli("down").returncode == 0
+    with pytest.raises(requests.ConnectionError):
+        gateway.get("/health", timeout=2)
+    gateway.up()  # and it can be bound again at once (SO_REUSEADDR)
+    assert gateway.get("/health").status_code == 200
+
+
+# --- its port and its host -------------------------------------------------------------
+
+
+def test_port_in_use_fails_up_with_one_line(tmp_path: Any) -> None:
+    gateway = GatewayStack(tmp_path)
+    try:
+        gateway.write_gateway()
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", gateway.port))
+            squatter.listen()
+            result = gateway.cli("up")
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert f"port {gateway.port} on 127.0.0.1 is already in use" in lines[0]
+        assert "Traceback" not in result.stdout + result.stderr
+        assert gateway.cli("status").returncode == 1  # no daemon was left behind
+        assert not gateway.leftovers()
+        gateway.up()  # the port is free again: the same run directory starts cleanly
+        assert gateway.get("/health").status_code == 200
+    finally:
+        gateway.cleanup()
+
+
+def test_second_up_says_already_running_not_port_in_use(gateway: GatewayStack) -> None:
+    result = gateway.cli("up")
+    assert result.returncode == 0
+    assert "already running" in result.stderr
+    assert "in use" not in result.stderr
+
+
+def test_gateway_port_from_the_environment(tmp_path: Any) -> None:
+    gateway = GatewayStack(tmp_path)
+    try:
+        gateway.write("[jobs]\ndelay = 0\n")  # no [gateway] table: all from the CLI and env
+        env = {**os.environ, "GATEWAY_PORT": str(gateway.port)}
+        result = gateway.cli("up", "--gateway", env=env)
+        assert result.returncode == 0, result.stderr
+        assert gateway.get("/").json()["message"] == "Process-Based Service Orchestration API"
+    finally:
+        gateway.cleanup()
+
+
+@pytest.mark.parametrize("token", [None, "a-token-long-enough-0123"])
+def test_exposed_gateway_without_token_warns(tmp_path: Any, token: str | None) -> None:
+    gateway = GatewayStack(tmp_path, token=token)
+    try:
+        gateway.write_gateway('host = "0.0.0.0"\n')
+        result = gateway.up()
+        warned = "warning: the gateway listens on 0.0.0.0" in result.stderr
+        assert warned is (token is None)
+        assert gateway.get("/health").status_code == 200
+    finally:
+        gateway.cleanup()
+
+
+def test_up_gateway_on_a_daemon_without_one_says_how(tmp_path: Any) -> None:
+    gateway = GatewayStack(tmp_path)
+    try:
+        gateway.write("[jobs]\ndelay = 0\n")
+        gateway.up()
+        result = gateway.cli(
+            "up", "--gateway", env={**os.environ, "GATEWAY_PORT": str(gateway.port)}
+        )
+        assert result.returncode == 0
+        assert "the running daemon has no gateway" in result.stderr
+        with pytest.raises(requests.ConnectionError):
+            gateway.get("/health", timeout=2)
+    finally:
+        gateway.cleanup()
