@@ -8,6 +8,7 @@ difference between this server and the gateway is the gateway's own work per req
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from flask import Flask
@@ -15,11 +16,11 @@ from rpcpeers import die_with_parent
 from waitress import serve
 
 # The procorch gateway's waitress settings (procorch/gateway/server.py, make_server, with
-# [gateway]'s defaults); update them here when the gateway's change.
+# [gateway]'s defaults, and service.py's quiet queue log); update them when those change.
 THREADS = 8  # also wrk's connection count: one request in flight per waitress thread
 WAITRESS: dict[str, object] = {
     "threads": THREADS,
-    "max_request_body_size": 1024 * 1024,
+    "max_request_body_size": 1024 * 1024 + 1,
     "connection_limit": 1000,
     "asyncore_use_poll": True,
     "ident": "procorch",
@@ -37,6 +38,8 @@ def hello() -> dict[str, str]:
 
 def main(argv: list[str]) -> None:
     die_with_parent()
+    # As the gateway: no "Task queue depth" warning per request that waits for a thread.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     serve(app, host=HOST, port=int(argv[0]), **WAITRESS)
 
 
