@@ -9,8 +9,9 @@ wrk (installed with apt-get when missing, as root) loads each endpoint for a fix
 with one thread and as many keep-alive connections as waitress has threads, and gives
 requests/s and p99. The servers (`gwpeers.py`) run one at a time, each on a free loopback
 port: the bare hello (`gwhello.py`), then `procorch up --gateway` with the built-in stack
-(GET /health, GET /users/1, GET /job/1, POST /orders, POST /job/100), then the original
-design (`gworiginal.py`) with the same five endpoints. Every server it started is stopped
+(GET /health, GET /users/1, GET /job/1, a pending job's GET /job/ID, POST /orders,
+POST /job/100), then the original design (`gworiginal.py`) with the same endpoints but the
+pending job's. Every server it started is stopped
 at the end, on error and on Ctrl-C too. The script creates bench/.venv on first use and
 re-runs itself with that venv's python, as the other benchmarks do.
 """
@@ -77,6 +78,8 @@ def measure(
     """One endpoint: write its Lua script, warm up, then the measured run."""
     import gwwrk
 
+    if ep.before is not None:
+        ep.before()
     script = gwwrk.lua_script(root / f"{peer}-{ep.key}.lua", ep.method, ep.body)
     wrk_log = root / f"{peer}-wrk.log"
     if plan.warmup:

@@ -21,7 +21,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,6 +49,7 @@ class Endpoint:
     method: str
     path: str
     body: dict[str, Any] | None = None
+    before: Callable[[], None] | None = None  # run before its runs (e.g. to restart workers)
 
 
 HELLO = Endpoint("hello", "GET / (bare hello)", "GET", "/")
@@ -232,3 +234,16 @@ class Procorch(HttpPeer, rpcpeers.Procorch):
             last = str(exc).strip().splitlines()[-1:] or ["?"]
             raise PeerError(f"procorch did not start: {last[0]}") from None
         self.wait_ready("/health", lambda: None)
+
+    def endpoints(self) -> list[Endpoint]:
+        """The five, and a job that stays pending while it is read: its workers are stopped
+        for the reads and started again before the writes. A finished job is answered from
+        the gateway's cache of finished jobs; an unfinished one is read from the store."""
+        found = super().endpoints()
+        self._cli("stop", "JobWorker", timeout=60)
+        pending = find_id(request(self.url(f"/job/{JOB_N}"), "POST"), ("job_id",))
+        read = Endpoint("job_pending", "GET /job/ID of a pending job", "GET", f"/job/{pending}")
+        request(self.url(read.path))
+        at = [ep.key for ep in found].index("job_get") + 1
+        first_write = replace(found[at], before=lambda: self._cli("start", "JobWorker", timeout=60))
+        return [*found[:at], read, first_write, *found[at + 1 :]]

@@ -244,3 +244,34 @@ def test_up_gateway_on_a_daemon_without_one_says_how(tmp_path: Any) -> None:
             gateway.get("/health", timeout=2)
     finally:
         gateway.cleanup()
+
+
+# --- jobs behind it ----------------------------------------------------------------------
+
+
+def test_finished_jobs_are_not_kept_when_ids_can_be_reused(tmp_path: Any, redis_url: str) -> None:
+    """On Redis a FLUSHALL restarts the ids: job 1 afterwards is another job, and the
+    gateway must say so (its cache of finished jobs is for stores that never reuse ids)."""
+    import redis
+
+    gateway = GatewayStack(tmp_path)
+    try:
+        gateway.write_gateway(backend=redis_url)
+        gateway.up()
+        assert gateway.post("/job/10").json()["job_id"] == 1
+        wait_for(lambda: gateway.get("/job/1").json()["status"] == "done")
+        assert gateway.get("/job/1").json()["output"] == 55
+        redis.Redis.from_url(redis_url).flushall()
+        assert gateway.post("/job/20").json()["job_id"] == 1
+        wait_for(lambda: gateway.get("/job/1").json()["output"] == 6765)
+    finally:
+        gateway.cleanup()
+
+
+def test_finished_job_answers_stay_exact(gateway: GatewayStack) -> None:
+    job_id = gateway.post("/job/100?mod=1000").json()["job_id"]
+    done = wait_for(lambda: (j := gateway.get(f"/job/{job_id}").json())["status"] == "done" and j)
+    assert done["output"] == 75
+    assert gateway.get(f"/job/{job_id}").json() == done  # served again (from the cache)
+    assert gateway.get(f"/info?id={job_id}").json() == done
+    assert gateway.delete(f"/job/{job_id}").status_code == 409  # finished: nothing to cancel

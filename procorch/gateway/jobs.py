@@ -48,12 +48,12 @@ def job(raw: str) -> ResponseReturnValue:
         mod = request.args.get("mod")
         return _taken(integer_text(raw, "n"), None if mod is None else integer_text(mod, "mod"))
     job_id = _job_id(raw)
-    jobs = backend().jobs
     if request.method == "DELETE":
+        cancelled = backend().jobs.cancel(job_id)
         return respond(
-            {"status": "success", "message": f"job {job_id} cancelled", "job": jobs.cancel(job_id)}
+            {"status": "success", "message": f"job {job_id} cancelled", "job": cancelled}
         )
-    return respond(jobs.get(job_id))
+    return respond(backend().job(job_id))
 
 
 @bp.get("/jobs")
@@ -82,4 +82,4 @@ def info() -> ResponseReturnValue:
         raw = json_body("id")["id"]
     if raw is None:
         fail(400, "`id` is required (GET /info?id=1)")
-    return respond(backend().jobs.get(_job_id(raw)))
+    return respond(backend().job(_job_id(raw)))

@@ -61,6 +61,11 @@ class Jobs:
         Raises `procorch.config.ConfigError` for a bad config file."""
         return cls.from_config(load_config(config, run_dir=run_dir))
 
+    @property
+    def permanent_ids(self) -> bool:
+        """Whether a job id always names the same job (see `Store.permanent_ids`)."""
+        return self._store.permanent_ids
+
     @classmethod
     def from_config(cls, config: Config) -> Jobs:
         return cls(config.jobs, config.settings.run_dir)

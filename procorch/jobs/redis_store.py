@@ -308,6 +308,8 @@ class _RedisWaiter(Waiter):
 
 
 class RedisStore(Store):
+    permanent_ids = False  # INCR starts again after a FLUSHALL
+
     def __init__(self, settings: JobsSettings, run_dir: Path) -> None:
         super().__init__(settings, run_dir)
         assert settings.redis_url is not None

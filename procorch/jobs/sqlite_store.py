@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ DB_NAME = "jobs.db"
 LEASE_GRACE = 1.0  # a lease is the job's timeout and this: only a hung worker outlives it
 BUSY_TIMEOUT = 30.0  # give up on the write lock after this long
 _T = TypeVar("_T")
+_PROCESS_WRITER = threading.Lock()  # see SQLiteStore._write
 
 _SCHEMA = (
     """
@@ -211,15 +213,21 @@ class SQLiteStore(Store):
             delay = min(delay * 2, 0.005)
 
     def _write(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run `body` in a write transaction, waiting (briefly, in steps) for the lock."""
-        self._retrying(lambda: self.db.execute("BEGIN IMMEDIATE"))
-        try:
-            result = body(self.db)
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self._retrying(lambda: self.db.execute("COMMIT"))
-        return result
+        """Run `body` in a write transaction, waiting (briefly, in steps) for the lock.
+
+        Threads of one process (the gateway's) take turns on a Python lock first: a
+        thread waiting on it wakes the moment it is free, where SQLite's lock is polled
+        with sleeps, and only one of them at a time adds to the contention with workers.
+        """
+        with _PROCESS_WRITER:
+            self._retrying(lambda: self.db.execute("BEGIN IMMEDIATE"))
+            try:
+                result = body(self.db)
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self._retrying(lambda: self.db.execute("COMMIT"))
+            return result
 
     # -- clients ---------------------------------------------------------------------
 

@@ -117,6 +117,10 @@ class Waiter(ABC):
 
 
 class Store(ABC):
+    # A job id never names another job: SQLite's AUTOINCREMENT never reuses one (Redis's
+    # ids restart after a FLUSHALL), so a finished job's record may be kept by its id.
+    permanent_ids: bool = True
+
     def __init__(self, settings: JobsSettings, run_dir: Path) -> None:
         self.settings = settings
         self.run_dir = run_dir
