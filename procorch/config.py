@@ -98,6 +98,7 @@ class GatewaySettings:
     token: str | None = None  # bearer token every request but /health must carry
     max_body: int = 1024 * 1024  # bytes; a bigger request body is refused with 413
     threads: int = 8  # the WSGI server's worker threads
+    workers: int = 1  # gateway processes, all serving the one listening socket
     timeout: float = 5.0  # seconds to wait for a service before answering 504
 
     @property
@@ -271,6 +272,7 @@ tcp = 8000                     # a port to connect to...
 #                              #   (PROCORCH_TOKEN)
 # max_body = 1048576           # largest request body in bytes; bigger gets 413
 # threads = 8                  # WSGI server threads
+# workers = 1                  # gateway processes sharing the port (each with its threads)
 # timeout = 5.0                # seconds to wait for a service; slower gets 504
 
 # The job queue (`procorch job ...`). With this table, the JobWorker service runs
@@ -356,7 +358,8 @@ def load_config(
     gateway = GatewaySettings(**sections["gateway"])
     if gateway.enabled or enable_gateway:
         gateway = replace(gateway, enabled=True)
-        services = _with_builtin(services, GATEWAY, GATEWAY_NAME, 1, root.key("gateway"))
+        where = root.key("gateway")
+        services = _with_builtin(services, GATEWAY, GATEWAY_NAME, gateway.workers, where)
     _check_sockets_fit(chosen, services, where)
     settings = Settings(run_dir=chosen, **sections["procorch"])
     return Config(path=path, settings=settings, services=services, gateway=gateway, jobs=jobs)
@@ -848,6 +851,7 @@ _GATEWAY_PARSERS: dict[str, _Parser] = {
     "token": _token,
     "max_body": partial(_integer, minimum=1024, maximum=1024**3),
     "threads": partial(_integer, minimum=1, maximum=256),
+    "workers": partial(_integer, minimum=1, maximum=64),
     "timeout": _positive,
 }
 _SECTION_PARSERS = {"procorch": _SETTINGS_PARSERS, "gateway": _GATEWAY_PARSERS}

@@ -933,3 +933,11 @@ def test_token_from_the_environment_wins(tmp_path: Path) -> None:
 )
 def test_loopback_hosts(host: str, loopback: bool) -> None:
     assert GatewaySettings(host=host).is_loopback is loopback
+
+
+def test_gateway_workers_are_its_replicas() -> None:
+    path = write("[gateway]\nenabled = true\nworkers = 3\n")
+    assert load_config(path, environ={}).service("Gateway").replicas == 3
+    assert error("[gateway]\nworkers = 0\n").endswith(
+        "gateway.workers: expected an integer ≥ 1, got 0"
+    )

@@ -275,3 +275,22 @@ def test_finished_job_answers_stay_exact(gateway: GatewayStack) -> None:
     assert gateway.get(f"/job/{job_id}").json() == done  # served again (from the cache)
     assert gateway.get(f"/info?id={job_id}").json() == done
     assert gateway.delete(f"/job/{job_id}").status_code == 409  # finished: nothing to cancel
+
+
+def test_workers_share_the_port_and_cover_for_each_other(tmp_path: Any) -> None:
+    gateway = GatewayStack(tmp_path)
+    try:
+        gateway.write_gateway("workers = 2\n")
+        gateway.up()
+        replicas = gateway.replicas("Gateway")
+        assert [r["state"] for r in replicas] == ["running", "running"]
+        os.kill(replicas[0]["pid"], signal.SIGSTOP)  # one hangs: the other answers
+        try:
+            for _ in range(20):  # new connections each time, so the kernel spreads them
+                assert requests.get(gateway.url + "/health", timeout=10).status_code == 200
+            served = {r["replica"]: r["requests"] for r in gateway.replicas("Gateway")}
+            assert served[1] >= 20
+        finally:
+            os.kill(replicas[0]["pid"], signal.SIGCONT)
+    finally:
+        gateway.cleanup()
