@@ -15,8 +15,11 @@ from flask import Flask
 from rpcpeers import die_with_parent
 from waitress import serve
 
+from procorch.gateway.service import pin_to_one_cpu
+
 # The procorch gateway's waitress settings (procorch/gateway/server.py, make_server, with
-# [gateway]'s defaults, and service.py's quiet queue log); update them when those change.
+# [gateway]'s defaults, and service.py's quiet queue log and CPU pinning); update them when
+# those change.
 THREADS = 8  # also wrk's connection count: one request in flight per waitress thread
 WAITRESS: dict[str, object] = {
     "threads": THREADS,
@@ -40,6 +43,7 @@ def main(argv: list[str]) -> None:
     die_with_parent()
     # As the gateway: no "Task queue depth" warning per request that waits for a thread.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    pin_to_one_cpu(0)  # as the gateway's first process ([gateway] pin_cpu, on by default)
     serve(app, host=HOST, port=int(argv[0]), **WAITRESS)
 
 

@@ -99,6 +99,7 @@ class GatewaySettings:
     max_body: int = 1024 * 1024  # bytes; a bigger request body is refused with 413
     threads: int = 8  # the WSGI server's worker threads
     workers: int = 1  # gateway processes, all serving the one listening socket
+    pin_cpu: bool = True  # each gateway process on one CPU: its threads share one GIL
     timeout: float = 5.0  # seconds to wait for a service before answering 504
 
     @property
@@ -273,6 +274,7 @@ tcp = 8000                     # a port to connect to...
 # max_body = 1048576           # largest request body in bytes; bigger gets 413
 # threads = 8                  # WSGI server threads
 # workers = 1                  # gateway processes sharing the port (each with its threads)
+# pin_cpu = true               # keep each gateway process on one CPU (see the README)
 # timeout = 5.0                # seconds to wait for a service; slower gets 504
 
 # The job queue (`procorch job ...`). With this table, the JobWorker service runs
@@ -852,6 +854,7 @@ _GATEWAY_PARSERS: dict[str, _Parser] = {
     "max_body": partial(_integer, minimum=1024, maximum=1024**3),
     "threads": partial(_integer, minimum=1, maximum=256),
     "workers": partial(_integer, minimum=1, maximum=64),
+    "pin_cpu": _boolean,
     "timeout": _positive,
 }
 _SECTION_PARSERS = {"procorch": _SETTINGS_PARSERS, "gateway": _GATEWAY_PARSERS}

@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -292,5 +293,40 @@ def test_workers_share_the_port_and_cover_for_each_other(tmp_path: Any) -> None:
             assert served[1] >= 20
         finally:
             os.kill(replicas[0]["pid"], signal.SIGCONT)
+    finally:
+        gateway.cleanup()
+
+
+def thread_cpus(pid: int) -> list[set[int]]:
+    """The CPUs each thread of `pid` may run on, from the kernel's Cpus_allowed_list."""
+    found = []
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        for line in status.read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                cpus: set[int] = set()
+                for part in line.split(":", 1)[1].strip().split(","):
+                    first, _, last = part.partition("-")
+                    cpus.update(range(int(first), int(last or first) + 1))
+                found.append(cpus)
+    return found
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs 2 CPUs to show")
+@pytest.mark.parametrize("pin", [True, False])
+def test_each_gateway_process_is_pinned_to_one_cpu(tmp_path: Any, pin: bool) -> None:
+    gateway = GatewayStack(tmp_path)
+    try:
+        gateway.write_gateway(f"workers = 2\npin_cpu = {str(pin).lower()}\n")
+        gateway.up()
+        per_process = [thread_cpus(r["pid"]) for r in gateway.replicas("Gateway")]
+        assert all(len(threads) > 8 for threads in per_process)  # waitress's threads too
+        if pin:  # every thread of a process on one CPU, and each process on another
+            chosen = [threads[0] for threads in per_process]
+            assert all(all(cpus == threads[0] for cpus in threads) for threads in per_process)
+            assert all(len(cpus) == 1 for cpus in chosen) and chosen[0] != chosen[1]
+        else:
+            everywhere = os.sched_getaffinity(0)
+            assert all(cpus == everywhere for threads in per_process for cpus in threads)
+        assert gateway.get("/health").status_code == 200
     finally:
         gateway.cleanup()
