@@ -330,3 +330,32 @@ def test_each_gateway_process_is_pinned_to_one_cpu(tmp_path: Any, pin: bool) -> 
         assert gateway.get("/health").status_code == 200
     finally:
         gateway.cleanup()
+
+
+def test_job_store_down_is_503_and_the_rest_still_answers(tmp_path: Any) -> None:
+    from tests.conftest import RedisServer
+
+    (tmp_path / "redis").mkdir()
+    (tmp_path / "stack").mkdir()
+    server = RedisServer(tmp_path / "redis")
+    gateway = GatewayStack(tmp_path / "stack")
+    try:
+        gateway.write_gateway(backend=server.url)
+        gateway.up()
+        first = gateway.post("/job/10").json()["job_id"]
+        wait_for(lambda: gateway.get(f"/job/{first}").json()["status"] == "done")
+        server.stop()
+        for method, path in [("POST", "/job/10"), ("GET", f"/job/{first}"), ("GET", "/jobs")]:
+            response, seconds = timed(gateway.request, method, path)
+            assert "cannot reach redis" in assert_error(response, 503)["message"]
+            assert seconds < 1.0
+        assert gateway.get("/health").status_code == 200
+        metrics = gateway.get("/metrics")
+        assert metrics.status_code == 200
+        assert "procorch_job_store_up 0.0" in metrics.text
+        assert 'procorch_process_state{replica="0",service="UserService",state="running"} 1.0' in (
+            metrics.text
+        )
+    finally:
+        gateway.cleanup()
+        server.stop()

@@ -20,7 +20,14 @@ from werkzeug.exceptions import HTTPException
 from procorch.config import Config
 from procorch.gateway.backend import Backend
 from procorch.gateway.http import ApiError, error_response
-from procorch.jobs.job import InvalidJob, JobError, JobNotFound
+from procorch.jobs.job import (
+    InvalidJob,
+    JobConflict,
+    JobError,
+    JobNotFound,
+    JobTimeout,
+    StoreUnavailable,
+)
 from procorch.services.protocol import ServiceError
 
 log = logging.getLogger("procorch.gateway")
@@ -63,12 +70,19 @@ def _bearer_check(token: str) -> Callable[[], Response | None]:
     return check
 
 
+# A job error's HTTP status, by its class (the first that matches); anything else is 500.
+JOB_STATUS: tuple[tuple[type[JobError], int], ...] = (
+    (JobNotFound, 404),
+    (InvalidJob, 400),
+    (JobConflict, 409),  # cancelling a job that has finished
+    (StoreUnavailable, 503),
+    (JobTimeout, 504),
+)
+
+
 def _job_error(exc: JobError) -> ApiError:
-    if isinstance(exc, JobNotFound):
-        return ApiError(404, str(exc))
-    if isinstance(exc, InvalidJob):
-        return ApiError(400, str(exc))
-    return ApiError(409, str(exc))  # e.g. cancelling a job that has finished
+    status = next((status for cls, status in JOB_STATUS if isinstance(exc, cls)), 500)
+    return ApiError(status, str(exc))
 
 
 def _http_error(exc: HTTPException) -> Response:

@@ -24,6 +24,7 @@ from procorch.jobs.job import (
     DEFAULT_FUNCTION,
     FINISHED,
     InvalidJob,
+    JobConflict,
     JobError,
     JobNotFound,
     JobTimeout,
@@ -162,14 +163,14 @@ class Jobs:
     def cancel(self, job_id: int) -> dict[str, Any]:
         """Cancel a pending or running job (a running job's result will be dropped).
 
-        Raises `JobError` if the job has finished already."""
+        Raises `JobConflict` if the job has finished already."""
         before = self._record(job_id)
         if before["status"] not in CANCELLABLE:
-            raise JobError(f"job {before['job_id']} is already {before['status']}")
+            raise JobConflict(f"job {before['job_id']} is already {before['status']}")
         after = self._store.cancel(before["job_id"])
         assert after is not None
         if after["status"] != Status.CANCELLED:  # it finished meanwhile
-            raise JobError(f"job {after['job_id']} is already {after['status']}")
+            raise JobConflict(f"job {after['job_id']} is already {after['status']}")
         return public(after)
 
     def stats(self) -> dict[str, Any]:

@@ -70,6 +70,14 @@ class InvalidJob(JobError):
     """Bad input: n or mod out of range, not an integer, an unknown function or status."""
 
 
+class JobConflict(JobError):
+    """The job's state does not allow it: cancelling a job that has finished."""
+
+
+class StoreUnavailable(JobError):
+    """The job store cannot serve: Redis unreachable or refusing, the database unusable."""
+
+
 class JobTimeout(JobError, TimeoutError):
     """`wait` gave up before the job finished."""
 

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import redis
 
 from procorch.config import JobsSettings
-from procorch.jobs.job import FIELDS, JobError, Status, backoff
+from procorch.jobs.job import FIELDS, Status, StoreUnavailable, backoff
 from procorch.jobs.store import DURATION_BUCKETS, Claim, Durations, Store, Waiter, WorkerId
 
 PREFIX = "procorch:"
@@ -340,9 +340,9 @@ class RedisStore(Store):
         try:
             return action()
         except redis.ConnectionError as exc:
-            raise JobError(f"cannot reach redis at {self.url}: {exc}") from None
+            raise StoreUnavailable(f"cannot reach redis at {self.url}: {exc}") from None
         except redis.RedisError as exc:
-            raise JobError(f"redis at {self.url}: {exc}") from None
+            raise StoreUnavailable(f"redis at {self.url}: {exc}") from None
 
     def _create_group(self) -> None:
         try:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from procorch.config import JobsSettings
-from procorch.jobs.job import CANCELLABLE, FIELDS, JobError, Status, backoff
+from procorch.jobs.job import CANCELLABLE, FIELDS, Status, StoreUnavailable, backoff
 from procorch.jobs.store import (
     DURATION_BUCKETS,
     Claim,
@@ -160,7 +160,7 @@ class SQLiteStore(Store):
         try:
             self.db = self._open()
         except (OSError, sqlite3.Error) as exc:  # an unusable run directory, a broken file
-            raise JobError(f"cannot open the job queue {self.path}: {exc}") from None
+            raise StoreUnavailable(f"cannot open the job queue {self.path}: {exc}") from None
         self._workers_bell = Bell(self._workers_dir)
         self._waiters_bell = Bell(self._waiters_dir)
         self._sleeper: Sleeper | None = None  # a worker's, bound at its first idle claim
