@@ -725,6 +725,8 @@ def test_health_needs_no_token_and_the_right_token_works(guarded: GatewayStack) 
     assert ok(requests.get(guarded.url + "/health", timeout=10))["status"] == "healthy"
     user = new_user(guarded)  # the stack's session sends the token
     assert ok(guarded.get(f"/users/{user['id']}"))["user"] == user
+    lowercase = {"Authorization": f"bearer {TOKEN}"}  # the scheme's name ignores case
+    assert ok(requests.get(guarded.url + "/users", headers=lowercase, timeout=10))
     doc = ok(guarded.get("/openapi.json"))
     assert doc["security"] == [{"bearer": []}]
     assert doc["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}

@@ -55,13 +55,14 @@ def create_app(config: Config) -> Flask:
 
 def _bearer_check(token: str) -> Callable[[], Response | None]:
     """A before_request hook refusing, with 401, a request without `Bearer <token>`."""
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
 
     def check() -> Response | None:
         if request.path in OPEN_PATHS:
             return None
-        given = request.headers.get("Authorization", "").encode()
-        if hmac.compare_digest(given, expected):  # constant time: no guessing by timing
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # the scheme's name ignores case (RFC 9110); the token is compared in constant time
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected):
             return None
         response = error_response(ApiError(401, "a valid bearer token is required"))
         response.headers["WWW-Authenticate"] = 'Bearer realm="procorch"'
