@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,6 +98,35 @@ class Stack:
 
     def replicas(self, name: str) -> list[dict[str, Any]]:
         return [s for s in self.status()["services"] if s["name"] == name]
+
+    def pid_of(self, name: str) -> int:
+        return self.replicas(name)[0]["pid"]
+
+    def restarted(self, name: str, old_pid: int) -> bool:
+        r = self.replicas(name)[0]
+        return r["state"] == "running" and r["pid"] != old_pid
+
+    def kill_under_load(
+        self, name: str, load: Callable[[threading.Event], None], acknowledged: list[Any]
+    ) -> None:
+        """Run `load(stop)` in 4 threads; once 20 requests are acknowledged, kill -9 the
+        service's first replica, wait for its replacement and 20 more acknowledgements."""
+        time.sleep(1.2)  # past the crash-loop window: the restart comes at once
+        old_pid = self.pid_of(name)
+        stop = threading.Event()
+        workers = [threading.Thread(target=load, args=(stop,)) for _ in range(4)]
+        for w in workers:
+            w.start()
+        try:
+            wait_for(lambda: len(acknowledged) > 20)
+            os.kill(old_pid, signal.SIGKILL)
+            wait_for(lambda: self.restarted(name, old_pid), timeout=10)
+            count = len(acknowledged)
+            wait_for(lambda: len(acknowledged) > count + 20, timeout=10)  # working again
+        finally:
+            stop.set()
+            for w in workers:
+                w.join()
 
     def events(self) -> list[dict[str, Any]]:
         return json.loads(self.cli("events", "--json", "-n", "1000").stdout)

@@ -59,15 +59,6 @@ def all_orders(client: Client) -> list[dict]:
     return orders
 
 
-def pid_of(stack: Stack, name: str) -> int:
-    return stack.replicas(name)[0]["pid"]
-
-
-def restarted(stack: Stack, name: str, old_pid: int) -> bool:
-    r = stack.replicas(name)[0]
-    return r["state"] == "running" and r["pid"] != old_pid
-
-
 # --- users ------------------------------------------------------------------------
 
 
@@ -198,13 +189,10 @@ def test_send_notification_is_queued_then_sent(client: Client) -> None:
 def test_user_service_killed_under_load(shop: Stack, client: Client) -> None:
     """Orders fail fast while UserService is down, succeed after its restart, lose nothing."""
     client.call("UserService", "create_user", {"username": "alice", "email": "a@x.org"})
-    time.sleep(1.2)  # past the crash-loop window: the restart comes at once
-    old_pid = pid_of(shop, "UserService")
     acknowledged: list[int] = []
     failures: list[tuple[str, float]] = []
-    stop = threading.Event()
 
-    def load() -> None:
+    def load(stop: threading.Event) -> None:
         with Client(shop.run_dir) as own:
             while not stop.is_set():
                 started = time.monotonic()
@@ -216,19 +204,7 @@ def test_user_service_killed_under_load(shop: Stack, client: Client) -> None:
                 except ServiceError as exc:
                     failures.append((exc.code, time.monotonic() - started))
 
-    workers = [threading.Thread(target=load) for _ in range(4)]
-    for w in workers:
-        w.start()
-    try:
-        wait_for(lambda: len(acknowledged) > 20)
-        os.kill(old_pid, signal.SIGKILL)
-        wait_for(lambda: restarted(shop, "UserService", old_pid), timeout=10)
-        count = len(acknowledged)
-        wait_for(lambda: len(acknowledged) > count + 20, timeout=10)  # working again
-    finally:
-        stop.set()
-        for w in workers:
-            w.join()
+    shop.kill_under_load("UserService", load, acknowledged)
     assert failures, "the kill went unnoticed: no call failed"
     assert {code for code, _ in failures} == {"unavailable"}
     assert max(seconds for _, seconds in failures) < 1.0  # fast, not the 5 s timeout
@@ -244,7 +220,7 @@ def test_acknowledged_data_survives_kill_and_ids_are_not_reused(
     client.call("OrderService", "create_order", {"user_id": 3, "product": "p"})
     time.sleep(1.2)
     for name in ("UserService", "OrderService"):
-        os.kill(pid_of(shop, name), signal.SIGKILL)
+        os.kill(shop.pid_of(name), signal.SIGKILL)
     shop.cli("down")
     shop.up()
     with Client(shop.run_dir) as fresh:

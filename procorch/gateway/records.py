@@ -36,16 +36,24 @@ def _listed(key: str, reply: dict[str, Any]) -> ResponseReturnValue:
     )
 
 
+def _created(service: str, action: str, key: str, *fields: str) -> ResponseReturnValue:
+    """201 with the record `action` made from the body's `fields` (all required)."""
+    reply = backend().call(service, action, _pick(json_body(*fields), *fields))
+    message = f"{key.capitalize()} created successfully"
+    return respond({"status": "success", "message": message, key: reply[key]}, 201)
+
+
+def _one(service: str, action: str, key: str, record_id: int) -> ResponseReturnValue:
+    reply = backend().call(service, action, {f"{key}_id": record_id})
+    return respond({"status": "success", key: reply[key]})
+
+
 # -- users -------------------------------------------------------------------------------
 
 
 @bp.post("/users")
 def create_user() -> ResponseReturnValue:
-    body = json_body("username", "email")
-    reply = backend().call(USERS, "create_user", _pick(body, "username", "email"))
-    return respond(
-        {"status": "success", "message": "User created successfully", "user": reply["user"]}, 201
-    )
+    return _created(USERS, "create_user", "user", "username", "email")
 
 
 @bp.get("/users")
@@ -55,8 +63,7 @@ def list_users() -> ResponseReturnValue:
 
 @bp.get("/users/<int:user_id>")
 def get_user(user_id: int) -> ResponseReturnValue:
-    reply = backend().call(USERS, "get_user", {"user_id": user_id})
-    return respond({"status": "success", "user": reply["user"]})
+    return _one(USERS, "get_user", "user", user_id)
 
 
 # -- orders ------------------------------------------------------------------------------
@@ -64,12 +71,7 @@ def get_user(user_id: int) -> ResponseReturnValue:
 
 @bp.post("/orders")
 def create_order() -> ResponseReturnValue:
-    body = json_body("user_id", "product", "quantity")
-    reply = backend().call(ORDERS, "create_order", _pick(body, "user_id", "product", "quantity"))
-    return respond(
-        {"status": "success", "message": "Order created successfully", "order": reply["order"]},
-        201,
-    )
+    return _created(ORDERS, "create_order", "order", "user_id", "product", "quantity")
 
 
 @bp.get("/orders")
@@ -79,8 +81,7 @@ def list_orders() -> ResponseReturnValue:
 
 @bp.get("/orders/<int:order_id>")
 def get_order(order_id: int) -> ResponseReturnValue:
-    reply = backend().call(ORDERS, "get_order", {"order_id": order_id})
-    return respond({"status": "success", "order": reply["order"]})
+    return _one(ORDERS, "get_order", "order", order_id)
 
 
 # -- notifications -----------------------------------------------------------------------
