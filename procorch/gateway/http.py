@@ -25,8 +25,10 @@ SERVICE_STATUS = {
     "unknown_action": 500,  # the gateway asked for an action the service lacks: our bug
     "internal": 500,
 }
-CODES = {400: "invalid", 401: "unauthorized", 404: "not_found", 409: "conflict"}
-CODES |= {413: "too_large", 503: "unavailable", 504: "timeout", 500: "internal"}
+# An HTTP status -> the `code` of an error the gateway answers itself: the services' word
+# for the same status where they have one.
+CODES = {status: code for code, status in SERVICE_STATUS.items() if status != 500}
+CODES |= {401: "unauthorized", 500: "internal"}
 
 
 class ApiError(Exception):
