@@ -137,4 +137,4 @@ def test_help_says_no_daemon_is_needed_and_imports_stay_light(jobs_stack):
         assert "procorch.cli" in imported
         assert not {"sqlite3", "redis", "procorch.jobs.api", "procorch.jobs.worker"} & imported
         # other commands do not even build the job commands
-        assert ("procorch.jobs.cli" in imported) == (args[0] != "status")
+        assert ("procorch.cli.jobs" in imported) == (args[0] != "status")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from procorch.cli import EXIT_CONFIG, ConfigOpt, JsonOpt, RunDirOpt, fail
+from procorch.cli.common import EXIT_CONFIG, ConfigOpt, JsonOpt, RunDirOpt, fail
 
 if TYPE_CHECKING:
     from procorch.jobs.api import Jobs

@@ -1,0 +1,93 @@
+"""What every command shares: exit codes, the common options, one-line failures,
+loading the config and asking the daemon.
+
+Imports no command module, so every command module can import it and nothing
+imports back up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from procorch.config import CONFIG_FILENAME, Config, ConfigError, load_config
+from procorch.supervisor import control
+from procorch.supervisor.rundir import RunDir
+
+EXIT_OK = 0
+EXIT_DAEMON_DOWN = 1  # also: a refused request, a job error
+EXIT_CONFIG = 2  # bad config or usage
+EXIT_NOT_RUNNING = 3  # some service is not running
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="PROCORCH_CONFIG",
+        help=f"Config file [default: ./{CONFIG_FILENAME}].",
+    ),
+]
+RunDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--run-dir",
+        envvar="PROCORCH_RUN_DIR",
+        help="Run directory [default: .procorch beside the config].",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def fail(message: str, code: int = EXIT_DAEMON_DOWN) -> NoReturn:
+    typer.echo(f"procorch: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load(config: Path | None, run_dir: Path | None, gateway: bool = False) -> Config:
+    """The config for a command; a bad one ends the command with one line and exit 2."""
+    try:
+        return load_config(config, run_dir=run_dir, enable_gateway=gateway)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+
+
+def not_running(cfg: Config) -> NoReturn:
+    fail(f"procorch is not running (run directory {cfg.settings.run_dir})", EXIT_DAEMON_DOWN)
+
+
+def request(cfg: Config, message: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Ask the daemon; a missing daemon or a refused request ends the command with one line."""
+    try:
+        return control.request(RunDir(cfg.settings.run_dir).socket, message, **kwargs)
+    except control.DaemonNotRunning:
+        not_running(cfg)
+    except control.ControlError as exc:
+        fail(str(exc), EXIT_DAEMON_DOWN)
+    except TimeoutError:
+        fail("the daemon did not answer in time", EXIT_DAEMON_DOWN)
+
+
+def existing_run_dir(cfg: Config) -> RunDir:
+    """The run directory, for commands that read its files; one clear line if there is none."""
+    rundir = RunDir(cfg.settings.run_dir)
+    if not rundir.path.is_dir():
+        fail(f"no run directory at {rundir.path}: procorch has not run here (see `procorch up`)")
+    return rundir
+
+
+def status_code(status: dict[str, Any]) -> int:
+    ok = all(s["state"] == "running" for s in status["services"])
+    return EXIT_OK if ok else EXIT_NOT_RUNNING
+
+
+def show(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(status, indent=2))
+    else:
+        from procorch.render import print_status
+
+        print_status(status)

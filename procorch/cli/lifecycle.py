@@ -1,0 +1,282 @@
+"""The lifecycle commands: up, down, status (ps), start, stop, restart and init."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from procorch.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    RunDirOpt,
+    fail,
+    load,
+    not_running,
+    request,
+    show,
+    status_code,
+)
+from procorch.config import CONFIG_FILENAME, GATEWAY_NAME, Config
+from procorch.supervisor import control
+from procorch.supervisor.rundir import RunDir
+
+DAEMON_START_TIMEOUT = 30.0
+
+
+def up(
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    foreground: Annotated[
+        bool,
+        typer.Option("--foreground", "-f", help="Stay attached and show every service's output."),
+    ] = False,
+    gateway: Annotated[
+        bool, typer.Option("--gateway", help="Also serve the HTTP gateway ([gateway] table).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the supervisor daemon and every service; return once they are all running."""
+    cfg = load(config, run_dir, gateway)
+    rundir = RunDir(cfg.settings.run_dir)
+    _warn_if_exposed(cfg)
+    if foreground:
+        raise typer.Exit(_up_foreground(cfg))
+    if rundir.daemon_alive() or not _spawn_daemon(cfg, rundir):
+        status = request(cfg, {"cmd": "status"})
+        if not as_json:
+            typer.echo(
+                f"procorch is already running (pid {status['supervisor']['pid']}) "
+                f"in {cfg.settings.run_dir}",
+                err=True,
+            )
+            if cfg.gateway.enabled and not any(
+                s["name"] == GATEWAY_NAME for s in status["services"]
+            ):
+                typer.echo(
+                    "procorch: the running daemon has no gateway: `procorch down`, then "
+                    "`procorch up --gateway`",
+                    err=True,
+                )
+        show(status, as_json)
+        raise typer.Exit(0)  # nothing was started twice, and that is what was asked
+    status = _wait_settled(cfg, {"cmd": "wait"}, "starting", quiet=as_json)
+    show(status, as_json)
+    code = status_code(status)
+    if code and not as_json:
+        _explain_failures(cfg, status)
+    raise typer.Exit(code)
+
+
+def _warn_if_exposed(cfg: Config) -> None:
+    gw = cfg.gateway
+    if gw.enabled and gw.token is None and not gw.is_loopback:
+        typer.echo(
+            f"procorch: warning: the gateway listens on {gw.host}:{gw.port} without a token: "
+            "anyone who can reach it can use it (set PROCORCH_TOKEN or [gateway] token)",
+            err=True,
+        )
+
+
+def _up_foreground(cfg: Config) -> int:
+    import gc
+
+    from procorch.supervisor.daemon import serve
+
+    gc.enable()  # the entry point turned it off for a short run; this one is long
+
+    def ready(error: str | None) -> None:
+        if error == "already running":
+            fail(f"procorch is already running in {cfg.settings.run_dir}; nothing started", 0)
+        if error:
+            fail(error)
+        typer.echo(f"procorch running in the foreground ({cfg.settings.run_dir}); Ctrl-C stops it")
+
+    return serve(cfg, foreground=True, ready=ready)
+
+
+def _spawn_daemon(cfg: Config, rundir: RunDir) -> bool:
+    """Start a detached daemon; False if another daemon won the run directory first."""
+    import select
+    import subprocess
+
+    try:
+        rundir.create()
+    except OSError as exc:
+        fail(f"cannot use run directory {rundir.path}: {exc.strerror or exc}")
+    log_fd = os.open(rundir.daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "procorch.supervisor"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log_fd,
+            start_new_session=True,
+            close_fds=True,
+            cwd=cfg.path.parent if cfg.path else None,
+        )
+    finally:
+        os.close(log_fd)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(cfg.to_json().encode())
+    proc.stdin.close()
+    ready, _, _ = select.select([proc.stdout], [], [], DAEMON_START_TIMEOUT)
+    line = proc.stdout.readline().decode().strip() if ready else ""
+    proc.stdout.close()
+    if line == "ok":
+        return True
+    if line == "error: already running":
+        return False
+    from procorch.supervisor.logs import tail_lines
+
+    if line:
+        detail = line.removeprefix("error: ")
+    elif proc.poll() is None:
+        proc.kill()
+        detail = f"the daemon did not start within {DAEMON_START_TIMEOUT:.0f}s"
+    else:
+        detail = "the daemon exited while starting"
+    tail = tail_lines(rundir.daemon_log, 5) if not line else []
+    fail(detail + ("".join(f"\n  {t}" for t in tail)), 1)
+
+
+def _wait_settled(cfg: Config, message: dict[str, Any], verb: str, quiet: bool) -> dict[str, Any]:
+    """Send a request that waits, showing its progress on stderr until every process settles."""
+    if quiet or not sys.stderr.isatty():
+        return request(cfg, message, timeout=None)
+    from rich.console import Console
+
+    with Console(stderr=True).status(f"{verb}…") as spinner:
+
+        def progress(p: dict[str, Any]) -> None:
+            states = ", ".join(f"{n} {s}" for s, n in sorted(p["states"].items()))
+            spinner.update(f"{verb}: {states} (of {p['total']})")
+
+        return request(cfg, message, timeout=None, on_progress=progress)
+
+
+def _explain_failures(cfg: Config, status: dict[str, Any]) -> None:
+    from procorch.supervisor.logs import tail_lines
+
+    rundir = RunDir(cfg.settings.run_dir)
+    for s in status["services"]:
+        if s["state"] in ("fatal", "exited", "backoff"):
+            typer.echo(
+                f"\n{s['name']}.{s['replica']} is {s['state'].upper()}: {s['last_exit']}", err=True
+            )
+            for line in tail_lines(rundir.log_path(s["name"], s["replica"]), 10):
+                typer.echo(f"  | {line}", err=True)
+
+
+def down(config: ConfigOpt = None, run_dir: RunDirOpt = None) -> None:
+    """Stop every service and the daemon; return once no process is left."""
+    cfg = load(config, run_dir)
+    rundir = RunDir(cfg.settings.run_dir)
+    started = time.monotonic()
+    timeout = max((s.stop_timeout for s in cfg.services), default=10.0) + 30.0
+    try:
+        reply = control.wait_closed(rundir.socket, {"cmd": "shutdown"}, timeout=timeout)
+    except control.DaemonNotRunning:
+        not_running(cfg)
+    except TimeoutError:
+        fail(f"the daemon did not stop within {timeout:.0f}s", 1)
+    typer.echo(f"procorch stopped (pid {reply.get('pid')}) in {time.monotonic() - started:.2f}s")
+
+
+# == status and control ============================================================
+
+
+def status(
+    name: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    as_json: JsonOpt = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every second.")] = False,
+) -> None:
+    """Show every process: state, pid, uptime, restarts, CPU, memory, heartbeat, requests."""
+    cfg = load(config, run_dir)
+    message = {"cmd": "status", "names": [name] if name else []}
+    if watch and not as_json:
+        _watch(cfg, message)
+    result = request(cfg, message)
+    show(result, as_json)
+    raise typer.Exit(status_code(result))
+
+
+def _watch(cfg: Config, message: dict[str, Any]) -> NoReturn:
+    from rich.live import Live
+
+    from procorch.render import status_table
+
+    try:
+        with Live(status_table(request(cfg, message)), auto_refresh=False) as live:
+            while True:
+                time.sleep(1.0)
+                live.update(status_table(request(cfg, message)), refresh=True)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def _control(
+    cmd: str, names: list[str], config: Path | None, run_dir: Path | None, as_json: bool
+) -> NoReturn:
+    cfg = load(config, run_dir)
+    result = _wait_settled(cfg, {"cmd": cmd, "names": names}, f"{cmd}ing", quiet=as_json)
+    show(result, as_json)
+    if cmd == "stop":
+        raise typer.Exit(0)
+    raise typer.Exit(status_code(result))
+
+
+def restart(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Services to restart [default: all].")
+    ] = None,
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restart services (all by default); also clears FATAL."""
+    _control("restart", names or [], config, run_dir, as_json)
+
+
+def start(
+    name: Annotated[str, typer.Argument(help="The service to start.")],
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a stopped (or FATAL) service."""
+    _control("start", [name], config, run_dir, as_json)
+
+
+def stop(
+    name: Annotated[str, typer.Argument(help="The service to stop.")],
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop a service; it stays stopped until `start` or `restart`."""
+    _control("stop", [name], config, run_dir, as_json)
+
+
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path(CONFIG_FILENAME),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented example procorch.toml."""
+    from procorch.config import EXAMPLE_TOML
+
+    if path.exists() and not force:
+        fail(f"{path} already exists (use --force to overwrite)")
+    path.write_text(EXAMPLE_TOML)
+    typer.echo(f"wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    for command in (up, down, status, restart, start, stop, init):
+        app.command()(command)
