@@ -26,7 +26,7 @@ from procorch.stats import StatsTable
 from procorch.supervisor import control
 from procorch.supervisor.health import Prober, sample, stale_heartbeat
 from procorch.supervisor.lifeline import become_subreaper, release_free_memory
-from procorch.supervisor.logs import Echo, RotatingLog
+from procorch.supervisor.logs import Echo, RotatingLog, wants_colour
 from procorch.supervisor.process import Replica, exited_cleanly
 from procorch.supervisor.rundir import RunDir, now_iso
 from procorch.supervisor.sockets import LISTEN_FD_ENV, BindError, bind_tcp
@@ -73,6 +73,7 @@ class Supervisor:
         self._by_pid: dict[int, Replica] = {}
         self._logs: dict[int, RotatingLog] = {}
         self._echo: dict[int, Echo] = {}
+        self._colour = False  # --foreground on a terminal without NO_COLOR
         self._waiters: list[_Waiter] = []
         self._probe_results: list[tuple[Replica, int | None, str | None]] = []
         self._prober: Prober | None = None
@@ -124,7 +125,10 @@ class Supervisor:
         if self.foreground:
             width = max((len(r.label) for r in self.replicas), default=8)
             out = sys.stdout.buffer
-            self._echo = {r.slot: Echo(r.label, r.slot, width, out) for r in self.replicas}
+            self._colour = wants_colour(out)
+            self._echo = {
+                r.slot: Echo(r.label, r.slot, width, out, self._colour) for r in self.replicas
+            }
         self._event(None, "daemon-start", detail=f"{len(self.replicas)} processes")
 
     def run(self) -> int:
@@ -436,7 +440,8 @@ class Supervisor:
         if self.foreground:
             who = r.label if r else "procorch"
             extra = f" pid {pid}" if pid else ""
-            sys.stdout.write(f"\x1b[2m[{who}] {event}{extra} {detail}\x1b[0m\n")
+            line = f"[{who}] {event}{extra} {detail}".rstrip()
+            sys.stdout.write(f"\x1b[2m{line}\x1b[0m\n" if self._colour else f"{line}\n")
             sys.stdout.flush()
 
     def _write_snapshot(self, clean: bool = False) -> None:
@@ -616,12 +621,13 @@ class Supervisor:
         names = message.get("names") or []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ValueError("names must be a list of strings")
-        targets = self._select(names)
-        if targets is None:
+        unknown = [n for n in names if not replicas_named(self.replicas, n)]
+        if unknown:
             known = ", ".join(svc.name for svc in self.config.services)
-            unknown = [n for n in names if not self._matches(n)]
             client.send({"ok": False, "error": f"no service named {unknown[0]!r} (known: {known})"})
             return
+        chosen = {id(r) for n in names for r in replicas_named(self.replicas, n)}
+        targets = [r for r in self.replicas if not names or id(r) in chosen]
         now = time.monotonic()
         if cmd == "status":
             client.send({"ok": True, **self.status(targets)})
@@ -642,6 +648,9 @@ class Supervisor:
                 self._wait(client, targets)
             else:
                 client.send({"ok": True})
+        elif cmd == "config":
+            # what this daemon was given, for `up` to tell whether the file changed since
+            client.send({"ok": True, "config": json.loads(self.config.to_json())})
         elif cmd == "shutdown":
             client.send({"ok": True, "pid": os.getpid()})
             self.shutdown()
@@ -659,18 +668,6 @@ class Supervisor:
             self._restart_now(r)
         elif r.state is not S.STOPPED:
             r.set_state(S.STOPPED)  # EXITED / FATAL: the loop starts it (after its dependencies)
-
-    def _matches(self, name: str) -> bool:
-        return any(svc.name.lower() == name.lower() for svc in self.config.services)
-
-    def _select(self, names: list[str]) -> list[Replica] | None:
-        """The replicas of the named services (all when none named); None if a name is unknown."""
-        if not names:
-            return list(self.replicas)
-        if not all(self._matches(n) for n in names):
-            return None
-        wanted = {n.lower() for n in names}
-        return [r for r in self.replicas if r.name.lower() in wanted]
 
     def _wait(self, client: _Conn, targets: list[Replica]) -> None:
         self._waiters.append(_Waiter(client, targets))
@@ -771,3 +768,16 @@ def serve(
     if ready:
         ready(None)
     return sup.run()
+
+
+def replicas_named(replicas: list[Replica], name: str) -> list[Replica]:
+    """What a name in a command means: a whole service (case-insensitive), else one
+    replica as `service.N`. A service's own name wins: names may contain dots."""
+    wanted = name.lower()
+    whole = [r for r in replicas if r.name.lower() == wanted]
+    if whole:
+        return whole
+    service, _, index = wanted.rpartition(".")
+    if not (index.isascii() and index.isdigit()):
+        return []
+    return [r for r in replicas if r.name.lower() == service and r.index == int(index)]

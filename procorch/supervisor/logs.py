@@ -51,12 +51,24 @@ class RotatingLog:
         self._file.close()
 
 
-class Echo:
-    """Prefixes each complete line of a process's output with its coloured name."""
+def wants_colour(out: BinaryIO) -> bool:
+    """Colour for a terminal only, and never when NO_COLOR is set (no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return os.isatty(out.fileno())
+    except (OSError, ValueError):
+        return False
 
-    def __init__(self, label: str, index: int, width: int, out: BinaryIO) -> None:
-        colour = _COLOURS[index % len(_COLOURS)]
-        self._prefix = f"\x1b[{colour}m{label:<{width}} |\x1b[0m ".encode()
+
+class Echo:
+    """Prefixes each complete line of a process's output with its name, coloured on a terminal."""
+
+    def __init__(self, label: str, index: int, width: int, out: BinaryIO, colour: bool) -> None:
+        prefix = f"{label:<{width}} |"
+        if colour:
+            prefix = f"\x1b[{_COLOURS[index % len(_COLOURS)]}m{prefix}\x1b[0m"
+        self._prefix = f"{prefix} ".encode()
         self._out = out
         self._partial = b""
 
