@@ -67,8 +67,12 @@ def test_bad_environment_override_is_a_config_error(stack):
 
 def test_commands_without_daemon_say_so(stack):
     stack.write(python_service("api"))
-    for command in (["status"], ["down"], ["restart"], ["stop", "api"], ["start", "api"]):
+    for command in (["status"], ["restart"], ["stop", "api"], ["start", "api"]):
         assert_one_line_error(stack.cli(*command), 1, "not running")
+    # `down` on a stopped stack has nothing left to do, as `docker compose down`: exit 0
+    down = stack.cli("down")
+    assert down.returncode == 0, down.stderr
+    assert "not running" in down.stdout and "nothing to stop" in down.stdout
 
 
 def test_unusable_run_directories(stack):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -34,13 +35,28 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# Given before the command (`procorch -c shop.toml status`, as docker compose takes -f),
+# these reach it through the variables its own options read.
+_GLOBAL_OPTIONS = ("--config", "-c", "--run-dir")  # each takes a value
+
+
 @app.callback()
 def main_options(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Config file, for any command.")
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Run directory, for any command.")
+    ] = None,
 ) -> None:
     """procorch: a process orchestrator."""
+    if config is not None:
+        os.environ["PROCORCH_CONFIG"] = str(config)
+    if run_dir is not None:
+        os.environ["PROCORCH_RUN_DIR"] = str(run_dir)
 
 
 for _group in (lifecycle, logs, services):
@@ -57,8 +73,18 @@ def _job_commands_may_run(argv: list[str]) -> bool:
     if any(name.startswith("_") and name.endswith("_COMPLETE") for name in os.environ):
         return True
     others = {info.name or info.callback.__name__ for info in app.registered_commands}
-    command = next((arg for arg in argv[1:] if not arg.startswith("-")), None)
-    return command not in others
+    return _command_word(argv) not in others
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The command named in `argv`: its first word that is neither an option nor its value."""
+    words = iter(argv[1:])
+    for word in words:
+        if word in _GLOBAL_OPTIONS:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 if _job_commands_may_run(sys.argv):

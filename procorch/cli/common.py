@@ -21,6 +21,7 @@ EXIT_OK = 0
 EXIT_DAEMON_DOWN = 1  # also: a refused request, a job error
 EXIT_CONFIG = 2  # bad config or usage
 EXIT_NOT_RUNNING = 3  # some service is not running
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 ConfigOpt = Annotated[
     Path | None,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from procorch.cli.common import EXIT_CONFIG, ConfigOpt, JsonOpt, RunDirOpt, fail
+from procorch.cli.common import EXIT_CONFIG, EXIT_INTERRUPTED, ConfigOpt, JsonOpt, RunDirOpt, fail
 
 if TYPE_CHECKING:
     from procorch.jobs.api import Jobs
@@ -59,6 +59,8 @@ def _jobs(config: Path | None, run_dir: Path | None) -> Iterator[Jobs]:
         fail(str(exc), EXIT_CONFIG)
     except JobError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:  # only a wait lasts long enough to be interrupted
+        fail("stopped waiting; the jobs stay queued or running", EXIT_INTERRUPTED)
 
 
 def _echo_json(value: Any) -> None:
@@ -99,13 +101,40 @@ def submit(
                 else:
                     typer.echo(f"job {job_id} taken")
             return
+        # The ids at once, on stderr: stdout keeps one line per finished job, for scripts.
+        typer.echo(f"job{'s' * (len(ids) > 1)} {', '.join(map(str, ids))} taken", err=True)
+        _say_if_no_worker(config, run_dir)
         finished = [jobs.wait(job_id) for job_id in ids]
     for job in finished:
         _echo_json(job) if as_json else typer.echo(_describe(job))
     raise typer.Exit(0 if all(job["status"] == "done" for job in finished) else 1)
 
 
-job_app.command("submit")(submit)
+def _say_if_no_worker(config: Path | None, run_dir: Path | None) -> None:
+    """Before a wait that could last forever: say so when no worker runs here."""
+    from procorch.cli.common import load
+    from procorch.config import JOB_WORKER_NAME
+    from procorch.supervisor import control
+    from procorch.supervisor.rundir import RunDir
+
+    cfg = load(config, run_dir)
+    try:
+        status = control.request(RunDir(cfg.settings.run_dir).socket, {"cmd": "status"})
+    except (control.DaemonNotRunning, control.ControlError, TimeoutError):
+        why = "procorch is not running here (`procorch up` starts the workers)"
+    else:
+        workers = [s for s in status["services"] if s["name"] == JOB_WORKER_NAME]
+        if any(s["state"] in ("running", "starting", "backoff") for s in workers):
+            return
+        why = "no JobWorker is running (`procorch status` shows why)"
+    typer.echo(f"procorch: {why}; waiting: the jobs stay queued, Ctrl-C stops waiting", err=True)
+
+
+# A negative n reads like an option to Click: let it through, so it gets the one-line
+# "must be ≥ 0" every other bad n gets.
+_NUMBERS_MAY_LOOK_LIKE_OPTIONS = {"ignore_unknown_options": True}
+
+job_app.command("submit", context_settings=_NUMBERS_MAY_LOOK_LIKE_OPTIONS)(submit)
 
 
 @job_app.command()
@@ -224,4 +253,8 @@ def stats(config: ConfigOpt = None, run_dir: RunDirOpt = None, as_json: JsonOpt 
 def register(app: typer.Typer) -> None:
     """Add `job ...` and the `submit-job` alias to the main command line."""
     app.add_typer(job_app, name="job")
-    app.command("submit-job", help="Same as `procorch job submit`. " + NO_DAEMON_NEEDED)(submit)
+    app.command(
+        "submit-job",
+        help="Same as `procorch job submit`. " + NO_DAEMON_NEEDED,
+        context_settings=_NUMBERS_MAY_LOOK_LIKE_OPTIONS,
+    )(submit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -11,17 +12,19 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from procorch.cli.common import (
+    EXIT_CONFIG,
+    EXIT_DAEMON_DOWN,
+    EXIT_INTERRUPTED,
     ConfigOpt,
     JsonOpt,
     RunDirOpt,
     fail,
     load,
-    not_running,
     request,
     show,
     status_code,
 )
-from procorch.config import CONFIG_FILENAME, GATEWAY_NAME, Config
+from procorch.config import CONFIG_FILENAME, Config
 from procorch.supervisor import control
 from procorch.supervisor.rundir import RunDir
 
@@ -47,29 +50,52 @@ def up(
     if foreground:
         raise typer.Exit(_up_foreground(cfg))
     if rundir.daemon_alive() or not _spawn_daemon(cfg, rundir):
-        status = request(cfg, {"cmd": "status"})
-        if not as_json:
-            typer.echo(
-                f"procorch is already running (pid {status['supervisor']['pid']}) "
-                f"in {cfg.settings.run_dir}",
-                err=True,
-            )
-            if cfg.gateway.enabled and not any(
-                s["name"] == GATEWAY_NAME for s in status["services"]
-            ):
-                typer.echo(
-                    "procorch: the running daemon has no gateway: `procorch down`, then "
-                    "`procorch up --gateway`",
-                    err=True,
-                )
-        show(status, as_json)
-        raise typer.Exit(0)  # nothing was started twice, and that is what was asked
+        _already_running(cfg, config, run_dir, as_json)
     status = _wait_settled(cfg, {"cmd": "wait"}, "starting", quiet=as_json)
     show(status, as_json)
     code = status_code(status)
-    if code and not as_json:
-        _explain_failures(cfg, status)
+    if not as_json:
+        if code:
+            _explain_failures(cfg, status)
+        _next_steps(cfg)
     raise typer.Exit(code)
+
+
+def _already_running(
+    cfg: Config, config: Path | None, run_dir: Path | None, as_json: bool
+) -> NoReturn:
+    """`up` on a running daemon: fine (exit 0) if it runs this config, else say what differs."""
+    from procorch.confdiff import describe, diff
+
+    running = request(cfg, {"cmd": "config"})["config"]
+    if running["gateway"]["enabled"] and not cfg.gateway.enabled:
+        cfg = load(config, run_dir, gateway=True)  # not asking for the gateway keeps it
+    differences = describe(diff(running, json.loads(cfg.to_json())))
+    status = request(cfg, {"cmd": "status"})
+    pid = status["supervisor"]["pid"]
+    if differences:
+        fail(
+            f"procorch is already running (pid {pid}) with another config; it differs in:"
+            + "".join(f"\n  {line}" for line in differences)
+            + "\nto run this one: `procorch down`, then `procorch up`",
+            EXIT_DAEMON_DOWN,
+        )
+    if not as_json:
+        typer.echo(f"procorch is already running (pid {pid}) in {cfg.settings.run_dir}", err=True)
+    show(status, as_json)
+    raise typer.Exit(0)  # nothing was started twice, and that is what was asked
+
+
+def _next_steps(cfg: Config) -> None:
+    """What a user types next: the gateway's address when it runs, and the usual commands."""
+    gw = cfg.gateway
+    if gw.enabled:
+        host = f"[{gw.host}]" if ":" in gw.host else gw.host
+        token = " (send the token: Authorization: Bearer ...)" if gw.token else ""
+        typer.echo(f"gateway: http://{host}:{gw.port}/{token}", err=True)
+    typer.echo(
+        "next: procorch status · procorch logs -f · procorch events · procorch down", err=True
+    )
 
 
 def _warn_if_exposed(cfg: Config) -> None:
@@ -91,7 +117,7 @@ def _up_foreground(cfg: Config) -> int:
 
     def ready(error: str | None) -> None:
         if error == "already running":
-            fail(f"procorch is already running in {cfg.settings.run_dir}; nothing started", 0)
+            fail(f"procorch is already running in {cfg.settings.run_dir}; nothing started")
         if error:
             fail(error)
         typer.echo(f"procorch running in the foreground ({cfg.settings.run_dir}); Ctrl-C stops it")
@@ -146,17 +172,24 @@ def _spawn_daemon(cfg: Config, rundir: RunDir) -> bool:
 
 def _wait_settled(cfg: Config, message: dict[str, Any], verb: str, quiet: bool) -> dict[str, Any]:
     """Send a request that waits, showing its progress on stderr until every process settles."""
-    if quiet or not sys.stderr.isatty():
-        return request(cfg, message, timeout=None)
-    from rich.console import Console
+    try:
+        if quiet or not sys.stderr.isatty():
+            return request(cfg, message, timeout=None)
+        from rich.console import Console
 
-    with Console(stderr=True).status(f"{verb}…") as spinner:
+        with Console(stderr=True).status(f"{verb}…") as spinner:
 
-        def progress(p: dict[str, Any]) -> None:
-            states = ", ".join(f"{n} {s}" for s, n in sorted(p["states"].items()))
-            spinner.update(f"{verb}: {states} (of {p['total']})")
+            def progress(p: dict[str, Any]) -> None:
+                states = ", ".join(f"{n} {s}" for s, n in sorted(p["states"].items()))
+                spinner.update(f"{verb}: {states} (of {p['total']})")
 
-        return request(cfg, message, timeout=None, on_progress=progress)
+            return request(cfg, message, timeout=None, on_progress=progress)
+    except KeyboardInterrupt:
+        fail(
+            f"interrupted; the daemon keeps running and goes on {verb} in the background "
+            "(`procorch status` shows it, `procorch down` stops everything)",
+            EXIT_INTERRUPTED,
+        )
 
 
 def _explain_failures(cfg: Config, status: dict[str, Any]) -> None:
@@ -178,13 +211,40 @@ def down(config: ConfigOpt = None, run_dir: RunDirOpt = None) -> None:
     rundir = RunDir(cfg.settings.run_dir)
     started = time.monotonic()
     timeout = max((s.stop_timeout for s in cfg.services), default=10.0) + 30.0
+    deadline = started + timeout
     try:
         reply = control.wait_closed(rundir.socket, {"cmd": "shutdown"}, timeout=timeout)
+        if not _wait_gone(reply.get("pid"), deadline - time.monotonic()):
+            raise TimeoutError
     except control.DaemonNotRunning:
-        not_running(cfg)
+        typer.echo(
+            f"procorch is not running (run directory {cfg.settings.run_dir}): nothing to stop"
+        )
+        raise typer.Exit(0) from None  # as `docker compose down` on a stopped project
     except TimeoutError:
         fail(f"the daemon did not stop within {timeout:.0f}s", 1)
     typer.echo(f"procorch stopped (pid {reply.get('pid')}) in {time.monotonic() - started:.2f}s")
+
+
+def _wait_gone(pid: int | None, timeout: float) -> bool:
+    """Wait until process `pid` has exited (a zombie counts: it runs no more); False on timeout.
+
+    The daemon closes its socket just before it exits; a pidfd says when it has.
+    """
+    import select
+
+    if not pid:
+        return True
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(max(0.0, timeout) * 1000))
+    finally:
+        os.close(fd)
 
 
 # == status and control ============================================================
@@ -234,7 +294,8 @@ def _control(
 
 def restart(
     names: Annotated[
-        list[str] | None, typer.Argument(help="Services to restart [default: all].")
+        list[str] | None,
+        typer.Argument(help="Services (or one replica: api.1) to restart [default: all]."),
     ] = None,
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
@@ -245,38 +306,44 @@ def restart(
 
 
 def start(
-    name: Annotated[str, typer.Argument(help="The service to start.")],
+    names: Annotated[list[str], typer.Argument(help="Services (or one replica: api.1).")],
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start a stopped (or FATAL) service."""
-    _control("start", [name], config, run_dir, as_json)
+    """Start stopped (or FATAL) services."""
+    _control("start", names, config, run_dir, as_json)
 
 
 def stop(
-    name: Annotated[str, typer.Argument(help="The service to stop.")],
+    names: Annotated[list[str], typer.Argument(help="Services (or one replica: api.1).")],
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stop a service; it stays stopped until `start` or `restart`."""
-    _control("stop", [name], config, run_dir, as_json)
+    """Stop services; they stay stopped until `start` or `restart`."""
+    _control("stop", names, config, run_dir, as_json)
 
 
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write it.")] = Path(CONFIG_FILENAME),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
-    """Write a commented example procorch.toml."""
+    """Write a commented example procorch.toml (into PATH/procorch.toml if PATH is a directory)."""
     from procorch.config import EXAMPLE_TOML
 
+    if path.is_dir():
+        path = path / CONFIG_FILENAME
     if path.exists() and not force:
         fail(f"{path} already exists (use --force to overwrite)")
-    path.write_text(EXAMPLE_TOML)
+    try:
+        path.write_text(EXAMPLE_TOML)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}", EXIT_CONFIG)
     typer.echo(f"wrote {path}")
 
 
 def register(app: typer.Typer) -> None:
     for command in (up, down, status, restart, start, stop, init):
         app.command()(command)
+    app.command("ps", help="Same as `procorch status`.")(status)
