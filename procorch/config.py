@@ -250,7 +250,7 @@ depends_on = ["UserService"]   # it asks UserService about every order's user
 
 # Any other program: its argv as a list, or as one string split the way a shell would.
 [services.web]
-command = "python -m http.server 8000"
+command = "python3 -m http.server 8000"
 replicas = 1                   # more would fight over port 8000
 restart = "on-failure"
 depends_on = ["UserService"]   # start after UserService

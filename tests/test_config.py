@@ -740,7 +740,7 @@ def test_example_toml_loads(tmp_path: Path) -> None:
     *built_in, web, worker = config.services
     assert tuple(built_in) == BUILT_IN
     assert worker == JOB_WORKER
-    assert web.command == ("python", "-m", "http.server", "8000")
+    assert web.command == ("python3", "-m", "http.server", "8000")
     assert (web.replicas, web.restart, web.depends_on) == (1, "on-failure", ("UserService",))
     assert web.health == HealthCheck(tcp=8000)
     assert config.settings == Settings(run_dir=tmp_path / ".procorch")
@@ -881,6 +881,9 @@ def test_the_examples_load() -> None:
     assert examples
     for path in examples:
         assert load_config(path, environ={}).services, path
+    # Examples share a folder: each has its own run directory, so stopping one stops no other.
+    run_dirs = {load_config(path, environ={}).settings.run_dir for path in examples}
+    assert len(run_dirs) == len(examples)
 
 
 # -- [gateway] -----------------------------------------------------------------------
