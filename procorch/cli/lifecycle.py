@@ -160,6 +160,7 @@ def _wait_settled(cfg: Config, message: dict[str, Any], verb: str, quiet: bool) 
 
 
 def _explain_failures(cfg: Config, status: dict[str, Any]) -> None:
+    """Each failed replica: why, and the last lines its last process wrote (none older)."""
     from procorch.supervisor.logs import tail_lines
 
     rundir = RunDir(cfg.settings.run_dir)
@@ -168,7 +169,8 @@ def _explain_failures(cfg: Config, status: dict[str, Any]) -> None:
             typer.echo(
                 f"\n{s['name']}.{s['replica']} is {s['state'].upper()}: {s['last_exit']}", err=True
             )
-            for line in tail_lines(rundir.log_path(s["name"], s["replica"]), 10):
+            log = rundir.log_path(s["name"], s["replica"])
+            for line in tail_lines(log, 10, start=s.get("log_offset") or 0):
                 typer.echo(f"  | {line}", err=True)
 
 
