@@ -14,7 +14,7 @@ import os
 import sys
 
 from procorch.config import exit_note
-from procorch.services.base import Service, ServiceContext
+from procorch.services.base import Service, ServiceContext, exception_line
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -33,13 +33,6 @@ def configure_logging(level: str) -> None:
     Without this, Python's last-resort handler shows WARNING and above only, and bare.
     """
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
-
-
-def last_line(exc: BaseException) -> str:
-    """An exception as its traceback's last line: 'RuntimeError: no database'."""
-    text = str(exc).strip()
-    line = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def write_exit_note(context: ServiceContext, reason: str) -> None:
@@ -71,7 +64,7 @@ def main() -> int:
             write_exit_note(context, exc.code)
         raise
     except Exception as exc:
-        write_exit_note(context, last_line(exc))
+        write_exit_note(context, exception_line(exc))
         raise  # Python prints the traceback to the log and exits with status 1
     return 0
 
