@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from procorch.cli.common import (
+    EXIT_CONFIG,
     ConfigOpt,
     JsonOpt,
     RunDirOpt,
@@ -44,6 +45,7 @@ def up(
     cfg = load(config, run_dir, gateway)
     rundir = RunDir(cfg.settings.run_dir)
     _warn_if_exposed(cfg)
+    _check_imports(cfg, config, foreground)
     if foreground:
         raise typer.Exit(_up_foreground(cfg))
     if rundir.daemon_alive() or not _spawn_daemon(cfg, rundir):
@@ -70,6 +72,18 @@ def up(
     if code and not as_json:
         _explain_failures(cfg, status)
     raise typer.Exit(code)
+
+
+def _check_imports(cfg: Config, config: Path | None, foreground: bool) -> None:
+    """A service module or job function that does not import is a bad config: exit 2,
+    before anything starts. Replicas run where the daemon does: the config's directory,
+    or here in the foreground (see `_spawn_daemon`)."""
+    from procorch.importcheck import check_imports
+
+    daemon_cwd = cfg.path.parent if cfg.path and not foreground else None
+    problem = check_imports(cfg, str(config or CONFIG_FILENAME), daemon_cwd)
+    if problem:
+        fail(problem, EXIT_CONFIG)
 
 
 def _warn_if_exposed(cfg: Config) -> None:
