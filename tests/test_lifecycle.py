@@ -477,3 +477,12 @@ def test_logging_in_a_service_reaches_its_log_at_the_configured_level(stack):
         for unwanted in hidden:
             assert not any(f"{unwanted.lower()} from setup" in line for line in lines), lines
         assert stack.cli("down").returncode == 0
+
+
+def test_a_command_exiting_127_itself_is_an_ordinary_crash(stack):
+    """Only a process that never got past setpriv failed to execute, whatever it prints."""
+    lookalike = "print('setpriv: failed to execute x: nope', flush=True); raise SystemExit(127)"
+    stack.write(command_service("liar", lookalike), settings="max_restarts = 1\n")
+    assert fatal_reason(stack, "liar") == "exit status 127"
+    (liar,) = stack.replicas("liar")
+    assert liar["restarts"] == 1  # restarted by policy, as any crash

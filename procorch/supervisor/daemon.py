@@ -48,6 +48,7 @@ SNAPSHOT_EVERY = 0.5  # state.json is rewritten at most this often (a rename cos
 PROGRESS_EVERY = 0.1  # a waiting CLI gets a progress line at most this often
 PROBLEMS = frozenset({"fatal", "unhealthy", "stop-timeout", "reclaimed"})  # logged as warnings
 STABLE_AFTER = 1.0  # a replica running this long has its consecutive-crash count reset
+DRAIN_READS = 16  # at a death, read at most this many chunks (64 KiB each) of its output
 
 
 class StartError(Exception):
@@ -613,10 +614,15 @@ class Supervisor:
         return True
 
     def _drain(self, slot: int) -> None:
-        """Read what a dead process left in its pipe (a grandchild may keep it open)."""
+        """Read what a dead process left in its pipe.
+
+        Bounded: a grandchild that left the process group may keep the pipe open and
+        writing; the loop must not be held by it (the rest comes as usual).
+        """
         fd = self._pipes.get(slot)
-        while fd is not None and self._read_output(fd, slot):
-            pass
+        for _ in range(DRAIN_READS):
+            if fd is None or not self._read_output(fd, slot):
+                return
 
     def _listen(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
