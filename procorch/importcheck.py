@@ -92,7 +92,7 @@ def check_imports(cfg: Config, source: str, daemon_cwd: Path | None) -> str | No
             return f"{source}: {group[0].key}: cannot check it ({exc.strerror or exc})"
         if isinstance(output, bytes):  # TimeoutExpired keeps the raw bytes
             output = output.decode(errors="replace")
-        answers = [json.loads(line) for line in output.splitlines()]
+        answers = _answers(output)
         for target, problem in zip(group, answers, strict=False):
             if problem:
                 return f"{source}: {target.key}: {problem}"
@@ -108,6 +108,17 @@ def check_imports(cfg: Config, source: str, daemon_cwd: Path | None) -> str | No
             # it died importing this one: a crash in C code, os._exit, ...
             return f"{source}: {stuck.key}: importing {module!r} {_died(code)}"
     return None
+
+
+def _answers(output: str) -> list[str | None]:
+    """The child's answers, up to a line cut short (it was killed while writing)."""
+    answers = []
+    for line in output.splitlines():
+        try:
+            answers.append(json.loads(line))
+        except ValueError:
+            break
+    return answers
 
 
 def _died(code: int) -> str:

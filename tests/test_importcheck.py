@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,35 @@ def test_one_subprocess_per_distinct_cwd_and_env(tmp_path: Path) -> None:
     keys = [[t.key for t in group] for group in groups.values()]
     assert keys == [["services.a.module", "services.b.module"], ["services.c.module"]]
     assert os.path.samefile(next(iter(groups))[0], FIXTURES)
+
+
+def test_a_slow_import_is_let_through_with_a_warning_but_earlier_answers_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from procorch import importcheck
+
+    (tmp_path / "slow.py").write_text("import time\ntime.sleep(30)\n")
+    (tmp_path / "procorch.toml").write_text(
+        '[services.slow]\nmodule = "slow:Api"\n'
+        f'[services.fine]\nmodule = "services:Steady"\ncwd = "{FIXTURES}"\n'
+    )
+    cfg = load_config(tmp_path / "procorch.toml", environ={})
+    monkeypatch.setattr(importcheck, "TIMEOUT", 1.0)
+    started = time.monotonic()
+    assert importcheck.check_imports(cfg, "procorch.toml", tmp_path) is None
+    assert time.monotonic() - started < 10  # the child was not waited for
+    warning = capsys.readouterr().err
+    assert warning == (
+        "procorch: warning: importing 'slow' (services.slow.module) took over 1s; "
+        "starting without checking it\n"
+    )
+    # an answer given before the hang still refuses
+    (tmp_path / "procorch.toml").write_text(
+        f'[services.bad]\nmodule = "services:Nope"\ncwd = "{tmp_path}"\n'
+        f'[services.slow]\nmodule = "slow:Api"\ncwd = "{tmp_path}"\n'
+    )
+    (tmp_path / "services.py").write_text("")
+    cfg = load_config(tmp_path / "procorch.toml", environ={})
+    assert importcheck.check_imports(cfg, "procorch.toml", None) == (
+        "procorch.toml: services.bad.module: module 'services' has no 'Nope'"
+    )
