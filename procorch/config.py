@@ -24,6 +24,13 @@ SOCKET_NAME = "control.sock"  # in the run directory
 MAX_SOCKET_PATH = 107  # sizeof(sun_path) - 1 on Linux
 SERVICE_SOCKET_DIR = "sock"  # in the run directory; short, because socket paths are limited
 RESTART_POLICIES = ("always", "on-failure", "never")
+EXIT_NOTE_DIR = "exits"  # in the run directory: why each Python replica's last process died
+
+
+def exit_note(run_dir: Path, service: str, replica: int) -> Path:
+    """Where a Python replica that dies of an exception writes its last line, for the
+    supervisor to report as the reason (the output pipe mixes it with everything else)."""
+    return run_dir / EXIT_NOTE_DIR / f"{service}.{replica}"
 
 
 def service_socket(run_dir: Path, service: str, replica: int) -> Path:
@@ -308,6 +315,10 @@ _DEFAULT_SERVICES = (
         module="procorch.services.orders:OrderService",
         depends_on=("UserService",),
     ),
+)
+# Modules that ship with procorch: `up` need not check that they import.
+BUILTIN_MODULES = frozenset(
+    {*(svc.module for svc in _DEFAULT_SERVICES if svc.module), JOB_WORKER, GATEWAY}
 )
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9_.-]+")

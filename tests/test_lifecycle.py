@@ -356,3 +356,133 @@ def test_depends_on_orders_start_and_stop(stack):
     stack.cli("down")
     events = [(e.get("service"), e["event"]) for e in stack.events()]
     assert events.index(("api", "stopped")) < events.index(("db", "stopped"))
+
+
+# --- why a process is not running, and its own lines only ---------------------------
+
+
+def fatal_reason(stack, name: str) -> str:
+    """`up` fails (exit 3); the reason it prints for NAME.0 is the one `status` shows."""
+    up = stack.cli("up")
+    assert up.returncode == 3, up.stdout + up.stderr
+    (replica,) = stack.replicas(name)
+    assert replica["state"] == "fatal"
+    assert f"{name}.0 is FATAL: {replica['last_exit']}\n" in up.stderr
+    wide = stack.cli("status", env={**os.environ, "COLUMNS": "300"})  # no wrapping
+    assert f"fatal ({replica['last_exit']})" in wide.stdout
+    return replica["last_exit"]
+
+
+def test_missing_program_says_cannot_execute(stack):
+    stack.write('[services.a]\ncommand = "/no/such/binary"\n')
+    reason = fatal_reason(stack, "a")
+    assert reason == "cannot execute /no/such/binary: No such file or directory"
+    fatal = [e for e in stack.events() if e["event"] == "fatal"]
+    assert fatal[0]["detail"] == reason
+
+
+def test_exec_failure_behind_setpriv_is_fatal_at_once_with_reason(stack):
+    # the file exists and is executable, so only the exec itself can fail: its
+    # interpreter is missing (a script copied from another machine)
+    script = stack.root / "tool.sh"
+    script.write_text("#!/no/such/interpreter\necho never\n")
+    script.chmod(0o755)
+    stack.write(f'[services.tool]\ncommand = "./tool.sh"\ncwd = "{stack.root}"\n')
+    reason = fatal_reason(stack, "tool")
+    assert reason == "cannot execute ./tool.sh: No such file or directory"
+    (tool,) = stack.replicas("tool")
+    assert tool["restarts"] == 0  # not a crash loop: retrying cannot help
+    assert any(e["event"] == "fatal" and e["detail"] == reason for e in stack.events())
+
+
+def test_relative_program_runs_from_the_services_cwd(stack):
+    script = stack.root / "serve.sh"
+    script.write_text("#!/bin/sh\necho serving\nexec sleep 1000000\n")
+    script.chmod(0o755)
+    # no `cwd`: the daemon's own, the config's directory ("./x" once became "x", a PATH lookup)
+    stack.write('[services.tool]\ncommand = "./serve.sh"\nstart_seconds = 0.3\n')
+    stack.up()
+    assert "serving" in (stack.run_dir / "logs" / "tool.0.log").read_text()
+
+
+def test_python_service_dying_in_setup_shows_its_exception(stack):
+    stack.write(python_service("db", cls="NoDatabase"), settings="max_restarts = 1\n")
+    assert fatal_reason(stack, "db") == "RuntimeError: no database"
+    exits = [e for e in stack.events() if e["event"] == "exited"]
+    assert exits and all("RuntimeError: no database" in e["detail"] for e in exits)
+    fatal = [e for e in stack.events() if e["event"] == "fatal"]
+    assert "RuntimeError: no database" in fatal[0]["detail"]
+
+
+def test_python_service_failing_on_import_at_a_restart_shows_why(stack):
+    module = stack.root / "flaky.py"
+    module.write_text("from procorch.services import Service\n\nclass Api(Service):\n    pass\n")
+    stack.write(
+        f'[services.api]\nmodule = "flaky:Api"\ncwd = "{stack.root}"\n',
+        settings="max_restarts = 1\n",
+    )
+    stack.up()
+    module.write_text('raise ImportError("half-deployed")\n')  # a deploy in progress
+    restart = stack.cli("restart", "api")
+    assert restart.returncode == 3
+    (api,) = stack.replicas("api")
+    assert api["state"] == "fatal"
+    assert api["last_exit"] == "ImportError: half-deployed"
+
+
+def test_setup_that_hangs_says_no_heartbeat(stack):
+    stack.write(
+        python_service("stuck", cls="HangsInSetup", extra="heartbeat_timeout = 0.5\n"),
+        settings="max_restarts = 1\n",
+    )
+    reason = fatal_reason(stack, "stuck")
+    assert reason.startswith("no heartbeat after "), reason
+    assert "SIGKILL" not in reason
+    exits = [e for e in stack.events() if e["event"] == "exited"]
+    assert exits and "no heartbeat after" in exits[0]["detail"]
+
+
+def test_up_shows_only_the_failed_runs_own_lines(stack):
+    stack.write(
+        command_service("crasher", "import os; print('run', os.getpid()); raise SystemExit(3)"),
+        settings="max_restarts = 2\n",
+    )
+    up = stack.cli("up")
+    assert up.returncode == 3
+    shown = [line for line in up.stderr.splitlines() if line.startswith("  | ")]
+    last_pid = [e["pid"] for e in stack.events() if e["event"] == "spawned"][-1]
+    assert shown == [f"  | run {last_pid}"]  # three runs wrote; only the last is shown
+    (crasher,) = stack.replicas("crasher")
+    log = (stack.run_dir / "logs" / "crasher.0.log").read_bytes()
+    assert log[crasher["log_offset"] :] == f"run {last_pid}\n".encode()
+
+
+# --- logging in Python services --------------------------------------------------------
+
+TIMESTAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+
+
+def test_logging_in_a_service_reaches_its_log_at_the_configured_level(stack):
+    import re
+
+    log = stack.run_dir / "logs" / "chatty.0.log"
+    for level, shown, hidden in (("DEBUG", ("INFO", "DEBUG"), ()), ("INFO", ("INFO",), ("DEBUG",))):
+        stack.write(python_service("chatty", cls="Chatty"), settings=f'log_level = "{level}"\n')
+        stack.up()
+        (chatty,) = stack.replicas("chatty")
+        lines = log.read_text()[chatty["log_offset"] :].splitlines()  # this run's (ASCII)
+        for wanted in shown:
+            pattern = f"^{TIMESTAMP} {wanted} chatty: {wanted.lower()} from setup$"
+            assert any(re.match(pattern, line) for line in lines), (pattern, lines)
+        for unwanted in hidden:
+            assert not any(f"{unwanted.lower()} from setup" in line for line in lines), lines
+        assert stack.cli("down").returncode == 0
+
+
+def test_a_command_exiting_127_itself_is_an_ordinary_crash(stack):
+    """Only a process that never got past setpriv failed to execute, whatever it prints."""
+    lookalike = "print('setpriv: failed to execute x: nope', flush=True); raise SystemExit(127)"
+    stack.write(command_service("liar", lookalike), settings="max_restarts = 1\n")
+    assert fatal_reason(stack, "liar") == "exit status 127"
+    (liar,) = stack.replicas("liar")
+    assert liar["restarts"] == 1  # restarted by policy, as any crash

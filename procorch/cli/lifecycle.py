@@ -47,6 +47,7 @@ def up(
     cfg = load(config, run_dir, gateway)
     rundir = RunDir(cfg.settings.run_dir)
     _warn_if_exposed(cfg)
+    _check_imports(cfg, config, foreground)
     if foreground:
         raise typer.Exit(_up_foreground(cfg))
     if rundir.daemon_alive() or not _spawn_daemon(cfg, rundir):
@@ -98,6 +99,23 @@ def _next_steps(cfg: Config) -> None:
     )
 
 
+def _check_imports(cfg: Config, config: Path | None, foreground: bool) -> None:
+    """A service module or job function that does not import is a bad config: exit 2,
+    before anything starts. Replicas run where the daemon does: the config's directory,
+    or here in the foreground (see `_spawn_daemon`)."""
+    from procorch.importcheck import check_imports
+
+    problem = check_imports(cfg, str(config or CONFIG_FILENAME), _daemon_cwd(cfg, foreground))
+    if problem:
+        fail(problem, EXIT_CONFIG)
+
+
+def _daemon_cwd(cfg: Config, foreground: bool) -> Path | None:
+    """Where the daemon (and so every replica without a cwd) runs: the config's folder
+    when detached, this process's own folder in the foreground (None: unchanged)."""
+    return cfg.path.parent if cfg.path and not foreground else None
+
+
 def _warn_if_exposed(cfg: Config) -> None:
     gw = cfg.gateway
     if gw.enabled and gw.token is None and not gw.is_loopback:
@@ -143,7 +161,7 @@ def _spawn_daemon(cfg: Config, rundir: RunDir) -> bool:
             stderr=log_fd,
             start_new_session=True,
             close_fds=True,
-            cwd=cfg.path.parent if cfg.path else None,
+            cwd=_daemon_cwd(cfg, foreground=False),
         )
     finally:
         os.close(log_fd)
@@ -193,6 +211,7 @@ def _wait_settled(cfg: Config, message: dict[str, Any], verb: str, quiet: bool) 
 
 
 def _explain_failures(cfg: Config, status: dict[str, Any]) -> None:
+    """Each failed replica: why, and the last lines its last process wrote (none older)."""
     from procorch.supervisor.logs import tail_lines
 
     rundir = RunDir(cfg.settings.run_dir)
@@ -201,7 +220,8 @@ def _explain_failures(cfg: Config, status: dict[str, Any]) -> None:
             typer.echo(
                 f"\n{s['name']}.{s['replica']} is {s['state'].upper()}: {s['last_exit']}", err=True
             )
-            for line in tail_lines(rundir.log_path(s["name"], s["replica"]), 10):
+            log = rundir.log_path(s["name"], s["replica"])
+            for line in tail_lines(log, 10, start=s.get("log_offset") or 0):
                 typer.echo(f"  | {line}", err=True)
 
 

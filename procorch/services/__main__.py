@@ -1,16 +1,22 @@
 """Entry point of a Python service replica: `python -m procorch.services`.
 
 The supervisor sets PROCORCH_MODULE ("pkg.mod:Class") and the context variables;
-this imports the class, which must subclass `Service`, and serves it.
+this configures logging, imports the class, which must subclass `Service`, and serves
+it. If the replica dies of an exception (on import, in `setup`, anywhere), its last
+line goes to the exit note the supervisor reports as the reason (`procorch status`).
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 
-from procorch.services.base import Service, ServiceContext
+from procorch.config import exit_note
+from procorch.services.base import Service, ServiceContext, exception_line
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def load_class(spec: str) -> type[Service]:
@@ -19,6 +25,21 @@ def load_class(spec: str) -> type[Service]:
     if not (isinstance(cls, type) and issubclass(cls, Service)):
         raise TypeError(f"{spec} is not a procorch Service subclass")
     return cls
+
+
+def configure_logging(level: str) -> None:
+    """`logging` calls in the service reach its log: stderr, which the supervisor captures.
+
+    Without this, Python's last-resort handler shows WARNING and above only, and bare.
+    """
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+
+
+def write_exit_note(context: ServiceContext, reason: str) -> None:
+    try:
+        exit_note(context.run_dir, context.name, context.replica).write_text(reason + "\n")
+    except OSError:
+        pass  # no run directory (run by hand): the traceback in the output is all there is
 
 
 def main() -> int:
@@ -34,8 +55,17 @@ def main() -> int:
         from procorch.supervisor.lifeline import die_with_parent
 
         die_with_parent(int(supervisor))
-    cls = load_class(spec)
-    cls(ServiceContext.from_environ()).serve()
+    configure_logging(os.environ.get("PROCORCH_LOG_LEVEL", "INFO"))
+    context = ServiceContext.from_environ()
+    try:
+        load_class(spec)(context).serve()
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # raise SystemExit("why"): the message is the reason
+            write_exit_note(context, exc.code)
+        raise
+    except Exception as exc:
+        write_exit_note(context, exception_line(exc))
+        raise  # Python prints the traceback to the log and exits with status 1
     return 0
 
 

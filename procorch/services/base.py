@@ -57,6 +57,13 @@ def action(name: str | None = None) -> Callable[[F], F]:
     return mark
 
 
+def exception_line(exc: BaseException) -> str:
+    """An exception as its traceback's last line: 'RuntimeError: no database'."""
+    text = str(exc).strip()
+    line = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
 @dataclass(frozen=True)
 class ServiceContext:
     """Where a replica is: handed over by the supervisor through the environment."""

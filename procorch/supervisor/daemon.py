@@ -19,15 +19,22 @@ import sys
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
-from procorch.config import GATEWAY, Config, ServiceConfig, service_socket
+from procorch.config import GATEWAY, Config, ServiceConfig, exit_note, service_socket
 from procorch.stats import StatsTable
 from procorch.supervisor import control
 from procorch.supervisor.health import Prober, sample, stale_heartbeat
 from procorch.supervisor.lifeline import become_subreaper, release_free_memory
 from procorch.supervisor.logs import Echo, RotatingLog, wants_colour
-from procorch.supervisor.process import Replica, exited_cleanly
+from procorch.supervisor.process import (
+    OUTPUT_HEAD,
+    Replica,
+    exec_failure,
+    exited_cleanly,
+    spawn_failure,
+)
 from procorch.supervisor.rundir import RunDir, now_iso
 from procorch.supervisor.sockets import LISTEN_FD_ENV, BindError, bind_tcp
 from procorch.supervisor.state import ProcessState as S
@@ -41,6 +48,7 @@ SNAPSHOT_EVERY = 0.5  # state.json is rewritten at most this often (a rename cos
 PROGRESS_EVERY = 0.1  # a waiting CLI gets a progress line at most this often
 PROBLEMS = frozenset({"fatal", "unhealthy", "stop-timeout", "reclaimed"})  # logged as warnings
 STABLE_AFTER = 1.0  # a replica running this long has its consecutive-crash count reset
+DRAIN_READS = 16  # at a death, read at most this many chunks (64 KiB each) of its output
 
 
 class StartError(Exception):
@@ -72,6 +80,7 @@ class Supervisor:
         self._selector = selectors.DefaultSelector()
         self._by_pid: dict[int, Replica] = {}
         self._logs: dict[int, RotatingLog] = {}
+        self._pipes: dict[int, int] = {}  # slot -> read end of its current process's output
         self._echo: dict[int, Echo] = {}
         self._colour = False  # --foreground on a terminal without NO_COLOR
         self._waiters: list[_Waiter] = []
@@ -176,18 +185,24 @@ class Supervisor:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         self.stats.reset(r.slot, 0)
         r.set_state(S.STARTING)
+        self._logs[r.slot].mark_run()  # `up` shows this run's lines after a failure, no older
+        if r.service.is_python:
+            self._exit_note(r).unlink(missing_ok=True)  # a note is about its own process only
         listener = self._listener if r.service.module == GATEWAY else None
         try:
             r.spawn(self._env(r), write_fd, listener)
         except OSError as exc:
             os.close(read_fd)
+            # Retrying cannot help a program that is not there: FATAL at once, with why.
+            r.last_exit = spawn_failure(exc, r.service)
             r.set_state(S.FATAL)
-            self._logs[r.slot].write(f"procorch: cannot start {r.label}: {exc}\n".encode())
-            self._event(r, "fatal", detail=f"cannot start: {exc.strerror or exc}")
+            self._logs[r.slot].write(f"procorch: {r.label}: {r.last_exit}\n".encode())
+            self._event(r, "fatal", detail=r.last_exit)
             return
         finally:
             os.close(write_fd)
         os.set_blocking(read_fd, False)
+        self._pipes[r.slot] = read_fd
         self._selector.register(
             read_fd, selectors.EVENT_READ, partial(self._on_output, slot=r.slot)
         )
@@ -215,6 +230,7 @@ class Supervisor:
         if svc.is_python:
             env["PROCORCH_MODULE"] = svc.module
             env["PROCORCH_HEARTBEAT_INTERVAL"] = str(min(1.0, self._heartbeat_timeout(svc) / 4))
+            env["PROCORCH_LOG_LEVEL"] = self.settings.log_level  # `logging` in the service
             env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
@@ -234,16 +250,41 @@ class Supervisor:
             self._event(r, "stopped")
         self._dirty = True
 
-    def _on_exit(self, r: Replica, status: int, now: float) -> None:
+    def _exit_note(self, r: Replica) -> Path:
+        return exit_note(self.rundir.path, r.name, r.index)
+
+    def _exit_reason(self, r: Replica, status: int, never_ran: bool) -> str | None:
+        """Why the process ended, when more is known than its exit status."""
+        if r.kill_reason:  # we killed it: that is the reason, SIGKILL only the means
+            return r.kill_reason
+        if never_ran and r.service.command:
+            return exec_failure(r.service.command[0], status, r.output_head)
+        if r.service.is_python:
+            try:
+                note = self._exit_note(r).read_text().strip()
+            except OSError:
+                return None
+            return note or None
+        return None
+
+    def _on_exit(self, r: Replica, status: int, now: float, never_ran: bool = False) -> None:
         pid = r.pid
-        how = r.reaped(status)
+        self._drain(r.slot)  # its last words reach the log before anyone is told it died
+        reason = self._exit_reason(r, status, never_ran)
+        how = r.reaped(status, reason)
         was = r.state
-        detail = f"{how}; {r.kill_reason}" if r.kill_reason else how
+        detail = f"{how}; {reason}" if reason else how
         if was is S.STOPPING or self.shutting_down:
             r.set_state(S.STOPPED)
             self._event(r, "stopped", pid=pid, detail=detail)
             return
         self._event(r, "exited", pid=pid, detail=detail)
+        if never_ran and reason:
+            # setpriv could not execute the command: as when spawn itself fails, retrying
+            # cannot help, and the reason is what the user needs
+            r.set_state(S.FATAL)
+            self._event(r, "fatal", detail=reason)
+            return
         policy = r.service.restart
         if policy == "never" or (policy == "on-failure" and exited_cleanly(status)):
             r.set_state(S.EXITED)
@@ -339,7 +380,9 @@ class Supervisor:
         if svc.is_python:
             silent = stale_heartbeat(r, self.stats, self._heartbeat_timeout(svc), now)
             if silent is not None:
-                self._kill_unhealthy(r, f"no heartbeat for {silent:.1f}s")
+                # never beat: its import or `setup` hangs, which "for" would not say
+                since = "after" if r.state is S.STARTING else "for"
+                self._kill_unhealthy(r, f"no heartbeat {since} {silent:.1f}s")
         elif svc.health and r.state is S.RUNNING and self._prober:
             self._prober.submit(r)
 
@@ -500,6 +543,8 @@ class Supervisor:
                     "requests": slot.requests,
                     "errors": slot.errors,
                     "last_exit": r.last_exit,
+                    # where the current (or last) process's output starts in its log file
+                    "log_offset": self._logs[r.slot].run_start,
                     "started_at": r.started_at if alive else None,
                     "socket": self._socket(r),
                 }
@@ -539,25 +584,50 @@ class Supervisor:
             if info is None:
                 return
             r = self._by_pid.pop(info.si_pid, None)
+            never_ran = False
             if r is not None:
                 r.signal_group(signal.SIGKILL)  # "never two copies": its leftovers go too
+                # only a zombie still shows which program it was: look before reaping it
+                failed_exec = info.si_code == os.CLD_EXITED and info.si_status in (126, 127)
+                never_ran = failed_exec and r.still_setpriv()
             _, status = os.waitpid(info.si_pid, 0)
             if r is not None:
-                self._on_exit(r, status, now)
+                self._on_exit(r, status, now, never_ran)
 
     def _on_output(self, key: selectors.SelectorKey, slot: int) -> None:
+        self._read_output(key.fd, slot)
+
+    def _read_output(self, fd: int, slot: int) -> bool:
+        """Move one chunk from a process's output pipe to its log; False once none is left."""
         try:
-            data = os.read(key.fd, 65536)
+            data = os.read(fd, 65536)
         except BlockingIOError:
-            return
+            return False
         if not data:
-            self._selector.unregister(key.fd)
-            os.close(key.fd)
-            return
+            self._selector.unregister(fd)
+            os.close(fd)
+            if self._pipes.get(slot) == fd:
+                del self._pipes[slot]
+            return False
+        r = self.replicas[slot]
+        if len(r.output_head) < OUTPUT_HEAD and self._pipes.get(slot) == fd:
+            r.output_head += data[: OUTPUT_HEAD - len(r.output_head)]
         self._logs[slot].write(data)
         echo = self._echo.get(slot)
         if echo:
             echo.write(data)
+        return True
+
+    def _drain(self, slot: int) -> None:
+        """Read what a dead process left in its pipe.
+
+        Bounded: a grandchild that left the process group may keep the pipe open and
+        writing; the loop must not be held by it (the rest comes as usual).
+        """
+        fd = self._pipes.get(slot)
+        for _ in range(DRAIN_READS):
+            if fd is None or not self._read_output(fd, slot):
+                return
 
     def _listen(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -23,6 +23,7 @@ class RotatingLog:
         self.backups = backups
         self._file = self._open()
         self._size = self._file.tell()
+        self.run_start = self._size  # where the current process's output starts in the file
 
     def _open(self) -> BinaryIO:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -33,6 +34,10 @@ class RotatingLog:
             self._rotate()
         self._file.write(data)
         self._size += len(data)
+
+    def mark_run(self) -> None:
+        """A new process of the replica starts writing here."""
+        self.run_start = self._size
 
     def _rotate(self) -> None:
         self._file.close()
@@ -46,6 +51,8 @@ class RotatingLog:
             os.truncate(self.path, 0)
         self._file = self._open()
         self._size = 0
+        # Whatever the new file gets is the current run's; its start went to the backup.
+        self.run_start = 0
 
     def close(self) -> None:
         self._file.close()
@@ -84,20 +91,23 @@ class Echo:
             self.write(b"\n")
 
 
-def tail_lines(path: Path, count: int) -> list[str]:
-    """The last `count` lines of a log file, read from the end (logs can be large)."""
+def tail_lines(path: Path, count: int, start: int = 0) -> list[str]:
+    """The last `count` lines of a log file after byte `start`, read from the end (logs
+    can be large). A file now shorter than `start` was rotated since: all of it is newer."""
     if count <= 0:
         return []
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             end = f.tell()
+            if end < start:
+                start = 0
             block, data = 8192, b""
-            while end > 0 and data.count(b"\n") <= count:
-                start = max(0, end - block)
-                f.seek(start)
-                data = f.read(end - start) + data
-                end = start
+            while end > start and data.count(b"\n") <= count:
+                begin = max(start, end - block)
+                f.seek(begin)
+                data = f.read(end - begin) + data
+                end = begin
     except OSError:
         return []
     lines: deque[str] = deque(data.decode(errors="replace").splitlines(), maxlen=count)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 # util-linux's setpriv (always there on Debian and most Linux systems) gives commands
 # PDEATHSIG without a preexec_fn, which would cost the daemon ~1.4 ms a spawn.
 _SETPRIV = shutil.which("setpriv")
+OUTPUT_HEAD = 512  # bytes of a process's first output kept, for setpriv's exec error
 
 
 def _find_program(name: str, path: str | None, cwd: Path | None) -> str:
@@ -42,7 +43,9 @@ def _find_program(name: str, path: str | None, cwd: Path | None) -> str:
     Checked here because behind setpriv an exec failure would only show as an exit.
     """
     if "/" in name:
-        program = str(Path(cwd or ".", name)) if not os.path.isabs(name) else name
+        # os.path.join, not Path: Path("./x") drops the "./", and a bare "x" given to
+        # setpriv would be looked up in PATH instead of the working directory.
+        program = name if os.path.isabs(name) else os.path.join(cwd or ".", name)
         if not os.path.isfile(program):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
         if not os.access(program, os.X_OK):
@@ -50,8 +53,34 @@ def _find_program(name: str, path: str | None, cwd: Path | None) -> str:
         return program
     found = shutil.which(name, path=path)
     if found is None:
-        raise FileNotFoundError(errno.ENOENT, f"{os.strerror(errno.ENOENT)} in PATH", name)
+        raise FileNotFoundError(errno.ENOENT, "not found in PATH", name)
     return found
+
+
+def spawn_failure(exc: OSError, service: ServiceConfig) -> str:
+    """Why `spawn` raised, in one line: 'cannot execute /no/such/binary: No such file ...'."""
+    why = exc.strerror or str(exc)
+    if service.cwd is not None and exc.filename == str(service.cwd):
+        return f"cannot change into {service.cwd}: {why}"  # Popen names the cwd it failed on
+    program = service.command[0] if service.command else sys.executable
+    return f"cannot execute {program}: {why}"
+
+
+def exec_failure(program: str, status: int, output_head: bytes) -> str | None:
+    """Why setpriv could not execute `program`, if a leader that was still setpriv died so.
+
+    setpriv exits 127 (not found) or 126 (any other exec error) after printing
+    "setpriv: failed to execute PROGRAM: REASON". Its wording may be translated, so the
+    line is only mined for the reason; that the command never ran is known from the
+    dead leader's name (see `Replica.still_setpriv`), not from this text.
+    """
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) not in (126, 127):
+        return None
+    line = output_head.split(b"\n", 1)[0].decode(errors="replace").strip()
+    prefix = "setpriv: failed to execute "
+    if line.startswith(prefix):
+        line = line[len(prefix) :].partition(": ")[2] or line
+    return f"cannot execute {program}: {line or f'exit status {os.WEXITSTATUS(status)}'}"
 
 
 @dataclass
@@ -75,7 +104,8 @@ class Replica:
     stop_deadline: float | None = None  # STOPPING: when to SIGKILL
     want_running: bool = True  # what the user asked for; `stop NAME` clears it
     kill_reason: str | None = None  # why the supervisor killed it, for the event log
-    last_exit: str | None = None
+    last_exit: str | None = None  # why the last process ended: a reason if known, else how
+    output_head: bytes = b""  # the first OUTPUT_HEAD bytes the current process wrote
     probes_sent: int = 0  # readiness probes sent while STARTING
     unhealthy_since: float | None = None  # first failed probe of the current run of failures
     ps: psutil.Process | None = None
@@ -132,11 +162,27 @@ class Replica:
             pass_fds=(listener.fileno(),) if listener is not None else (),
         )
         self.pid = self.popen.pid
+        self.output_head = b""
         self.started = time.monotonic()
         self.started_at = now_iso()
         # identity (create time) and usage are read at the first health check (see
         # health.sample): until we reap it, the pid cannot be reused by anyone else
         self.ps = self.create_time = self.cpu_percent = self.rss_bytes = self.cpu_mark = None
+
+    def still_setpriv(self) -> bool:
+        """Whether the dead but unreaped leader never got past setpriv to the command.
+
+        A zombie keeps the name (comm) of the last program it executed: if that is
+        still setpriv, its exec of the command failed. Language-independent, unlike
+        setpriv's message.
+        """
+        if not (self.service.command and _SETPRIV) or self.pid is None:
+            return False
+        try:
+            with open(f"/proc/{self.pid}/comm") as f:
+                return f.read().strip() == os.path.basename(_SETPRIV)
+        except OSError:
+            return False
 
     def signal_group(self, sig: int) -> None:
         """Signal the replica's process group, while its leader is ours and unreaped."""
@@ -147,8 +193,11 @@ class Replica:
         except ProcessLookupError:
             pass
 
-    def reaped(self, status: int) -> str:
-        """Record the leader's exit; returns a description like 'exit status 1'."""
+    def reaped(self, status: int, reason: str | None = None) -> str:
+        """Record the leader's exit; returns how it ended, like 'exit status 1'.
+
+        `last_exit` becomes `reason` (why it ended, when known) or else that description.
+        """
         if self.popen is not None:
             # Popen must not wait for a pid we reaped: the number may belong to a new child now.
             self.popen.returncode = os.waitstatus_to_exitcode(status)
@@ -160,10 +209,11 @@ class Replica:
                 name = signal.Signals(sig).name
             except ValueError:
                 name = str(sig)
-            self.last_exit = f"killed by {name}"
+            how = f"killed by {name}"
         else:
-            self.last_exit = f"exit status {os.WEXITSTATUS(status)}"
-        return self.last_exit
+            how = f"exit status {os.WEXITSTATUS(status)}"
+        self.last_exit = reason or how
+        return how
 
     def uptime(self, now: float) -> float:
         return now - self.started

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from procorch.config import SOCKET_NAME
+from procorch.config import EXIT_NOTE_DIR, SOCKET_NAME
 
 
 class RunDir:
@@ -29,12 +29,14 @@ class RunDir:
         self.stats_file = path / "stats.bin"
         self.daemon_log = path / "daemon.log"
         self.logs = path / "logs"
+        self.exit_notes = path / EXIT_NOTE_DIR
         self._lock_fd: int | None = None
 
     def create(self) -> None:
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.path, 0o700)
         self.logs.mkdir(mode=0o700, exist_ok=True)
+        self.exit_notes.mkdir(mode=0o700, exist_ok=True)
 
     # -- the lock -------------------------------------------------------------
 

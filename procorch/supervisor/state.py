@@ -9,7 +9,7 @@ The model is supervisord's. Every state change in the daemon goes through
     RUNNING  --died-->            BACKOFF      (restart policy says restart)
     RUNNING  --died-->            EXITED       (restart policy says leave it)
     BACKOFF  --delay over-->      STARTING
-    any live --too many restarts / cannot spawn--> FATAL
+    any live --too many restarts / cannot spawn / cannot execute--> FATAL
     STARTING, RUNNING --stop-->   STOPPING --gone--> STOPPED
 """
 
