@@ -13,13 +13,14 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.conftest import GatewayStack, wait_for
+from tests.conftest import GatewayStack, RedisServer, wait_for
 
 
 def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
@@ -311,12 +312,11 @@ def test_each_gateway_process_is_pinned_to_one_cpu(tmp_path: Any, pin: bool) -> 
         gateway.cleanup()
 
 
-def test_job_store_down_is_503_and_the_rest_still_answers(tmp_path: Any) -> None:
-    from tests.conftest import RedisServer
-
-    (tmp_path / "redis").mkdir()
+def test_job_store_down_is_503_and_the_rest_still_answers(
+    tmp_path: Any, new_redis_server: Callable[[], RedisServer]
+) -> None:
     (tmp_path / "stack").mkdir()
-    server = RedisServer(tmp_path / "redis")
+    server = new_redis_server()
     gateway = GatewayStack(tmp_path / "stack")
     try:
         gateway.write_gateway(backend=server.url)
@@ -337,4 +337,3 @@ def test_job_store_down_is_503_and_the_rest_still_answers(tmp_path: Any) -> None
         )
     finally:
         gateway.cleanup()
-        server.stop()
