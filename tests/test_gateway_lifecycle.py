@@ -67,6 +67,48 @@ def test_stopped_service_answers_503_at_once(gateway: GatewayStack) -> None:
     assert gateway.get("/users/1").json()["user"]["username"] == "ann"
 
 
+def test_health_is_degraded_while_a_service_is_dead_and_names_it(gateway: GatewayStack) -> None:
+    def health() -> dict[str, Any]:
+        response = gateway.get("/health")
+        assert response.status_code == 200  # the gateway answers, and so do the others
+        return response.json()
+
+    assert (health()["status"], health()["dead"]) == ("healthy", [])
+    for name in ("OrderService", "NotificationService"):
+        assert gateway.cli("stop", name).returncode == 0
+    body = health()
+    assert body["status"] == "degraded"
+    assert body["message"] == "Gateway is running; dead: NotificationService, OrderService"
+    assert body["dead"] == ["NotificationService", "OrderService"]  # in start order
+    assert body["services"]["OrderService"] == {"status": "stopped", "health": "dead"}
+    assert body["services"]["UserService"]["health"] == "healthy"
+    assert set(body) == {"status", "message", "version", "services", "dead"}
+
+    assert gateway.cli("start", "NotificationService").returncode == 0
+    assert health()["dead"] == ["OrderService"]
+    assert gateway.cli("start", "OrderService").returncode == 0
+    body = health()
+    assert (body["status"], body["message"], body["dead"]) == (
+        "healthy",
+        "Gateway is running",
+        [],
+    )
+
+
+def test_a_notification_needs_user_service_to_vouch_for_the_user(gateway: GatewayStack) -> None:
+    created = gateway.post("/users", json={"username": "ann", "email": "ann@x.org"})
+    assert created.status_code == 201
+    assert gateway.cli("stop", "UserService").returncode == 0
+    response, seconds = timed(gateway.post, "/notifications", json={"user_id": 1, "message": "hi"})
+    body = assert_error(response, 503)
+    assert body["code"] == "unavailable" and "cannot check the user" in body["message"]
+    assert seconds < 0.5
+    assert gateway.get("/notifications").json()["total"] == 0
+    assert gateway.cli("start", "UserService").returncode == 0
+    sent = gateway.post("/notifications", json={"user_id": 1, "message": "hi"})
+    assert sent.status_code == 200 and sent.json()["notification"]["type"] == "email"
+
+
 def test_hung_service_answers_504_within_the_timeout(tmp_path: Any) -> None:
     gateway = GatewayStack(tmp_path)
     try:
