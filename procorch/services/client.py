@@ -33,8 +33,8 @@ from procorch.services.protocol import (
     frame,
     loads,
     raise_for,
-    request,
 )
+from procorch.services.protocol import request as request_message
 from procorch.services.registry import Endpoint, Registry
 
 DEFAULT_TIMEOUT = 5.0
@@ -104,7 +104,7 @@ class Client:
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         request_id = self._prefix + str(next(_ids))
-        payload = _frame(request(request_id, action, data or {}, self.sender))
+        payload = _frame(request_message(request_id, action, data or {}, self.sender))
         conn = self._send(service, payload, deadline)
         try:
             reply = conn.receive(deadline)
@@ -132,7 +132,7 @@ class Client:
     def notify(self, service: str, action: str, data: dict[str, Any] | None = None) -> None:
         """Send a request that gets no reply; returns once a replica has it in its socket."""
         request_id = self._prefix + str(next(_ids))
-        payload = _frame(request(request_id, action, data or {}, self.sender, reply=False))
+        payload = _frame(request_message(request_id, action, data or {}, self.sender, reply=False))
         conn = self._send(service, payload, time.monotonic() + self.timeout)
         self._idle.setdefault(service, []).append(conn)
 
