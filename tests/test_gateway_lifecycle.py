@@ -36,6 +36,24 @@ def every_user(gateway: GatewayStack) -> list[dict[str, Any]]:
     return users
 
 
+def hang(pid: int) -> None:
+    """SIGSTOP `pid` and wait until every thread of it has stopped.
+
+    A process's threads stop one by one, each as it next runs: until the last has, one
+    may still take a request. (The gateway's accepting thread did: it took the next
+    connection and froze holding it, 1 run in 10 under load.)"""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        tasks = list(Path(f"/proc/{pid}/task").glob("*/stat"))
+        # the state is the field after the command's closing parenthesis
+        return bool(tasks) and all(
+            t.read_text().rsplit(")", 1)[1].split()[0] in ("T", "t") for t in tasks
+        )
+
+    wait_for(stopped, timeout=5)
+
+
 def assert_error(response: requests.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["Content-Type"] == "application/json"
@@ -116,7 +134,7 @@ def test_hung_service_answers_504_within_the_timeout(tmp_path: Any) -> None:
         gateway.up()
         gateway.post("/users", json={"username": "ann", "email": "ann@x.org"})
         pid = gateway.pid_of("UserService")
-        os.kill(pid, signal.SIGSTOP)
+        hang(pid)
         try:
             response, seconds = timed(gateway.get, "/users/1")
             body = assert_error(response, 504)
@@ -307,7 +325,7 @@ def test_workers_share_the_port_and_cover_for_each_other(tmp_path: Any) -> None:
         gateway.up()
         replicas = gateway.replicas("Gateway")
         assert [r["state"] for r in replicas] == ["running", "running"]
-        os.kill(replicas[0]["pid"], signal.SIGSTOP)  # one hangs: the other answers
+        hang(replicas[0]["pid"])  # one hangs: the other answers
         try:
             for _ in range(20):  # new connections each time, so the kernel spreads them
                 assert requests.get(gateway.url + "/health", timeout=10).status_code == 200
