@@ -236,7 +236,11 @@ class RedisServer:
         import redis
 
         self.client = redis.Redis(port=self.port)
-        wait_for(self._answers, timeout=10)
+        try:
+            wait_for(self._answers, timeout=10)
+        except BaseException:  # not left running behind a failed start
+            self.stop()
+            raise
 
     def _answers(self) -> bool:
         import redis
