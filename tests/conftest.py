@@ -208,9 +208,9 @@ def _toml_value(value: Any) -> str:
 
 
 class RedisServer:
-    """A real redis-server on a free loopback port, in a temporary directory."""
+    """A real Redis server on a free loopback port, in a temporary directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, binary: str) -> None:
         import socket
 
         with socket.socket() as s:
@@ -219,7 +219,7 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = subprocess.Popen(
             [
-                "redis-server",
+                binary,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -236,11 +236,17 @@ class RedisServer:
         import redis
 
         self.client = redis.Redis(port=self.port)
-        wait_for(self._answers, timeout=10)
+        try:
+            wait_for(self._answers, timeout=10)
+        except BaseException:  # not left running behind a failed start
+            self.stop()
+            raise
 
     def _answers(self) -> bool:
         import redis
 
+        if self.proc.poll() is not None:
+            pytest.fail(f"the Redis server exited with status {self.proc.returncode}")
         try:
             return bool(self.client.ping())
         except redis.ConnectionError:
@@ -252,13 +258,20 @@ class RedisServer:
         self.proc.wait()
 
 
+def _redis_binary() -> str:
+    """The Redis server binary (tests/redis_binary.py); one clear failure if there is none."""
+    from tests.redis_binary import RedisBinaryNotFound, redis_server_binary
+
+    try:
+        return redis_server_binary()
+    except RedisBinaryNotFound as exc:
+        problem = str(exc)
+    pytest.fail(problem, pytrace=False)  # outside the except: no chained traceback
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    import shutil
-
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (apt-get install -y redis-server)")
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server = RedisServer(tmp_path_factory.mktemp("redis"), _redis_binary())
     yield server
     server.stop()
 
@@ -268,6 +281,23 @@ def redis_url(redis_server: RedisServer) -> str:
     """The shared server, emptied for this test."""
     redis_server.client.flushall()
     return redis_server.url
+
+
+@pytest.fixture
+def new_redis_server(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
+    """A factory of Redis servers of the test's own (to stop, say), all killed at the end."""
+    binary = _redis_binary()
+    started: list[RedisServer] = []
+
+    def start() -> RedisServer:
+        root = tmp_path / f"redis{len(started)}"
+        root.mkdir()
+        started.append(RedisServer(root, binary))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 # --- the HTTP gateway ----------------------------------------------------------------

@@ -42,6 +42,7 @@ NOTE_KEYS = {"id", "user_id", "message", "type", "status", "order_id", "created_
 STATS_KEYS = {"requests", "errors", "started_at", "last_heartbeat"}
 REPLICA_KEYS = STATS_KEYS - {"started_at"} | {"replica", "pid", "status", "registered_at"}
 UNKNOWN = 987_654_321  # an id nothing in these tests reaches
+HUGE = 99999999999999999999999  # an integer beyond 64 bits
 
 
 def start_stack(
@@ -172,8 +173,8 @@ def test_health_reports_every_service_healthy(gw: GatewayStack) -> None:
         return body if healthy else None
 
     body = wait_for(all_healthy)
-    assert set(body) == {"status", "message", "version", "services"}
-    assert (body["status"], body["message"]) == ("healthy", "Gateway is running")
+    assert set(body) == {"status", "message", "version", "services", "dead"}
+    assert (body["status"], body["message"], body["dead"]) == ("healthy", "Gateway is running", [])
     running = {"status": "running", "health": "healthy"}
     assert body["services"] == {name: running for name in SERVICES}
 
@@ -332,12 +333,37 @@ def test_list_all_shows_every_job(gw: GatewayStack) -> None:
     for job_id in ids:
         finished_job(gw, job_id)
     body = ok(gw.get("/list-all"))
-    assert set(body) == {"status", "jobs", "count", "total", "limit", "offset"}
-    assert body["status"] == "success" and (body["limit"], body["offset"]) == (1000, 0)
-    assert body["count"] == len(body["jobs"]) == body["total"]
+    assert set(body) == {"status", "jobs", "count", "total"}
+    assert body["status"] == "success"
+    assert body["count"] == len(body["jobs"]) == body["total"] == ok(gw.get("/jobs"))["total"]
     listed = {job["job_id"]: job for job in body["jobs"]}
     assert set(ids) <= set(listed)
     assert [listed[i]["output"] for i in ids] == [1, 1, 2]
+    assert all(set(job) == set(FIELDS) for job in body["jobs"])
+
+
+def test_list_all_streams_every_job_past_any_page(tmp_path: Path) -> None:
+    """More jobs than one read of the store (10,000), and than the old cap (1,000): all of
+    them, in id order, each once, sent chunked as they are read. One worker that takes
+    five seconds a job, so the jobs stay where they are."""
+    from procorch import Jobs
+    from procorch.gateway.jobs import LIST_ALL_BATCH
+
+    s = start_stack(tmp_path, delay=5, workers=1)
+    try:
+        count = LIST_ALL_BATCH + 500
+        with Jobs.open(s.config) as jobs:
+            ids = jobs.submit_many(list(range(count)))
+        response = s.get("/list-all", stream=True, timeout=60)
+        assert response.headers["Transfer-Encoding"] == "chunked"
+        assert "Content-Length" not in response.headers
+        body = ok(response)
+        assert (body["count"], body["total"]) == (count, count)
+        assert [job["job_id"] for job in body["jobs"]] == ids
+        assert [job["input"] for job in body["jobs"]] == list(range(count))
+        assert [job["job_id"] for job in ok(s.get("/all"))["jobs"]] == ids
+    finally:
+        s.cleanup()
 
 
 def test_jobs_pages_through_the_jobs_by_id(gw: GatewayStack) -> None:
@@ -538,9 +564,15 @@ BAD_BODIES: dict[str, tuple[str, Body]] = {
     "order-product-missing": ("/orders", lambda u: {"user_id": u, "quantity": 1}),
     "order-product-number": ("/orders", lambda u: order(u, product=7)),
     "order-array": ("/orders", lambda u: [order(u)]),
+    "order-quantity-null": ("/orders", lambda u: order(u, quantity=None)),
+    "order-quantity-huge": ("/orders", lambda u: order(u, quantity=HUGE)),
+    "order-user-huge": ("/orders", lambda u: order(HUGE)),
+    "order-user-null": ("/orders", lambda u: order(None)),
     "note-type-unknown": ("/notifications", lambda u: note(u, type="fax")),
     "note-message-blank": ("/notifications", lambda u: note(u, message="")),
     "note-user-missing": ("/notifications", lambda u: {"message": "hi", "type": "sms"}),
+    "note-type-null": ("/notifications", lambda u: note(u, type=None)),
+    "note-message-missing": ("/notifications", lambda u: {"user_id": u}),
     "note-not-json": ("/notifications", lambda u: b"user_id=1&message=hi"),
     "process-n-missing": ("/process", lambda u: {"mod": 7}),
     "process-n-negative": ("/process", lambda u: {"n": -1}),
@@ -602,7 +634,6 @@ def test_an_invalid_request_is_refused_with_400(
         "/jobs?limit=-1",
         "/jobs?limit=10001",
         "/jobs?offset=x",
-        "/list-all?limit=many",
         "/info",
     ],
 )
@@ -634,8 +665,64 @@ def test_an_unknown_id_or_route_is_404(gw: GatewayStack, method: str, path: str)
     error(gw.request(method, path), 404)
 
 
-def test_an_order_for_an_unknown_user_is_404(gw: GatewayStack) -> None:
-    assert str(UNKNOWN) in refused(gw, 404, "POST", "/orders", order(UNKNOWN))
+def test_an_order_or_a_notification_for_an_unknown_user_is_404(gw: GatewayStack) -> None:
+    for path, body in (("/orders", order(UNKNOWN)), ("/notifications", note(UNKNOWN))):
+        assert refused(gw, 404, "POST", path, body) == f"User {UNKNOWN} not found"
+
+
+def test_quantity_and_type_have_the_originals_defaults(gw: GatewayStack) -> None:
+    user = new_user(gw)
+    created = ok(gw.post("/orders", json={"user_id": user["id"], "product": "Laptop"}), 201)
+    assert created["order"]["quantity"] == 1
+    order_email(gw, user["id"])  # the order's own note, before this test's
+    sent = ok(gw.post("/notifications", json={"user_id": user["id"], "message": "hi"}))
+    assert sent["message"] == "Email notification sent"
+    assert sent["notification"]["type"] == "email"
+
+
+# The original's error messages, where it had one; the code beside them is the services'.
+ORIGINALS_ERRORS: dict[str, tuple[str, Any, int, str]] = {
+    "user-no-email": ("POST /users", {"username": "x"}, 400, "username and email are required"),
+    "user-null": ("POST /users", {"username": None}, 400, "username and email are required"),
+    "user-unknown": (f"GET /users/{UNKNOWN}", None, 404, f"User {UNKNOWN} not found"),
+    "order-no-user": ("POST /orders", {"product": "X"}, 400, "user_id and product are required"),
+    "order-unknown": (f"GET /orders/{UNKNOWN}", None, 404, f"Order {UNKNOWN} not found"),
+    "note-no-message": (
+        "POST /notifications",
+        {"user_id": 1},
+        400,
+        "user_id and message are required",
+    ),
+    "service-unknown": ("GET /services/Nope/health", None, 404, "Service Nope not found"),
+    "order-huge-user": (
+        "POST /orders",
+        {"user_id": HUGE, "product": "X"},
+        400,
+        "`user_id` is out of range: it must be at most 9223372036854775807",
+    ),
+    "order-null-quantity": (
+        "POST /orders",
+        {"user_id": 1, "product": "X", "quantity": None},
+        400,
+        "`quantity` must be an integer, not null",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("request_line", "body", "status", "message"),
+    ORIGINALS_ERRORS.values(),
+    ids=ORIGINALS_ERRORS.keys(),
+)
+def test_errors_in_the_originals_words_with_a_code(
+    gw: GatewayStack, request_line: str, body: Any, status: int, message: str
+) -> None:
+    method, path = request_line.split(" ")
+    before = totals(gw)
+    response = send(gw, method, path, body)
+    assert error(response, status) == message
+    assert response.json()["code"] == {400: "invalid", 404: "not_found"}[status]
+    assert totals(gw) == before
 
 
 @pytest.mark.parametrize(
@@ -664,7 +751,9 @@ def test_a_taken_username_is_409_whatever_its_case(gw: GatewayStack) -> None:
     name = unique("Mixed")
     new_user(gw, name)
     for taken in (name, name.lower(), name.upper()):
-        assert "taken" in refused(gw, 409, "POST", "/users", user_body(taken))
+        assert (
+            refused(gw, 409, "POST", "/users", user_body(taken)) == f"User {taken} already exists"
+        )
 
 
 def padded(size: int) -> bytes:

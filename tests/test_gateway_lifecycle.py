@@ -13,13 +13,14 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.conftest import GatewayStack, wait_for
+from tests.conftest import GatewayStack, RedisServer, wait_for
 
 
 def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
@@ -33,6 +34,24 @@ def every_user(gateway: GatewayStack) -> list[dict[str, Any]]:
     while page := gateway.get(f"/users?limit=1000&offset={len(users)}").json()["users"]:
         users += page
     return users
+
+
+def hang(pid: int) -> None:
+    """SIGSTOP `pid` and wait until every thread of it has stopped.
+
+    A process's threads stop one by one, each as it next runs: until the last has, one
+    may still take a request. (The gateway's accepting thread did: it took the next
+    connection and froze holding it, 1 run in 10 under load.)"""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        tasks = list(Path(f"/proc/{pid}/task").glob("*/stat"))
+        # the state is the field after the command's closing parenthesis
+        return bool(tasks) and all(
+            t.read_text().rsplit(")", 1)[1].split()[0] in ("T", "t") for t in tasks
+        )
+
+    wait_for(stopped, timeout=5)
 
 
 def assert_error(response: requests.Response, status: int) -> dict[str, Any]:
@@ -66,6 +85,48 @@ def test_stopped_service_answers_503_at_once(gateway: GatewayStack) -> None:
     assert gateway.get("/users/1").json()["user"]["username"] == "ann"
 
 
+def test_health_is_degraded_while_a_service_is_dead_and_names_it(gateway: GatewayStack) -> None:
+    def health() -> dict[str, Any]:
+        response = gateway.get("/health")
+        assert response.status_code == 200  # the gateway answers, and so do the others
+        return response.json()
+
+    assert (health()["status"], health()["dead"]) == ("healthy", [])
+    for name in ("OrderService", "NotificationService"):
+        assert gateway.cli("stop", name).returncode == 0
+    body = health()
+    assert body["status"] == "degraded"
+    assert body["message"] == "Gateway is running; dead: NotificationService, OrderService"
+    assert body["dead"] == ["NotificationService", "OrderService"]  # in start order
+    assert body["services"]["OrderService"] == {"status": "stopped", "health": "dead"}
+    assert body["services"]["UserService"]["health"] == "healthy"
+    assert set(body) == {"status", "message", "version", "services", "dead"}
+
+    assert gateway.cli("start", "NotificationService").returncode == 0
+    assert health()["dead"] == ["OrderService"]
+    assert gateway.cli("start", "OrderService").returncode == 0
+    body = health()
+    assert (body["status"], body["message"], body["dead"]) == (
+        "healthy",
+        "Gateway is running",
+        [],
+    )
+
+
+def test_a_notification_needs_user_service_to_vouch_for_the_user(gateway: GatewayStack) -> None:
+    created = gateway.post("/users", json={"username": "ann", "email": "ann@x.org"})
+    assert created.status_code == 201
+    assert gateway.cli("stop", "UserService").returncode == 0
+    response, seconds = timed(gateway.post, "/notifications", json={"user_id": 1, "message": "hi"})
+    body = assert_error(response, 503)
+    assert body["code"] == "unavailable" and "cannot check the user" in body["message"]
+    assert seconds < 0.5
+    assert gateway.get("/notifications").json()["total"] == 0
+    assert gateway.cli("start", "UserService").returncode == 0
+    sent = gateway.post("/notifications", json={"user_id": 1, "message": "hi"})
+    assert sent.status_code == 200 and sent.json()["notification"]["type"] == "email"
+
+
 def test_hung_service_answers_504_within_the_timeout(tmp_path: Any) -> None:
     gateway = GatewayStack(tmp_path)
     try:
@@ -73,7 +134,7 @@ def test_hung_service_answers_504_within_the_timeout(tmp_path: Any) -> None:
         gateway.up()
         gateway.post("/users", json={"username": "ann", "email": "ann@x.org"})
         pid = gateway.pid_of("UserService")
-        os.kill(pid, signal.SIGSTOP)
+        hang(pid)
         try:
             response, seconds = timed(gateway.get, "/users/1")
             body = assert_error(response, 504)
@@ -264,7 +325,7 @@ def test_workers_share_the_port_and_cover_for_each_other(tmp_path: Any) -> None:
         gateway.up()
         replicas = gateway.replicas("Gateway")
         assert [r["state"] for r in replicas] == ["running", "running"]
-        os.kill(replicas[0]["pid"], signal.SIGSTOP)  # one hangs: the other answers
+        hang(replicas[0]["pid"])  # one hangs: the other answers
         try:
             for _ in range(20):  # new connections each time, so the kernel spreads them
                 assert requests.get(gateway.url + "/health", timeout=10).status_code == 200
@@ -311,12 +372,11 @@ def test_each_gateway_process_is_pinned_to_one_cpu(tmp_path: Any, pin: bool) -> 
         gateway.cleanup()
 
 
-def test_job_store_down_is_503_and_the_rest_still_answers(tmp_path: Any) -> None:
-    from tests.conftest import RedisServer
-
-    (tmp_path / "redis").mkdir()
+def test_job_store_down_is_503_and_the_rest_still_answers(
+    tmp_path: Any, new_redis_server: Callable[[], RedisServer]
+) -> None:
     (tmp_path / "stack").mkdir()
-    server = RedisServer(tmp_path / "redis")
+    server = new_redis_server()
     gateway = GatewayStack(tmp_path / "stack")
     try:
         gateway.write_gateway(backend=server.url)
@@ -337,4 +397,3 @@ def test_job_store_down_is_503_and_the_rest_still_answers(tmp_path: Any) -> None
         )
     finally:
         gateway.cleanup()
-        server.stop()

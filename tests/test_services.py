@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -17,6 +18,7 @@ from procorch.services.client import Client
 from procorch.services.protocol import ServiceError
 from tests.conftest import Stack, wait_for
 
+REQUEST_ID = re.compile(r"\d+-\d+")  # the caller's pid, then a counter
 BUILT_IN = """
 [services.UserService]
 module = "procorch.services.users:UserService"
@@ -80,10 +82,11 @@ def test_create_get_list_users(client: Client) -> None:
 @pytest.mark.parametrize(
     ("data", "problem"),
     [
-        ({"email": "a@x.org"}, "`username` is required"),
+        ({"email": "a@x.org"}, "username and email are required"),  # the original's words
+        ({"username": None, "email": "a@x.org"}, "username and email are required"),
         ({"username": "  ", "email": "a@x.org"}, "`username` must not be empty"),
         ({"username": 5, "email": "a@x.org"}, "`username` must be a string"),
-        ({"username": "c"}, "`email` is required"),
+        ({"username": "c"}, "username and email are required"),
         ({"username": "c", "email": "not-an-email"}, "`email` is not a valid email"),
         ({"username": "c", "email": "a@b"}, "`email` is not a valid email"),
     ],
@@ -99,7 +102,7 @@ def test_duplicate_username_is_a_conflict(client: Client) -> None:
     err = error_of(
         client.call, "UserService", "create_user", {"username": "ALICE", "email": "b@x.org"}
     )
-    assert err.code == "conflict" and "taken" in err.message
+    assert (err.code, err.message) == ("conflict", "User ALICE already exists")
     # the refused insert did not use up an id
     carol = client.call("UserService", "create_user", {"username": "carol", "email": "c@x.org"})
     assert carol["user"]["id"] == 2
@@ -131,7 +134,7 @@ def test_orders_validate_the_user_through_user_service(client: Client) -> None:
     assert [o["id"] for o in listed["orders"]] == [1, 2] and listed["total"] == 2
 
     err = error_of(client.call, "OrderService", "create_order", {"user_id": 7, "product": "X"})
-    assert err.code == "not_found" and "user 7" in err.message
+    assert (err.code, err.message) == ("not_found", "User 7 not found")
     for bad in (
         {"user_id": 1, "product": "X", "quantity": 0},
         {"user_id": 1, "product": "X", "quantity": 1.5},
@@ -140,7 +143,44 @@ def test_orders_validate_the_user_through_user_service(client: Client) -> None:
     ):
         assert error_of(client.call, "OrderService", "create_order", bad).code == "invalid"
     assert client.call("OrderService", "list_orders", {})["total"] == 2  # none created
-    assert error_of(client.call, "OrderService", "get_order", {"order_id": 3}).code == "not_found"
+    err = error_of(client.call, "OrderService", "get_order", {"order_id": 3})
+    assert (err.code, err.message) == ("not_found", "Order 3 not found")
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"user_id": 1}, "user_id and product are required"),
+        ({"user_id": None, "product": "X"}, "user_id and product are required"),
+        # null is no quantity: NaN and infinity reach a service as null, never as 1
+        (
+            {"user_id": 1, "product": "X", "quantity": None},
+            "`quantity` must be an integer, not null",
+        ),
+        ({"user_id": 1, "product": "X", "quantity": float("nan")}, "not null"),
+        ({"user_id": 1, "product": "X", "quantity": float("inf")}, "not null"),
+        ({"user_id": 1, "product": "X", "quantity": 10**6 + 1}, "`quantity` is out of range"),
+        # beyond 64 bits: out of range, not "not an integer" (it crosses the wire as 1e+23)
+        ({"user_id": 99999999999999999999999, "product": "X"}, "`user_id` is out of range"),
+        ({"user_id": 2**63, "product": "X"}, "`user_id` is out of range"),
+        ({"user_id": 0, "product": "X"}, "`user_id` is out of range: it must be at least 1"),
+    ],
+)
+def test_create_order_validates(client: Client, data: dict, problem: str) -> None:
+    client.call("UserService", "create_user", {"username": "alice", "email": "a@x.org"})
+    err = error_of(client.call, "OrderService", "create_order", data)
+    assert err.code == "invalid" and problem in err.message, err.message
+    assert client.call("OrderService", "list_orders", {})["total"] == 0
+
+
+def test_a_whole_number_is_an_integer_whatever_its_spelling(client: Client) -> None:
+    """JSON does not tell 2.0 from 2 (the gateway's document neither): both are 2."""
+    client.call("UserService", "create_user", {"username": "alice", "email": "a@x.org"})
+    order = client.call(
+        "OrderService", "create_order", {"user_id": 1.0, "product": "X", "quantity": 2.0}
+    )["order"]
+    assert (order["user_id"], order["quantity"]) == (1, 2)
+    assert type(order["quantity"]) is int
 
 
 def test_one_notification_per_created_order(client: Client) -> None:
@@ -167,6 +207,8 @@ def test_one_notification_per_created_order(client: Client) -> None:
 
 
 def test_send_notification_is_queued_then_sent(client: Client) -> None:
+    for name in ("u1", "u2", "u3"):
+        client.call("UserService", "create_user", {"username": name, "email": f"{name}@x.org"})
     note = client.call(
         "NotificationService", "send_notification", {"user_id": 3, "message": "hi", "type": "SMS"}
     )["notification"]
@@ -181,6 +223,25 @@ def test_send_notification_is_queued_then_sent(client: Client) -> None:
     for bad in ({"user_id": 3}, {"message": "x"}, {"user_id": 3, "message": "x", "type": "fax"}):
         err = error_of(client.call, "NotificationService", "send_notification", bad)
         assert err.code == "invalid"
+    for bad in ({"user_id": 3}, {"user_id": 3, "message": None}, {"message": "x"}):
+        err = error_of(client.call, "NotificationService", "send_notification", bad)
+        assert err.message == "user_id and message are required"
+    typeless = {"user_id": 3, "message": "x", "type": None}
+    err = error_of(client.call, "NotificationService", "send_notification", typeless)
+    assert err.message == "`type` must be one of email, sms, not null"
+
+
+def test_a_notification_is_an_email_unless_told_and_needs_a_user(client: Client) -> None:
+    client.call("UserService", "create_user", {"username": "alice", "email": "a@x.org"})
+    note = client.call("NotificationService", "send_notification", {"user_id": 1, "message": "hi"})
+    assert note["notification"]["type"] == "email"
+    err = error_of(
+        client.call, "NotificationService", "send_notification", {"user_id": 99, "message": "hi"}
+    )
+    assert (err.code, err.message) == ("not_found", "User 99 not found")
+    assert client.call("NotificationService", "list_notifications", {})["total"] == 1
+    err = error_of(client.call, "UserService", "get_user", {"user_id": 99})
+    assert (err.code, err.message) == ("not_found", "User 99 not found")
 
 
 # --- failures -------------------------------------------------------------------------
@@ -261,26 +322,37 @@ def test_cli_call_and_services(shop: Stack) -> None:
     data = json.dumps({"username": "alice", "email": "a@x.org"})
     created = shop.cli("call", "UserService", "create_user", data, "--json")
     assert created.returncode == 0, created.stderr
-    assert json.loads(created.stdout) == {
+    reply = json.loads(created.stdout)
+    assert reply == {
         "status": "success",
-        "data": {"user": {**json.loads(created.stdout)["data"]["user"], "id": 1}},
+        "request_id": reply["request_id"],
+        "data": {"user": {**reply["data"]["user"], "id": 1}},
     }
+    assert REQUEST_ID.fullmatch(reply["request_id"])  # the CLI's pid, then its first call
     pretty = shop.cli("call", "userservice", "get_user", '{"user_id": 1}')
     assert pretty.returncode == 0 and '"username": "alice"' in pretty.stdout
 
     conflict = shop.cli("call", "UserService", "create_user", data)
     assert conflict.returncode == 1
     assert conflict.stderr.strip() == (
-        "procorch: UserService.create_user: conflict: username 'alice' is taken"
+        "procorch: UserService.create_user: conflict: User alice already exists"
     )
     as_json = shop.cli("call", "UserService", "create_user", data, "--json")
-    assert as_json.returncode == 1 and json.loads(as_json.stdout)["code"] == "conflict"
+    refused = json.loads(as_json.stdout)
+    assert as_json.returncode == 1 and refused == {
+        "status": "error",
+        "request_id": refused["request_id"],
+        "code": "conflict",
+        "message": "User alice already exists",
+    }
+    assert REQUEST_ID.fullmatch(refused["request_id"])
     for bad, problem in (("{bad", "not JSON"), ("[1]", "must be a JSON object")):
         result = shop.cli("call", "UserService", "create_user", bad)
         assert result.returncode == 2 and problem in result.stderr
         assert "Traceback" not in result.stderr
     unknown = shop.cli("call", "Nope", "x")
-    assert unknown.returncode == 1 and "no service named 'Nope'" in unknown.stderr
+    assert unknown.returncode == 1
+    assert unknown.stderr == "procorch: Nope.x: not_found: Service Nope not found\n"
 
     listed = shop.cli("services", "--json")
     assert listed.returncode == 0
@@ -304,6 +376,68 @@ def test_cli_call_when_not_running(stack: Stack) -> None:
     assert after.stderr.strip() == "procorch: UserService.list_users: unavailable: " + (
         "UserService: no replica is running"
     )
+    as_json = stack.cli("call", "UserService", "list_users", "--json")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout) == {  # no request was sent: it has no id
+        "status": "error",
+        "request_id": None,
+        "code": "unavailable",
+        "message": "UserService: no replica is running",
+    }
+
+
+def cli_order(shop: Stack, field: str) -> Any:
+    """`procorch call OrderService create_order` for user 1 (created here) and a Laptop,
+    with `field` written into the JSON as it is."""
+    user = json.dumps({"username": "alice", "email": "a@x.org"})
+    assert shop.cli("call", "UserService", "create_user", user).returncode == 0
+    data = '{"user_id": 1, "product": "Laptop", ' + field + "}"
+    return shop.cli("call", "OrderService", "create_order", data)
+
+
+def no_order_made(shop: Stack) -> bool:
+    listed = shop.cli("call", "OrderService", "list_orders", "--json")
+    return json.loads(listed.stdout)["data"]["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("quantity", "problem"),
+    [
+        ("1e400", "the data has a number too large for a double: 1e400"),
+        ("-1E+999", "the data has a number too large for a double: -1E+999"),
+        ("NaN", "the data is not JSON: NaN is not a JSON number"),
+        ("Infinity", "the data is not JSON: Infinity is not a JSON number"),
+        ("-Infinity", "the data is not JSON: -Infinity is not a JSON number"),
+    ],
+)
+def test_cli_call_refuses_numbers_json_cannot_carry(
+    shop: Stack, quantity: str, problem: str
+) -> None:
+    """Python's JSON parser takes these; sent on, they would arrive as null (quantity 1)."""
+    result = cli_order(shop, f'"quantity": {quantity}')
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", f"procorch: {problem}\n")
+    assert no_order_made(shop)
+
+
+@pytest.mark.parametrize(
+    ("field", "problem"),
+    [
+        ('"quantity": null', "`quantity` must be an integer, not null"),
+        (
+            '"quantity": 99999999999999999999999',
+            "`quantity` is out of range: it must be at most 1000000",
+        ),
+        (
+            '"user_id": 99999999999999999999999',
+            "`user_id` is out of range: it must be at most 9223372036854775807",
+        ),
+    ],
+)
+def test_cli_call_null_and_huge_numbers_are_invalid(shop: Stack, field: str, problem: str) -> None:
+    result = cli_order(shop, field)  # a second user_id wins: JSON's last one
+    assert result.returncode == 1
+    assert result.stderr == f"procorch: OrderService.create_order: invalid: {problem}\n"
+    assert no_order_made(shop)
 
 
 def test_the_greeter_example(stack: Stack) -> None:

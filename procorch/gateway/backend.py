@@ -15,6 +15,7 @@ from typing import Any
 
 from procorch.config import Config
 from procorch.jobs.job import FINISHED
+from procorch.services.client import lookup
 from procorch.services.registry import Endpoint, Registry
 from procorch.stats import SlotStats, StatsTable
 
@@ -90,7 +91,7 @@ class Backend:
 
     def service(self, name: str) -> tuple[str, list[ReplicaView]]:
         """One service by name (any case): its configured name and replicas; NotFound."""
-        endpoints = self.registry.lookup(name)
+        endpoints = lookup(self.registry, name)
         now = time.monotonic()
         return endpoints[0].service, [self._view(ep, now) for ep in endpoints]
 

@@ -3,7 +3,8 @@
     POST /job/<n>[?mod=M]   enqueue F(n) mod M       -> {"status": "taken", "job_id": 1}
     GET  /job/<id>          the job
     DELETE /job/<id>        cancel it (409 once it has finished)
-    GET  /jobs?status=&limit=&offset=, GET /list-all
+    GET  /jobs?status=&limit=&offset=   a page of jobs
+    GET  /list-all                      every job, as the original listed them
     POST /process {"n"}, GET /info?id=, GET /all: the original worker's own endpoints
 
 Jobs go straight to the store (SQLite or Redis), like `procorch job`: no service hop.
@@ -11,17 +12,20 @@ Jobs go straight to the store (SQLite or Redis), like `procorch job`: no service
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 from flask.typing import ResponseReturnValue
 
 from procorch.gateway.http import fail, integer_text, json_body, query_int, respond
 from procorch.gateway.system import backend
+from procorch.jobs.api import MAX_LIMIT, Jobs
+from procorch.services.protocol import dumps
 
 bp = Blueprint("jobs", __name__)
 
-LIST_ALL_LIMIT = 1000  # /list-all and /all: the first this many jobs, `total` says how many
+LIST_ALL_BATCH = MAX_LIMIT  # jobs /list-all reads from the store, and holds, at a time
 
 
 def _taken(n: Any, mod: Any) -> ResponseReturnValue:
@@ -66,7 +70,31 @@ def list_jobs() -> ResponseReturnValue:
 @bp.get("/list-all")
 @bp.get("/all")
 def list_all() -> ResponseReturnValue:
-    return _listed(None, query_int("limit", LIST_ALL_LIMIT), query_int("offset", 0))
+    """Every job, by id: `{"status": "success", "jobs": [...], "count": C, "total": C}`.
+
+    There may be millions: the answer is streamed (chunked), a batch of jobs read from
+    the store at a time, never all of them in memory. The first batch is read before
+    answering, so that an unreachable store is still a 503; a store lost mid-answer cuts
+    it short, which a client sees as JSON that does not end."""
+    jobs = backend().jobs
+    first = jobs.list(None, LIST_ALL_BATCH, 0)["jobs"]
+    return Response(_every_job(jobs, first), mimetype="application/json")
+
+
+def _every_job(jobs: Jobs, batch: list[dict[str, Any]]) -> Iterator[bytes]:
+    """The JSON of /list-all in pieces, from `batch` (the first) on.
+
+    Pages by offset: job ids only grow and procorch deletes no job, so a job submitted
+    meanwhile can only join the end, and none is listed twice."""
+    yield b'{"status":"success","jobs":['
+    count = 0
+    while batch:
+        yield (b"," if count else b"") + b",".join(map(dumps, batch))
+        count += len(batch)
+        if len(batch) < LIST_ALL_BATCH:
+            break
+        batch = jobs.list(None, LIST_ALL_BATCH, count)["jobs"]
+    yield b'],"count":%d,"total":%d}' % (count, count)
 
 
 @bp.post("/process")

@@ -122,10 +122,10 @@ def _schemas(config: Config) -> dict[str, Any]:
             created_at={"type": "string"},
         ),
         "NewOrder": _obj(
-            ["user_id", "product", "quantity"],
+            ["user_id", "product"],
             user_id=_int(1),
             product={**_TEXT, "maxLength": 200},
-            quantity=_int(1, 1_000_000),
+            quantity=_int(1, 1_000_000, default=1),
         ),
         "Notification": _obj(
             ["id", "user_id", "message", "type", "status"],
@@ -139,10 +139,10 @@ def _schemas(config: Config) -> dict[str, Any]:
             sent_at=_NULLABLE_TEXT,
         ),
         "NewNotification": _obj(
-            ["user_id", "message", "type"],
+            ["user_id", "message"],
             user_id=_int(1),
             message={**_TEXT, "maxLength": 2000},
-            type={"type": "string", "enum": ["email", "sms"]},
+            type={"type": "string", "enum": ["email", "sms"], "default": "email"},
         ),
         "Job": _obj(
             ["job_id", "status", "input", "output", "init_time", "finished_time", "mod"],
@@ -186,6 +186,12 @@ def _schemas(config: Config) -> dict[str, Any]:
             offset={"type": "integer"},
             **page,
         ),
+        "AllJobs": _obj(
+            ["status", "jobs", "count", "total"],
+            status=success,
+            jobs={"type": "array", "items": _ref("Job")},
+            **page,
+        ),
         "JobCancelled": one("job", "Job", message=True),
         "Index": _obj(
             ["message", "version", "endpoints"],
@@ -195,9 +201,11 @@ def _schemas(config: Config) -> dict[str, Any]:
             docs={"type": "string"},
         ),
         "Health": _obj(
-            ["status", "message"],
-            status={"type": "string", "enum": ["healthy"]},
+            ["status", "message", "dead"],
+            # degraded: some service has no process at all; `dead` names them
+            status={"type": "string", "enum": ["healthy", "degraded"]},
             message={"type": "string"},
+            dead={"type": "array", "items": {"type": "string"}},
             version={"type": "string"},
             services={
                 "type": "object",
@@ -324,7 +332,10 @@ def _paths(config: Config) -> dict[str, Any]:
         },
         "/notifications": {
             "post": _operation(
-                "Queue a notification", "NotificationSent", service, body="NewNotification"
+                "Queue a notification (the user must exist)",
+                "NotificationSent",
+                (404, *service),
+                body="NewNotification",
             ),
             "get": _operation("List notifications", "NotificationList", service, params=by_user),
         },
@@ -352,14 +363,8 @@ def _paths(config: Config) -> dict[str, Any]:
                 ],
             )
         },
-        "/list-all": {
-            "get": _operation("The first jobs (the original's list)", "JobList", params=job_page)
-        },
-        "/all": {
-            "get": _operation(
-                "The same as /list-all (the original worker's)", "JobList", params=job_page
-            )
-        },
+        "/list-all": {"get": _operation("Every job, by id (the original's list)", "AllJobs")},
+        "/all": {"get": _operation("The same as /list-all (the original worker's)", "AllJobs")},
         "/process": {
             "post": _operation("Enqueue a job (the original worker's)", "Taken", body="NewJob")
         },

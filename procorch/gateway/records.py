@@ -1,7 +1,8 @@
 """The data services over HTTP: /users, /orders, /notifications.
 
-Each endpoint is one call to the service behind it; the service validates and stores,
-and its refusals come back as HTTP errors (see `http.SERVICE_STATUS`). Only the fields
+Each endpoint is one call to the service behind it; the service validates (required
+fields, defaults, bounds) and stores, and its refusals come back as HTTP errors (see
+`http.SERVICE_STATUS`), with the same messages as over the protocol. Only the fields
 an endpoint documents are passed on, so a body cannot smuggle in others.
 """
 
@@ -37,8 +38,9 @@ def _listed(key: str, reply: dict[str, Any]) -> ResponseReturnValue:
 
 
 def _created(service: str, action: str, key: str, *fields: str) -> ResponseReturnValue:
-    """201 with the record `action` made from the body's `fields` (all required)."""
-    reply = backend().call(service, action, _pick(json_body(*fields), *fields))
+    """201 with the record `action` made from the body's `fields`. The service says which
+    are required and what a missing one defaults to, in the original's words."""
+    reply = backend().call(service, action, _pick(json_body(), *fields))
     message = f"{key.capitalize()} created successfully"
     return respond({"status": "success", "message": message, key: reply[key]}, 201)
 
@@ -89,8 +91,7 @@ def get_order(order_id: int) -> ResponseReturnValue:
 
 @bp.post("/notifications")
 def send_notification() -> ResponseReturnValue:
-    body = json_body("user_id", "message", "type")
-    data = _pick(body, "user_id", "message", "type")
+    data = _pick(json_body(), "user_id", "message", "type")
     note = backend().call(NOTIFICATIONS, "send_notification", data)["notification"]
     return respond(
         {

@@ -42,18 +42,27 @@ def index() -> ResponseReturnValue:
 
 @bp.get("/health")
 def gateway_health() -> ResponseReturnValue:
-    """The gateway answers, so it is healthy; each service's state and health come along."""
+    """The original's answer (the gateway runs), with each service's state and health.
+
+    `healthy` at the top while a service has no process at all would hide it from a load
+    balancer's or a person's first look: then the status is `degraded`, and the message
+    and `dead` name them. Still 200: the gateway itself answers, and so do the others."""
     b = backend()
     services = {
         name: {"status": summary(replicas), "health": health(name, replicas, b)}
         for name, replicas in b.services().items()
     }
+    dead = [name for name, service in services.items() if service["health"] == "dead"]
+    message = "Gateway is running"
+    if dead:
+        message += f"; dead: {', '.join(dead)}"
     return respond(
         {
-            "status": "healthy",
-            "message": "Gateway is running",
+            "status": "degraded" if dead else "healthy",
+            "message": message,
             "version": __version__,
             "services": services,
+            "dead": dead,
         }
     )
 

@@ -20,27 +20,44 @@ import socket
 import struct
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from procorch.services.protocol import (
     HEADER,
     MAX_MESSAGE,
     CallTimeout,
     Invalid,
+    NotFound,
     ServiceError,
     Unavailable,
     frame,
     loads,
     raise_for,
-    request,
 )
-from procorch.services.registry import Registry
+from procorch.services.protocol import request as request_message
+from procorch.services.registry import Endpoint, Registry
 
 DEFAULT_TIMEOUT = 5.0
 REGISTRY_TTL = 1.0  # seconds a registry lookup is trusted; socket paths never change anyway
 _TIMEVAL = struct.Struct("@ll")  # struct timeval
 _REFUSED = (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, BrokenPipeError)
 _ids = itertools.count(1)
+
+
+class Reply(NamedTuple):
+    """A successful reply: its data, and the id of the request it answers (a tuple: a
+    call's every microsecond counts)."""
+
+    request_id: str
+    data: Any
+
+
+def lookup(registry: Registry, service: str) -> list[Endpoint]:
+    """The replicas of `service` (any case); NotFound in the original's words if none."""
+    try:
+        return registry.lookup(service)
+    except NotFound:
+        raise NotFound(f"Service {service} not found") from None
 
 
 class Client:
@@ -73,30 +90,49 @@ class Client:
         timeout: float | None = None,
     ) -> Any:
         """Send a request and return the reply's data, or raise its error (`ServiceError`)."""
+        return self.request(service, action, data, timeout).data
+
+    def request(
+        self,
+        service: str,
+        action: str,
+        data: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Reply:
+        """As `call`, with the request's id beside the data (`procorch call --json` shows
+        it); an error raised once the request was sent carries it as `request_id`."""
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         request_id = self._prefix + str(next(_ids))
-        payload = _frame(request(request_id, action, data or {}, self.sender))
+        payload = _frame(request_message(request_id, action, data or {}, self.sender))
         conn = self._send(service, payload, deadline)
         try:
             reply = conn.receive(deadline)
         except TimeoutError:
             conn.close()
-            raise CallTimeout(f"{service}.{action}: no reply within {timeout:g}s") from None
+            raise _sent_request(
+                CallTimeout(f"{service}.{action}: no reply within {timeout:g}s"), request_id
+            ) from None
         except (OSError, EOFError):
             conn.close()
-            raise Unavailable(
-                f"{service}.{action}: {conn.label} closed the connection before replying"
+            raise _sent_request(
+                Unavailable(
+                    f"{service}.{action}: {conn.label} closed the connection before replying"
+                ),
+                request_id,
             ) from None
         self._idle.setdefault(service, []).append(conn)
         if reply.get("request_id") != request_id:  # cannot happen: one request per connection
-            raise ServiceError("internal", f"{service}.{action}: reply to another request")
-        return raise_for(reply)
+            raise _sent_request(
+                ServiceError("internal", f"{service}.{action}: reply to another request"),
+                request_id,
+            )
+        return Reply(request_id, raise_for(reply))
 
     def notify(self, service: str, action: str, data: dict[str, Any] | None = None) -> None:
         """Send a request that gets no reply; returns once a replica has it in its socket."""
         request_id = self._prefix + str(next(_ids))
-        payload = _frame(request(request_id, action, data or {}, self.sender, reply=False))
+        payload = _frame(request_message(request_id, action, data or {}, self.sender, reply=False))
         conn = self._send(service, payload, time.monotonic() + self.timeout)
         self._idle.setdefault(service, []).append(conn)
 
@@ -156,7 +192,7 @@ class Client:
             self._paths_checked = now
         paths = self._sockets.get(service)
         if paths is None:
-            endpoints = self.registry.lookup(service)
+            endpoints = lookup(self.registry, service)
             paths = [str(e.socket) for e in endpoints if e.socket is not None]
             if not paths:
                 raise Invalid(f"{service} is a command service: it takes no requests")
@@ -175,6 +211,11 @@ def _sent(conn: _Connection, payload: bytes, deadline: float, service: str) -> b
     except OSError:
         conn.close()
         return False
+
+
+def _sent_request(exc: ServiceError, request_id: str) -> ServiceError:
+    exc.request_id = request_id
+    return exc
 
 
 def _frame(message: dict[str, Any]) -> bytes:

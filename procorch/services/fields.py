@@ -14,6 +14,15 @@ _MISSING: Any = object()
 # no spaces, and a dot in the domain.
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 MAX_PAGE = 1000
+MAX_INTEGER = 2**63 - 1  # SQLite's largest: a larger one can be neither stored nor looked up
+
+
+def required(data: dict[str, Any], *keys: str) -> None:
+    """Every one of `keys` given, and not null; else one message naming them all, as the
+    original services said it (`username and email are required`)."""
+    if any(data.get(key) is None for key in keys):
+        names = " and ".join(keys)
+        raise Invalid(f"{names} {'are' if len(keys) > 1 else 'is'} required")
 
 
 def text(data: dict[str, Any], key: str, *, max_length: int = 1000) -> str:
@@ -38,47 +47,77 @@ def email(data: dict[str, Any], key: str) -> str:
     return value
 
 
+def _given(data: dict[str, Any], key: str, default: Any, kind: str) -> Any:
+    """The value of `key`, or `_MISSING` for an absent optional one (the caller's default).
+
+    An explicit null is never taken for the default: `{"quantity": null}` most likely
+    comes from a number the sender could not encode (NaN, 1e400), not from a wish for 1."""
+    if key not in data:
+        if default is _MISSING:
+            raise Invalid(f"`{key}` is required")
+        return _MISSING
+    value = data[key]
+    if value is None:
+        if default is _MISSING:
+            raise Invalid(f"`{key}` is required")
+        raise Invalid(f"`{key}` must be {kind}, not null")
+    return value
+
+
 def integer(
     data: dict[str, Any],
     key: str,
     *,
     minimum: int | None = None,
-    maximum: int | None = None,
+    maximum: int = MAX_INTEGER,
     default: int | None = _MISSING,
 ) -> int | None:
-    """An integer (JSON `true` is not one), within bounds; `default` makes it optional."""
-    value = data.get(key)
-    if value is None:
-        if default is _MISSING:
-            raise Invalid(f"`{key}` is required")
+    """An integer within bounds; `default` makes it optional (absent, not null).
+
+    JSON `true` is not an integer; 2.0 is 2, as JSON does not tell them apart (nor does
+    the gateway's document). An integer beyond 64 bits arrives as a float (orjson parses
+    it so) and is out of range like any other past `maximum`."""
+    value = _given(data, key, default, "an integer")
+    if value is _MISSING:
         return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise Invalid(f"`{key}` must be an integer")
     if minimum is not None and value < minimum:
-        raise Invalid(f"`{key}` must be at least {minimum}")
-    if maximum is not None and value > maximum:
-        raise Invalid(f"`{key}` must be at most {maximum}")
+        raise Invalid(f"`{key}` is out of range: it must be at least {minimum}")
+    if value > maximum:
+        raise Invalid(f"`{key}` is out of range: it must be at most {maximum}")
     return value
 
 
 def identifier(data: dict[str, Any], key: str) -> int:
     """A record id: a required integer from 1."""
-    value = integer(data, key, minimum=1, maximum=2**63 - 1)
+    value = integer(data, key, minimum=1)
     assert value is not None  # required: `integer` raised otherwise
     return value
 
 
 def choice(data: dict[str, Any], key: str, choices: Sequence[str], default: str) -> str:
-    value = data.get(key)
-    if value is None:
+    """One of `choices` (any case), or `default` when absent (not when null)."""
+    kind = f"one of {', '.join(choices)}"
+    value = _given(data, key, default, kind)
+    if value is _MISSING:
         return default
     if not isinstance(value, str) or value.lower() not in choices:
-        raise Invalid(f"`{key}` must be one of {', '.join(choices)}")
+        raise Invalid(f"`{key}` must be {kind}")
     return value.lower()
 
 
 def page(data: dict[str, Any], default_limit: int = 100) -> tuple[int, int]:
     """`limit` (1 to MAX_PAGE) and `offset` (from 0) of a list action."""
     limit = integer(data, "limit", minimum=1, maximum=MAX_PAGE, default=default_limit)
-    offset = integer(data, "offset", minimum=0, maximum=2**63 - 1, default=0)
+    offset = integer(data, "offset", minimum=0, default=0)
+    assert limit is not None and offset is not None  # they have defaults
     return limit, offset
+
+
+def user_filter(data: dict[str, Any]) -> tuple[str, tuple[int, ...]]:
+    """The WHERE clause and its parameters for a list action's optional `user_id` filter."""
+    user_id = integer(data, "user_id", minimum=1, default=None)
+    return ("", ()) if user_id is None else ("WHERE user_id = ?", (user_id,))

@@ -1,6 +1,7 @@
 """NotificationService: notifications to users, queued at once and delivered behind.
 
-`send_notification` stores the notification as `queued` and returns; a delivery thread
+`send_notification` checks with UserService that the user exists (as an order does),
+stores the notification as `queued` and returns; a delivery thread
 sends it (here: writes it to the service's log, after `NOTIFY_DELAY` seconds, 0 by
 default) and marks it `sent`. A notification queued when a replica died is delivered
 by the next one to look: each delivery thread also checks for leftovers every second,
@@ -18,6 +19,7 @@ import psutil
 from procorch.services import fields
 from procorch.services.base import Service, action
 from procorch.services.database import Database, Row
+from procorch.services.users import existing_user
 from procorch.supervisor.rundir import now_iso
 
 SCHEMA = """
@@ -56,10 +58,12 @@ class NotificationService(Service):
 
     @action("send_notification")
     def send_notification(self, data: dict[str, Any]) -> dict[str, Any]:
+        fields.required(data, "user_id", "message")
         user_id = fields.identifier(data, "user_id")
         message = fields.text(data, "message", max_length=2000)
         kind = fields.choice(data, "type", TYPES, default="email")
         order_id = fields.integer(data, "order_id", minimum=1, default=None)
+        existing_user(self.client, user_id)  # as for an order: no notes to nobody
         with self.db.transaction() as db:
             note = db.execute(
                 "INSERT INTO notifications (user_id, message, type, status, order_id, created_at)"
@@ -72,9 +76,7 @@ class NotificationService(Service):
     @action("list_notifications")
     def list_notifications(self, data: dict[str, Any]) -> dict[str, Any]:
         limit, offset = fields.page(data)
-        where, params = "", ()
-        if data.get("user_id") is not None:
-            where, params = "WHERE user_id = ?", (fields.identifier(data, "user_id"),)
+        where, params = fields.user_filter(data)
         notes = self.db.all(
             f"SELECT {COLUMNS} FROM notifications {where} ORDER BY id LIMIT ? OFFSET ?",
             (*params, limit, offset),

@@ -14,6 +14,7 @@ from procorch.services import fields
 from procorch.services.base import Service, action
 from procorch.services.database import Database
 from procorch.services.protocol import NotFound, ServiceError
+from procorch.services.users import existing_user
 from procorch.supervisor.rundir import now_iso
 
 SCHEMA = """
@@ -26,9 +27,7 @@ CREATE TABLE IF NOT EXISTS orders (
     created_at TEXT NOT NULL
 )
 """
-USERS = "UserService"
 NOTIFICATIONS = "NotificationService"
-USER_CHECK_TIMEOUT = 2.0  # seconds; a user lookup is a single indexed read
 ORDER_CREATED = "Your order has been created"
 
 
@@ -41,18 +40,11 @@ class OrderService(Service):
 
     @action("create_order")
     def create_order(self, data: dict[str, Any]) -> dict[str, Any]:
+        fields.required(data, "user_id", "product")
         user_id = fields.identifier(data, "user_id")
         product = fields.text(data, "product", max_length=200)
         quantity = fields.integer(data, "quantity", minimum=1, maximum=1_000_000, default=1)
-        try:
-            check = self.client.call(
-                USERS, "validate_user", {"user_id": user_id}, timeout=USER_CHECK_TIMEOUT
-            )
-        except ServiceError as exc:
-            # unavailable or timeout: the caller sees which, and that it was the user check
-            raise ServiceError(exc.code, f"cannot check the user: {exc.message}") from None
-        if not check.get("valid"):
-            raise NotFound(f"user {user_id} does not exist")
+        existing_user(self.client, user_id)
         with self.db.transaction() as db:
             order = db.execute(
                 "INSERT INTO orders (user_id, product, quantity, status, created_at) "
@@ -67,15 +59,13 @@ class OrderService(Service):
         order_id = fields.identifier(data, "order_id")
         order = self.db.one("SELECT * FROM orders WHERE id = ?", (order_id,))
         if order is None:
-            raise NotFound(f"order {order_id} does not exist")
+            raise NotFound(f"Order {order_id} not found")
         return {"order": order}
 
     @action("list_orders")
     def list_orders(self, data: dict[str, Any]) -> dict[str, Any]:
         limit, offset = fields.page(data)
-        where, params = "", ()
-        if data.get("user_id") is not None:
-            where, params = "WHERE user_id = ?", (fields.identifier(data, "user_id"),)
+        where, params = fields.user_filter(data)
         orders = self.db.all(
             f"SELECT * FROM orders {where} ORDER BY id LIMIT ? OFFSET ?", (*params, limit, offset)
         )

@@ -61,7 +61,12 @@ def loads(body: bytes) -> Any:
 
 
 class ServiceError(Exception):
-    """An error reply, raised by an action or by the client; `code` is one of CODES."""
+    """An error reply, raised by an action or by the client; `code` is one of CODES.
+
+    The client sets `request_id` to the id of the request it refuses, once one was sent
+    (to find it in the service's log); it stays None for a request that never left."""
+
+    request_id: Any = None
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -157,7 +162,9 @@ def raise_for(reply: dict[str, Any]) -> Any:
     code = str(reply.get("code") or "internal")
     message = str(reply.get("message") or "the service replied with an error")
     cls = _ERRORS.get(code)
-    raise cls(message) if cls else ServiceError(code, message)
+    exc = cls(message) if cls else ServiceError(code, message)
+    exc.request_id = reply.get("request_id")
+    raise exc
 
 
 _ERRORS: dict[str, type[ServiceError]] = {

@@ -1,15 +1,21 @@
-"""UserService: accounts with a unique username and an email address."""
+"""UserService: accounts with a unique username and an email address.
+
+`existing_user` is how the other built-in services ask it whether a user exists.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from procorch.services import fields
 from procorch.services.base import Service, action
 from procorch.services.database import Database, Row
-from procorch.services.protocol import Conflict, NotFound
+from procorch.services.protocol import Conflict, NotFound, ServiceError
 from procorch.supervisor.rundir import now_iso
+
+if TYPE_CHECKING:
+    from procorch.services.client import Client
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -30,6 +36,7 @@ class UserService(Service):
 
     @action("create_user")
     def create_user(self, data: dict[str, Any]) -> dict[str, Any]:
+        fields.required(data, "username", "email")
         username = fields.text(data, "username", max_length=64)
         email = fields.email(data, "email")
         try:
@@ -39,7 +46,7 @@ class UserService(Service):
                     (username, email, now_iso()),
                 ).fetchone()
         except sqlite3.IntegrityError:
-            raise Conflict(f"username {username!r} is taken") from None
+            raise Conflict(f"User {username} already exists") from None
         return {"user": user}
 
     @action("get_user")
@@ -63,5 +70,29 @@ class UserService(Service):
     def _user(self, user_id: int) -> Row:
         user = self.db.one("SELECT * FROM users WHERE id = ?", (user_id,))
         if user is None:
-            raise NotFound(f"user {user_id} does not exist")
+            raise not_found(user_id)
         return user
+
+
+USERS = "UserService"
+USER_CHECK_TIMEOUT = 2.0  # seconds; a user lookup is a single indexed read
+
+
+def not_found(user_id: int) -> NotFound:
+    return NotFound(f"User {user_id} not found")  # the original's words
+
+
+def existing_user(client: Client, user_id: int) -> Row:
+    """The user, asked of UserService by another service: NotFound if there is none.
+
+    A short timeout, so that a caller fails fast (`unavailable` at once if UserService is
+    down, `timeout` if it hangs), with a message saying it was the user check."""
+    try:
+        check = client.call(
+            USERS, "validate_user", {"user_id": user_id}, timeout=USER_CHECK_TIMEOUT
+        )
+    except ServiceError as exc:
+        raise ServiceError(exc.code, f"cannot check the user: {exc.message}") from None
+    if not check.get("valid"):
+        raise not_found(user_id)
+    return check["user"]
