@@ -91,7 +91,7 @@ def test_request_and_reply_shapes(echo: Stack) -> None:
         (b'{"request_id": 1, "action": 5, "data": {}}', "invalid", "`action` must be"),
         (b'{"request_id": 1, "action": "echo", "data": [1]}', "invalid", "`data` must be"),
         (b'{"request_id": true, "action": "echo", "data": {}}', "invalid", "`request_id`"),
-        (b'{"request_id": 1, "action": "fly", "data": {}}', "unknown_action", "no action 'fly'"),
+        (b'{"request_id": 1, "action": "fly", "data": {}}', "unknown_action", "Unknown action"),
         (b'{"request_id": 1, "action": "boom", "data": {}}', "internal", "kaboom"),
         (b'{"request_id": 1, "action": "sleep", "data": {}}', "internal", "KeyError"),
         (b'{"request_id": 1, "action": "unsendable", "data": {}}', "internal", "set"),

@@ -363,6 +363,9 @@ def test_cli_call_and_services(shop: Stack) -> None:
     assert users["replicas"][0]["socket"] == str(shop.run_dir / "sock" / "UserService.0")
     table = shop.cli("services")
     assert table.returncode == 0 and "OrderService" in table.stdout
+    no_action = shop.cli("call", "UserService", "foo")
+    assert no_action.returncode == 1
+    assert no_action.stderr == "procorch: UserService.foo: unknown_action: Unknown action: foo\n"
 
 
 def test_cli_call_when_not_running(stack: Stack) -> None:

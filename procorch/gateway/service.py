@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 
 from procorch.services.base import Service
@@ -26,11 +25,6 @@ class Gateway(Service):
         from procorch.gateway.server import counted, make_server
         from procorch.supervisor.sockets import bind_tcp, inherited_socket
 
-        logging.basicConfig(
-            level=self.context.config.settings.log_level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
         # waitress warns "Task queue depth is N" whenever a request waits for a thread:
         # under load that is a line per request, in the log and in the latency.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)

@@ -63,7 +63,8 @@ class NotificationService(Service):
         message = fields.text(data, "message", max_length=2000)
         kind = fields.choice(data, "type", TYPES, default="email")
         order_id = fields.integer(data, "order_id", minimum=1, default=None)
-        existing_user(self.client, user_id)  # as for an order: no notes to nobody
+        if order_id is None:  # an order's own note: the order checked its user already
+            existing_user(self.client, user_id)  # as for an order: no notes to nobody
         with self.db.transaction() as db:
             note = db.execute(
                 "INSERT INTO notifications (user_id, message, type, status, order_id, created_at)"
