@@ -16,6 +16,9 @@ LEASE seconds. A job's attempts count its deliveries: past max_attempts it fails
 instead of running again, so a job that kills its worker cannot loop. Entries are
 acknowledged and deleted (XACK, XDEL) as soon as the job leaves them, which is the
 stream's trimming: it holds only the jobs waiting or in flight, never a history.
+
+The URL's password is in no message: they show `redact(url)`, and a driver's error
+passes through `scrub`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import redis
 from procorch.config import JobsSettings
 from procorch.jobs.job import FIELDS, Status, StoreUnavailable, backoff
 from procorch.jobs.store import DURATION_BUCKETS, Claim, Durations, Store, Waiter, WorkerId
+from procorch.redaction import redact, scrub
 
 PREFIX = "procorch:"
 GROUP = "workers"
@@ -314,6 +318,7 @@ class RedisStore(Store):
         super().__init__(settings, run_dir)
         assert settings.redis_url is not None
         self.url = settings.redis_url
+        self.shown_url = redact(self.url)  # the URL for messages: no password
         self.client = redis.Redis.from_url(self.url, socket_connect_timeout=5)
         self._scripts = {
             name: self.client.register_script(body)
@@ -339,10 +344,12 @@ class RedisStore(Store):
         """Run a Redis call; an unreachable server is one clear line, not a traceback."""
         try:
             return action()
-        except redis.ConnectionError as exc:
-            raise StoreUnavailable(f"cannot reach redis at {self.url}: {exc}") from None
         except redis.RedisError as exc:
-            raise StoreUnavailable(f"redis at {self.url}: {exc}") from None
+            # the driver's words, in case a version of it ever quotes the URL
+            why = scrub(str(exc), self.url)
+            if isinstance(exc, redis.ConnectionError):
+                raise StoreUnavailable(f"cannot reach redis at {self.shown_url}: {why}") from None
+            raise StoreUnavailable(f"redis at {self.shown_url}: {why}") from None
 
     def _create_group(self) -> None:
         try:
