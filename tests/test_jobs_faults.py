@@ -1,20 +1,205 @@
-"""The job queue under faults and hostile input: a Redis password that must never be
-shown, in any output. Real processes, a real redis-server."""
+"""The job queue under faults and hostile input: a full disk (a real tmpfs), Redis at
+its maxmemory, a Redis password that must never be shown. Real processes, a real
+redis-server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from procorch import Jobs
-from procorch.jobs.job import StoreUnavailable
+from procorch.jobs.fib import fib
+from procorch.jobs.job import StoreFull, StoreUnavailable
 from procorch.redaction import redact, scrub
 from tests.conftest import GatewayStack, RedisServer, Stack, free_port, jobs_table, wait_for
 from tests.test_cli import assert_one_line_error
+
+FULL = "the job store is full"
+
+
+# -- a small disk --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of `size` mounted at `where` (made if missing) for the block."""
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "--lazy", str(where)], check=True)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the filesystem of `directory` to its last block; the filler file, to free it."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (1 << 16, 1 << 12):  # big steps, then down to the last 4 KiB page
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * chunk)
+    finally:
+        os.close(fd)
+    assert os.statvfs(directory).f_bavail == 0
+    return filler
+
+
+@pytest.fixture
+def disk_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A stack whose config and run directory are on a 4 MiB tmpfs. Its logs are on a
+    tmpfs of their own (a separate log volume), so what the workers say about the full
+    disk can be read afterwards."""
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        stack = Stack(disk)
+        logs = stack.run_dir / "logs"
+        logs.mkdir(parents=True, mode=0o700)
+        with tmpfs(logs, "16m"):
+            try:
+                yield stack
+            finally:
+                stack.cleanup()
+
+
+def jobs_total(stack: Stack) -> int:
+    return json.loads(stack.cli("job", "list", "--json").stdout)["total"]
+
+
+def worker_logs(stack: Stack) -> list[str]:
+    return [(stack.run_dir / "logs" / f"JobWorker.{i}.log").read_text() for i in (0, 1)]
+
+
+def said_once_and_over(stack: Stack) -> None:
+    """Each worker logged the full store once, however many tries, then its end (a worker
+    still backing off when the last job finished says so within FULL_RETRY_MAX)."""
+    wait_for(lambda: all("has room again" in log for log in worker_logs(stack)), timeout=5)
+    for log in worker_logs(stack):
+        assert log.count(FULL) == 1, log
+
+
+def settled_workers(stack: Stack, pids: set[int]) -> None:
+    """The workers are the same processes, running, heartbeating, never restarted."""
+    workers = stack.replicas("JobWorker")
+    assert {w["pid"] for w in workers} == pids
+    for w in workers:
+        assert (w["state"], w["restarts"]) == ("running", 0), w
+        assert w["heartbeat_age"] is not None and w["heartbeat_age"] < 1.5, w
+
+
+def test_a_full_disk_holds_jobs_until_room_is_made_without_a_restart(disk_stack):
+    stack = disk_stack
+    stack.write(jobs_table(delay=1.5))  # two workers, each holding a job while the disk fills
+    stack.up()
+    pids = {w["pid"] for w in stack.replicas("JobWorker")}
+    with Jobs.open(stack.config) as jobs:
+        ids = jobs.submit_many([5, 6, 7, 8])
+        wait_for(lambda: jobs.list(status="running")["total"] == 2)
+        filler = fill(stack.root)
+
+        refused = stack.cli("job", "submit", "9")
+        assert_one_line_error(refused, 1, FULL, f"free space in {stack.run_dir}")
+        with pytest.raises(StoreFull, match=FULL):
+            jobs.submit(9)
+        assert stack.cli("job", "list").returncode == 0  # reading still works
+
+        time.sleep(3)  # the two jobs end; their results, and new claims, find no room
+        statuses = [job["status"] for job in jobs.list()["jobs"]]
+        assert statuses == ["running", "running", "pending", "pending"]
+        settled_workers(stack, pids)
+
+        filler.unlink()  # room again: no `up`, no restart
+        finished = [jobs.wait(job_id, timeout=15) for job_id in ids]
+    expected = [("done", fib(n, 1_000_000_007)) for n in (5, 6, 7, 8)]
+    assert [(j["status"], j["output"]) for j in finished] == expected
+    # the held results were recorded, not the jobs run again; the refused submits left nothing
+    assert [j["attempts"] for j in finished] == [1, 1, 1, 1]
+    assert jobs_total(stack) == 4
+    settled_workers(stack, pids)
+    said_once_and_over(stack)
+
+
+def test_the_api_on_a_full_disk_raises_store_full_even_opening(tmp_path):
+    config = tmp_path / "procorch.toml"
+    config.write_text(jobs_table())
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        run_dir = disk / "run"
+        with Jobs.open(config, run_dir=run_dir) as jobs:
+            first = jobs.submit(10)
+            filler = fill(disk)
+            with pytest.raises(StoreFull) as refused:
+                jobs.submit_many([1, 2, 3])
+            assert isinstance(refused.value, StoreUnavailable)  # handled as such where it was
+            assert str(refused.value).startswith(f"{FULL}: {run_dir / 'jobs.db'}")
+            with pytest.raises(StoreFull):
+                jobs.cancel(first)
+            assert jobs.get(first)["status"] == "pending"
+            assert jobs.stats()["total"] == 1
+        # no connection left: a new one needs room for its shared-memory file, and says so
+        filler.unlink()
+        with Jobs.open(config, run_dir=run_dir):
+            pass
+        assert not (run_dir / "jobs.db-shm").exists()
+        filler = fill(disk)
+        with pytest.raises(StoreFull, match=FULL):
+            Jobs.open(config, run_dir=run_dir)
+        assert_one_line_error(
+            Stack(tmp_path).cli("job", "list", "--run-dir", str(run_dir)), 1, FULL
+        )
+        filler.unlink()
+        with Jobs.open(config, run_dir=run_dir) as jobs:
+            assert jobs.submit(11) == first + 1
+            assert jobs.list()["total"] == 2
+
+
+# -- Redis at its maxmemory ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def redis_out_of_memory(server: RedisServer) -> Iterator[None]:
+    """The shared server refusing every write that needs memory (maxmemory 1 byte,
+    noeviction), until the block ends."""
+    server.client.config_set("maxmemory-policy", "noeviction")
+    server.client.config_set("maxmemory", 1)
+    try:
+        yield
+    finally:
+        server.client.config_set("maxmemory", 0)
+
+
+def test_redis_at_maxmemory_is_store_full_and_workers_wait_for_it(stack, redis_url, redis_server):
+    stack.write(jobs_table(backend=redis_url))
+    stack.up()
+    assert stack.cli("stop", "JobWorker").returncode == 0
+    with Jobs.open(stack.config) as jobs:
+        ids = jobs.submit_many([5, 6, 7])
+        with redis_out_of_memory(redis_server):
+            refused = stack.cli("job", "submit", "9")
+            assert_one_line_error(refused, 1, FULL, "maxmemory")
+            with pytest.raises(StoreFull, match="maxmemory"):
+                jobs.submit(9)
+            with pytest.raises(StoreFull):
+                jobs.cancel(ids[0])
+            # workers (re)started now cannot even create their consumer group: they wait
+            assert stack.cli("start", "JobWorker").returncode == 0
+            pids = {w["pid"] for w in stack.replicas("JobWorker")}
+            time.sleep(2.5)
+            settled_workers(stack, pids)
+            assert [j["status"] for j in jobs.list()["jobs"]] == ["pending"] * 3
+        finished = [jobs.wait(job_id, timeout=15) for job_id in ids]
+    assert [(j["status"], j["output"]) for j in finished] == [("done", n) for n in (5, 8, 13)]
+    assert jobs_total(stack) == 3
+    settled_workers(stack, pids)
+    said_once_and_over(stack)
+
 
 # -- a Redis password is never shown -------------------------------------------------------
 

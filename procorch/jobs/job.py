@@ -78,6 +78,13 @@ class StoreUnavailable(JobError):
     """The job store cannot serve: Redis unreachable or refusing, the database unusable."""
 
 
+class StoreFull(StoreUnavailable):
+    """The job store has no room to write: the run directory's disk is full, or Redis is
+    at its `maxmemory` (with `noeviction`). Nothing was written; reads still work where
+    the store allows, and writes succeed again once room is made, without a restart.
+    A StoreUnavailable too, so code that handles an unusable store handles this."""
+
+
 class JobTimeout(JobError, TimeoutError):
     """`wait` gave up before the job finished."""
 
