@@ -1,6 +1,6 @@
 """The job queue under faults and hostile input: a full disk (a real tmpfs), Redis at
-its maxmemory, a Redis password that must never be shown. Real processes, a real
-redis-server."""
+its maxmemory, a Redis password that must never be shown, integers past Python's
+4300-digit limit. Real processes, a real redis-server."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import redis
 
 from procorch import Jobs
 from procorch.jobs.fib import fib
-from procorch.jobs.job import StoreFull, StoreUnavailable
+from procorch.jobs.job import InvalidJob, StoreFull, StoreUnavailable
 from procorch.redaction import redact, scrub
 from tests.conftest import GatewayStack, RedisServer, Stack, free_port, jobs_table, wait_for
 from tests.test_cli import assert_one_line_error
@@ -330,3 +330,51 @@ def test_a_bad_backend_url_in_the_config_is_refused_without_its_password(stack, 
         result = stack.cli(*args)
         assert_one_line_error(result, 2, "jobs.backend", redact(backend))
         assert SECRET not in result.stdout + result.stderr
+
+
+# -- integers past Python's 4300-digit limit -----------------------------------------------
+
+HUGE = "1" * 5000
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["job", "submit", HUGE], "n must be from 0 to"),
+        (["job", "submit", "5", HUGE], "n must be from 0 to"),
+        (["submit-job", "--", "-" + HUGE], "n must be from 0 to"),
+        (["job", "submit", "5", "--mod", HUGE], "mod must be from 2 to"),
+        (["job", "status", HUGE], "job id must be from 1 to"),
+        (["job", "wait", HUGE], "job id must be from 1 to"),
+        (["job", "cancel", HUGE], "job id must be from 1 to"),
+        (["job", "list", "--limit", HUGE], "limit must be from 0 to"),
+        (["job", "submit", "x" * 5000], "n must be an integer, got 'xxx"),
+    ],
+)
+def test_integers_of_thousands_of_digits_are_one_short_line(stack, args, needle):
+    stack.write(jobs_table())
+    result = stack.cli(*args)
+    assert_one_line_error(result, 2, needle)
+    assert len(result.stderr) < 200  # said, not repeated
+    assert jobs_total(stack) == 0
+
+
+def test_the_api_refuses_huge_integers_with_a_short_message(tmp_path):
+    (tmp_path / "procorch.toml").write_text(jobs_table())
+    with Jobs.open(tmp_path / "procorch.toml") as jobs:
+        for call, value in (
+            (jobs.submit, 10**5000),
+            (jobs.submit, -(10**5000)),
+            (jobs.submit, HUGE),
+            (jobs.get, 10**5000),
+            (jobs.wait, 10**5000),
+            (jobs.cancel, HUGE),
+            (lambda n: jobs.submit(1, mod=n), 10**5000),
+        ):
+            with pytest.raises(InvalidJob) as refused:
+                call(value)
+            assert "must be from" in str(refused.value)
+            assert len(str(refused.value)) < 120
+        with pytest.raises(InvalidJob, match="got an integer of 5001 digits$"):
+            jobs.get(10**5000)
+        assert jobs.list()["total"] == 0
