@@ -1,12 +1,13 @@
-"""The job queue under faults and hostile input: a full disk (a real tmpfs), Redis at
-its maxmemory, a Redis password that must never be shown, integers past Python's
-4300-digit limit. Real processes, a real redis-server."""
+"""The job queue under faults and hostile input: a full disk (a real tmpfs), Redis at its
+maxmemory, a Redis password that must never be shown, integers past Python's
+4300-digit limit, and owner-only files. Real processes, a real redis-server."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import redis
 
 from procorch import Jobs
 from procorch.jobs.fib import fib
-from procorch.jobs.job import InvalidJob, StoreFull, StoreUnavailable
+from procorch.jobs.job import InvalidJob, JobTimeout, StoreFull, StoreUnavailable
 from procorch.redaction import redact, scrub
 from tests.conftest import GatewayStack, RedisServer, Stack, free_port, jobs_table, wait_for
 from tests.test_cli import assert_one_line_error
@@ -378,3 +379,35 @@ def test_the_api_refuses_huge_integers_with_a_short_message(tmp_path):
         with pytest.raises(InvalidJob, match="got an integer of 5001 digits$"):
             jobs.get(10**5000)
         assert jobs.list()["total"] == 0
+
+
+# -- owner-only files ----------------------------------------------------------------------
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_job_store_and_wake_sockets_are_owner_only_whatever_the_umask(tmp_path):
+    (tmp_path / "procorch.toml").write_text(jobs_table())
+    run_dir = tmp_path / "run"
+    # what an older procorch, or a lax umask, left behind
+    for directory in (run_dir / "wake", run_dir / "done"):
+        directory.mkdir(parents=True)
+        directory.chmod(0o755)
+    old = os.umask(0)
+    try:
+        with Jobs.open(tmp_path / "procorch.toml", run_dir=run_dir) as jobs:
+            jobs.submit(1)
+            with pytest.raises(JobTimeout):
+                jobs.wait(1, timeout=0.01)  # binds a socket in done/
+            files = ["jobs.db", "jobs.db-wal", "jobs.db-shm"]
+            assert {name: mode(run_dir / name) for name in files} == dict.fromkeys(files, 0o600)
+        for directory in ("wake", "done"):
+            assert mode(run_dir / directory) == 0o700
+    finally:
+        os.umask(old)
+    # a jobs.db made readable by others is tightened when opened
+    (run_dir / "jobs.db").chmod(0o644)
+    with Jobs.open(tmp_path / "procorch.toml", run_dir=run_dir):
+        assert mode(run_dir / "jobs.db") == 0o600

@@ -10,12 +10,14 @@ fsyncs every commit, so committed jobs survive a power loss too.
 A running job carries its worker's (pid, start time) and a lease; `recover` puts
 back jobs whose worker is gone or whose lease lapsed.
 A full disk fails a write whole (SQLite rolls the transaction back): it raises
-`StoreFull`, and the same call succeeds once there is room again.
+`StoreFull`, and the same call succeeds once there is room again. jobs.db (and its
+-wal and -shm, which SQLite creates with the database's mode) is the owner's alone.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -174,6 +176,15 @@ class _Connection(sqlite3.Connection):
             ) from None
 
 
+def _owner_only(path: Path, mode: int) -> None:
+    """Tighten a file or directory procorch created (perhaps under an older, laxer version)."""
+    try:
+        if path.stat().st_mode & 0o777 != mode:
+            os.chmod(path, mode)
+    except OSError:
+        pass  # not ours, or gone: opening it will say what is wrong
+
+
 class _SQLiteWaiter(Waiter):
     def __init__(self, directory: Path) -> None:
         self.sleeper = Sleeper(directory)
@@ -206,6 +217,12 @@ class SQLiteStore(Store):
         self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for directory in (self._workers_dir, self._waiters_dir):
             directory.mkdir(mode=0o700, exist_ok=True)
+            _owner_only(directory, 0o700)
+        # made owner-only before SQLite opens it, which would create it 0644 (umask 022);
+        # SQLite gives -wal and -shm the database's mode
+        os.close(os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o600))
+        for name in ("", "-wal", "-shm"):
+            _owner_only(self.path.with_name(DB_NAME + name), 0o600)
         # autocommit mode: transactions are explicit, `BEGIN IMMEDIATE` where we write;
         # busy waits are ours (`_write`), shorter than SQLite's 1 ms minimum sleep
         db = sqlite3.connect(
