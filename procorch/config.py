@@ -18,6 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from procorch.redaction import redact
+
 CONFIG_FILENAME = "procorch.toml"
 DEFAULT_RUN_DIRNAME = ".procorch"
 SOCKET_NAME = "control.sock"  # in the run directory
@@ -808,7 +810,9 @@ def _backend(value: Any, where: _Where) -> str:
     except ValueError:  # a port that is not a number, an unclosed IPv6 bracket
         valid = False
     if not valid:
-        raise where.error(f'expected "sqlite" or a URL like redis://HOST:PORT/DB, got {text!r}')
+        # the URL may carry a password (redis://:PASSWORD@host): never echo it
+        shown = redact(text)
+        raise where.error(f'expected "sqlite" or a URL like redis://HOST:PORT/DB, got {shown!r}')
     return text
 
 

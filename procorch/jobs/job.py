@@ -7,6 +7,7 @@ user sees is always the dict `public()` returns.
 from __future__ import annotations
 
 import enum
+import math
 import time
 from typing import Any
 
@@ -78,6 +79,13 @@ class StoreUnavailable(JobError):
     """The job store cannot serve: Redis unreachable or refusing, the database unusable."""
 
 
+class StoreFull(StoreUnavailable):
+    """The job store has no room to write: the run directory's disk is full, or Redis is
+    at its `maxmemory` (with `noeviction`). Nothing was written; reads still work where
+    the store allows, and writes succeed again once room is made, without a restart.
+    A StoreUnavailable too, so code that handles an unusable store handles this."""
+
+
 class JobTimeout(JobError, TimeoutError):
     """`wait` gave up before the job finished."""
 
@@ -99,17 +107,49 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
+SHOWN_MAX = 40  # characters of a bad value an error message repeats
+
+
+def _digits(value: int) -> str:
+    """How many decimal digits an int has, without str(): past 4300 digits Python refuses
+    that conversion (and it is quadratic before). Exact up to 100,000 digits."""
+    magnitude = abs(value)
+    digits = int(magnitude.bit_length() * math.log10(2)) + 1  # the count, or one more
+    if digits > 100_000:
+        return f"about {digits}"
+    return str(digits - 1 if magnitude < 10 ** (digits - 1) else digits)
+
+
+def shown(value: Any) -> str:
+    """A bad value for a one-line error message: as typed if short, else cut or described."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {_digits(value)} digits"
+    text = repr(value)
+    if len(text) <= SHOWN_MAX:
+        return text
+    return f"{text[: SHOWN_MAX - 4]}...{text[-1]} ({len(text)} characters)"
+
+
 def check_integer(value: Any, what: str, minimum: int, maximum: int) -> int:
     """`value` as an int within [minimum, maximum], or InvalidJob saying why not."""
     if isinstance(value, str):
+        digits = value.strip().lstrip("+-").replace("_", "").lstrip("0")
+        widest = max(len(str(abs(minimum))), len(str(maximum)))
+        if digits.isdecimal() and len(digits) > widest:
+            # out of range whatever its value: say so without int(), which refuses
+            # strings over 4300 digits (sys.get_int_max_str_digits) and is slow before
+            raise InvalidJob(
+                f"{what} must be from {minimum} to {maximum}, got an integer of"
+                f" {len(digits)} digits"
+            )
         try:
             value = int(value.strip())
         except ValueError:
-            raise InvalidJob(f"{what} must be an integer, got {value!r}") from None
+            raise InvalidJob(f"{what} must be an integer, got {shown(value)}") from None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidJob(f"{what} must be an integer, got {value!r}")
+        raise InvalidJob(f"{what} must be an integer, got {shown(value)}")
     if not minimum <= value <= maximum:
-        raise InvalidJob(f"{what} must be from {minimum} to {maximum}, got {value}")
+        raise InvalidJob(f"{what} must be from {minimum} to {maximum}, got {shown(value)}")
     return value
 
 

@@ -16,6 +16,11 @@ LEASE seconds. A job's attempts count its deliveries: past max_attempts it fails
 instead of running again, so a job that kills its worker cannot loop. Entries are
 acknowledged and deleted (XACK, XDEL) as soon as the job leaves them, which is the
 stream's trimming: it holds only the jobs waiting or in flight, never a history.
+
+A server at its `maxmemory` with `noeviction` refuses writes (OOM): a script refused
+that way has written nothing (the refused command is its first write) and raises
+`StoreFull`; the same call succeeds once memory is freed. The URL's password is in no
+message: they show `redact(url)`, and a driver's error passes through `scrub`.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from typing import Any, TypeVar
 import redis
 
 from procorch.config import JobsSettings
-from procorch.jobs.job import FIELDS, Status, StoreUnavailable, backoff
+from procorch.jobs.job import FIELDS, Status, StoreFull, StoreUnavailable, backoff
 from procorch.jobs.store import DURATION_BUCKETS, Claim, Durations, Store, Waiter, WorkerId
+from procorch.redaction import redact, scrub
 
 PREFIX = "procorch:"
 GROUP = "workers"
@@ -257,6 +263,12 @@ return tostring(tonumber(next[2]) - tonumber(ARGV[2]))
 )
 
 
+def _out_of_memory(exc: redis.RedisError) -> bool:
+    """Whether Redis refused a write for its maxmemory: a command's own OOM error
+    (redis.OutOfMemoryError), or a script's, which arrives wrapped in an ERR."""
+    return isinstance(exc, redis.OutOfMemoryError) or "OOM command not allowed" in str(exc)
+
+
 def _record(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
     if not raw:
         return None
@@ -314,6 +326,7 @@ class RedisStore(Store):
         super().__init__(settings, run_dir)
         assert settings.redis_url is not None
         self.url = settings.redis_url
+        self.shown_url = redact(self.url)  # the URL for messages: no password
         self.client = redis.Redis.from_url(self.url, socket_connect_timeout=5)
         self._scripts = {
             name: self.client.register_script(body)
@@ -327,7 +340,11 @@ class RedisStore(Store):
                 ("renew", _RENEW),
             )
         }
-        self._guard(self._create_group)
+        try:
+            self._guard(self._create_group)
+        except StoreUnavailable:
+            self.client.close()  # a worker tries again and again while Redis is full
+            raise
         digest = hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]
         self._consumer_prefix = f"{socket.gethostname()}:{digest}:"
         self._held: tuple[str, str] | None = None  # (entry, consumer) of the running job
@@ -339,21 +356,40 @@ class RedisStore(Store):
         """Run a Redis call; an unreachable server is one clear line, not a traceback."""
         try:
             return action()
-        except redis.ConnectionError as exc:
-            raise StoreUnavailable(f"cannot reach redis at {self.url}: {exc}") from None
         except redis.RedisError as exc:
-            raise StoreUnavailable(f"redis at {self.url}: {exc}") from None
+            if _out_of_memory(exc):
+                raise self._full() from None
+            # the driver's words, in case a version of it ever quotes the URL
+            why = scrub(str(exc), self.url)
+            if isinstance(exc, redis.ConnectionError):
+                raise StoreUnavailable(f"cannot reach redis at {self.shown_url}: {why}") from None
+            raise StoreUnavailable(f"redis at {self.shown_url}: {why}") from None
+
+    def _full(self) -> StoreFull:
+        return StoreFull(
+            f"the job store is full: redis at {self.shown_url} is at its maxmemory;"
+            " free memory there (or raise maxmemory)"
+        )
 
     def _create_group(self) -> None:
         try:
             # from id 0: entries added before the group existed are read too
             self.client.xgroup_create(PREFIX + "stream", GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
+            if _out_of_memory(exc):
+                raise self._full() from None
             if "BUSYGROUP" not in str(exc):
                 raise
 
     def _run(self, name: str, *args: Any, client: Any = None) -> Any:
-        return self._scripts[name](args=[PREFIX, *args], client=client)
+        """Run a script. Every write is one, so every refused write is StoreFull here:
+        clients' (through `_guard`) and workers' alike."""
+        try:
+            return self._scripts[name](args=[PREFIX, *args], client=client)
+        except redis.ResponseError as exc:
+            if _out_of_memory(exc):
+                raise self._full() from None
+            raise
 
     def close(self) -> None:
         self._closed.set()

@@ -9,11 +9,15 @@ processes crash, since committed pages are in the OS's cache; synchronous=FULL a
 fsyncs every commit, so committed jobs survive a power loss too.
 A running job carries its worker's (pid, start time) and a lease; `recover` puts
 back jobs whose worker is gone or whose lease lapsed.
+A full disk fails a write whole (SQLite rolls the transaction back): it raises
+`StoreFull`, and the same call succeeds once there is room again. jobs.db (and its
+-wal and -shm, which SQLite creates with the database's mode) is the owner's alone.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from procorch.config import JobsSettings
-from procorch.jobs.job import CANCELLABLE, FIELDS, Status, StoreUnavailable, backoff
+from procorch.jobs.job import CANCELLABLE, FIELDS, Status, StoreFull, StoreUnavailable, backoff
 from procorch.jobs.store import (
     DURATION_BUCKETS,
     Claim,
@@ -139,6 +143,48 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
+# What a full disk looks like to SQLite: a write that cannot grow the database or its WAL
+# (SQLITE_FULL), or a connection that cannot size its shared-memory file -shm
+# (SQLITE_IOERR_SHMSIZE: reads fail too, until there is room for its 32 KiB).
+_FULL_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR_SHMSIZE})
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose full-disk errors are `StoreFull`, wherever a statement runs:
+    callers handle one error type, and the busy errors `_retrying` waits out stay as
+    they are."""
+
+    path: Path
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return self._full_is_store_full(super().execute, sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        return self._full_is_store_full(super().executemany, sql, parameters)
+
+    def _full_is_store_full(
+        self, run: Callable[[str, Any], sqlite3.Cursor], sql: str, parameters: Any
+    ) -> sqlite3.Cursor:
+        try:
+            return run(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) not in _FULL_CODES:
+                raise
+            raise StoreFull(
+                f"the job store is full: {self.path} cannot grow (database or disk is full);"
+                f" free space in {self.path.parent}"
+            ) from None
+
+
+def _owner_only(path: Path, mode: int) -> None:
+    """Tighten a file or directory procorch created (perhaps under an older, laxer version)."""
+    try:
+        if path.stat().st_mode & 0o777 != mode:
+            os.chmod(path, mode)
+    except OSError:
+        pass  # not ours, or gone: opening it will say what is wrong
+
+
 class _SQLiteWaiter(Waiter):
     def __init__(self, directory: Path) -> None:
         self.sleeper = Sleeper(directory)
@@ -159,6 +205,8 @@ class SQLiteStore(Store):
         self._waiters_dir = run_dir / "done"  # clients waiting for jobs; finishes ring
         try:
             self.db = self._open()
+        except StoreFull:
+            raise  # says what to do already
         except (OSError, sqlite3.Error) as exc:  # an unusable run directory, a broken file
             raise StoreUnavailable(f"cannot open the job queue {self.path}: {exc}") from None
         self._workers_bell = Bell(self._workers_dir)
@@ -169,16 +217,32 @@ class SQLiteStore(Store):
         self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for directory in (self._workers_dir, self._waiters_dir):
             directory.mkdir(mode=0o700, exist_ok=True)
+            _owner_only(directory, 0o700)
+        # made owner-only before SQLite opens it, which would create it 0644 (umask 022);
+        # SQLite gives -wal and -shm the database's mode
+        os.close(os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o600))
+        for name in ("", "-wal", "-shm"):
+            _owner_only(self.path.with_name(DB_NAME + name), 0o600)
         # autocommit mode: transactions are explicit, `BEGIN IMMEDIATE` where we write;
         # busy waits are ours (`_write`), shorter than SQLite's 1 ms minimum sleep
-        self.db = sqlite3.connect(
-            self.path, isolation_level=None, timeout=0, check_same_thread=False
+        db = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            timeout=0,
+            check_same_thread=False,
+            factory=_Connection,
         )
-        self.db.row_factory = sqlite3.Row
-        self._retrying(lambda: self.db.execute("PRAGMA journal_mode = WAL"))
-        self.db.execute(f"PRAGMA synchronous = {self.settings.synchronous.upper()}")
-        self._write(self._create)
-        return self.db
+        db.path = self.path
+        db.row_factory = sqlite3.Row
+        self.db = db
+        try:
+            self._retrying(lambda: db.execute("PRAGMA journal_mode = WAL"))
+            db.execute(f"PRAGMA synchronous = {self.settings.synchronous.upper()}")
+            self._write(self._create)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     @staticmethod
     def _create(db: sqlite3.Connection) -> None:
@@ -223,10 +287,13 @@ class SQLiteStore(Store):
             self._retrying(lambda: self.db.execute("BEGIN IMMEDIATE"))
             try:
                 result = body(self.db)
+                self._retrying(lambda: self.db.execute("COMMIT"))
             except BaseException:
-                self.db.execute("ROLLBACK")
+                # a full disk has SQLite roll back by itself; a failed COMMIT leaves the
+                # transaction open, and the connection would be stuck in it
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
                 raise
-            self._retrying(lambda: self.db.execute("COMMIT"))
             return result
 
     # -- clients ---------------------------------------------------------------------

@@ -7,11 +7,17 @@ heartbeat stays fresh. A job's timeout is an interval timer whose SIGALRM keeps 
 default action: the process ends even if the job is stuck in C code, the supervisor
 starts a replacement, and the replacement's first `recover` counts the attempt as
 failed (timed out) and retries or fails the job.
+
+A full store (the disk under jobs.db, or Redis at its maxmemory) is the store's trouble,
+not the worker's: the worker logs it once, keeps heartbeating and tries again with
+backoff, holding on to a finished job's result until the store takes it; jobs carry on
+by themselves once there is room. Crashing instead would only crash-loop.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import random
 import signal
 import time
@@ -19,11 +25,15 @@ from collections.abc import Callable
 
 from procorch.config import MAX_INT64
 from procorch.jobs.fib import fib
-from procorch.jobs.job import DEFAULT_FUNCTION
+from procorch.jobs.job import DEFAULT_FUNCTION, StoreFull, StoreUnavailable, backoff
 from procorch.jobs.store import Claim, Store, WorkerId, open_store
 from procorch.services.base import Service
 
 RECOVER_EVERY = 0.5  # seconds between looks for dead workers' jobs and lapsed leases
+FULL_RETRY_MAX = 2.0  # seconds at most between two tries of a full store
+
+log = logging.getLogger("procorch.jobs.worker")
+Outcome = tuple[int | None, str | None]  # an attempt's (output, error)
 
 
 class SimulatedFailure(Exception):
@@ -33,45 +43,95 @@ class SimulatedFailure(Exception):
 class JobWorker(Service):
     def setup(self) -> None:
         self.settings = self.context.config.jobs
-        self.store: Store = open_store(self.settings, self.context.run_dir)
         self.me = WorkerId.current(self.context.name, self.context.replica)
         self.functions: dict[str, Callable[[int, int], int]] = {DEFAULT_FUNCTION: fib}
         self.random = random.Random()
-        # first thing: a predecessor killed mid-job (or by its timeout) left its job running
-        self.store.recover(self.me)
-        self.next_recover = time.monotonic() + RECOVER_EVERY
+        self.store: Store | None = None
+        try:
+            self.store = open_store(self.settings, self.context.run_dir)
+        except StoreFull:
+            pass  # the run loop opens it once there is room, and says why meanwhile
+        # first thing in the loop: a predecessor killed mid-job (or by its timeout) left
+        # its job running
+        self.next_recover = 0.0
+        self.claim: Claim | None = None
+        self.outcome: Outcome | None = None  # the claim's attempt, until the store has it
+        self.full_since: float | None = None  # when the store was found full, while it is
+        self.full_tries = 0
 
     def teardown(self) -> None:
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
 
     def stop(self) -> None:
         super().stop()
-        if hasattr(self, "store"):  # a stop before setup finished has nothing to cut short
-            self.store.interrupt()  # an idle worker stops now, not after its block
+        store = getattr(self, "store", None)  # a stop before setup finished: nothing to cut
+        if store is not None:
+            store.interrupt()  # an idle worker stops now, not after its block
 
     def run(self) -> None:
-        block = self.context.heartbeat_interval
-        claim: Claim | None = None
         # a claimed job is always finished, even after SIGTERM: jobs are short, and a
         # job abandoned here would wait for the next `recover` to run again
-        while claim is not None or not self.stopping:
+        while self.claim is not None or not self.stopping:
             self.heartbeat()
-            now = time.monotonic()
-            if now >= self.next_recover:
-                self.next_recover = now + RECOVER_EVERY
-                self.store.recover(self.me)
-            if claim is None:
-                claim = self.store.claim(self.me, block)
+            try:
+                self.step()
+            except StoreFull as exc:
+                if self.stopping and self.claim is not None:
+                    log.warning(
+                        "stopping without recording job %d's result (%s);"
+                        " the job runs again once the store has room",
+                        self.claim.job_id,
+                        exc,
+                    )
+                    return
+                self.wait_for_room(exc)
                 continue
-            began = time.perf_counter()
-            output, error = self.attempt(claim)
-            # the status table's requests/errors columns count this replica's attempts
-            self.stats.count_request(
-                self.context.slot, time.perf_counter() - began, error is not None
-            )
-            claim = self.store.finish(self.me, claim, output, error, claim_next=not self.stopping)
+            if self.full_since is not None:
+                waited = time.monotonic() - self.full_since
+                log.info("the job store has room again (after %.1fs); carrying on", waited)
+                self.full_since = None
 
-    def attempt(self, claim: Claim) -> tuple[int | None, str | None]:
+    def step(self) -> None:
+        """One turn of the loop: claim a job, or run the claimed one, record its outcome
+        and claim the next. Raises StoreFull with nothing lost: a claim the store refused
+        was not made, and a refused outcome stays in `self.outcome`, to record, not rerun."""
+        if self.store is None:
+            self.store = open_store(self.settings, self.context.run_dir)
+        now = time.monotonic()
+        if now >= self.next_recover:
+            self.store.recover(self.me)
+            self.next_recover = now + RECOVER_EVERY
+        if self.claim is None:
+            self.claim = self.store.claim(self.me, self.context.heartbeat_interval)
+            return
+        if self.outcome is None:
+            began = time.perf_counter()
+            self.outcome = self.attempt(self.claim)
+            # the status table's requests/errors columns count this replica's attempts
+            failed = self.outcome[1] is not None
+            self.stats.count_request(self.context.slot, time.perf_counter() - began, failed)
+        output, error = self.outcome
+        self.claim = self.store.finish(
+            self.me, self.claim, output, error, claim_next=not self.stopping
+        )
+        self.outcome = None
+
+    def wait_for_room(self, exc: StoreFull) -> None:
+        """Back off while the store is full, heartbeating: the replica is healthy, and a
+        restart would not make room. Said once, when it starts; tried again at most
+        FULL_RETRY_MAX s later, so jobs carry on soon after room is made."""
+        if self.full_since is None:
+            self.full_since, self.full_tries = time.monotonic(), 0
+            held = "" if self.claim is None else f"; job {self.claim.job_id} stays claimed"
+            log.warning("%s; retrying until it has room%s", exc, held)
+        self.full_tries += 1
+        end = time.monotonic() + min(FULL_RETRY_MAX, backoff(self.full_tries))
+        while not self.stopping and (left := end - time.monotonic()) > 0:
+            self.heartbeat()
+            self._stopping.wait(min(left, self.context.heartbeat_interval))
+
+    def attempt(self, claim: Claim) -> Outcome:
         """Run one attempt: (output, None) or (None, why it failed)."""
         signal.setitimer(signal.ITIMER_REAL, self.settings.timeout)
         try:
@@ -97,9 +157,18 @@ class JobWorker(Service):
         while (left := end - time.monotonic()) > 0:
             time.sleep(min(left, slice_))
             self.heartbeat()
-            if left > slice_ and self.store.cancelled(claim):
+            if left > slice_ and self.cancelled(claim):
                 return False
         return True
+
+    def cancelled(self, claim: Claim) -> bool:
+        """Whether the job was cancelled; a store that cannot say (full, unreachable) is
+        taken as no: the store's fence drops the result of a cancelled job anyway."""
+        assert self.store is not None
+        try:
+            return self.store.cancelled(claim)
+        except StoreUnavailable:
+            return False
 
     def function(self, name: str) -> Callable[[int, int], int]:
         """A job function by name: the built-in, or one the config's allow-list names."""
