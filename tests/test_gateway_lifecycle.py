@@ -279,8 +279,10 @@ def test_up_gateway_on_a_daemon_without_one_says_how(tmp_path: Any) -> None:
         result = gateway.cli(
             "up", "--gateway", env={**os.environ, "GATEWAY_PORT": str(gateway.port)}
         )
-        assert result.returncode == 0
-        assert "the running daemon has no gateway" in result.stderr
+        # the running stack differs from what was asked: said, and not a success
+        assert result.returncode == 1
+        assert "  added: Gateway" in result.stderr.splitlines()
+        assert "`procorch down`, then `procorch up`" in result.stderr
         with pytest.raises(requests.ConnectionError):
             gateway.get("/health", timeout=2)
     finally:

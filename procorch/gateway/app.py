@@ -26,6 +26,7 @@ from procorch.jobs.job import (
     JobError,
     JobNotFound,
     JobTimeout,
+    StoreFull,
     StoreUnavailable,
 )
 from procorch.services.protocol import ServiceError
@@ -76,6 +77,7 @@ JOB_STATUS: tuple[tuple[type[JobError], int], ...] = (
     (JobNotFound, 404),
     (InvalidJob, 400),
     (JobConflict, 409),  # cancelling a job that has finished
+    (StoreFull, 507),  # before its base class: the first match wins
     (StoreUnavailable, 503),
     (JobTimeout, 504),
 )

@@ -29,7 +29,8 @@ REASONS = {
     404: "No such record (or route)",
     409: "Conflicts with what exists",
     413: "The request body is over `max_body`",
-    503: "The service behind the endpoint is down",
+    503: "The service (or job store) behind the endpoint is down",
+    507: "The job store is full: its disk (or Redis's maxmemory) has no room",
     504: "The service behind the endpoint did not answer in time",
 }
 
@@ -284,6 +285,7 @@ def _paths(config: Config) -> dict[str, Any]:
     job_page = [_filter("limit", _int(0, MAX_LIMIT)), _filter("offset", _int(0))]
     job_id = [_param("id", "path", _int(1))]
     service = (503, 504)
+    store = (503, 507)  # the job store: unreachable, or full
     return {
         "/": {"get": _operation("What this API is and its main endpoints", "Index")},
         "/health": {
@@ -343,36 +345,47 @@ def _paths(config: Config) -> dict[str, Any]:
             "post": _operation(
                 "Enqueue F(id) mod `mod`: here `id` is n, the Fibonacci index",
                 "Taken",
+                store,
                 params=[
                     _param("id", "path", _int(0, config.jobs.max_n)),
                     _param("mod", "query", _int(2)),
                 ],
             ),
-            "get": _operation("One job", "Job", (404,), params=job_id),
+            "get": _operation("One job", "Job", (404, *store), params=job_id),
             "delete": _operation(
-                "Cancel a pending or running job", "JobCancelled", (404, 409), params=job_id
+                "Cancel a pending or running job",
+                "JobCancelled",
+                (404, 409, *store),
+                params=job_id,
             ),
         },
         "/jobs": {
             "get": _operation(
                 "List jobs, by id",
                 "JobList",
+                store,
                 params=[
                     _filter("status", {"type": "string", "enum": [s.value for s in Status]}),
                     *job_page,
                 ],
             )
         },
-        "/list-all": {"get": _operation("Every job, by id (the original's list)", "AllJobs")},
-        "/all": {"get": _operation("The same as /list-all (the original worker's)", "AllJobs")},
+        "/list-all": {
+            "get": _operation("Every job, by id (the original's list)", "AllJobs", store)
+        },
+        "/all": {
+            "get": _operation("The same as /list-all (the original worker's)", "AllJobs", store)
+        },
         "/process": {
-            "post": _operation("Enqueue a job (the original worker's)", "Taken", body="NewJob")
+            "post": _operation(
+                "Enqueue a job (the original worker's)", "Taken", store, body="NewJob"
+            )
         },
         "/info": {
             "get": _operation(
                 "One job (the original worker's)",
                 "Job",
-                (404,),
+                (404, *store),
                 params=[_param("id", "query", _int(1), required=True)],
             )
         },
