@@ -14,6 +14,8 @@ _JOBS_API = (
     "JobNotFound",
     "InvalidJob",
     "JobTimeout",
+    "StoreUnavailable",
+    "StoreFull",
     "submit",
     "get_job",
     "list_jobs",
