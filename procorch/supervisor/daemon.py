@@ -28,6 +28,13 @@ from procorch.supervisor import control
 from procorch.supervisor.health import Prober, sample, stale_heartbeat
 from procorch.supervisor.lifeline import become_subreaper, release_free_memory
 from procorch.supervisor.logs import Echo, RotatingLog, wants_colour
+from procorch.supervisor.policy import (
+    STABLE_AFTER,
+    Limits,
+    Verdict,
+    after_death,
+    fatal_retry_at,
+)
 from procorch.supervisor.process import (
     OUTPUT_HEAD,
     Replica,
@@ -43,11 +50,9 @@ log = logging.getLogger("procorch.daemon")
 
 READY_POLL = 0.01  # how often a STARTING Python replica is checked for its first heartbeat
 PROBE_RETRY = 0.1  # how often a STARTING command is probed until it answers
-BACKOFF_FIRST = 0.1  # the second consecutive crash waits this long, then doubles
 SNAPSHOT_EVERY = 0.5  # state.json is rewritten at most this often (a rename costs ~0.3 ms)
 PROGRESS_EVERY = 0.1  # a waiting CLI gets a progress line at most this often
 PROBLEMS = frozenset({"fatal", "unhealthy", "stop-timeout", "reclaimed"})  # logged as warnings
-STABLE_AFTER = 1.0  # a replica running this long has its consecutive-crash count reset
 DRAIN_READS = 16  # at a death, read at most this many chunks (64 KiB each) of its output
 
 
@@ -89,6 +94,9 @@ class Supervisor:
         self.shutting_down = False
         self.started = time.monotonic()
         self._next_check = 0.0
+        self._limits = Limits(
+            self.settings.max_restarts, self.settings.restart_window, self.settings.backoff_max
+        )
         self._dirty = True  # something changed: waiters and the snapshot may be due
         self._snapshot_due = True
         self._next_snapshot = 0.0
@@ -195,9 +203,8 @@ class Supervisor:
             os.close(read_fd)
             # Retrying cannot help a program that is not there: FATAL at once, with why.
             r.last_exit = spawn_failure(exc, r.service)
-            r.set_state(S.FATAL)
             self._logs[r.slot].write(f"procorch: {r.label}: {r.last_exit}\n".encode())
-            self._event(r, "fatal", detail=r.last_exit)
+            self._fatal(r, r.last_exit)
             return
         finally:
             os.close(write_fd)
@@ -281,38 +288,45 @@ class Supervisor:
         self._event(r, "exited", pid=pid, detail=detail)
         if never_ran and reason:
             # setpriv could not execute the command: as when spawn itself fails, retrying
-            # cannot help, and the reason is what the user needs
-            r.set_state(S.FATAL)
-            self._event(r, "fatal", detail=reason)
+            # cannot help soon, and the reason is what the user needs
+            self._fatal(r, reason)
             return
-        policy = r.service.restart
-        if policy == "never" or (policy == "on-failure" and exited_cleanly(status)):
+        decision = after_death(
+            restart=r.service.restart,
+            clean_exit=exited_cleanly(status),
+            ran_for=now - r.state_since if was is S.RUNNING else None,
+            consecutive=r.consecutive_failures,
+            crash_times=r.crash_times,
+            now=now,
+            limits=self._limits,
+        )
+        r.consecutive_failures = decision.consecutive
+        r.crash_times = list(decision.crash_times)
+        if decision.verdict is Verdict.LEAVE:
             r.set_state(S.EXITED)
-            return
-        if was is S.RUNNING and now - r.state_since >= STABLE_AFTER:
-            r.consecutive_failures = 0  # it had been fine: this is a crash, not a crash loop
-        r.consecutive_failures += 1
-        window = self.settings.restart_window
-        r.crash_times = [t for t in r.crash_times if now - t < window] + [now]
-        if len(r.crash_times) > self.settings.max_restarts:
-            r.set_state(S.FATAL)
-            self._event(
+        elif decision.verdict is Verdict.FATAL:
+            window = self.settings.restart_window
+            self._fatal(
                 r,
-                "fatal",
-                detail=f"{len(r.crash_times)} crashes within {window:g}s (last: {detail})",
+                f"{len(r.crash_times)} crashes within {window:g}s, each within "
+                f"{STABLE_AFTER:g}s of starting (last: {detail})",
             )
-            return
-        delay = 0.0
-        if r.consecutive_failures > 1:
-            delay = min(
-                self.settings.backoff_max, BACKOFF_FIRST * 2 ** (r.consecutive_failures - 2)
-            )
-        r.set_state(S.BACKOFF)
-        r.retry_at = now + delay
-        if delay == 0:
-            self._restart_now(r)
         else:
-            self._event(r, "backoff", detail=f"restart in {delay:.2f}s")
+            r.set_state(S.BACKOFF)
+            r.retry_at = now + decision.delay
+            if decision.delay == 0:
+                self._restart_now(r)
+            else:
+                self._event(r, "backoff", detail=f"restart in {decision.delay:.2f}s")
+
+    def _fatal(self, r: Replica, why: str) -> None:
+        """Give up on a replica for now: after its `fatal_retry` it is tried again."""
+        r.set_state(S.FATAL)
+        r.retry_at = fatal_retry_at(r.state_since, self._fatal_retry(r.service))
+        self._event(r, "fatal", detail=why)
+
+    def _fatal_retry(self, svc: ServiceConfig) -> float:
+        return self.settings.fatal_retry if svc.fatal_retry is None else svc.fatal_retry
 
     def _restart_now(self, r: Replica) -> None:
         r.restarts += 1
@@ -341,6 +355,8 @@ class Supervisor:
             state = r.state
             if state is S.BACKOFF and r.retry_at is not None and now >= r.retry_at:
                 self._restart_now(r)
+            elif state is S.FATAL and r.retry_at is not None and now >= r.retry_at:
+                self._retry_fatal(r, now)
             elif state is S.STOPPED and r.want_running and not self.shutting_down:
                 if self._dependencies_settled(r.service):
                     self._start(r)
@@ -352,6 +368,14 @@ class Supervisor:
                 self._check_ready(r, now)
             if check_due and r.state in (S.STARTING, S.RUNNING):
                 self._check_health(r, now)
+
+    def _retry_fatal(self, r: Replica, now: float) -> None:
+        """Its cool-off is over: a fresh set of tries, as if a human had said `restart`."""
+        waited = now - r.state_since
+        r.crash_times.clear()
+        r.consecutive_failures = 0
+        self._event(r, "fatal-retry", detail=f"after {waited:.1f}s in fatal")
+        self._restart_now(r)
 
     def _check_ready(self, r: Replica, now: float) -> None:
         svc = r.service
@@ -415,7 +439,7 @@ class Supervisor:
         if self._waiters_due:
             deadline = min(deadline, self._next_progress)
         for r in self.replicas:
-            if r.state is S.BACKOFF and r.retry_at is not None:
+            if r.state in (S.BACKOFF, S.FATAL) and r.retry_at is not None:
                 deadline = min(deadline, r.retry_at)
             elif r.state is S.STOPPING and r.stop_deadline is not None:
                 deadline = min(deadline, r.stop_deadline)
