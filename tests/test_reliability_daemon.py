@@ -1,15 +1,24 @@
-"""The daemon under trouble (issue 10): it gives up on crash loops only, and not forever.
+"""The daemon under trouble (issue 10): it gives up on crash loops only, and not forever;
+a corrupt state.json or an odd control request gets one clear answer.
 
 Real stacks driven through the real CLI, real processes and real signals.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import time
+from pathlib import Path
 
-from tests.conftest import SLEEP_FOREVER, Stack, command_service, wait_for
+import pytest
+
+from procorch.services.protocol import Unavailable
+from procorch.services.registry import Registry
+from procorch.supervisor.rundir import BadState, RunDir
+from tests.conftest import SLEEP_FOREVER, Stack, command_service, python_service, wait_for
 
 
 def events_of(stack: Stack, service: str, kind: str) -> list[dict]:
@@ -65,3 +74,79 @@ def test_crash_loop_goes_fatal_then_is_retried_after_fatal_retry(stack: Stack) -
     assert len(events_of(stack, "stuck", "fatal")) == 1
     assert not events_of(stack, "stuck", "fatal-retry")
     assert stack.replicas("stuck")[0]["state"] == "fatal"
+
+
+# --- bad input: a corrupt state.json, odd control requests --------------------------
+
+BAD_STATES = {
+    "not JSON": "garbage{",
+    "truncated": '{"token": "0123", "processes": [{"serv',
+    "a list": "[1, 2]",
+    "wrong shape": '{"token": "0123", "processes": [1]}',
+    "wrong type": '{"token": "0123", "processes": [{"service": "api", "replica": "0"}]}',
+    "nested too deep": "[" * 100_000,
+}
+
+
+@pytest.mark.parametrize("content", BAD_STATES.values(), ids=BAD_STATES.keys())
+def test_corrupt_state_file_fails_a_reader_in_one_line(stack: Stack, content: str) -> None:
+    stack.write(python_service("api", "Echo"))
+    stack.run_dir.mkdir(mode=0o700)
+    (stack.run_dir / "state.json").write_text(content)  # no daemon: nothing rewrites it
+    result = stack.cli("call", "api", "echo")
+    assert result.returncode == 1
+    assert result.stderr.startswith("procorch: api.echo: unavailable: the registry is unreadable")
+    assert "corrupt" in result.stderr or "cannot read" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    with pytest.raises(Unavailable, match="state.json is corrupt"):
+        Registry(stack.run_dir).services()
+
+
+def test_daemon_rewrites_a_corrupt_state_file_at_its_next_check(stack: Stack) -> None:
+    stack.write(python_service("api", "Echo"))  # check_interval = 0.2
+    stack.up()
+    state = stack.run_dir / "state.json"
+    for content in ("garbage{", '{"token": "0123", "processes": [1]}', None):
+        if content is None:
+            state.unlink()
+        else:
+            state.write_text(content)
+        wait_for(lambda: _readable(state), timeout=3)
+        assert stack.cli("call", "api", "echo").returncode == 0
+    assert len([e for e in stack.events() if e["event"] == "state-rewritten"]) == 3
+
+
+def _readable(path: Path) -> bool:
+    try:
+        return RunDir(path.parent).read_state() is not None
+    except BadState:
+        return False
+
+
+def _control(stack: Stack, payload: bytes, replies: int) -> list[dict]:
+    """Send raw bytes on the control socket in one write; read `replies` JSON lines."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(3)
+        sock.connect(str(stack.run_dir / "control.sock"))
+        sock.sendall(payload)
+        reader = sock.makefile("rb")
+        return [json.loads(reader.readline()) for _ in range(replies)]
+
+
+def test_control_socket_answers_deep_nesting_and_every_request_of_a_packet(
+    stack: Stack,
+) -> None:
+    stack.write(command_service("sleeper", SLEEP_FOREVER, start_seconds=0.1))
+    stack.up()
+    (deep,) = _control(stack, b"[" * 60_000 + b"\n", 1)
+    assert deep == {"ok": False, "error": "bad request: nested too deeply"}
+    (deep,) = _control(stack, b'{"cmd": "status", "names": ' + b"[" * 60_000 + b"\n", 1)
+    assert deep["ok"] is False
+    both = _control(stack, b'{"cmd": "status"}\n{"cmd": "config"}\n', 2)
+    assert both[0]["ok"] and both[0]["services"][0]["name"] == "sleeper"
+    assert both[1]["ok"] and "config" in both[1]
+    errors = _control(stack, b'{"cmd": "nope"}\n[1]\n{"cmd": "status"}\n', 3)
+    assert errors[0] == {"ok": False, "error": "unknown command 'nope'"}
+    assert errors[1] == {"ok": False, "error": "bad request: not an object"}
+    assert errors[2]["ok"] is True
+    assert stack.cli("status").returncode == 0  # the daemon is none the worse

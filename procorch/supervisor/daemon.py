@@ -100,6 +100,7 @@ class Supervisor:
         self._dirty = True  # something changed: waiters and the snapshot may be due
         self._snapshot_due = True
         self._next_snapshot = 0.0
+        self._snapshot_stamp: tuple[int, ...] | None = None  # state.json as we last wrote it
         self._next_progress = 0.0
         self._waiters_due = False  # a change not yet told to a waiting CLI
 
@@ -351,6 +352,7 @@ class Supervisor:
         check_due = now >= self._next_check
         if check_due:
             self._next_check = now + self.settings.check_interval
+            self._check_snapshot()
         for r in self.replicas:
             state = r.state
             if state is S.BACKOFF and r.retry_at is not None and now >= r.retry_at:
@@ -477,13 +479,13 @@ class Supervisor:
 
     def _reclaim_stale(self) -> None:
         """After a daemon died uncleanly, end what it left running. Never touches strangers."""
-        old = self.rundir.read_state()
+        token = self.rundir.crashed_token()
         self.rundir.socket.unlink(missing_ok=True)
-        if not old or old.get("clean") or not isinstance(old.get("token"), str):
+        if token is None:
             return
         from procorch.supervisor.reclaim import end_token_holders
 
-        ended = end_token_holders(old["token"])
+        ended = end_token_holders(token)
         if ended:
             self._event(None, "reclaimed", detail=f"ended {ended} processes of a crashed daemon")
 
@@ -512,7 +514,7 @@ class Supervisor:
             sys.stdout.flush()
 
     def _write_snapshot(self, clean: bool = False) -> None:
-        self.rundir.write_state(
+        written = self.rundir.write_state(
             {
                 "token": self.token,
                 "pid": os.getpid(),
@@ -534,6 +536,17 @@ class Supervisor:
                 ],
             }
         )
+        self._snapshot_stamp = _stamp(written)
+
+    def _check_snapshot(self) -> None:
+        """Rewrite state.json soon if it is not what we last wrote: readers fail on a
+        corrupt one, and nothing else would make us write it while nothing changes."""
+        try:
+            stamp: tuple[int, ...] | None = _stamp(os.stat(self.rundir.state_file))
+        except OSError:
+            stamp = None
+        if stamp != self._snapshot_stamp and not self._snapshot_due:
+            self._event(None, "state-rewritten", detail="state.json was changed or removed")
 
     def _socket(self, r: Replica) -> str | None:
         """Where a Python replica takes requests (the registry publishes it)."""
@@ -691,14 +704,25 @@ class Supervisor:
                 client.send({"ok": False, "error": "request too large"})
                 self._drop(client)
             return
-        line, _, client.inbuf = client.inbuf.partition(b"\n")
+        # every complete line is a request, however the bytes arrived: one reply each
+        *lines, client.inbuf = client.inbuf.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self._request(client, line)
+
+    def _request(self, client: _Conn, line: bytes) -> None:
         try:
             message = json.loads(line)
             if not isinstance(message, dict):
                 raise ValueError("not an object")
             self._handle(client, message)
+        except RecursionError:  # [[[[... deeper than the parser goes
+            client.send({"ok": False, "error": "bad request: nested too deeply"})
         except (ValueError, TypeError, KeyError) as exc:
             client.send({"ok": False, "error": f"bad request: {exc}"})
+        except Exception:  # a bug: logged, and the client still gets an answer
+            log.exception("error while handling a control request")
+            client.send({"ok": False, "error": "internal error (see daemon.log)"})
 
     def _drop(self, client: _Conn) -> None:
         self._waiters = [w for w in self._waiters if w.client is not client]
@@ -830,6 +854,11 @@ class _Waiter:
         for r in self.targets:
             counts[r.state.value] = counts.get(r.state.value, 0) + 1
         return {"total": len(self.targets), "states": counts}
+
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    """What tells one version of a file from another without reading it."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _note_signal(signum: int, frame: object) -> None:
