@@ -6,13 +6,18 @@ Real stacks driven through the real CLI, real processes and real signals.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import signal
 import socket
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from procorch.services.protocol import Unavailable
@@ -150,3 +155,115 @@ def test_control_socket_answers_deep_nesting_and_every_request_of_a_packet(
     assert errors[1] == {"ok": False, "error": "bad request: not an object"}
     assert errors[2]["ok"] is True
     assert stack.cli("status").returncode == 0  # the daemon is none the worse
+
+
+# --- a full disk ------------------------------------------------------------------------
+
+CHATTY = "import time\nwhile True:\n    print('x' * 4000, flush=True)\n    time.sleep(0.005)"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Stack]:
+    """A stack whose run directory is on a real 4 MiB tmpfs (unmounted after `down`)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    stack = Stack(tmp_path)
+    stack.run_dir = disk / "run"
+    try:
+        yield stack
+    finally:
+        stack.cleanup()
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(path: Path) -> int:
+    """Write zeros to `path` until the disk says ENOSPC; how many bytes it took."""
+    written = 0
+    with open(path, "wb", buffering=0) as f:
+        while True:
+            try:
+                written += f.write(b"\0" * 65536) or 0
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                return written
+
+
+def test_full_disk_keeps_the_daemon_and_services_alive(small_disk: Stack) -> None:
+    stack = small_disk
+    stack.write(
+        command_service("chatty", CHATTY, start_seconds=0.1)
+        + command_service("sleeper", SLEEP_FOREVER, start_seconds=0.1)
+        + python_service("api"),
+        settings=f'run_dir = "{stack.run_dir}"\nlog_max_bytes = 65536\nlog_backups = 1\n',
+    )
+    stack.up()
+    daemon = stack.daemon_pid()
+    assert daemon
+    chatty = stack.pid_of("chatty")
+    time.sleep(1.2)  # past the crash-loop window: a kill is restarted at once
+    fill(stack.run_dir.parent / "filler")
+    fill(stack.run_dir.parent / "filler2")  # what the chatty log's rotation freed meanwhile
+
+    for name in ("sleeper", "api"):  # restarts need no disk
+        old = stack.pid_of(name)
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda n=name, o=old: stack.restarted(n, o), timeout=5)
+    time.sleep(1.5)  # the daemon has tried its snapshot again, at least once
+    assert alive(daemon) and stack.daemon_pid() == daemon
+    assert all(s["state"] == "running" for s in stack.status()["services"])
+
+    def warned() -> list[str]:
+        return stack.status()["supervisor"]["warnings"]
+
+    (warning,) = wait_for(warned, timeout=5)
+    assert warning.startswith("disk full: cannot write ") and " since " in warning
+    shown = stack.cli("status")
+    assert shown.returncode == 0
+    assert f"procorch: warning: {warning.split(' since ')[0]}" in shown.stderr
+
+    # the chatty service was never blocked on its pipe: its output is read and dropped
+    assert stack.pid_of("chatty") == chatty
+    dropped = _dropped(warned())
+    assert dropped > 0
+    wait_for(lambda: _dropped(warned()) > dropped, timeout=5)
+    state = json.loads((stack.run_dir / "state.json").read_text())
+    assert {p["service"]: p["pid"] for p in state["processes"]}["sleeper"] != stack.pid_of(
+        "sleeper"
+    )  # the snapshot is stale while the disk is full
+
+    (stack.run_dir.parent / "filler").unlink()
+    (stack.run_dir.parent / "filler2").unlink()
+    wait_for(lambda: not warned(), timeout=5)
+    kinds = [e["event"] for e in stack.events()]
+    assert kinds.count("disk-full") == 1 and kinds.count("disk-ok") == 1
+    # the events of the meantime were kept and written, in order
+    during = kinds[kinds.index("disk-full") : kinds.index("disk-ok")]
+    assert during.count("exited") == 2 and during.count("spawned") == 2
+    ok = [e for e in stack.events() if e["event"] == "disk-ok"][0]
+    assert "dropped" in ok["detail"]
+
+    def snapshot_current() -> bool:
+        state = json.loads((stack.run_dir / "state.json").read_text())
+        pids = {p["service"]: p["pid"] for p in state["processes"]}
+        return pids["sleeper"] == stack.pid_of("sleeper") and pids["api"] == stack.pid_of("api")
+
+    wait_for(snapshot_current, timeout=3)
+    assert alive(daemon) and stack.daemon_pid() == daemon
+    assert stack.status()["supervisor"]["warnings"] == []
+    own_log = (stack.run_dir / "daemon.log").read_text()
+    assert "disk-ok" in own_log and "Traceback" not in own_log
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _dropped(warnings: list[str]) -> float:
+    """The bytes of output a disk-full warning says were dropped."""
+    found = re.search(r"\(([\d.]+) (B|KiB|MiB) of service output dropped\)", warnings[0])
+    assert found, warnings
+    return float(found[1]) * {"B": 1, "KiB": 1024, "MiB": 1024**2}[found[2]]

@@ -9,7 +9,6 @@ then points stdout and stderr at daemon.log for good.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -39,14 +38,9 @@ def main() -> int:
 
     def ready(error: str | None) -> None:
         _report(f"error: {error}" if error else "ok", None if error else log_path)
-        logging.basicConfig(
-            level=config.settings.log_level,
-            format="%(asctime)s %(levelname)s %(message)s",
-            stream=sys.stderr,
-        )
 
     try:
-        return serve(config, ready=ready)
+        return serve(config, ready=ready, log_fd=2)  # fd 2 is daemon.log once ready
     except OSError as exc:
         _report(f"error: {exc}", None)
         return 1

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -24,10 +25,10 @@ from typing import Any
 
 from procorch.config import GATEWAY, Config, ServiceConfig, exit_note, service_socket
 from procorch.stats import StatsTable
-from procorch.supervisor import control
+from procorch.supervisor import control, diskfull
 from procorch.supervisor.health import Prober, sample, stale_heartbeat
 from procorch.supervisor.lifeline import become_subreaper, release_free_memory
-from procorch.supervisor.logs import Echo, RotatingLog, wants_colour
+from procorch.supervisor.logs import DaemonLogHandler, Echo, RotatingLog, wants_colour
 from procorch.supervisor.policy import (
     STABLE_AFTER,
     Limits,
@@ -52,7 +53,8 @@ READY_POLL = 0.01  # how often a STARTING Python replica is checked for its firs
 PROBE_RETRY = 0.1  # how often a STARTING command is probed until it answers
 SNAPSHOT_EVERY = 0.5  # state.json is rewritten at most this often (a rename costs ~0.3 ms)
 PROGRESS_EVERY = 0.1  # a waiting CLI gets a progress line at most this often
-PROBLEMS = frozenset({"fatal", "unhealthy", "stop-timeout", "reclaimed"})  # logged as warnings
+# events logged as warnings (events.log has all)
+PROBLEMS = frozenset({"fatal", "unhealthy", "stop-timeout", "reclaimed", "disk-full", "disk-ok"})
 DRAIN_READS = 16  # at a death, read at most this many chunks (64 KiB each) of its output
 
 
@@ -101,6 +103,8 @@ class Supervisor:
         self._snapshot_due = True
         self._next_snapshot = 0.0
         self._snapshot_stamp: tuple[int, ...] | None = None  # state.json as we last wrote it
+        self.disk = diskfull.DiskWatch()  # whether the run directory refuses writes
+        self._pending_events: deque[str] = deque()  # lines events.log could not take yet
         self._next_progress = 0.0
         self._waiters_due = False  # a change not yet told to a waiting CLI
 
@@ -124,6 +128,7 @@ class Supervisor:
         self._write_snapshot()  # the run token is on disk before any process exists
         self.rundir.write_atomic(self.rundir.config_file, self.config.to_json())
         self.stats = StatsTable(self.rundir.stats_file, slots=len(self.replicas))
+        _allocate(self.rundir.stats_file)
         self._listen()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_signal)
@@ -204,7 +209,7 @@ class Supervisor:
             os.close(read_fd)
             # Retrying cannot help a program that is not there: FATAL at once, with why.
             r.last_exit = spawn_failure(exc, r.service)
-            self._logs[r.slot].write(f"procorch: {r.label}: {r.last_exit}\n".encode())
+            self._write_log(r.slot, f"procorch: {r.label}: {r.last_exit}\n".encode())
             self._fatal(r, r.last_exit)
             return
         finally:
@@ -501,20 +506,83 @@ class Supervisor:
             entry["pid"] = pid
         if detail:
             entry["detail"] = detail
-        self._events.write(json.dumps(entry) + "\n")
+        self._append_event(json.dumps(entry) + "\n")
         self._dirty = True
-        level = logging.WARNING if event in PROBLEMS else logging.DEBUG  # events.log has all
+        level = logging.WARNING if event in PROBLEMS else logging.DEBUG
         if log.isEnabledFor(level):
             log.log(level, "%s %s %s", r.label if r else "procorch", event, detail)
         if self.foreground:
             who = r.label if r else "procorch"
             extra = f" pid {pid}" if pid else ""
             line = f"[{who}] {event}{extra} {detail}".rstrip()
-            sys.stdout.write(f"\x1b[2m{line}\x1b[0m\n" if self._colour else f"{line}\n")
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(f"\x1b[2m{line}\x1b[0m\n" if self._colour else f"{line}\n")
+                sys.stdout.flush()
+            except OSError:
+                pass  # a terminal gone or a full disk behind stdout: events.log has it
+
+    # == a run directory that refuses writes (a full disk) ============================
+
+    def _refused(self, what: str, exc: OSError, dropped: int = 0) -> None:
+        """A write failed: note it (once: an event and a warning), and go on supervising."""
+        if self.disk.refused(what, exc, dropped):
+            self._event(None, "disk-full", detail=f"cannot write {what}: {exc.strerror or exc}")
+            self._retry_snapshot()  # its success is what ends the condition
+
+    def _retry_snapshot(self) -> None:
+        self._snapshot_due = True
+        self._next_snapshot = time.monotonic() + diskfull.RETRY
+
+    def _write_log(self, slot: int, data: bytes) -> None:
+        sink = self._logs[slot]
+        before = sink.dropped
+        error = sink.write(data)
+        if error is not None:
+            self._refused("service logs", error, sink.dropped - before)
+
+    def _append_event(self, line: str) -> None:
+        if not self.disk.failing:  # else in order behind those already waiting
+            try:
+                self._events.append(line)
+                return
+            except OSError as exc:
+                self._refused("events.log", exc)
+        if len(self._pending_events) >= diskfull.PENDING_EVENTS:
+            self._pending_events.popleft()
+            self.disk.lost_events += 1
+        self._pending_events.append(line)
+
+    def _daemon_log_refused(self, exc: OSError) -> None:
+        self._refused("daemon.log", exc)
+
+    def _disk_ok(self) -> None:
+        """A snapshot was written, with room to spare: write what waited, say so."""
+        summary = self.disk.recovered()
+        while self._pending_events:
+            try:
+                self._events.append(self._pending_events[0])
+            except OSError as exc:
+                self._refused("events.log", exc)
+                return
+            self._pending_events.popleft()
+        self._event(None, "disk-ok", detail=summary)
 
     def _write_snapshot(self, clean: bool = False) -> None:
-        written = self.rundir.write_state(
+        try:
+            written = self._snapshot(clean)
+        except OSError as exc:
+            self._refused("state.json", exc)
+            self._retry_snapshot()
+            return
+        self._snapshot_stamp = _stamp(written)
+        if self.disk.failing:
+            if _free_bytes(self.rundir.path) >= diskfull.HEADROOM:
+                self._disk_ok()
+            else:
+                self._retry_snapshot()  # room for a snapshot, not yet for the output
+
+    def _snapshot(self, clean: bool) -> os.stat_result:
+        return self.rundir.write_state(
             {
                 "token": self.token,
                 "pid": os.getpid(),
@@ -536,7 +604,6 @@ class Supervisor:
                 ],
             }
         )
-        self._snapshot_stamp = _stamp(written)
 
     def _check_snapshot(self) -> None:
         """Rewrite state.json soon if it is not what we last wrote: readers fail on a
@@ -593,6 +660,7 @@ class Supervisor:
                 "uptime": round(now - self.started, 3),
                 "run_dir": str(self.rundir.path),
                 "config": str(self.config.path) if self.config.path else None,
+                "warnings": self.disk.warnings(),
             },
             "services": services,
         }
@@ -649,7 +717,7 @@ class Supervisor:
         r = self.replicas[slot]
         if len(r.output_head) < OUTPUT_HEAD and self._pipes.get(slot) == fd:
             r.output_head += data[: OUTPUT_HEAD - len(r.output_head)]
-        self._logs[slot].write(data)
+        self._write_log(slot, data)
         echo = self._echo.get(slot)
         if echo:
             echo.write(data)
@@ -856,6 +924,24 @@ class _Waiter:
         return {"total": len(self.targets), "states": counts}
 
 
+def _allocate(path: Path) -> None:
+    """Give a file its blocks now: a page of a sparse, memory-mapped file first touched
+    on a full disk is a SIGBUS, not an error (stats.bin is written through mmap)."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
 def _stamp(st: os.stat_result) -> tuple[int, ...]:
     """What tells one version of a file from another without reading it."""
     return (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -879,8 +965,12 @@ def serve(
     config: Config,
     foreground: bool = False,
     ready: Callable[[str | None], None] | None = None,
+    log_fd: int | None = None,
 ) -> int:
-    """Run a daemon to completion. `ready(error)` is called once it is up (or failed)."""
+    """Run a daemon to completion. `ready(error)` is called once it is up (or failed).
+
+    `log_fd`: where the daemon's own log goes from then on (the detached daemon's
+    daemon.log), through a handler that survives a full disk."""
     sup = Supervisor(config, foreground=foreground)
     try:
         sup.prepare()
@@ -890,6 +980,9 @@ def serve(
         return 3
     if ready:
         ready(None)
+    if log_fd is not None:
+        handler = DaemonLogHandler(log_fd, sup._daemon_log_refused)
+        logging.basicConfig(level=config.settings.log_level, handlers=[handler])
     return sup.run()
 
 

@@ -7,6 +7,7 @@ the daemon dies, even by SIGKILL, so a stale pid file can never block `up`.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -142,9 +143,8 @@ class RunDir:
 
     # -- the event log -------------------------------------------------------------
 
-    def open_events(self):  # noqa: ANN201 - a text file object
-        fd = os.open(self.events_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        return os.fdopen(fd, "a", buffering=1)
+    def open_events(self) -> AppendLog:
+        return AppendLog(self.events_file)
 
     def read_events(self, limit: int | None = None) -> list[dict[str, Any]]:
         try:
@@ -163,6 +163,36 @@ class RunDir:
 
     def log_path(self, service: str, replica: int) -> Path:
         return self.logs / f"{service}.{replica}.log"
+
+
+class AppendLog:
+    """A file appended one whole line at a time (events.log).
+
+    A line the disk takes only part of is cut off again, so a full disk never leaves
+    half a line for the next one to be glued to.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+    def append(self, line: str) -> None:
+        """Write `line` whole or not at all; OSError (ENOSPC: disk full) if not."""
+        data = line.encode()
+        written = 0
+        try:
+            written = os.write(self._fd, data)
+            if written < len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "events.log")
+        except OSError:
+            if written:
+                try:
+                    os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+                except OSError:
+                    pass  # a truncation needs no space; if even that fails, readers skip it
+            raise
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 def snapshot_problem(data: Any) -> str | None:
