@@ -44,7 +44,13 @@ from procorch.supervisor.process import (
     spawn_failure,
 )
 from procorch.supervisor.rundir import RunDir, now_iso
-from procorch.supervisor.sockets import LISTEN_FD_ENV, BindError, bind_tcp
+from procorch.supervisor.sockets import (
+    LISTEN_FD_ENV,
+    BindError,
+    bind_tcp,
+    gateway_expected,
+    unavailable_response,
+)
 from procorch.supervisor.state import ProcessState as S
 
 log = logging.getLogger("procorch.daemon")
@@ -55,6 +61,8 @@ SNAPSHOT_EVERY = 0.5  # state.json is rewritten at most this often (a rename cos
 PROGRESS_EVERY = 0.1  # a waiting CLI gets a progress line at most this often
 # events logged as warnings (events.log has all)
 PROBLEMS = frozenset({"fatal", "unhealthy", "stop-timeout", "reclaimed", "disk-full", "disk-ok"})
+LINGER = 1.0  # seconds a 503 answered for the gateway waits for its client to hang up
+MAX_LINGERING = 64  # such connections at most; the oldest is closed for a new one
 DRAIN_READS = 16  # at a death, read at most this many chunks (64 KiB each) of its output
 
 
@@ -105,6 +113,9 @@ class Supervisor:
         self._snapshot_stamp: tuple[int, ...] | None = None  # state.json as we last wrote it
         self.disk = diskfull.DiskWatch()  # whether the run directory refuses writes
         self._pending_events: deque[str] = deque()  # lines events.log could not take yet
+        self._gateways = [r for r in self.replicas if r.service.module == GATEWAY]
+        self._standing_in = False  # the daemon answers the gateway's port itself
+        self._lingering: dict[socket.socket, float] = {}  # answered: closing when they do
         self._next_progress = 0.0
         self._waiters_due = False  # a change not yet told to a waiting CLI
 
@@ -122,6 +133,9 @@ class Supervisor:
             gateway = self.config.gateway
             try:
                 self._listener = bind_tcp(gateway.host, gateway.port)
+                # the daemon may accept on it (see _on_gateway_conn); waitress, which
+                # shares it, makes it non-blocking anyway
+                self._listener.setblocking(False)
             except BindError as exc:
                 raise StartError(str(exc)) from None
         self.rundir.write_atomic(self.rundir.pid_file, f"{os.getpid()}\n")
@@ -159,6 +173,8 @@ class Supervisor:
         while True:
             now = time.monotonic()
             self._advance(now)
+            if self._listener is not None:
+                self._stand_in(now)
             if self._dirty:
                 self._dirty = False
                 self._snapshot_due = self._waiters_due = True
@@ -440,7 +456,7 @@ class Supervisor:
             self._kill_unhealthy(r, f"{problem} for {now - since:.1f}s")
 
     def _next_deadline(self, now: float) -> float:
-        deadline = self._next_check
+        deadline = min([self._next_check, *self._lingering.values()])
         if self._snapshot_due:
             deadline = min(deadline, self._next_snapshot)
         if self._waiters_due:
@@ -464,6 +480,79 @@ class Supervisor:
         if not svc.depends_on:
             return True
         return all(r.settled for r in self.replicas if r.name in svc.depends_on)
+
+    # == the gateway's port while no gateway runs ====================================
+
+    def _gateway_expected(self) -> bool:
+        wanted = not self.shutting_down
+        return gateway_expected((r.state, r.want_running and wanted) for r in self._gateways)
+
+    def _stand_in(self, now: float) -> None:
+        """Answer the gateway's port ourselves exactly while no gateway process will."""
+        assert self._listener is not None
+        needed = not self._gateway_expected()
+        if needed != self._standing_in:
+            self._standing_in = needed
+            if needed:
+                self._selector.register(self._listener, selectors.EVENT_READ, self._on_http)
+            else:  # what arrives from now on waits in the backlog for the gateway
+                self._selector.unregister(self._listener)
+        for conn, deadline in list(self._lingering.items()):
+            if now >= deadline:
+                self._close_lingering(conn)
+
+    def _on_http(self, key: selectors.SelectorKey) -> None:
+        if self._gateway_expected():
+            return  # asked to start since the loop looked: leave them queued for it
+        message, retry_after = self._why_no_gateway()
+        answer = unavailable_response(message, retry_after)
+        for _ in range(64):  # a burst at a time, so other work is not starved
+            try:
+                conn, _ = key.fileobj.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors: they wait in the backlog
+                log.warning("cannot accept on the gateway's port: %s", exc)
+                return
+            self._answer(conn, answer)
+
+    def _why_no_gateway(self) -> tuple[str, int | None]:
+        states = sorted({r.state.value for r in self._gateways})
+        message = f"the gateway is not running ({', '.join(states)})"
+        retry = [r.retry_at for r in self._gateways if r.state is S.FATAL and r.retry_at]
+        if retry:
+            return f"{message}; it is tried again shortly", int(min(retry) - time.monotonic()) + 1
+        return message, None
+
+    def _answer(self, conn: socket.socket, answer: bytes) -> None:
+        """Send the 503 and our FIN, then read until the client hangs up: closing with
+        its request unread would send a reset, which can destroy the answer in flight."""
+        conn.setblocking(False)
+        try:
+            conn.send(answer)  # a few hundred bytes into an empty socket buffer: all of it
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            conn.close()
+            return
+        if len(self._lingering) >= MAX_LINGERING:
+            self._close_lingering(next(iter(self._lingering)))
+        self._lingering[conn] = time.monotonic() + LINGER
+        self._selector.register(conn, selectors.EVENT_READ, self._on_linger)
+
+    def _on_linger(self, key: selectors.SelectorKey) -> None:
+        try:
+            data = key.fileobj.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_lingering(key.fileobj)
+
+    def _close_lingering(self, conn: socket.socket) -> None:
+        del self._lingering[conn]
+        self._selector.unregister(conn)
+        conn.close()
 
     # == shutdown =================================================================
 
