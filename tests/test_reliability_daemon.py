@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,7 +24,14 @@ import pytest
 from procorch.services.protocol import Unavailable
 from procorch.services.registry import Registry
 from procorch.supervisor.rundir import BadState, RunDir
-from tests.conftest import SLEEP_FOREVER, Stack, command_service, python_service, wait_for
+from tests.conftest import (
+    SLEEP_FOREVER,
+    Stack,
+    command_service,
+    jobs_table,
+    python_service,
+    wait_for,
+)
 
 
 def events_of(stack: Stack, service: str, kind: str) -> list[dict]:
@@ -267,3 +275,56 @@ def _dropped(warnings: list[str]) -> float:
     found = re.search(r"\(([\d.]+) (B|KiB|MiB) of service output dropped\)", warnings[0])
     assert found, warnings
     return float(found[1]) * {"B": 1, "KiB": 1024, "MiB": 1024**2}[found[2]]
+
+
+# --- owner-only files ---------------------------------------------------------------------
+
+
+def test_everything_in_the_run_directory_is_owner_only(stack: Stack) -> None:
+    old_umask = os.umask(0o022)  # what a shell usually has: group and others may read
+    made = stack.root / "made-by-a-command"
+    try:
+        stack.write(
+            "\n[services.users]\nmodule = 'procorch.services.users:UserService'\n"
+            + python_service("broken", "NoDatabase")  # leaves a note in exits/
+            # a command's own files follow the umask procorch was started with
+            + command_service("printer", f"open({str(made)!r}, 'w').close(); " + SLEEP_FOREVER)
+            + jobs_table(delay=1.0),
+            settings="log_max_bytes = 1024\n",
+        )
+        stack.cli("up")  # exit 3: `broken` is FATAL
+        created = stack.cli(
+            "call", "users", "create_user", '{"username": "ann", "email": "ann@x.org"}'
+        )
+        assert created.returncode == 0, created.stderr
+        waiting = stack.start(  # the CLI binds a socket in done/ while it waits
+            "job", "submit", "10", "--wait", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            (bound,) = wait_for(lambda: list((stack.run_dir / "done").glob("*")), timeout=5)
+            cli_socket = stat.S_IMODE(bound.lstat().st_mode)
+        finally:
+            assert waiting.wait(timeout=30) == 0
+    finally:
+        os.umask(old_umask)
+    modes = {
+        str(path.relative_to(stack.run_dir)): stat.S_IMODE(path.lstat().st_mode)
+        for path in [stack.run_dir, *stack.run_dir.rglob("*")]
+    }
+    for expected in (
+        ".", "daemon.lock", "procorch.pid", "control.sock", "state.json", "config.json",
+        "stats.bin", "events.log", "daemon.log", "logs", "logs/printer.0.log", "exits",
+        "exits/broken.0", "sock", "sock/users.0", "data", "data/users.db",
+        "data/users.db-wal", "data/users.db-shm", "jobs.db", "jobs.db-wal", "jobs.db-shm",
+        "wake", "done",
+    ):  # fmt: skip
+        assert expected in modes, sorted(modes)
+    assert any(name.startswith("wake/") for name in modes)  # the workers'
+    modes["done/(the CLI's socket)"] = cli_socket
+    loose = {
+        name: oct(mode)
+        for name, mode in modes.items()
+        if mode != (0o700 if (stack.run_dir / name).is_dir() else 0o600)
+    }
+    assert not loose, loose
+    assert stat.S_IMODE(made.stat().st_mode) == 0o644

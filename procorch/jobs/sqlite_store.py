@@ -14,6 +14,7 @@ back jobs whose worker is gone or whose lease lapsed.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -169,6 +170,8 @@ class SQLiteStore(Store):
         self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for directory in (self._workers_dir, self._waiters_dir):
             directory.mkdir(mode=0o700, exist_ok=True)
+        # created owner-only by us: SQLite gives its -wal and -shm files the same mode
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         # autocommit mode: transactions are explicit, `BEGIN IMMEDIATE` where we write;
         # busy waits are ours (`_write`), shorter than SQLite's 1 ms minimum sleep
         self.db = sqlite3.connect(

@@ -123,6 +123,10 @@ class Supervisor:
 
     def prepare(self) -> None:
         """Take the run directory: lock, reclaim a crashed daemon's leftovers, open files."""
+        # Whatever the daemon and its Python services create in the run directory is
+        # owner-only from its first instant (each explicit mode is a second guard).
+        # Commands get the umask procorch was started with back: their files are theirs.
+        self._user_umask = os.umask(0o077)
         self.rundir.create()
         if not self.rundir.acquire_lock():
             raise AlreadyRunning(str(self.rundir.path))
@@ -220,7 +224,7 @@ class Supervisor:
             self._exit_note(r).unlink(missing_ok=True)  # a note is about its own process only
         listener = self._listener if r.service.module == GATEWAY else None
         try:
-            r.spawn(self._env(r), write_fd, listener)
+            r.spawn(self._env(r), write_fd, listener, self._umask(r))
         except OSError as exc:
             os.close(read_fd)
             # Retrying cannot help a program that is not there: FATAL at once, with why.
@@ -262,6 +266,10 @@ class Supervisor:
             env["PROCORCH_LOG_LEVEL"] = self.settings.log_level  # `logging` in the service
             env.setdefault("PYTHONUNBUFFERED", "1")
         return env
+
+    def _umask(self, r: Replica) -> int:
+        """A command's umask is the user's; a Python service keeps the daemon's (-1)."""
+        return -1 if r.service.is_python else self._user_umask
 
     def _heartbeat_timeout(self, svc: ServiceConfig) -> float:
         return svc.heartbeat_timeout or self.settings.heartbeat_timeout
