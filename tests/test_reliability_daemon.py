@@ -328,3 +328,16 @@ def test_everything_in_the_run_directory_is_owner_only(stack: Stack) -> None:
     }
     assert not loose, loose
     assert stat.S_IMODE(made.stat().st_mode) == 0o644
+
+
+def test_up_on_a_full_disk_fails_in_one_line(small_disk: Stack) -> None:
+    stack = small_disk
+    stack.write(
+        command_service("sleeper", SLEEP_FOREVER), settings=f'run_dir = "{stack.run_dir}"\n'
+    )
+    fill(stack.run_dir.parent / "filler")
+    result = stack.cli("up")
+    assert result.returncode == 1
+    assert result.stderr == f"procorch: {stack.run_dir}: disk full\n"
+    (stack.run_dir.parent / "filler").unlink()
+    stack.up()  # and once there is room, it starts

@@ -14,6 +14,7 @@ import sys
 
 from procorch.config import Config
 from procorch.supervisor.daemon import serve
+from procorch.supervisor.diskfull import why
 
 
 def _report(message: str, log_path: str | None) -> None:
@@ -41,8 +42,8 @@ def main() -> int:
 
     try:
         return serve(config, ready=ready, log_fd=2)  # fd 2 is daemon.log once ready
-    except OSError as exc:
-        _report(f"error: {exc}", None)
+    except OSError as exc:  # e.g. no room for the pid file: "...: disk full"
+        _report(f"error: {config.settings.run_dir}: {why(exc)}", None)
         return 1
 
 
