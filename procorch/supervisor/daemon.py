@@ -137,7 +137,7 @@ class Supervisor:
             gateway = self.config.gateway
             try:
                 self._listener = bind_tcp(gateway.host, gateway.port)
-                # the daemon may accept on it (see _on_gateway_conn); waitress, which
+                # the daemon may accept on it (see _on_http); waitress, which
                 # shares it, makes it non-blocking anyway
                 self._listener.setblocking(False)
             except BindError as exc:
@@ -338,8 +338,8 @@ class Supervisor:
             window = self.settings.restart_window
             self._fatal(
                 r,
-                f"{len(r.crash_times)} crashes within {window:g}s, each within "
-                f"{STABLE_AFTER:g}s of starting (last: {detail})",
+                f"{len(r.crash_times)} crashes within {window:g}s, each before it had "
+                f"run {STABLE_AFTER:g}s (last: {detail})",
             )
         else:
             r.set_state(S.BACKOFF)
@@ -528,9 +528,10 @@ class Supervisor:
         states = sorted({r.state.value for r in self._gateways})
         message = f"the gateway is not running ({', '.join(states)})"
         retry = [r.retry_at for r in self._gateways if r.state is S.FATAL and r.retry_at]
-        if retry:
-            return f"{message}; it is tried again shortly", int(min(retry) - time.monotonic()) + 1
-        return message, None
+        if not retry:
+            return message, None
+        seconds = int(min(retry) - time.monotonic()) + 1
+        return f"{message}; it is tried again in {seconds}s", seconds
 
     def _answer(self, conn: socket.socket, answer: bytes) -> None:
         """Send the 503 and our FIN, then read until the client hangs up: closing with
@@ -1032,11 +1033,12 @@ def _allocate(path: Path) -> None:
 
 
 def _free_bytes(path: Path) -> int:
+    """Room left for us on `path`'s filesystem (root may use the blocks kept for it)."""
     try:
         st = os.statvfs(path)
     except OSError:
         return 0
-    return st.f_bavail * st.f_frsize
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
 
 
 def _stamp(st: os.stat_result) -> tuple[int, ...]:
