@@ -1,9 +1,12 @@
-"""The restart policy alone: a pure function of the facts about a death."""
+"""The restart policy alone: a pure function of the facts about a death; its config keys."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from procorch.config import Config, ConfigError, Settings, load_config
 from procorch.supervisor.policy import (
     STABLE_AFTER,
     Decision,
@@ -123,3 +126,20 @@ def test_max_restarts_zero_gives_up_at_the_first_crash_loop_death_only() -> None
 def test_fatal_retry_time() -> None:
     assert fatal_retry_at(50.0, 60.0) == 110.0
     assert fatal_retry_at(50.0, 0.0) is None  # 0: stay FATAL until a human says otherwise
+
+
+def test_fatal_retry_is_configured_globally_and_per_service(tmp_path: Path) -> None:
+    path = tmp_path / "procorch.toml"
+    path.write_text(
+        "[procorch]\nfatal_retry = 0\n"
+        '[services.a]\ncommand = "true"\nfatal_retry = 2.5\n'
+        '[services.b]\ncommand = "true"\n'
+    )
+    config = load_config(path, environ={})
+    assert config.settings.fatal_retry == 0.0
+    assert [svc.fatal_retry for svc in config.services] == [2.5, None]  # None: the global
+    assert Config.from_json(config.to_json()) == config
+    assert Settings(run_dir=tmp_path).fatal_retry == 60.0  # the default
+    path.write_text('[services.a]\ncommand = "true"\nfatal_retry = -1\n')
+    with pytest.raises(ConfigError, match=r"services\.a\.fatal_retry: expected a number ≥ 0"):
+        load_config(path, environ={})
