@@ -71,6 +71,7 @@ class ServiceConfig:
     stop_timeout: float = 10.0
     start_seconds: float = 1.0  # a command must stay up this long to count as running
     heartbeat_timeout: float | None = None  # None: the global setting
+    fatal_retry: float | None = None  # None: the global setting
     health: HealthCheck | None = None
 
     @property
@@ -88,6 +89,7 @@ class Settings:
     max_restarts: int = 5
     restart_window: float = 60.0
     backoff_max: float = 5.0
+    fatal_retry: float = 60.0  # seconds in FATAL before another try (0: never), as circus' retry_in
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 3
     log_level: str = "INFO"
@@ -226,9 +228,11 @@ EXAMPLE_TOML = """\
 # run_dir = ".procorch"        # pid file, socket, logs and state (--run-dir wins)
 # check_interval = 5.0         # seconds between health checks  (SERVICE_CHECK_INTERVAL)
 # heartbeat_timeout = 10.0     # restart a Python service silent this long (HEARTBEAT_TIMEOUT)
-# max_restarts = 5             # give up on a service restarted this often  (MAX_RESTART_ATTEMPTS)
-# restart_window = 60.0        # ...within this many seconds
+# max_restarts = 5             # FATAL after more crash-loop deaths (MAX_RESTART_ATTEMPTS)
+# restart_window = 60.0        # ...within this many seconds (a death less than a second
+#                              #   after running; one that ran longer is always restarted)
 # backoff_max = 5.0            # longest pause between restarts, in seconds
+# fatal_retry = 60.0           # seconds a FATAL service waits before another try (0: never)
 # log_max_bytes = 10485760     # rotate a log file at this size (at least 1024)
 # log_backups = 3              # rotated log files to keep
 # log_level = "INFO"           # DEBUG, INFO, WARNING, ERROR or CRITICAL   (LOG_LEVEL)
@@ -264,6 +268,7 @@ replicas = 1                   # more would fight over port 8000
 restart = "on-failure"
 depends_on = ["UserService"]   # start after UserService
 env = { PYTHONUNBUFFERED = "1" }
+# fatal_retry = 300.0          # its own cool-off after FATAL (default: [procorch] fatal_retry)
 
 # Optional, for command services only: the service is healthy while this answers.
 [services.web.health]
@@ -857,6 +862,7 @@ _SETTINGS_PARSERS: dict[str, _Parser] = {
     "max_restarts": partial(_integer, minimum=0),
     "restart_window": _positive,
     "backoff_max": partial(_number, minimum=0),
+    "fatal_retry": partial(_number, minimum=0),
     "log_max_bytes": partial(_integer, minimum=1024),
     "log_backups": partial(_integer, minimum=0),
     "log_level": partial(_choice, choices=_LOG_LEVELS, normalize=str.upper),
@@ -903,5 +909,6 @@ _SERVICE_PARSERS: dict[str, _Parser] = {
     "stop_timeout": _positive,
     "start_seconds": partial(_number, minimum=0),
     "heartbeat_timeout": _positive,
+    "fatal_retry": partial(_number, minimum=0),
     "health": _health,
 }

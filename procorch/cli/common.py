@@ -92,3 +92,5 @@ def show(status: dict[str, Any], as_json: bool) -> None:
         from procorch.render import print_status
 
         print_status(status)
+        for warning in status["supervisor"].get("warnings", []):  # e.g. a full disk
+            typer.echo(f"procorch: warning: {warning}", err=True)

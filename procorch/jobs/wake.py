@@ -34,6 +34,7 @@ class Sleeper:
                 raise OSError("path too long")
             self.path.unlink(missing_ok=True)  # a dead process with our pid left it
             self.sock.bind(str(self.path))
+            os.chmod(self.path, 0o600)  # owner-only, whatever the umask of who binds it
         except OSError:
             # a run directory too deep for socket paths: still correct, only slower
             self.sock.close()

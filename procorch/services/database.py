@@ -10,6 +10,7 @@ request threads under a lock.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ class Database:
         folder = run_dir / "data"
         folder.mkdir(mode=0o700, exist_ok=True)
         self.path = folder / f"{name}.db"
+        # created owner-only by us: SQLite gives its -wal and -shm files the same mode
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         self._conn = sqlite3.connect(
             self.path, timeout=30.0, isolation_level=None, check_same_thread=False
         )

@@ -53,13 +53,18 @@ class Registry:
             raise Unavailable(f"procorch has never run in {self.run_dir}") from None
         stamp = (st.st_mtime_ns, st.st_ino)
         if stamp != self._stamp:
-            from procorch.supervisor.rundir import RunDir
+            from procorch.supervisor.rundir import BadState, RunDir
 
-            state = RunDir(self.run_dir).read_state()
+            try:
+                state = RunDir(self.run_dir).read_state()
+            except BadState as exc:
+                # one line, and the code every caller maps already (the gateway: 503);
+                # the daemon rewrites the file within a health check
+                raise Unavailable(f"the registry is unreadable: {exc}") from None
             if state is None:
-                raise Unavailable(f"the registry in {self.run_dir} is unreadable")
+                raise Unavailable(f"procorch has never run in {self.run_dir}")
             services: dict[str, list[Endpoint]] = {}
-            for p in state.get("processes", []):
+            for p in state["processes"]:  # its shape is checked by read_state
                 services.setdefault(p["service"], []).append(
                     Endpoint(
                         service=p["service"],

@@ -9,12 +9,12 @@ then points stdout and stderr at daemon.log for good.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 from procorch.config import Config
 from procorch.supervisor.daemon import serve
+from procorch.supervisor.diskfull import why
 
 
 def _report(message: str, log_path: str | None) -> None:
@@ -39,16 +39,11 @@ def main() -> int:
 
     def ready(error: str | None) -> None:
         _report(f"error: {error}" if error else "ok", None if error else log_path)
-        logging.basicConfig(
-            level=config.settings.log_level,
-            format="%(asctime)s %(levelname)s %(message)s",
-            stream=sys.stderr,
-        )
 
     try:
-        return serve(config, ready=ready)
-    except OSError as exc:
-        _report(f"error: {exc}", None)
+        return serve(config, ready=ready, log_fd=2)  # fd 2 is daemon.log once ready
+    except OSError as exc:  # e.g. no room for the pid file: "...: disk full"
+        _report(f"error: {config.settings.run_dir}: {why(exc)}", None)
         return 1
 
 

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -24,10 +25,17 @@ from typing import Any
 
 from procorch.config import GATEWAY, Config, ServiceConfig, exit_note, service_socket
 from procorch.stats import StatsTable
-from procorch.supervisor import control
+from procorch.supervisor import control, diskfull
 from procorch.supervisor.health import Prober, sample, stale_heartbeat
 from procorch.supervisor.lifeline import become_subreaper, release_free_memory
-from procorch.supervisor.logs import Echo, RotatingLog, wants_colour
+from procorch.supervisor.logs import DaemonLogHandler, Echo, RotatingLog, wants_colour
+from procorch.supervisor.policy import (
+    STABLE_AFTER,
+    Limits,
+    Verdict,
+    after_death,
+    fatal_retry_at,
+)
 from procorch.supervisor.process import (
     OUTPUT_HEAD,
     Replica,
@@ -36,18 +44,25 @@ from procorch.supervisor.process import (
     spawn_failure,
 )
 from procorch.supervisor.rundir import RunDir, now_iso
-from procorch.supervisor.sockets import LISTEN_FD_ENV, BindError, bind_tcp
+from procorch.supervisor.sockets import (
+    LISTEN_FD_ENV,
+    BindError,
+    bind_tcp,
+    gateway_expected,
+    unavailable_response,
+)
 from procorch.supervisor.state import ProcessState as S
 
 log = logging.getLogger("procorch.daemon")
 
 READY_POLL = 0.01  # how often a STARTING Python replica is checked for its first heartbeat
 PROBE_RETRY = 0.1  # how often a STARTING command is probed until it answers
-BACKOFF_FIRST = 0.1  # the second consecutive crash waits this long, then doubles
 SNAPSHOT_EVERY = 0.5  # state.json is rewritten at most this often (a rename costs ~0.3 ms)
 PROGRESS_EVERY = 0.1  # a waiting CLI gets a progress line at most this often
-PROBLEMS = frozenset({"fatal", "unhealthy", "stop-timeout", "reclaimed"})  # logged as warnings
-STABLE_AFTER = 1.0  # a replica running this long has its consecutive-crash count reset
+# events logged as warnings (events.log has all)
+PROBLEMS = frozenset({"fatal", "unhealthy", "stop-timeout", "reclaimed", "disk-full", "disk-ok"})
+LINGER = 1.0  # seconds a 503 answered for the gateway waits for its client to hang up
+MAX_LINGERING = 64  # such connections at most; the oldest is closed for a new one
 DRAIN_READS = 16  # at a death, read at most this many chunks (64 KiB each) of its output
 
 
@@ -89,9 +104,18 @@ class Supervisor:
         self.shutting_down = False
         self.started = time.monotonic()
         self._next_check = 0.0
+        self._limits = Limits(
+            self.settings.max_restarts, self.settings.restart_window, self.settings.backoff_max
+        )
         self._dirty = True  # something changed: waiters and the snapshot may be due
         self._snapshot_due = True
         self._next_snapshot = 0.0
+        self._snapshot_stamp: tuple[int, ...] | None = None  # state.json as we last wrote it
+        self.disk = diskfull.DiskWatch()  # whether the run directory refuses writes
+        self._pending_events: deque[str] = deque()  # lines events.log could not take yet
+        self._gateways = [r for r in self.replicas if r.service.module == GATEWAY]
+        self._standing_in = False  # the daemon answers the gateway's port itself
+        self._lingering: dict[socket.socket, float] = {}  # answered: closing when they do
         self._next_progress = 0.0
         self._waiters_due = False  # a change not yet told to a waiting CLI
 
@@ -99,6 +123,10 @@ class Supervisor:
 
     def prepare(self) -> None:
         """Take the run directory: lock, reclaim a crashed daemon's leftovers, open files."""
+        # Whatever the daemon and its Python services create in the run directory is
+        # owner-only from its first instant (each explicit mode is a second guard).
+        # Commands get the umask procorch was started with back: their files are theirs.
+        self._user_umask = os.umask(0o077)
         self.rundir.create()
         if not self.rundir.acquire_lock():
             raise AlreadyRunning(str(self.rundir.path))
@@ -109,12 +137,16 @@ class Supervisor:
             gateway = self.config.gateway
             try:
                 self._listener = bind_tcp(gateway.host, gateway.port)
+                # the daemon may accept on it (see _on_http); waitress, which
+                # shares it, makes it non-blocking anyway
+                self._listener.setblocking(False)
             except BindError as exc:
                 raise StartError(str(exc)) from None
         self.rundir.write_atomic(self.rundir.pid_file, f"{os.getpid()}\n")
         self._write_snapshot()  # the run token is on disk before any process exists
         self.rundir.write_atomic(self.rundir.config_file, self.config.to_json())
         self.stats = StatsTable(self.rundir.stats_file, slots=len(self.replicas))
+        _allocate(self.rundir.stats_file)
         self._listen()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_signal)
@@ -145,6 +177,8 @@ class Supervisor:
         while True:
             now = time.monotonic()
             self._advance(now)
+            if self._listener is not None:
+                self._stand_in(now)
             if self._dirty:
                 self._dirty = False
                 self._snapshot_due = self._waiters_due = True
@@ -190,14 +224,13 @@ class Supervisor:
             self._exit_note(r).unlink(missing_ok=True)  # a note is about its own process only
         listener = self._listener if r.service.module == GATEWAY else None
         try:
-            r.spawn(self._env(r), write_fd, listener)
+            r.spawn(self._env(r), write_fd, listener, self._umask(r))
         except OSError as exc:
             os.close(read_fd)
             # Retrying cannot help a program that is not there: FATAL at once, with why.
             r.last_exit = spawn_failure(exc, r.service)
-            r.set_state(S.FATAL)
-            self._logs[r.slot].write(f"procorch: {r.label}: {r.last_exit}\n".encode())
-            self._event(r, "fatal", detail=r.last_exit)
+            self._write_log(r.slot, f"procorch: {r.label}: {r.last_exit}\n".encode())
+            self._fatal(r, r.last_exit)
             return
         finally:
             os.close(write_fd)
@@ -233,6 +266,10 @@ class Supervisor:
             env["PROCORCH_LOG_LEVEL"] = self.settings.log_level  # `logging` in the service
             env.setdefault("PYTHONUNBUFFERED", "1")
         return env
+
+    def _umask(self, r: Replica) -> int:
+        """A command's umask is the user's; a Python service keeps the daemon's (-1)."""
+        return -1 if r.service.is_python else self._user_umask
 
     def _heartbeat_timeout(self, svc: ServiceConfig) -> float:
         return svc.heartbeat_timeout or self.settings.heartbeat_timeout
@@ -281,38 +318,45 @@ class Supervisor:
         self._event(r, "exited", pid=pid, detail=detail)
         if never_ran and reason:
             # setpriv could not execute the command: as when spawn itself fails, retrying
-            # cannot help, and the reason is what the user needs
-            r.set_state(S.FATAL)
-            self._event(r, "fatal", detail=reason)
+            # cannot help soon, and the reason is what the user needs
+            self._fatal(r, reason)
             return
-        policy = r.service.restart
-        if policy == "never" or (policy == "on-failure" and exited_cleanly(status)):
+        decision = after_death(
+            restart=r.service.restart,
+            clean_exit=exited_cleanly(status),
+            ran_for=now - r.state_since if was is S.RUNNING else None,
+            consecutive=r.consecutive_failures,
+            crash_times=r.crash_times,
+            now=now,
+            limits=self._limits,
+        )
+        r.consecutive_failures = decision.consecutive
+        r.crash_times = list(decision.crash_times)
+        if decision.verdict is Verdict.LEAVE:
             r.set_state(S.EXITED)
-            return
-        if was is S.RUNNING and now - r.state_since >= STABLE_AFTER:
-            r.consecutive_failures = 0  # it had been fine: this is a crash, not a crash loop
-        r.consecutive_failures += 1
-        window = self.settings.restart_window
-        r.crash_times = [t for t in r.crash_times if now - t < window] + [now]
-        if len(r.crash_times) > self.settings.max_restarts:
-            r.set_state(S.FATAL)
-            self._event(
+        elif decision.verdict is Verdict.FATAL:
+            window = self.settings.restart_window
+            self._fatal(
                 r,
-                "fatal",
-                detail=f"{len(r.crash_times)} crashes within {window:g}s (last: {detail})",
+                f"{len(r.crash_times)} crashes within {window:g}s, each before it had "
+                f"run {STABLE_AFTER:g}s (last: {detail})",
             )
-            return
-        delay = 0.0
-        if r.consecutive_failures > 1:
-            delay = min(
-                self.settings.backoff_max, BACKOFF_FIRST * 2 ** (r.consecutive_failures - 2)
-            )
-        r.set_state(S.BACKOFF)
-        r.retry_at = now + delay
-        if delay == 0:
-            self._restart_now(r)
         else:
-            self._event(r, "backoff", detail=f"restart in {delay:.2f}s")
+            r.set_state(S.BACKOFF)
+            r.retry_at = now + decision.delay
+            if decision.delay == 0:
+                self._restart_now(r)
+            else:
+                self._event(r, "backoff", detail=f"restart in {decision.delay:.2f}s")
+
+    def _fatal(self, r: Replica, why: str) -> None:
+        """Give up on a replica for now: after its `fatal_retry` it is tried again."""
+        r.set_state(S.FATAL)
+        r.retry_at = fatal_retry_at(r.state_since, self._fatal_retry(r.service))
+        self._event(r, "fatal", detail=why)
+
+    def _fatal_retry(self, svc: ServiceConfig) -> float:
+        return self.settings.fatal_retry if svc.fatal_retry is None else svc.fatal_retry
 
     def _restart_now(self, r: Replica) -> None:
         r.restarts += 1
@@ -337,10 +381,13 @@ class Supervisor:
         check_due = now >= self._next_check
         if check_due:
             self._next_check = now + self.settings.check_interval
+            self._check_snapshot()
         for r in self.replicas:
             state = r.state
             if state is S.BACKOFF and r.retry_at is not None and now >= r.retry_at:
                 self._restart_now(r)
+            elif state is S.FATAL and r.retry_at is not None and now >= r.retry_at:
+                self._retry_fatal(r, now)
             elif state is S.STOPPED and r.want_running and not self.shutting_down:
                 if self._dependencies_settled(r.service):
                     self._start(r)
@@ -352,6 +399,14 @@ class Supervisor:
                 self._check_ready(r, now)
             if check_due and r.state in (S.STARTING, S.RUNNING):
                 self._check_health(r, now)
+
+    def _retry_fatal(self, r: Replica, now: float) -> None:
+        """Its cool-off is over: a fresh set of tries, as if a human had said `restart`."""
+        waited = now - r.state_since
+        r.crash_times.clear()
+        r.consecutive_failures = 0
+        self._event(r, "fatal-retry", detail=f"after {waited:.1f}s in fatal")
+        self._restart_now(r)
 
     def _check_ready(self, r: Replica, now: float) -> None:
         svc = r.service
@@ -409,13 +464,13 @@ class Supervisor:
             self._kill_unhealthy(r, f"{problem} for {now - since:.1f}s")
 
     def _next_deadline(self, now: float) -> float:
-        deadline = self._next_check
+        deadline = min([self._next_check, *self._lingering.values()])
         if self._snapshot_due:
             deadline = min(deadline, self._next_snapshot)
         if self._waiters_due:
             deadline = min(deadline, self._next_progress)
         for r in self.replicas:
-            if r.state is S.BACKOFF and r.retry_at is not None:
+            if r.state in (S.BACKOFF, S.FATAL) and r.retry_at is not None:
                 deadline = min(deadline, r.retry_at)
             elif r.state is S.STOPPING and r.stop_deadline is not None:
                 deadline = min(deadline, r.stop_deadline)
@@ -433,6 +488,80 @@ class Supervisor:
         if not svc.depends_on:
             return True
         return all(r.settled for r in self.replicas if r.name in svc.depends_on)
+
+    # == the gateway's port while no gateway runs ====================================
+
+    def _gateway_expected(self) -> bool:
+        wanted = not self.shutting_down
+        return gateway_expected((r.state, r.want_running and wanted) for r in self._gateways)
+
+    def _stand_in(self, now: float) -> None:
+        """Answer the gateway's port ourselves exactly while no gateway process will."""
+        assert self._listener is not None
+        needed = not self._gateway_expected()
+        if needed != self._standing_in:
+            self._standing_in = needed
+            if needed:
+                self._selector.register(self._listener, selectors.EVENT_READ, self._on_http)
+            else:  # what arrives from now on waits in the backlog for the gateway
+                self._selector.unregister(self._listener)
+        for conn, deadline in list(self._lingering.items()):
+            if now >= deadline:
+                self._close_lingering(conn)
+
+    def _on_http(self, key: selectors.SelectorKey) -> None:
+        if self._gateway_expected():
+            return  # asked to start since the loop looked: leave them queued for it
+        message, retry_after = self._why_no_gateway()
+        answer = unavailable_response(message, retry_after)
+        for _ in range(64):  # a burst at a time, so other work is not starved
+            try:
+                conn, _ = key.fileobj.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors: they wait in the backlog
+                log.warning("cannot accept on the gateway's port: %s", exc)
+                return
+            self._answer(conn, answer)
+
+    def _why_no_gateway(self) -> tuple[str, int | None]:
+        states = sorted({r.state.value for r in self._gateways})
+        message = f"the gateway is not running ({', '.join(states)})"
+        retry = [r.retry_at for r in self._gateways if r.state is S.FATAL and r.retry_at]
+        if not retry:
+            return message, None
+        seconds = int(min(retry) - time.monotonic()) + 1
+        return f"{message}; it is tried again in {seconds}s", seconds
+
+    def _answer(self, conn: socket.socket, answer: bytes) -> None:
+        """Send the 503 and our FIN, then read until the client hangs up: closing with
+        its request unread would send a reset, which can destroy the answer in flight."""
+        conn.setblocking(False)
+        try:
+            conn.send(answer)  # a few hundred bytes into an empty socket buffer: all of it
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            conn.close()
+            return
+        if len(self._lingering) >= MAX_LINGERING:
+            self._close_lingering(next(iter(self._lingering)))
+        self._lingering[conn] = time.monotonic() + LINGER
+        self._selector.register(conn, selectors.EVENT_READ, self._on_linger)
+
+    def _on_linger(self, key: selectors.SelectorKey) -> None:
+        try:
+            data = key.fileobj.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_lingering(key.fileobj)
+
+    def _close_lingering(self, conn: socket.socket) -> None:
+        del self._lingering[conn]
+        self._selector.unregister(conn)
+        conn.close()
 
     # == shutdown =================================================================
 
@@ -453,13 +582,13 @@ class Supervisor:
 
     def _reclaim_stale(self) -> None:
         """After a daemon died uncleanly, end what it left running. Never touches strangers."""
-        old = self.rundir.read_state()
+        token = self.rundir.crashed_token()
         self.rundir.socket.unlink(missing_ok=True)
-        if not old or old.get("clean") or not isinstance(old.get("token"), str):
+        if token is None:
             return
         from procorch.supervisor.reclaim import end_token_holders
 
-        ended = end_token_holders(old["token"])
+        ended = end_token_holders(token)
         if ended:
             self._event(None, "reclaimed", detail=f"ended {ended} processes of a crashed daemon")
 
@@ -475,20 +604,83 @@ class Supervisor:
             entry["pid"] = pid
         if detail:
             entry["detail"] = detail
-        self._events.write(json.dumps(entry) + "\n")
+        self._append_event(json.dumps(entry) + "\n")
         self._dirty = True
-        level = logging.WARNING if event in PROBLEMS else logging.DEBUG  # events.log has all
+        level = logging.WARNING if event in PROBLEMS else logging.DEBUG
         if log.isEnabledFor(level):
             log.log(level, "%s %s %s", r.label if r else "procorch", event, detail)
         if self.foreground:
             who = r.label if r else "procorch"
             extra = f" pid {pid}" if pid else ""
             line = f"[{who}] {event}{extra} {detail}".rstrip()
-            sys.stdout.write(f"\x1b[2m{line}\x1b[0m\n" if self._colour else f"{line}\n")
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(f"\x1b[2m{line}\x1b[0m\n" if self._colour else f"{line}\n")
+                sys.stdout.flush()
+            except OSError:
+                pass  # a terminal gone or a full disk behind stdout: events.log has it
+
+    # == a run directory that refuses writes (a full disk) ============================
+
+    def _refused(self, what: str, exc: OSError, dropped: int = 0) -> None:
+        """A write failed: note it (once: an event and a warning), and go on supervising."""
+        if self.disk.refused(what, exc, dropped):
+            self._event(None, "disk-full", detail=f"cannot write {what}: {exc.strerror or exc}")
+            self._retry_snapshot()  # its success is what ends the condition
+
+    def _retry_snapshot(self) -> None:
+        self._snapshot_due = True
+        self._next_snapshot = time.monotonic() + diskfull.RETRY
+
+    def _write_log(self, slot: int, data: bytes) -> None:
+        sink = self._logs[slot]
+        before = sink.dropped
+        error = sink.write(data)
+        if error is not None:
+            self._refused("service logs", error, sink.dropped - before)
+
+    def _append_event(self, line: str) -> None:
+        if not self.disk.failing:  # else in order behind those already waiting
+            try:
+                self._events.append(line)
+                return
+            except OSError as exc:
+                self._refused("events.log", exc)
+        if len(self._pending_events) >= diskfull.PENDING_EVENTS:
+            self._pending_events.popleft()
+            self.disk.lost_events += 1
+        self._pending_events.append(line)
+
+    def _daemon_log_refused(self, exc: OSError) -> None:
+        self._refused("daemon.log", exc)
+
+    def _disk_ok(self) -> None:
+        """A snapshot was written, with room to spare: write what waited, say so."""
+        summary = self.disk.recovered()
+        while self._pending_events:
+            try:
+                self._events.append(self._pending_events[0])
+            except OSError as exc:
+                self._refused("events.log", exc)
+                return
+            self._pending_events.popleft()
+        self._event(None, "disk-ok", detail=summary)
 
     def _write_snapshot(self, clean: bool = False) -> None:
-        self.rundir.write_state(
+        try:
+            written = self._snapshot(clean)
+        except OSError as exc:
+            self._refused("state.json", exc)
+            self._retry_snapshot()
+            return
+        self._snapshot_stamp = _stamp(written)
+        if self.disk.failing:
+            if _free_bytes(self.rundir.path) >= diskfull.HEADROOM:
+                self._disk_ok()
+            else:
+                self._retry_snapshot()  # room for a snapshot, not yet for the output
+
+    def _snapshot(self, clean: bool) -> os.stat_result:
+        return self.rundir.write_state(
             {
                 "token": self.token,
                 "pid": os.getpid(),
@@ -510,6 +702,16 @@ class Supervisor:
                 ],
             }
         )
+
+    def _check_snapshot(self) -> None:
+        """Rewrite state.json soon if it is not what we last wrote: readers fail on a
+        corrupt one, and nothing else would make us write it while nothing changes."""
+        try:
+            stamp: tuple[int, ...] | None = _stamp(os.stat(self.rundir.state_file))
+        except OSError:
+            stamp = None
+        if stamp != self._snapshot_stamp and not self._snapshot_due:
+            self._event(None, "state-rewritten", detail="state.json was changed or removed")
 
     def _socket(self, r: Replica) -> str | None:
         """Where a Python replica takes requests (the registry publishes it)."""
@@ -556,6 +758,7 @@ class Supervisor:
                 "uptime": round(now - self.started, 3),
                 "run_dir": str(self.rundir.path),
                 "config": str(self.config.path) if self.config.path else None,
+                "warnings": self.disk.warnings(),
             },
             "services": services,
         }
@@ -612,7 +815,7 @@ class Supervisor:
         r = self.replicas[slot]
         if len(r.output_head) < OUTPUT_HEAD and self._pipes.get(slot) == fd:
             r.output_head += data[: OUTPUT_HEAD - len(r.output_head)]
-        self._logs[slot].write(data)
+        self._write_log(slot, data)
         echo = self._echo.get(slot)
         if echo:
             echo.write(data)
@@ -667,14 +870,25 @@ class Supervisor:
                 client.send({"ok": False, "error": "request too large"})
                 self._drop(client)
             return
-        line, _, client.inbuf = client.inbuf.partition(b"\n")
+        # every complete line is a request, however the bytes arrived: one reply each
+        *lines, client.inbuf = client.inbuf.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self._request(client, line)
+
+    def _request(self, client: _Conn, line: bytes) -> None:
         try:
             message = json.loads(line)
             if not isinstance(message, dict):
                 raise ValueError("not an object")
             self._handle(client, message)
+        except RecursionError:  # [[[[... deeper than the parser goes
+            client.send({"ok": False, "error": "bad request: nested too deeply"})
         except (ValueError, TypeError, KeyError) as exc:
             client.send({"ok": False, "error": f"bad request: {exc}"})
+        except Exception:  # a bug: logged, and the client still gets an answer
+            log.exception("error while handling a control request")
+            client.send({"ok": False, "error": "internal error (see daemon.log)"})
 
     def _drop(self, client: _Conn) -> None:
         self._waiters = [w for w in self._waiters if w.client is not client]
@@ -808,6 +1022,30 @@ class _Waiter:
         return {"total": len(self.targets), "states": counts}
 
 
+def _allocate(path: Path) -> None:
+    """Give a file its blocks now: a page of a sparse, memory-mapped file first touched
+    on a full disk is a SIGBUS, not an error (stats.bin is written through mmap)."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def _free_bytes(path: Path) -> int:
+    """Room left for us on `path`'s filesystem (root may use the blocks kept for it)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    """What tells one version of a file from another without reading it."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _note_signal(signum: int, frame: object) -> None:
     """Python-level handler: nothing to do, the wake-up fd already carries the signal."""
 
@@ -826,8 +1064,12 @@ def serve(
     config: Config,
     foreground: bool = False,
     ready: Callable[[str | None], None] | None = None,
+    log_fd: int | None = None,
 ) -> int:
-    """Run a daemon to completion. `ready(error)` is called once it is up (or failed)."""
+    """Run a daemon to completion. `ready(error)` is called once it is up (or failed).
+
+    `log_fd`: where the daemon's own log goes from then on (the detached daemon's
+    daemon.log), through a handler that survives a full disk."""
     sup = Supervisor(config, foreground=foreground)
     try:
         sup.prepare()
@@ -837,6 +1079,9 @@ def serve(
         return 3
     if ready:
         ready(None)
+    if log_fd is not None:
+        handler = DaemonLogHandler(log_fd, sup._daemon_log_refused)
+        logging.basicConfig(level=config.settings.log_level, handlers=[handler])
     return sup.run()
 
 

@@ -133,11 +133,16 @@ class Replica:
         self.state_since = time.monotonic()
 
     def spawn(
-        self, env: dict[str, str], stdout: int, listener: socket.socket | None = None
+        self,
+        env: dict[str, str],
+        stdout: int,
+        listener: socket.socket | None = None,
+        umask: int = -1,
     ) -> None:
         """Start the OS process. Raises OSError when the program cannot be executed.
 
-        `listener`, a listening socket the daemon owns, is inherited by the process."""
+        `listener`, a listening socket the daemon owns, is inherited by the process;
+        `umask` is set in the child (-1: the daemon's own)."""
         svc = self.service
         preexec = None
         if svc.command:
@@ -160,6 +165,7 @@ class Replica:
             preexec_fn=preexec,
             close_fds=True,
             pass_fds=(listener.fileno(),) if listener is not None else (),
+            umask=umask,  # set between fork and exec, still on Popen's vfork path
         )
         self.pid = self.popen.pid
         self.output_head = b""

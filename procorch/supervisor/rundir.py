@@ -7,6 +7,7 @@ the daemon dies, even by SIGKILL, so a stale pid file can never block `up`.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -15,6 +16,27 @@ from pathlib import Path
 from typing import Any
 
 from procorch.config import EXIT_NOTE_DIR, SOCKET_NAME
+
+
+class BadState(Exception):
+    """state.json is there but is not a snapshot the daemon wrote; str() is one line.
+
+    Readers (the registry, so the CLI and the gateway) fail with this alone; the daemon
+    rewrites the file at its next health check.
+    """
+
+
+# What each process entry of a snapshot holds, and the types it may have.
+_PROCESS_FIELDS: dict[str, tuple[type, ...]] = {
+    "service": (str,),
+    "replica": (int,),
+    "state": (str,),
+    "pid": (int, type(None)),
+    "restarts": (int,),
+    "socket": (str, type(None)),
+    "registered_at": (str, type(None)),
+    "slot": (int, type(None)),
+}
 
 
 class RunDir:
@@ -66,29 +88,63 @@ class RunDir:
 
     # -- files written atomically ------------------------------------------------
 
-    def write_atomic(self, path: Path, text: str) -> None:
+    def write_atomic(self, path: Path, text: str) -> os.stat_result:
+        """Replace `path` by `text` all at once; returns what the new file is (stat).
+
+        Raises OSError (a full disk: ENOSPC) with `path` left as it was and no temp
+        file left behind.
+        """
         tmp = path.with_name(f".{path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                f.flush()
+                written = os.fstat(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a half-written copy would only take space
+            raise
+        return written
 
-    def write_state(self, state: dict[str, Any]) -> None:
-        self.write_atomic(self.state_file, json.dumps(state))
+    def write_state(self, state: dict[str, Any]) -> os.stat_result:
+        return self.write_atomic(self.state_file, json.dumps(state))
 
     def read_state(self) -> dict[str, Any] | None:
-        """The last snapshot, or None if there is none or it is unreadable."""
+        """The last snapshot, or None if there is none; BadState if it is not one."""
         try:
-            data = json.loads(self.state_file.read_text())
-        except (OSError, ValueError):
+            text = self.state_file.read_bytes()
+        except FileNotFoundError:
             return None
-        return data if isinstance(data, dict) else None
+        except OSError as exc:
+            raise BadState(f"cannot read {self.state_file}: {exc.strerror or exc}") from None
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):  # RecursionError: [[[[... nested too deep
+            raise BadState(f"{self.state_file} is corrupt (not JSON)") from None
+        problem = snapshot_problem(data)
+        if problem:
+            raise BadState(f"{self.state_file} is corrupt ({problem})")
+        return data
+
+    def crashed_token(self) -> str | None:
+        """The run token of a daemon that did not stop cleanly, from its last snapshot.
+
+        Lenient on purpose, unlike `read_state`: only the token is needed, and it can
+        only match processes that daemon started (see `reclaim`)."""
+        try:
+            data = json.loads(self.state_file.read_bytes())
+        except (OSError, ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict) or data.get("clean"):
+            return None
+        token = data.get("token")
+        return token if isinstance(token, str) else None
 
     # -- the event log -------------------------------------------------------------
 
-    def open_events(self):  # noqa: ANN201 - a text file object
-        fd = os.open(self.events_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        return os.fdopen(fd, "a", buffering=1)
+    def open_events(self) -> AppendLog:
+        return AppendLog(self.events_file)
 
     def read_events(self, limit: int | None = None) -> list[dict[str, Any]]:
         try:
@@ -107,6 +163,55 @@ class RunDir:
 
     def log_path(self, service: str, replica: int) -> Path:
         return self.logs / f"{service}.{replica}.log"
+
+
+class AppendLog:
+    """A file appended one whole line at a time (events.log).
+
+    A line the disk takes only part of is cut off again, so a full disk never leaves
+    half a line for the next one to be glued to.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+    def append(self, line: str) -> None:
+        """Write `line` whole or not at all; OSError (ENOSPC: disk full) if not."""
+        data = line.encode()
+        written = 0
+        try:
+            written = os.write(self._fd, data)
+            if written < len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "events.log")
+        except OSError:
+            if written:
+                try:
+                    os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+                except OSError:
+                    pass  # a truncation needs no space; if even that fails, readers skip it
+            raise
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def snapshot_problem(data: Any) -> str | None:
+    """What makes `data` not a snapshot as the daemon writes it (None: nothing)."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if not isinstance(data.get("token"), str):
+        return "token: expected a string"
+    processes = data.get("processes")
+    if not isinstance(processes, list):
+        return "processes: expected a list"
+    for i, entry in enumerate(processes):
+        if not isinstance(entry, dict):
+            return f"processes[{i}]: expected an object"
+        for key, types in _PROCESS_FIELDS.items():
+            value = entry.get(key)
+            if not isinstance(value, types) or isinstance(value, bool):
+                return f"processes[{i}].{key}: unexpected {type(value).__name__}"
+    return None
 
 
 def now_iso() -> str:

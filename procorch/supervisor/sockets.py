@@ -5,13 +5,21 @@ the listening socket to each Gateway process it spawns (an inherited descriptor,
 named by PROCORCH_LISTEN_FD). So a port in use fails `procorch up` at once with one
 line, and when the gateway dies the port stays bound: connections that arrive while
 its replacement starts wait in the backlog instead of being refused.
+
+While no gateway process runs or is on its way (FATAL, stopped, exited), a connection
+would wait in that backlog for nothing: then the daemon accepts it itself and answers
+503 at once (`unavailable_response`), keeping the port so nothing else can take it.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
+from collections.abc import Iterable
+
+from procorch.supervisor.state import ProcessState
 
 LISTEN_FD_ENV = "PROCORCH_LISTEN_FD"
 BACKLOG = 1024  # as waitress's own default
@@ -50,3 +58,32 @@ def inherited_socket() -> socket.socket | None:
     """The listening socket the daemon handed down to this process, if it did."""
     fd = os.environ.get(LISTEN_FD_ENV)
     return socket.socket(fileno=int(fd)) if fd else None
+
+
+# A gateway replica in one of these states has a process, or will have one shortly:
+# connections wait in the backlog for it. BACKOFF is a pause of at most backoff_max.
+_COMING = frozenset(
+    {ProcessState.STARTING, ProcessState.RUNNING, ProcessState.STOPPING, ProcessState.BACKOFF}
+)
+
+
+def gateway_expected(replicas: Iterable[tuple[ProcessState, bool]]) -> bool:
+    """Whether some gateway process runs or is coming, given each replica's (state,
+    whether it is wanted running); if not, the daemon answers its port itself."""
+    return any(
+        state in _COMING or (state is ProcessState.STOPPED and wanted) for state, wanted in replicas
+    )
+
+
+def unavailable_response(message: str, retry_after: int | None = None) -> bytes:
+    """A complete HTTP/1.1 503 answer, with the gateway's JSON error body."""
+    body = json.dumps({"status": "error", "code": "unavailable", "message": message}).encode()
+    head = [
+        "HTTP/1.1 503 Service Unavailable",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    if retry_after is not None:
+        head.append(f"Retry-After: {max(1, retry_after)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
