@@ -208,17 +208,31 @@ def status(
 
 
 def _watch(cfg: Config, message: dict[str, Any]) -> NoReturn:
+    """Redraw the status every second, to the terminal's width, until Ctrl-C (exit 0).
+
+    If the daemon stops meanwhile, the table (now stale) is taken off the screen and
+    one line says so (exit 1): a table left standing would look like a live one.
+    """
     from rich.live import Live
+    from rich.text import Text
 
-    from procorch.render import status_table
+    from procorch import render
 
+    out = render.console()
+    status = request(cfg, message)  # not running at all: the usual one line
     try:
-        with Live(status_table(request(cfg, message)), auto_refresh=False) as live:
+        with Live(render.status_view(status, out.width), console=out, auto_refresh=False) as live:
             while True:
                 time.sleep(1.0)
-                live.update(status_table(request(cfg, message)), refresh=True)
+                try:
+                    status = control.request(RunDir(cfg.settings.run_dir).socket, message)
+                except (control.DaemonNotRunning, ConnectionError):
+                    live.update(Text(""), refresh=True)
+                    break
+                live.update(render.status_view(status, out.width), refresh=True)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+    fail(f"daemon stopped (pid {status['supervisor']['pid']})")  # exit 1: the daemon is down
 
 
 def _control(
