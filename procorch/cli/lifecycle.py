@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from procorch.cli import complete
 from procorch.cli.common import (
     ConfigOpt,
     JsonOpt,
@@ -191,7 +192,10 @@ def down(config: ConfigOpt = None, run_dir: RunDirOpt = None) -> None:
 
 
 def status(
-    name: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Only this service.", autocompletion=complete.services),
+    ] = None,
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
@@ -248,7 +252,10 @@ def _control(
 
 def restart(
     names: Annotated[
-        list[str] | None, typer.Argument(help="Services to restart [default: all].")
+        list[str] | None,
+        typer.Argument(
+            help="Services to restart [default: all].", autocompletion=complete.services
+        ),
     ] = None,
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
@@ -259,7 +266,9 @@ def restart(
 
 
 def start(
-    name: Annotated[str, typer.Argument(help="The service to start.")],
+    name: Annotated[
+        str, typer.Argument(help="The service to start.", autocompletion=complete.services)
+    ],
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
@@ -269,7 +278,9 @@ def start(
 
 
 def stop(
-    name: Annotated[str, typer.Argument(help="The service to stop.")],
+    name: Annotated[
+        str, typer.Argument(help="The service to stop.", autocompletion=complete.services)
+    ],
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,

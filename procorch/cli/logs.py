@@ -18,6 +18,7 @@ from typing import Annotated, Any, BinaryIO, NoReturn
 
 import typer
 
+from procorch.cli import complete
 from procorch.cli.common import (
     EXIT_CONFIG,
     ConfigOpt,
@@ -37,7 +38,11 @@ ASK_TIMEOUT = 5.0  # a daemon slower than this to say what it runs is asked no m
 def logs(
     name: Annotated[
         str | None,
-        typer.Argument(help="Only this service, or one replica of it (api.1).", show_default=False),
+        typer.Argument(
+            help="Only this service, or one replica of it (api.1).",
+            show_default=False,
+            autocompletion=complete.services_and_replicas,
+        ),
     ] = None,
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
