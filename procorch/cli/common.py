@@ -91,3 +91,12 @@ def show(status: dict[str, Any], as_json: bool) -> None:
         from procorch.render import print_status
 
         print_status(status)
+
+
+def recorded_replicas(cfg: Config) -> list[tuple[str, int]]:
+    """Every (service, replica) the run directory's state.json says the stack runs (or ran
+    last), in start order; the config's if it never ran. Read without asking the daemon."""
+    state = RunDir(cfg.settings.run_dir).read_state()
+    if state and state.get("processes"):
+        return [(p["service"], p["replica"]) for p in state["processes"]]
+    return [(s.name, i) for s in cfg.services for i in range(s.replicas)]

@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from procorch.cli.common import recorded_replicas
 from procorch.config import Config, ConfigError, load_config
 
 JOB_IDS = 50  # the newest this many jobs are offered (a queue can hold millions)
@@ -28,21 +29,12 @@ def _config(ctx: typer.Context) -> Config | None:
         return None
 
 
-def _replicas(cfg: Config) -> list[tuple[str, int]]:
-    from procorch.supervisor.rundir import RunDir
-
-    state = RunDir(cfg.settings.run_dir).read_state()
-    if state and state.get("processes"):
-        return [(p["service"], p["replica"]) for p in state["processes"]]
-    return [(s.name, i) for s in cfg.services for i in range(s.replicas)]
-
-
 def services(ctx: typer.Context, incomplete: str) -> list[str]:
     """The stack's service names."""
     cfg = _config(ctx)
     if cfg is None:
         return []
-    names = dict.fromkeys(name for name, _ in _replicas(cfg))
+    names = dict.fromkeys(name for name, _ in recorded_replicas(cfg))
     return [name for name in names if name.startswith(incomplete)]
 
 
@@ -51,7 +43,7 @@ def services_and_replicas(ctx: typer.Context, incomplete: str) -> list[str]:
     cfg = _config(ctx)
     if cfg is None:
         return []
-    replicas = _replicas(cfg)
+    replicas = recorded_replicas(cfg)
     counts: dict[str, int] = {}
     for name, _ in replicas:
         counts[name] = counts.get(name, 0) + 1

@@ -26,6 +26,7 @@ from procorch.cli.common import (
     existing_run_dir,
     fail,
     load,
+    recorded_replicas,
 )
 from procorch.config import Config
 from procorch.supervisor import control
@@ -102,11 +103,7 @@ def stack_replicas(cfg: Config, rundir: RunDir) -> list[tuple[str, int]]:
         status = control.request(rundir.socket, {"cmd": "status", "names": []}, timeout=ASK_TIMEOUT)
         return [(s["name"], s["replica"]) for s in status["services"]]
     except (control.DaemonNotRunning, control.ControlError, TimeoutError, ConnectionError):
-        pass  # down (or unwell): what it last said it ran is on disk
-    state = rundir.read_state()
-    if state and state.get("processes"):
-        return [(p["service"], p["replica"]) for p in state["processes"]]
-    return [(s.name, i) for s in cfg.services for i in range(s.replicas)]
+        return recorded_replicas(cfg)  # down (or unwell): what it last said it ran is on disk
 
 
 def select(replicas: list[tuple[str, int]], name: str | None) -> list[tuple[str, int]]:
