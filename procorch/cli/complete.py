@@ -9,6 +9,8 @@ a <Tab> must never print an error into the user's command line.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,9 @@ import typer
 from procorch.cli.common import recorded_replicas
 from procorch.config import Config, ConfigError, load_config
 
-JOB_IDS = 50  # the newest this many jobs are offered (a queue can hold millions)
+NEWEST_JOBS = 50  # the newest this many jobs are offered (a queue can hold millions)
+# Whether this run completes a word: the shell sets _PROCORCH_COMPLETE (how click asks).
+COMPLETING = any(name.startswith("_") and name.endswith("_COMPLETE") for name in os.environ)
 
 
 def _config(ctx: typer.Context) -> Config | None:
@@ -77,7 +81,7 @@ def _jobs(
         with Jobs.from_config(cfg) as jobs:
             for status in statuses:
                 total = jobs.list(status, 0, 0)["total"]
-                found += jobs.list(status, JOB_IDS, max(0, total - JOB_IDS))["jobs"]
+                found += jobs.list(status, NEWEST_JOBS, max(0, total - NEWEST_JOBS))["jobs"]
     except (JobError, OSError):
         return []
     found.sort(key=lambda job: -job["job_id"])  # the newest first
@@ -85,4 +89,17 @@ def _jobs(
         (str(job["job_id"]), f"{job['status']}: {job['function']}({job['input']})")
         for job in found
         if str(job["job_id"]).startswith(incomplete)
-    ][:JOB_IDS]
+    ][:NEWEST_JOBS]
+
+
+def _offered(completer: Callable[..., list[Any]]) -> Callable[..., list[Any]] | None:
+    return completer if COMPLETING else None
+
+
+# What the argument declarations pass as `autocompletion=`. Typer inspects every
+# completer while it builds the commands, on every run (~1 ms for all of them, of the
+# ~80 ms of `status`); a run that completes no word never calls one, so it gets none.
+SERVICES = _offered(services)
+SERVICES_AND_REPLICAS = _offered(services_and_replicas)
+JOB_IDS = _offered(job_ids)
+OPEN_JOB_IDS = _offered(unfinished_job_ids)

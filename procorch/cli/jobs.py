@@ -33,9 +33,9 @@ job_app = typer.Typer(
 )
 
 Numbers = Annotated[list[str], typer.Argument(help="n: integers from 0 to [jobs] max_n.")]
-JobId = Annotated[str, typer.Argument(help="The job's id.", autocompletion=complete.job_ids)]
+JobId = Annotated[str, typer.Argument(help="The job's id.", autocompletion=complete.JOB_IDS)]
 OpenJobId = Annotated[  # a pending or running job: the only ones to wait for or cancel
-    str, typer.Argument(help="The job's id.", autocompletion=complete.unfinished_job_ids)
+    str, typer.Argument(help="The job's id.", autocompletion=complete.OPEN_JOB_IDS)
 ]
 ModOpt = Annotated[
     str | None, typer.Option("--mod", "-m", help="The modulus m (≥ 2) [default: [jobs] mod].")

@@ -194,7 +194,7 @@ def down(config: ConfigOpt = None, run_dir: RunDirOpt = None) -> None:
 def status(
     name: Annotated[
         str | None,
-        typer.Argument(help="Only this service.", autocompletion=complete.services),
+        typer.Argument(help="Only this service.", autocompletion=complete.SERVICES),
     ] = None,
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
@@ -254,7 +254,7 @@ def restart(
     names: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Services to restart [default: all].", autocompletion=complete.services
+            help="Services to restart [default: all].", autocompletion=complete.SERVICES
         ),
     ] = None,
     config: ConfigOpt = None,
@@ -267,7 +267,7 @@ def restart(
 
 def start(
     name: Annotated[
-        str, typer.Argument(help="The service to start.", autocompletion=complete.services)
+        str, typer.Argument(help="The service to start.", autocompletion=complete.SERVICES)
     ],
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
@@ -279,7 +279,7 @@ def start(
 
 def stop(
     name: Annotated[
-        str, typer.Argument(help="The service to stop.", autocompletion=complete.services)
+        str, typer.Argument(help="The service to stop.", autocompletion=complete.SERVICES)
     ],
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,

@@ -14,7 +14,7 @@ from procorch.cli.common import EXIT_CONFIG, ConfigOpt, JsonOpt, RunDirOpt, fail
 def call(
     service: Annotated[
         str,
-        typer.Argument(help="The service, e.g. UserService.", autocompletion=complete.services),
+        typer.Argument(help="The service, e.g. UserService.", autocompletion=complete.SERVICES),
     ],
     action: Annotated[str, typer.Argument(help="The action, e.g. create_user.")],
     data: Annotated[
