@@ -36,41 +36,54 @@ FOLLOW_INTERVAL = 0.2  # seconds between looks at the files while following
 ASK_TIMEOUT = 5.0  # a daemon slower than this to say what it runs is asked no more
 
 
+# The options are named here, once, rather than written out in the signatures: Typer
+# evaluates each parameter's annotation twice while building the commands, on every
+# run of any command, and a name costs less to evaluate than an Option(...) call.
+NameArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Only this service, or one replica of it (api.1).",
+        show_default=False,
+        autocompletion=complete.SERVICES_AND_REPLICAS,
+    ),
+]
+LinesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--lines",
+        "-n",
+        min=0,
+        help="How many lines per replica [default: 20, or all with --since].",
+        show_default=False,
+    ),
+]
+FollowOpt = Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new output.")]
+TimestampsOpt = Annotated[
+    bool, typer.Option("--timestamps", "-t", help="Show when each line was written (UTC).")
+]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="Only lines written since then: a time ago (30s, 10m, 1h, 2d) or a date "
+        "and time (2026-12-02T08:00:00, local unless it ends in Z or +HH:MM).",
+    ),
+]
+EventLinesOpt = Annotated[int, typer.Option("--lines", "-n", min=0, help="How many events.")]
+EventFollowOpt = Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")]
+EventJsonOpt = Annotated[
+    bool, typer.Option("--json", help="Machine-readable JSON (with -f: one object per line).")
+]
+
+
 def logs(
-    name: Annotated[
-        str | None,
-        typer.Argument(
-            help="Only this service, or one replica of it (api.1).",
-            show_default=False,
-            autocompletion=complete.services_and_replicas,
-        ),
-    ] = None,
+    name: NameArg = None,
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
-    lines: Annotated[
-        int | None,
-        typer.Option(
-            "--lines",
-            "-n",
-            min=0,
-            help="How many lines per replica [default: 20, or all with --since].",
-            show_default=False,
-        ),
-    ] = None,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new output.")
-    ] = False,
-    timestamps: Annotated[
-        bool, typer.Option("--timestamps", "-t", help="Show when each line was written (UTC).")
-    ] = False,
-    since: Annotated[
-        str | None,
-        typer.Option(
-            "--since",
-            help="Only lines written since then: a time ago (30s, 10m, 1h, 2d) or a date "
-            "and time (2026-12-02T08:00:00, local unless it ends in Z or +HH:MM).",
-        ),
-    ] = None,
+    lines: LinesOpt = None,
+    follow: FollowOpt = False,
+    timestamps: TimestampsOpt = False,
+    since: SinceOpt = None,
 ) -> None:
     """Show the captured output (stdout and stderr) of services."""
     from procorch.supervisor.logs import read_lines
@@ -80,16 +93,16 @@ def logs(
     after = since_stamp(since) if since is not None else None
     chosen = select(stack_replicas(cfg, rundir), name)
     count = lines if lines is not None else (None if after else 20)
-    # Following starts where reading back ends, so no line is lost or shown twice.
-    tails = [_Tail(f"{svc}.{i}", rundir.log_path(svc, i)) for svc, i in chosen]
-    width = max(len(tail.label) for tail in tails) if len(tails) > 1 else 0
+    files = [(f"{svc}.{i}", rundir.log_path(svc, i)) for svc, i in chosen]
+    width = max(len(label) for label, _ in files) if len(files) > 1 else 0
+    # Following starts where reading back ends (and the followers are placed first), so
+    # no line is lost or shown twice; without -f, a line still being written shows too.
+    tails = [_Tail(label, path) for label, path in files] if follow else []
+    ends = [tail.start for tail in tails] or [None] * len(files)
     # One replica's lines are in order; several are merged by time, as they happened.
     earlier = [
-        [
-            (stamp or "", tail.label, text)
-            for stamp, text in read_lines(tail.path, count, after, upto=tail.start)
-        ]
-        for tail in tails
+        [(stamp or "", label, text) for stamp, text in read_lines(path, count, after, upto=end)]
+        for (label, path), end in zip(files, ends, strict=True)
     ]
     for stamp, label, text in heapq.merge(*earlier, key=lambda line: line[0]):
         typer.echo(_line(label, width, stamp or None, text, timestamps))
@@ -170,12 +183,18 @@ class _Tail:
         self.path = path
         self.file: BinaryIO | None = None
         self.partial = b""  # the start of a line whose end has not been written yet
-        self.start = 0  # where following starts: the end of the file as it is now
+        self.start = 0  # where following starts: after the last whole line there is now
         try:
             self.file = open(path, "rb")  # noqa: SIM115 - held open across calls
-            self.start = self.file.seek(0, os.SEEK_END)
         except OSError:
-            pass
+            return
+        end = self.file.seek(0, os.SEEK_END)
+        # A line still being written is the follower's to print, once it is whole.
+        block = max(0, end - 65536)
+        self.file.seek(block)
+        last = self.file.read(end - block).rfind(b"\n")
+        self.start = block + last + 1 if last >= 0 or block == 0 else end
+        self.file.seek(self.start)
 
     def new_lines(self) -> list[str]:
         """The lines completed since the last call."""
@@ -244,14 +263,9 @@ def _follow(tails: list[_Tail], width: int, timestamps: bool) -> NoReturn:
 def events(
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="How many events.")] = 30,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
-    ] = False,
-    as_json: Annotated[
-        bool,
-        typer.Option("--json", help="Machine-readable JSON (with -f: one object per line)."),
-    ] = False,
+    lines: EventLinesOpt = 30,
+    follow: EventFollowOpt = False,
+    as_json: EventJsonOpt = False,
 ) -> None:
     """Show the event log: starts, exits, restarts, health kills, FATAL."""
     cfg = load(config, run_dir)
