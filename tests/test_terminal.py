@@ -13,6 +13,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -280,10 +281,27 @@ def test_watch_until_ctrl_c_leaves_the_table(stack: Stack) -> None:
     watch = Terminal(stack, "status", "--watch", columns=80)
     try:
         assert watch.read_until(lambda text: text.count("running") >= 2)  # redrawn once
-        os.killpg(watch.proc.pid, 2)  # Ctrl-C
+        os.killpg(watch.proc.pid, signal.SIGINT)  # Ctrl-C
         code = watch.finish(timeout=15)
     finally:
         watch.proc.kill()
     assert code == 0
     lines = Screen(80).show(watch.text)
     assert any(line.startswith("api  ") and "running" in line for line in lines), lines
+
+
+def test_watch_gives_up_on_a_daemon_that_stops_answering(stack: Stack) -> None:
+    stack.write(python_service("api"))
+    stack.up()
+    daemon = stack.daemon_pid()
+    watch = Terminal(stack, "status", "--watch", columns=80)
+    try:
+        assert watch.read_until(lambda text: "running" in text)
+        os.kill(daemon, signal.SIGSTOP)  # alive, holding its socket, answering nothing
+        code = watch.finish(timeout=30)
+    finally:
+        os.kill(daemon, signal.SIGCONT)
+        watch.proc.kill()
+    assert code == 1
+    lines = [line for line in Screen(80).show(watch.text) if line]
+    assert lines == ["procorch: the daemon did not answer in time"], lines

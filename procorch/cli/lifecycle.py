@@ -214,8 +214,8 @@ def status(
 def _watch(cfg: Config, message: dict[str, Any]) -> NoReturn:
     """Redraw the status every second, to the terminal's width, until Ctrl-C (exit 0).
 
-    If the daemon stops meanwhile, the table (now stale) is taken off the screen and
-    one line says so (exit 1): a table left standing would look like a live one.
+    If the daemon stops (or stops answering) meanwhile, the table, now stale, is taken
+    off the screen and one line says why (exit 1): a table left standing looks live.
     """
     from rich.live import Live
     from rich.text import Text
@@ -231,12 +231,19 @@ def _watch(cfg: Config, message: dict[str, Any]) -> NoReturn:
                 try:
                     status = control.request(RunDir(cfg.settings.run_dir).socket, message)
                 except (control.DaemonNotRunning, ConnectionError):
-                    live.update(Text(""), refresh=True)
-                    break
-                live.update(render.status_view(status, out.width), refresh=True)
+                    problem = f"daemon stopped (pid {status['supervisor']['pid']})"
+                except TimeoutError:
+                    problem = "the daemon did not answer in time"
+                except control.ControlError as exc:  # a new daemon without this service
+                    problem = str(exc)
+                else:
+                    live.update(render.status_view(status, out.width), refresh=True)
+                    continue
+                live.update(Text(""), refresh=True)
+                break
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
-    fail(f"daemon stopped (pid {status['supervisor']['pid']})")  # exit 1: the daemon is down
+    fail(problem)  # exit 1, as for a daemon that is not running
 
 
 def _control(
