@@ -15,7 +15,7 @@ import typer
 
 from procorch.config import CONFIG_FILENAME, Config, ConfigError, load_config
 from procorch.supervisor import control
-from procorch.supervisor.rundir import RunDir
+from procorch.supervisor.rundir import BadState, RunDir
 
 EXIT_OK = 0
 EXIT_DAEMON_DOWN = 1  # also: a refused request, a job error
@@ -94,3 +94,15 @@ def show(status: dict[str, Any], as_json: bool) -> None:
         print_status(status)
         for warning in status["supervisor"].get("warnings", []):  # e.g. a full disk
             typer.echo(f"procorch: warning: {warning}", err=True)
+
+
+def recorded_replicas(cfg: Config) -> list[tuple[str, int]]:
+    """Every (service, replica) the run directory's state.json says the stack runs (or ran
+    last), in start order; the config's if it never ran. Read without asking the daemon."""
+    try:
+        state = RunDir(cfg.settings.run_dir).read_state()
+    except BadState:  # the daemon rewrites it soon; meanwhile the config is the best guess
+        state = None
+    if state and state.get("processes"):
+        return [(p["service"], p["replica"]) for p in state["processes"]]
+    return [(s.name, i) for s in cfg.services for i in range(s.replicas)]

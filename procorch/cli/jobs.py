@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from procorch.cli import complete
 from procorch.cli.common import EXIT_CONFIG, EXIT_INTERRUPTED, ConfigOpt, JsonOpt, RunDirOpt, fail
 
 if TYPE_CHECKING:
@@ -32,7 +33,10 @@ job_app = typer.Typer(
 )
 
 Numbers = Annotated[list[str], typer.Argument(help="n: integers from 0 to [jobs] max_n.")]
-JobId = Annotated[str, typer.Argument(help="The job's id.")]
+JobId = Annotated[str, typer.Argument(help="The job's id.", autocompletion=complete.JOB_IDS)]
+OpenJobId = Annotated[  # a pending or running job: the only ones to wait for or cancel
+    str, typer.Argument(help="The job's id.", autocompletion=complete.OPEN_JOB_IDS)
+]
 ModOpt = Annotated[
     str | None, typer.Option("--mod", "-m", help="The modulus m (≥ 2) [default: [jobs] mod].")
 ]
@@ -191,7 +195,7 @@ def list_(
 
 @job_app.command()
 def wait(
-    job_id: JobId,
+    job_id: OpenJobId,
     timeout: Annotated[
         float | None,
         typer.Option("--timeout", "-t", min=0, help="Give up after this many seconds."),
@@ -223,7 +227,7 @@ def wait(
 
 @job_app.command()
 def cancel(
-    job_id: JobId, config: ConfigOpt = None, run_dir: RunDirOpt = None, as_json: JsonOpt = False
+    job_id: OpenJobId, config: ConfigOpt = None, run_dir: RunDirOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Cancel a pending or running job (a running job's result is dropped)."""
     with _jobs(config, run_dir) as jobs:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from procorch.cli import complete
 from procorch.cli.common import (
     EXIT_CONFIG,
     EXIT_DAEMON_DOWN,
@@ -271,7 +272,10 @@ def _wait_gone(pid: int | None, timeout: float) -> bool:
 
 
 def status(
-    name: Annotated[str | None, typer.Argument(help="Only this service.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Only this service.", autocompletion=complete.SERVICES),
+    ] = None,
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
@@ -288,17 +292,38 @@ def status(
 
 
 def _watch(cfg: Config, message: dict[str, Any]) -> NoReturn:
+    """Redraw the status every second, to the terminal's width, until Ctrl-C (exit 0).
+
+    If the daemon stops (or stops answering) meanwhile, the table, now stale, is taken
+    off the screen and one line says why (exit 1): a table left standing looks live.
+    """
     from rich.live import Live
+    from rich.text import Text
 
-    from procorch.render import status_table
+    from procorch import render
 
+    out = render.console()
+    status = request(cfg, message)  # not running at all: the usual one line
     try:
-        with Live(status_table(request(cfg, message)), auto_refresh=False) as live:
+        with Live(render.status_view(status, out.width), console=out, auto_refresh=False) as live:
             while True:
                 time.sleep(1.0)
-                live.update(status_table(request(cfg, message)), refresh=True)
+                try:
+                    status = control.request(RunDir(cfg.settings.run_dir).socket, message)
+                except (control.DaemonNotRunning, ConnectionError):
+                    problem = f"daemon stopped (pid {status['supervisor']['pid']})"
+                except TimeoutError:
+                    problem = "the daemon did not answer in time"
+                except control.ControlError as exc:  # a new daemon without this service
+                    problem = str(exc)
+                else:
+                    live.update(render.status_view(status, out.width), refresh=True)
+                    continue
+                live.update(Text(""), refresh=True)
+                break
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+    fail(problem)  # exit 1, as for a daemon that is not running
 
 
 def _control(
@@ -315,7 +340,10 @@ def _control(
 def restart(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="Services (or one replica: api.1) to restart [default: all]."),
+        typer.Argument(
+            help="Services (or one replica: api.1) to restart [default: all].",
+            autocompletion=complete.SERVICES_AND_REPLICAS,
+        ),
     ] = None,
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
@@ -326,7 +354,13 @@ def restart(
 
 
 def start(
-    names: Annotated[list[str], typer.Argument(help="Services (or one replica: api.1).")],
+    names: Annotated[
+        list[str],
+        typer.Argument(
+            help="Services (or one replica: api.1).",
+            autocompletion=complete.SERVICES_AND_REPLICAS,
+        ),
+    ],
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
@@ -336,7 +370,13 @@ def start(
 
 
 def stop(
-    names: Annotated[list[str], typer.Argument(help="Services (or one replica: api.1).")],
+    names: Annotated[
+        list[str],
+        typer.Argument(
+            help="Services (or one replica: api.1).",
+            autocompletion=complete.SERVICES_AND_REPLICAS,
+        ),
+    ],
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,

@@ -8,11 +8,15 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from procorch.cli import complete
 from procorch.cli.common import EXIT_CONFIG, ConfigOpt, JsonOpt, RunDirOpt, fail, load, request
 
 
 def call(
-    service: Annotated[str, typer.Argument(help="The service, e.g. UserService.")],
+    service: Annotated[
+        str,
+        typer.Argument(help="The service, e.g. UserService.", autocompletion=complete.SERVICES),
+    ],
     action: Annotated[str, typer.Argument(help="The action, e.g. create_user.")],
     data: Annotated[
         str | None, typer.Argument(help="The request data: a JSON object [default: {}].")

@@ -2,24 +2,53 @@
 
 The daemon reads each child's stdout+stderr pipe and hands the bytes here, as
 supervisord and circus do, so rotation never needs the child's cooperation.
+
+Each line in a log file starts with the time it reached the daemon, UTC to the
+millisecond (`2026-12-02T08:41:32.123Z `), so `procorch logs -t/--since` can tell
+when it was written; readers strip it unless asked (`read_lines`, `tail_lines`).
+A file rolls over only between whole lines, and never grows past its size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections import deque
-from collections.abc import Callable
+import re
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 _COLOURS = (36, 33, 32, 35, 34, 91, 96, 93, 92, 95, 94)
+STAMP_LEN = len("2026-12-02T08:41:32.123Z ")  # the stamp and the space after it
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+_READ_BLOCK = 65536
+
+
+class _Clock:
+    """The stamp for now; the date and time are formatted once a second, not per write."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = b""
+
+    def stamp(self) -> bytes:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+        return b"%s.%03dZ " % (self._prefix, int((now - second) * 1000))
+
+
+_clock = _Clock()
 
 
 class RotatingLog:
-    """Append-only file that rolls over to .1, .2, ... when it passes max_bytes."""
+    """Append-only file of stamped lines that rolls over to .1, .2, ... before max_bytes."""
 
     def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
         self.path = path
@@ -29,32 +58,81 @@ class RotatingLog:
         self._size = self._file.tell()
         self.run_start = self._size  # where the current process's output starts in the file
         self.dropped = 0  # bytes of output the disk refused
+        self._line_open = False  # the last byte written ended no line
+        self._put_from = self._size  # where the last _put began, for what it dropped
+        if self._size and self._last_byte() != b"\n":
+            with contextlib.suppress(OSError):  # a full disk: the line stays open, no harm
+                self._put(b"\n")  # an earlier daemon's child died mid-line: end that line
 
     def _open(self) -> BinaryIO:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return os.fdopen(fd, "ab", buffering=0)
 
+    def _last_byte(self) -> bytes:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                return f.read(1)
+        except OSError:
+            return b"\n"
+
     def write(self, data: bytes) -> OSError | None:
-        """Append `data`; what the disk refused (ENOSPC) is dropped, and the error returned.
+        """Append a child's output, each line it starts stamped with the time now; what
+        the disk refuses (ENOSPC) is dropped, counted, and the error returned.
 
         Never raises for it: the daemon must keep reading the pipe, or the service
         would block on a full one.
         """
-        written = 0
+        if not data:
+            return None
+        stamp = _clock.stamp()
+        ends = data.endswith(b"\n")
+        # Every newline but a final one starts a line here; a final one's line is stamped
+        # when its first byte comes, which may be much later.
+        text = (data[:-1] if ends else data).replace(b"\n", b"\n" + stamp)
+        if ends:
+            text += b"\n"
+        if not self._line_open:
+            text = stamp + text
         try:
-            if self._size + len(data) > self.max_bytes and self._size > 0:
+            while self._size + len(text) > self.max_bytes:
+                room = self.max_bytes - self._size
+                cut = text.rfind(b"\n", 0, room) + 1  # the whole lines that still fit
+                if cut == 0 and self._size == 0:
+                    cut = room  # one line longer than a whole file: it has to be split
+                if cut:
+                    self._put(text[:cut])
+                    text = text[cut:]
                 self._rotate()
-            while written < len(data):  # a write can take only part of it
-                written += self._file.write(data[written:]) or 0
+                if self._line_open:  # the rest of a line: stamped again, one line here
+                    text = stamp + text
+                    self._line_open = False
+            if text:
+                self._put(text)
+                text = b""
         except OSError as exc:
-            self.dropped += len(data) - written
+            self.dropped += len(text) - (self._size - self._put_from)  # what never got in
             return exc
-        finally:
-            self._size += written
         return None
 
+    def _put(self, text: bytes) -> None:
+        """Write all of `text` (a write can take only part of it); what was written is
+        counted in the size even when the disk refuses the rest."""
+        self._put_from = self._size
+        written = 0
+        try:
+            while written < len(text):
+                written += self._file.write(text[written:]) or 0
+        finally:
+            self._size += written
+            if written:
+                self._line_open = not text[:written].endswith(b"\n")
+
     def mark_run(self) -> None:
-        """A new process of the replica starts writing here."""
+        """A new process of the replica starts writing here, on a line of its own."""
+        if self._line_open:  # the last one died mid-line
+            with contextlib.suppress(OSError):
+                self._put(b"\n")
         self.run_start = self._size
 
     def _rotate(self) -> None:
@@ -140,24 +218,72 @@ class Echo:
             self.write(b"\n")
 
 
-def tail_lines(path: Path, count: int, start: int = 0) -> list[str]:
-    """The last `count` lines of a log file after byte `start`, read from the end (logs
-    can be large). A file now shorter than `start` was rotated since: all of it is newer."""
-    if count <= 0:
+def split_stamp(line: str) -> tuple[str | None, str]:
+    """A log line's time (ISO 8601, UTC) and text; no time for a line written unstamped."""
+    if _STAMP.match(line):
+        return line[: STAMP_LEN - 1], line[STAMP_LEN:]
+    return None, line
+
+
+def read_lines(
+    path: Path,
+    count: int | None = None,
+    since: str | None = None,
+    upto: int | None = None,
+    start: int | None = None,
+) -> list[tuple[str | None, str]]:
+    """The last `count` lines (all if None) of a log, its rotated files included, as
+    (time, text), oldest first; with `since` (a time as the stamps write it) only those
+    written at or after it; with `upto`, only the file's first `upto` bytes (what a
+    follower that started there has not seen); with `start`, only the current file's lines
+    from that byte on (a file now shorter was rotated since: all of it is newer). Read
+    from the end: logs can be large."""
+    if count is not None and count <= 0:
         return []
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            end = f.tell()
-            if end < start:
-                start = 0
-            block, data = 8192, b""
-            while end > start and data.count(b"\n") <= count:
-                begin = max(start, end - block)
-                f.seek(begin)
-                data = f.read(end - begin) + data
-                end = begin
-    except OSError:
-        return []
-    lines: deque[str] = deque(data.decode(errors="replace").splitlines(), maxlen=count)
-    return list(lines)
+    found: list[tuple[str | None, str]] = []
+    for raw in _newest_first(path, upto, start):
+        stamp, text = split_stamp(raw.decode(errors="replace").removesuffix("\r"))
+        if since is not None and (stamp is None or stamp < since):
+            break  # older lines come only before this one
+        found.append((stamp, text))
+        if len(found) == count:
+            break
+    found.reverse()
+    return found
+
+
+def tail_lines(path: Path, count: int, start: int | None = None) -> list[str]:
+    """The last `count` lines of a log file (or of the daemon's), without their times;
+    with `start`, only those from that byte of the current file on (one run's lines)."""
+    return [text for _, text in read_lines(path, count, start=start)]
+
+
+def _newest_first(path: Path, upto: int | None = None, start: int | None = None) -> Iterator[bytes]:
+    """The lines of a log (up to byte `upto`) and then of its rotated files (.1, .2, ...),
+    last line first; with `start`, only the log's own lines from byte `start` on."""
+    files = [path]
+    while start is None and path.with_name(f"{path.name}.{len(files)}").exists():
+        files.append(path.with_name(f"{path.name}.{len(files)}"))
+    for file in files:
+        try:
+            with open(file, "rb") as f:
+                end = f.seek(0, os.SEEK_END)
+                floor = start if start is not None and start <= end else 0
+                if file is path and upto is not None:
+                    end = min(end, upto)
+                rest = b""  # the start of a line whose beginning is in the block before
+                first = True
+                while end > floor:
+                    begin = max(floor, end - _READ_BLOCK)
+                    f.seek(begin)
+                    lines = (f.read(end - begin) + rest).split(b"\n")
+                    end = begin
+                    if first and lines[-1] == b"":
+                        lines.pop()  # the newline that ends the file ends no more lines
+                    first = False
+                    rest = lines.pop(0)
+                    yield from reversed(lines)
+                if not first:
+                    yield rest
+        except OSError:
+            continue
