@@ -14,6 +14,7 @@ _JOBS_API = (
     "JobNotFound",
     "InvalidJob",
     "JobTimeout",
+    "JobConflict",
     "StoreUnavailable",
     "StoreFull",
     "submit",

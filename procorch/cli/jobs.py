@@ -88,6 +88,14 @@ def submit(
     mod: ModOpt = None,
     function: FunctionOpt = None,
     wait: WaitOpt = False,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            "-k",
+            help="Submit once: a retry with the same key (within a day) gets the same ids.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
@@ -97,7 +105,7 @@ def submit(
     Works without the daemon: jobs wait, pending, until the JobWorker service runs.
     """
     with _jobs(config, run_dir) as jobs:
-        ids = jobs.submit_many(numbers, mod=mod, function=function)
+        ids = jobs.submit_many(numbers, mod=mod, function=function, key=key)
         if not wait:
             for job_id in ids:
                 if as_json:

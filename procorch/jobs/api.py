@@ -32,10 +32,11 @@ from procorch.jobs.job import (
     StoreFull,
     StoreUnavailable,
     check_integer,
+    check_key,
     check_status,
     public,
 )
-from procorch.jobs.store import Store, Waiter, open_store
+from procorch.jobs.store import Key, Store, Waiter, open_store
 
 MAX_LIMIT = 10_000  # one `list` page at most
 WAIT_SLICE = 0.5  # a waiting client looks again at least this often, woken or not
@@ -95,16 +96,35 @@ class Jobs:
         mod = self.settings.mod if mod is None else check_integer(mod, "mod", 2, 2**63 - 1)
         return function, n, mod
 
-    def submit(self, n: int, mod: int | None = None, function: str | None = None) -> int:
-        """Enqueue F(n) mod `mod` (default: the config's `mod`); the new job's id."""
-        return self._store.submit_many([self._job(n, mod, function)])[0]
+    def submit(
+        self,
+        n: int,
+        mod: int | None = None,
+        function: str | None = None,
+        key: str | None = None,
+    ) -> int:
+        """Enqueue F(n) mod `mod` (default: the config's `mod`); the new job's id.
+
+        With an idempotency `key`, a retry (the same key and job, within a day) returns
+        the first submission's id and enqueues nothing; the key with another job is
+        JobConflict.
+        """
+        return self.submit_many([n], mod, function, key)[0]
 
     def submit_many(
-        self, ns: builtins.list[int], mod: int | None = None, function: str | None = None
+        self,
+        ns: builtins.list[int],
+        mod: int | None = None,
+        function: str | None = None,
+        key: str | None = None,
     ) -> builtins.list[int]:
-        """Enqueue one job per n in one transaction (all or none); their ids, in order."""
+        """Enqueue one job per n in one transaction (all or none); their ids, in order.
+        A `key` makes the whole submission idempotent, as for `submit`."""
         jobs = [self._job(n, mod, function) for n in ns]
-        return self._store.submit_many(jobs) if jobs else []
+        if not jobs:
+            return []
+        keyed = None if key is None else Key.of(check_key(key), jobs)
+        return self._store.submit_many(jobs, keyed)
 
     # -- looking -----------------------------------------------------------------------
 
@@ -211,9 +231,11 @@ class Jobs:
 # -- module-level conveniences: one call, one short-lived connection -----------------
 
 
-def submit(n: int, mod: int | None = None, *, config: Path | None = None) -> int:
+def submit(
+    n: int, mod: int | None = None, *, key: str | None = None, config: Path | None = None
+) -> int:
     with Jobs.open(config) as jobs:
-        return jobs.submit(n, mod)
+        return jobs.submit(n, mod, key=key)
 
 
 def get_job(job_id: int, *, config: Path | None = None) -> dict[str, Any]:

@@ -38,7 +38,16 @@ import redis
 
 from procorch.config import JobsSettings
 from procorch.jobs.job import FIELDS, Status, StoreFull, StoreUnavailable, backoff
-from procorch.jobs.store import DURATION_BUCKETS, Claim, Durations, Store, Waiter, WorkerId
+from procorch.jobs.store import (
+    DURATION_BUCKETS,
+    KEY_TTL,
+    Claim,
+    Durations,
+    Key,
+    Store,
+    Waiter,
+    WorkerId,
+)
 from procorch.redaction import redact, scrub
 
 PREFIX = "procorch:"
@@ -124,22 +133,32 @@ end
     "{" + ", ".join(map(repr, DURATION_BUCKETS)) + "}",  # Python's list
 )
 
-# ARGV: prefix, now, then (function, n, mod) per job -> first id
+# ARGV: prefix, now, key ('' for none), its digest, its ttl, then (function, n, mod) per
+# job -> {first id, digest}: the first submission's under that key if there was one
 _SUBMIT = (
     _LIB
     + """
-local count = (#ARGV - 2) / 3
+local keyed = p .. 'key:' .. ARGV[3]
+if ARGV[3] ~= '' then
+  local seen = redis.call('HMGET', keyed, 'first', 'digest')
+  if seen[1] then return {tonumber(seen[1]), seen[2]} end
+end
+local count = (#ARGV - 5) / 3
 local last = redis.call('INCRBY', p .. 'next_id', count)
 local first = last - count + 1
 for i = 0, count - 1 do
   local id = first + i
   redis.call('HSET', p .. 'job:' .. id, 'job_id', id, 'status', 'pending',
-    'function', ARGV[3 + 3 * i], 'input', ARGV[4 + 3 * i], 'mod', ARGV[5 + 3 * i],
+    'function', ARGV[6 + 3 * i], 'input', ARGV[7 + 3 * i], 'mod', ARGV[8 + 3 * i],
     'attempts', 0, 'init_time', ARGV[2])
   redis.call('ZADD', p .. 'status:pending', id, id)
   enqueue(id)
 end
-return first
+if ARGV[3] ~= '' then
+  redis.call('HSET', keyed, 'first', first, 'digest', ARGV[4])
+  redis.call('EXPIRE', keyed, ARGV[5])
+end
+return {first, ARGV[4]}
 """
 )
 
@@ -399,12 +418,15 @@ class RedisStore(Store):
 
     # -- clients ---------------------------------------------------------------------
 
-    def submit_many(self, jobs: list[tuple[str, int, int]]) -> list[int]:
+    def submit_many(self, jobs: list[tuple[str, int, int]], key: Key | None = None) -> list[int]:
         args = [repr(time.time())]
+        args += [key.name, key.digest, str(KEY_TTL)] if key else ["", "", "0"]
         for function, n, mod in jobs:
             args += [function, str(n), str(mod)]
-        first = self._guard(lambda: self._run("submit", *args))
-        return list(range(first, first + len(jobs)))
+        first, digest = self._guard(lambda: self._run("submit", *args))
+        ids = list(range(int(first), int(first) + len(jobs)))
+        # the same digest means the same jobs, so as many of them as asked now
+        return key.replay(digest.decode(), ids) if key else ids
 
     def get(self, job_id: int) -> dict[str, Any] | None:
         return _record(self._guard(lambda: self.client.hgetall(f"{PREFIX}job:{job_id}")))

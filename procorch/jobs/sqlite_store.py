@@ -29,8 +29,10 @@ from procorch.config import JobsSettings
 from procorch.jobs.job import CANCELLABLE, FIELDS, Status, StoreFull, StoreUnavailable, backoff
 from procorch.jobs.store import (
     DURATION_BUCKETS,
+    KEY_TTL,
     Claim,
     Durations,
+    Key,
     Store,
     Waiter,
     WorkerId,
@@ -45,6 +47,13 @@ _T = TypeVar("_T")
 _PROCESS_WRITER = threading.Lock()  # see SQLiteStore._write
 
 _SCHEMA = (
+    # idempotency keys of submissions, written in the transaction that enqueues the jobs
+    """
+    CREATE TABLE IF NOT EXISTS job_keys (
+        key TEXT PRIMARY KEY, job_ids TEXT NOT NULL, digest TEXT NOT NULL, created REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS job_keys_created ON job_keys (created)",
     """
     CREATE TABLE IF NOT EXISTS jobs (
         job_id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an id is never reused
@@ -298,18 +307,35 @@ class SQLiteStore(Store):
 
     # -- clients ---------------------------------------------------------------------
 
-    def submit_many(self, jobs: list[tuple[str, int, int]]) -> list[int]:
+    def submit_many(self, jobs: list[tuple[str, int, int]], key: Key | None = None) -> list[int]:
         now = time.time()
+        fresh = True
 
         def insert(db: sqlite3.Connection) -> list[int]:
+            nonlocal fresh
+            if key is not None:
+                db.execute("DELETE FROM job_keys WHERE created < ?", (now - KEY_TTL,))
+                seen = db.execute(
+                    "SELECT job_ids, digest FROM job_keys WHERE key = ?", (key.name,)
+                ).fetchone()
+                if seen is not None:
+                    fresh = False
+                    return key.replay(seen["digest"], json.loads(seen["job_ids"]))
             sql = (
                 "INSERT INTO jobs (status, function, input, mod, init_time)"
                 " VALUES ('pending', ?, ?, ?, ?) RETURNING job_id"
             )
-            return [db.execute(sql, (f, n, m, now)).fetchone()[0] for f, n, m in jobs]
+            ids = [db.execute(sql, (f, n, m, now)).fetchone()[0] for f, n, m in jobs]
+            if key is not None:
+                db.execute(
+                    "INSERT INTO job_keys (key, job_ids, digest, created) VALUES (?, ?, ?, ?)",
+                    (key.name, json.dumps(ids), key.digest, now),
+                )
+            return ids
 
         ids = self._write(insert)
-        self._workers_bell.ring()
+        if fresh:
+            self._workers_bell.ring()
         return ids
 
     def get(self, job_id: int) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ with the fields of `job.FIELDS`, times as epoch seconds (`job.public` formats th
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
 import os
 import socket
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from procorch.config import JobsSettings
-from procorch.jobs.job import Status
+from procorch.jobs.job import JobConflict, Status
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,27 @@ class WorkerId:
     def current(cls, service: str, replica: int) -> WorkerId:
         pid, name = os.getpid(), f"{service}.{replica}"
         return cls(name, f"{socket.gethostname()}:{name}:{pid}", pid, process_start(pid))
+
+
+KEY_TTL = 24 * 3600  # seconds an idempotency key is remembered
+
+
+@dataclass(frozen=True)
+class Key:
+    """An idempotency key and a digest of what was submitted under it."""
+
+    name: str
+    digest: str
+
+    @classmethod
+    def of(cls, name: str, jobs: Sequence[tuple[str, int, int]]) -> Key:
+        return cls(name, hashlib.sha256(repr(list(jobs)).encode()).hexdigest())
+
+    def replay(self, digest: str, ids: list[int]) -> list[int]:
+        """The ids a first submission under this key got, if it asked for the same jobs."""
+        if digest != self.digest:
+            raise JobConflict(f"idempotency key {self.name!r} was used for other jobs")
+        return ids
 
 
 @dataclass(frozen=True)
@@ -128,8 +150,13 @@ class Store(ABC):
     # -- clients ------------------------------------------------------------------
 
     @abstractmethod
-    def submit_many(self, jobs: list[tuple[str, int, int]]) -> list[int]:
-        """Enqueue (function, n, mod) jobs, validated already, in one transaction; their ids."""
+    def submit_many(self, jobs: list[tuple[str, int, int]], key: Key | None = None) -> list[int]:
+        """Enqueue (function, n, mod) jobs, validated already, in one transaction; their ids.
+
+        With a `key`, a submission is made once: the same key again returns the first
+        one's ids and enqueues nothing (JobConflict if it asked for other jobs). The key
+        is stored in the same transaction as the jobs, and kept `KEY_TTL` seconds.
+        """
 
     @abstractmethod
     def get(self, job_id: int) -> dict[str, Any] | None: ...
