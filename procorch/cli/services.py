@@ -53,11 +53,17 @@ def parse_data(data: str | None) -> dict[str, Any]:
 
     Python's parser takes NaN and Infinity, and reads 1e400 as infinity; none of them
     is a JSON number, and on the wire they would travel as null (which a service takes
-    for "not given", so `"quantity": 1e400` would order 1). Refused here, with one line."""
+    for "not given", so `"quantity": 1e400` would order 1). Refused here, with one line.
+    So is an integer a double cannot hold: the services read JSON with orjson, which
+    takes an integer past 64 bits as a double and cannot read the frame at all past
+    that (the call then failed as "reply to another request"); and int() refuses one
+    of over 4,300 digits with a message about sys.set_int_max_str_digits."""
     if data is None:
         return {}
     try:
-        payload = json.loads(data, parse_constant=_not_a_number, parse_float=_finite)
+        payload = json.loads(
+            data, parse_constant=_not_a_number, parse_float=_finite, parse_int=_carried
+        )
     except _NotFinite as exc:
         fail(str(exc), EXIT_CONFIG)
     except ValueError as exc:
@@ -78,8 +84,22 @@ def _not_a_number(name: str) -> NoReturn:
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _NotFinite(f"the data has a number too large for a double: {text}")
+        raise _NotFinite(f"the data has a number too large for a double: {_shown(text)}")
     return value
+
+
+def _carried(text: str) -> int:
+    """An integer the services can read: float() has no digit limit, and says whether."""
+    if not math.isfinite(float(text)):
+        digits = len(text.lstrip("-"))
+        shown = text if len(text) <= 20 else f"{text[:20]}… ({digits} digits)"
+        raise _NotFinite(f"the data has an integer too large for a double: {shown}")
+    return int(text)
+
+
+def _shown(text: str) -> str:
+    """A number as a one-line message shows it: it may have thousands of digits."""
+    return text if len(text) <= 20 else f"{text[:20]}… ({len(text)} characters)"
 
 
 def services(config: ConfigOpt = None, run_dir: RunDirOpt = None, as_json: JsonOpt = False) -> None:

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from procorch.config import Config
 from procorch.gateway.backend import Backend
-from procorch.gateway.http import ApiError, error_response
+from procorch.gateway.http import CODES, ApiError, IntegerConverter, error_response, short
 from procorch.jobs.job import (
     InvalidJob,
     JobConflict,
@@ -40,6 +40,7 @@ def create_app(config: Config) -> Flask:
 
     app = Flask("procorch.gateway")
     app.config["MAX_CONTENT_LENGTH"] = config.gateway.max_body
+    app.url_map.converters["int"] = IntegerConverter  # every route's <int:...>: see there
     app.extensions["procorch"] = Backend(config)
     for module in (system, records, jobs, metrics, openapi):
         app.register_blueprint(module.bp)
@@ -88,16 +89,17 @@ def _job_error(exc: JobError) -> ApiError:
 
 def _http_error(exc: HTTPException) -> Response:
     status = exc.code or 500
-    code = (exc.name or "error").lower().replace(" ", "_")
+    # the gateway's word for the status (400 `invalid`, as the services say it), else
+    # werkzeug's name for it (`method_not_allowed`)
+    code = CODES.get(status) or (exc.name or "error").lower().replace(" ", "_")
     message = exc.description or exc.name
     if status == 404:
-        message = f"no such endpoint: {request.method} {request.path}"
+        message = f"no such endpoint: {request.method} {short(request.path, 100)}"
     elif status == 405:
         allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or ()))
         message = f"{request.method} is not allowed on {request.path} (allowed: {allowed})"
     elif status == 413:
         message = f"the request body is larger than {request.max_content_length} bytes"
-        code = "too_large"
     response = error_response(ApiError(status, message, code))
     for name, value in exc.get_headers():  # e.g. Allow, which a 405 must carry
         if name != "Content-Type":
