@@ -108,6 +108,14 @@ class GatewaySettings:
     workers: int = 1  # gateway processes, all serving the one listening socket
     pin_cpu: bool = True  # each gateway process on one CPU: its threads share one GIL
     timeout: float = 5.0  # seconds to wait for a service before answering 504
+    # The most threads waiting on one service at once; then its endpoints answer 503 at
+    # once, so a hung service cannot take every thread. 0: half of `threads`.
+    service_threads: int = 0
+
+    @property
+    def service_limit(self) -> int:
+        """`service_threads`, or half the threads by default (at least one)."""
+        return self.service_threads or max(1, self.threads // 2)
 
     @property
     def is_loopback(self) -> bool:
@@ -283,6 +291,7 @@ tcp = 8000                     # a port to connect to...
 # workers = 1                  # gateway processes sharing the port (each with its threads)
 # pin_cpu = true               # keep each gateway process on one CPU (see the README)
 # timeout = 5.0                # seconds to wait for a service; slower gets 504
+# service_threads = 0          # most threads one service may hold waiting (0: threads / 2)
 
 # The job queue (`procorch job ...`). With this table, the JobWorker service runs
 # beside the services above (replicas = workers); without it, only in the built-in stack.
@@ -867,6 +876,7 @@ _GATEWAY_PARSERS: dict[str, _Parser] = {
     "workers": partial(_integer, minimum=1, maximum=64),
     "pin_cpu": _boolean,
     "timeout": _positive,
+    "service_threads": partial(_integer, minimum=0, maximum=256),
 }
 _SECTION_PARSERS = {"procorch": _SETTINGS_PARSERS, "gateway": _GATEWAY_PARSERS}
 _JOBS_PARSERS: dict[str, _Parser] = {

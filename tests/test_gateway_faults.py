@@ -9,17 +9,124 @@ limit refused with 400 in every integer slot the OpenAPI document has.
 
 from __future__ import annotations
 
+import http.client
 import json
+import math
 import os
+import signal
+import statistics
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
-from tests.conftest import PY, GatewayStack
+from tests.conftest import PY, GatewayStack, wait_for
+from tests.test_gateway_lifecycle import hang
 
 BIG = "1" * 5000  # past int()'s 4,300-digit limit
+
+# --- bulkheads: a hung service holds its share of the threads, no more ------------------
+
+# The /users load runs in a process of its own: 16 busy client threads in the test's
+# process would hold its GIL and add their turns to the latencies measured here.
+USERS_LOAD = """
+import http.client, json, sys, threading, time
+port, seconds, clients = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+answers, stop = [], time.monotonic() + seconds
+def client():
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    while time.monotonic() < stop:
+        started = time.monotonic()
+        conn.request("GET", "/users/1")
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        answers.append([response.status, body.get("message"), time.monotonic() - started])
+        if response.will_close:
+            conn.close()
+threads = [threading.Thread(target=client) for _ in range(clients)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps(answers))
+"""
+
+
+def latencies(port: int, path: str, count: int, budget: float = 2.0) -> list[float]:
+    """Up to `count` sequential GETs of `path` on one kept-alive connection, each one's
+    seconds; within `budget` seconds in all (a request that takes longer counts as inf)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=budget)
+    seconds: list[float] = []
+    deadline = time.monotonic() + budget
+    try:
+        while len(seconds) < count and time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                response.read()
+            except TimeoutError:
+                seconds.append(math.inf)
+                break
+            seconds.append(time.monotonic() - started)
+            assert response.status == 200
+    finally:
+        conn.close()
+    return seconds
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
+def test_a_hung_service_holds_only_its_share_of_the_gateways_threads(tmp_path: Path) -> None:
+    """8 threads, so UserService may hold 4: 16 clients on /users get 504s (the 4 that
+    waited) and instant 503s, while /job/ID and /health keep their latency."""
+    gateway = GatewayStack(tmp_path)
+    try:
+        gateway.write_gateway("timeout = 2\n")  # the hang stays within heartbeat_timeout
+        gateway.up()
+        hung_gateway(gateway)
+    finally:
+        gateway.cleanup()
+
+
+def hung_gateway(gateway: GatewayStack) -> None:
+    assert gateway.post("/users", json={"username": "ann", "email": "ann@x.org"}).ok
+    job_id = gateway.post("/job/10").json()["job_id"]
+    wait_for(lambda: gateway.get(f"/job/{job_id}").json()["status"] == "done")
+    pid = gateway.pid_of("UserService")
+    hang(pid)
+    try:
+        load = subprocess.Popen(
+            [PY, "-c", USERS_LOAD, str(gateway.port), "3", "16"], stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(1.0)  # past the bulkhead's patience (0.5 s): the steady state
+        job = latencies(gateway.port, f"/job/{job_id}", 100)
+        health = latencies(gateway.port, "/health", 100)
+        out, _ = load.communicate(timeout=30)
+    finally:
+        os.kill(pid, signal.SIGCONT)  # within the 10 s heartbeat timeout: not restarted
+    assert len(job) == len(health) == 100, (job[-3:], health[-3:])
+    assert p99(job) < 0.1, sorted(job)[-5:]
+    assert p99(health) < 0.1, sorted(health)[-5:]
+    answers = json.loads(out)
+    refused = [seconds for status, _, seconds in answers if status == 503]
+    assert len(refused) > 100, answers[:20]  # the clients kept calling, refused at once
+    assert p99(refused) < 0.1
+    messages = {message for status, message, _ in answers if status == 503}
+    assert messages == {"UserService is busy or hung: 4 requests already waiting"}
+    assert {status for status, _, _ in answers} == {503, 504}  # the 4 waited for the timeout
+    # SIGCONT: UserService answers again, and every thread with it
+    assert gateway.pid_of("UserService") == pid
+    wait_for(lambda: gateway.get("/users/1").status_code == 200)
+    with requests.Session() as http_session:
+        for _ in range(20):
+            assert http_session.get(gateway.url + "/users/1", timeout=10).status_code == 200
+
 
 # --- integers past int()'s 4,300-digit limit --------------------------------------------
 

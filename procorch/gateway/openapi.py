@@ -29,7 +29,8 @@ REASONS = {
     404: "No such record (or route)",
     409: "Conflicts with what exists",
     413: "The request body is over `max_body`",
-    503: "The service behind the endpoint is down",
+    503: "The service behind the endpoint is down, or busy or hung (holding its share of "
+    "the gateway's threads)",
     504: "The service behind the endpoint did not answer in time",
 }
 
