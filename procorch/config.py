@@ -111,6 +111,8 @@ class GatewaySettings:
     # The most threads waiting on one service at once; then its endpoints answer 503 at
     # once, so a hung service cannot take every thread. 0: half of `threads`.
     service_threads: int = 0
+    request_deadline: float = 10.0  # seconds a client has to send a whole request
+    connection_limit: int = 1000  # open connections; beyond it, new ones wait in the backlog
 
     @property
     def service_limit(self) -> int:
@@ -292,6 +294,8 @@ tcp = 8000                     # a port to connect to...
 # pin_cpu = true               # keep each gateway process on one CPU (see the README)
 # timeout = 5.0                # seconds to wait for a service; slower gets 504
 # service_threads = 0          # most threads one service may hold waiting (0: threads / 2)
+# request_deadline = 10.0      # seconds a client has to send its whole request
+# connection_limit = 1000      # open connections at most; more wait in the backlog
 
 # The job queue (`procorch job ...`). With this table, the JobWorker service runs
 # beside the services above (replicas = workers); without it, only in the built-in stack.
@@ -877,6 +881,8 @@ _GATEWAY_PARSERS: dict[str, _Parser] = {
     "pin_cpu": _boolean,
     "timeout": _positive,
     "service_threads": partial(_integer, minimum=0, maximum=256),
+    "request_deadline": _positive,
+    "connection_limit": partial(_integer, minimum=1, maximum=1_000_000),
 }
 _SECTION_PARSERS = {"procorch": _SETTINGS_PARSERS, "gateway": _GATEWAY_PARSERS}
 _JOBS_PARSERS: dict[str, _Parser] = {

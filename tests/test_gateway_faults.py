@@ -13,7 +13,9 @@ import http.client
 import json
 import math
 import os
+import select
 import signal
+import socket
 import statistics
 import subprocess
 import time
@@ -126,6 +128,92 @@ def hung_gateway(gateway: GatewayStack) -> None:
     with requests.Session() as http_session:
         for _ in range(20):
             assert http_session.get(gateway.url + "/users/1", timeout=10).status_code == 200
+
+
+# --- slow clients: a deadline for the whole request ------------------------------------
+
+
+def test_trickling_clients_are_dropped_at_the_deadline_and_others_served(
+    tmp_path: Path,
+) -> None:
+    """200 connections sending a byte every 0.25 s (never idle, so waitress's inactivity
+    timeout never fires) are dropped at the 2 s deadline; meanwhile new clients are served."""
+    gateway = GatewayStack(tmp_path)
+    tricklers: list[socket.socket] = []
+    try:
+        gateway.write_gateway("request_deadline = 2\nconnection_limit = 250\n")
+        gateway.up()
+        opened = time.monotonic()
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            tricklers.append(s)
+        dropped: dict[socket.socket, tuple[float, bytes]] = {}
+        served: list[float] = []
+        http_session = requests.Session()
+        while len(dropped) < len(tricklers) and time.monotonic() - opened < 6:
+            for s in tricklers:
+                if s not in dropped:
+                    try:
+                        s.send(b"X")
+                    except OSError:
+                        dropped[s] = (time.monotonic() - opened, b"")
+            readable, _, _ = select.select([s for s in tricklers if s not in dropped], [], [], 0)
+            for s in readable:
+                try:
+                    answer = s.recv(4096)
+                except OSError:
+                    answer = b""
+                dropped[s] = (time.monotonic() - opened, answer)
+            if time.monotonic() - opened < 1.5:  # a new client, while all 200 trickle
+                started = time.monotonic()
+                assert http_session.get(gateway.url + "/health", timeout=5).status_code == 200
+                served.append(time.monotonic() - started)
+            time.sleep(0.25)
+        http_session.close()
+        assert len(dropped) == 200, f"{200 - len(dropped)} tricklers still connected after 6 s"
+        times = [seconds for seconds, _ in dropped.values()]
+        assert min(times) >= 1.9 and max(times) < 4.5, (min(times), max(times))
+        assert len(served) >= 4 and max(served) < 0.5, served
+        for _, answer in dropped.values():
+            if answer:  # the 408 came before the close (a reset may have overtaken it)
+                head, _, body = answer.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 408 "), head
+                assert json.loads(body) == {
+                    "status": "error",
+                    "message": "the request was not complete within 2 s",
+                    "code": "timeout",
+                }
+        assert any(answer for _, answer in dropped.values())
+        assert gateway.get("/health").status_code == 200
+    finally:
+        for s in tricklers:
+            s.close()
+        gateway.cleanup()
+
+
+def test_the_connection_limit_is_configurable(tmp_path: Path) -> None:
+    """Past `connection_limit` open connections, a new one waits in the backlog until
+    some close (with the old hard-coded 1,000, the 31st was served at once)."""
+    gateway = GatewayStack(tmp_path)
+    idle: list[socket.socket] = []
+    try:
+        gateway.write_gateway("connection_limit = 20\n")
+        gateway.up()
+        idle = [socket.create_connection(("127.0.0.1", gateway.port)) for _ in range(30)]
+        waiting = socket.create_connection(("127.0.0.1", gateway.port), timeout=1)
+        waiting.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        with pytest.raises(TimeoutError):
+            waiting.recv(100)  # not accepted: the gateway is at its limit
+        while idle:
+            idle.pop().close()
+        waiting.settimeout(5)
+        assert waiting.recv(100).startswith(b"HTTP/1.1 200 ")
+        waiting.close()
+    finally:
+        for s in idle:
+            s.close()
+        gateway.cleanup()
 
 
 # --- integers past int()'s 4,300-digit limit --------------------------------------------

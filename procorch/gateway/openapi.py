@@ -27,6 +27,8 @@ REASONS = {
     400: "Bad request: the body, a field or a parameter is invalid",
     401: "The bearer token is missing or wrong",
     404: "No such record (or route)",
+    # any operation: the client did not send the whole request within `request_deadline`
+    408: "The request was not complete within the gateway's deadline",
     409: "Conflicts with what exists",
     413: "The request body is over `max_body`",
     503: "The service behind the endpoint is down, or busy or hung (holding its share of "
@@ -256,6 +258,7 @@ def _operation(
     responses: dict[str, Any] = {str(status): {"description": "Success", "content": content}}
     for code in errors:
         responses[str(code)] = {"$ref": f"#/components/responses/E{code}"}
+    responses["408"] = {"$ref": "#/components/responses/E408"}
     op: dict[str, Any] = {"summary": summary, "responses": responses}
     if body:
         op["requestBody"] = {
