@@ -287,7 +287,8 @@ tcp = 8000                     # a port to connect to...
 # host = "127.0.0.1"           # non-loopback without a token warns  (GATEWAY_HOST)
 # port = 5000                  # (GATEWAY_PORT)
 # token = "16+ characters"     # then all but /health need "Authorization: Bearer TOKEN"
-#                              #   (PROCORCH_TOKEN)
+#                              #   (PROCORCH_TOKEN); "auto": one made and kept in the run
+#                              #   directory (`procorch gateway-token` prints it)
 # max_body = 1048576           # largest request body in bytes; bigger gets 413
 # threads = 8                  # WSGI server threads
 # workers = 1                  # gateway processes sharing the port (each with its threads)
@@ -839,8 +840,13 @@ def _functions(value: Any, where: _Where) -> dict[str, str]:
     return functions
 
 
+AUTO_TOKEN = "auto"  # [gateway] token = "auto": the gateway makes one (gateway/token.py)
+
+
 def _token(value: Any, where: _Where) -> str:
     text = _string(value, where)
+    if text == AUTO_TOKEN:
+        return text
     # It travels in an HTTP header: printable ASCII without spaces, and long enough to guess hard.
     if not all("!" <= ch <= "~" for ch in text):
         raise where.error("expected printable ASCII without spaces (it is sent in a header)")

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import requests
 
+from procorch.gateway.app import control_refusal
 from tests.conftest import PY, GatewayStack, wait_for
 from tests.test_gateway_lifecycle import hang
 
@@ -214,6 +215,85 @@ def test_the_connection_limit_is_configurable(tmp_path: Path) -> None:
         for s in idle:
             s.close()
         gateway.cleanup()
+
+
+# --- the token: one key or flag away, kept owner-only, never shown ----------------------
+
+NO_TOKEN_LINE = (
+    "procorch: the gateway at http://127.0.0.1:{port}/ takes requests without a token from "
+    "any local user; `procorch up --gateway --token` makes one (see `procorch gateway-token`)"
+)
+
+
+def test_up_says_when_the_gateway_takes_requests_without_a_token(tmp_path: Path) -> None:
+    gateway = GatewayStack(tmp_path)
+    try:
+        gateway.write_gateway()
+        result = gateway.up()
+        assert NO_TOKEN_LINE.format(port=gateway.port) in result.stderr.splitlines()
+        assert gateway.get("/users").status_code == 200  # the originals' curl still works
+        token = gateway.cli("gateway-token")
+        assert (token.returncode, token.stdout) == (1, "")
+        assert token.stderr.startswith("procorch: the gateway has no token")
+        assert len(token.stderr.splitlines()) == 1
+    finally:
+        gateway.cleanup()
+
+
+@pytest.mark.parametrize("how", ["config", "flag"])
+def test_an_automatic_token_is_made_kept_owner_only_and_never_shown(
+    tmp_path: Path, how: str
+) -> None:
+    gateway = GatewayStack(tmp_path)
+    try:
+        if how == "config":
+            gateway.write_gateway('token = "auto"\n')
+            up = gateway.up()
+        else:
+            gateway.write_gateway()
+            up = gateway.up("--token")
+        path = gateway.run_dir / "gateway.token"
+        assert path.stat().st_mode & 0o777 == 0o600
+        token = path.read_text().strip()
+        assert len(token) >= 32 and token.isascii()
+        printed = gateway.cli("gateway-token")
+        assert (printed.returncode, printed.stdout, printed.stderr) == (0, token + "\n", "")
+        assert "without a token" not in up.stderr
+        assert "procorch gateway-token" in up.stderr  # where to find it, not the token
+
+        refused = gateway.get("/users")
+        assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert gateway.get("/users", headers=bearer).status_code == 200
+        assert gateway.get("/health").status_code == 200  # open, as ever
+
+        # a restarted gateway keeps it: scripts holding it go on working
+        assert gateway.cli("restart", "Gateway").returncode == 0
+        wait_for(lambda: gateway.get("/users", headers=bearer).status_code == 200)
+
+        shown = [up.stdout, up.stderr]
+        for args in (["status", "--json"], ["status"], ["events", "--json"], ["logs", "-n", "500"]):
+            result = gateway.cli(*args)
+            shown += [result.stdout, result.stderr]
+        shown += [gateway.get(p, headers=bearer).text for p in ("/services", "/openapi.json")]
+        shown += [
+            f.read_text(errors="replace")
+            for f in gateway.run_dir.rglob("*")
+            if f.is_file() and f != path and f.suffix in ("", ".log", ".json", ".txt")
+        ]
+        assert not [text for text in shown if token in text]
+    finally:
+        gateway.cleanup()
+
+
+def test_process_control_is_refused_without_a_token() -> None:
+    """The rule for endpoints that control processes (none exists yet): 403 without a
+    token, whatever the host; allowed once there is one (which the 401 check enforces)."""
+    refusal = control_refusal(None)
+    assert refusal is not None
+    assert (refusal.status, refusal.code) == (403, "forbidden")
+    assert "token" in refusal.message
+    assert control_refusal("a-bearer-token-for-the-tests") is None
 
 
 # --- integers past int()'s 4,300-digit limit --------------------------------------------

@@ -1,4 +1,5 @@
-"""Talking to services: `call` sends one request, `services` shows the registry."""
+"""Talking to services: `call` sends one request, `services` shows the registry, and
+`gateway-token` prints the token the HTTP gateway wants."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from procorch.cli.common import EXIT_CONFIG, ConfigOpt, JsonOpt, RunDirOpt, fail, load, request
+from procorch.config import AUTO_TOKEN
 
 
 def call(
@@ -136,6 +138,39 @@ def services_of(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return registry
 
 
+def gateway_token(config: ConfigOpt = None, run_dir: RunDirOpt = None) -> None:
+    """Print the gateway's token, for `Authorization: Bearer ...` (readable by its owner only)."""
+    from procorch.gateway import token as auto_token
+    from procorch.supervisor import control
+    from procorch.supervisor.rundir import RunDir
+
+    cfg = load(config, run_dir)
+    setting = cfg.gateway.token if cfg.gateway.enabled else None
+    try:  # the running gateway's setting, which `up --token` may have given it
+        running = control.request(RunDir(cfg.settings.run_dir).socket, {"cmd": "config"})
+        gateway = running["config"]["gateway"]
+        setting = gateway["token"] if gateway["enabled"] else None
+    except (control.DaemonNotRunning, control.ControlError, OSError):
+        pass  # not running: the config file's setting
+    if setting is None:
+        fail(
+            "the gateway has no token: it takes requests from any local user "
+            "(`procorch up --gateway --token` makes one)"
+        )
+    if setting != AUTO_TOKEN:
+        typer.echo(setting)  # the config's own: whoever reads it has it anyway
+        return
+    where = auto_token.path(cfg.settings.run_dir)
+    try:
+        value = auto_token.read(cfg.settings.run_dir)
+    except OSError as exc:
+        fail(f"cannot read {where}: {exc.strerror or exc}")
+    if value is None:
+        fail(f"no token in {where} yet: the gateway makes it when it starts")
+    typer.echo(value)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(call)
     app.command()(services)
+    app.command("gateway-token")(gateway_token)

@@ -31,7 +31,7 @@ SERVICE_STATUS = {
 # An HTTP status -> the `code` of an error the gateway answers itself: the services' word
 # for the same status where they have one.
 CODES = {status: code for code, status in SERVICE_STATUS.items() if status != 500}
-CODES |= {401: "unauthorized", 500: "internal"}
+CODES |= {401: "unauthorized", 403: "forbidden", 500: "internal"}
 
 
 class ApiError(Exception):
