@@ -358,6 +358,8 @@ def test_integers_past_the_conversion_limit_are_400_in_every_slot(
             ):
                 failures.append((method, target[:40], body and list(body), response.text[:120]))
     assert not failures, failures
+    wrong_method = gateway.request("PUT", f"/job/{BIG}")  # the 405 names the path, cut short
+    assert wrong_method.status_code == 405 and len(wrong_method.json()["message"]) < 200
     # leading zeros do not count towards the limit (int() counts them)
     zeros = "0" * 5000
     assert gateway.post("/users", json={"username": "ann", "email": "ann@x.org"}).ok

@@ -139,11 +139,12 @@ def _http_error(exc: HTTPException) -> Response:
     # werkzeug's name for it (`method_not_allowed`)
     code = CODES.get(status) or (exc.name or "error").lower().replace(" ", "_")
     message = exc.description or exc.name
+    path = short(request.path, 100)  # a path may be megabytes long
     if status == 404:
-        message = f"no such endpoint: {request.method} {short(request.path, 100)}"
+        message = f"no such endpoint: {request.method} {path}"
     elif status == 405:
         allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or ()))
-        message = f"{request.method} is not allowed on {request.path} (allowed: {allowed})"
+        message = f"{request.method} is not allowed on {path} (allowed: {allowed})"
     elif status == 413:
         message = f"the request body is larger than {request.max_content_length} bytes"
     response = error_response(ApiError(status, message, code))

@@ -114,7 +114,8 @@ def integer_text(raw: str, name: str) -> int:
 
 
 def _bounded_int(text: str, what: str) -> int:
-    """int(`text`), checked ASCII digits with an optional sign; 400 beyond MAX_DIGITS.
+    """int(`text`), ASCII digits with an optional sign (as checked before); 400 if it
+    has more than MAX_DIGITS.
 
     Leading zeros are dropped first: int() counts them towards its limit too."""
     sign = text[0] if text[0] in "+-" else ""
