@@ -112,6 +112,16 @@ class GatewaySettings:
     workers: int = 1  # gateway processes, all serving the one listening socket
     pin_cpu: bool = True  # each gateway process on one CPU: its threads share one GIL
     timeout: float = 5.0  # seconds to wait for a service before answering 504
+    # The most threads waiting on one service at once; then its endpoints answer 503 at
+    # once, so a hung service cannot take every thread. 0: half of `threads`.
+    service_threads: int = 0
+    request_deadline: float = 10.0  # seconds a client has to send a whole request
+    connection_limit: int = 1000  # open connections; beyond it, new ones wait in the backlog
+
+    @property
+    def service_limit(self) -> int:
+        """`service_threads`, or half the threads by default (at least one)."""
+        return self.service_threads or max(1, self.threads // 2)
 
     @property
     def is_loopback(self) -> bool:
@@ -284,12 +294,16 @@ tcp = 8000                     # a port to connect to...
 # host = "127.0.0.1"           # non-loopback without a token warns  (GATEWAY_HOST)
 # port = 5000                  # (GATEWAY_PORT)
 # token = "16+ characters"     # then all but /health need "Authorization: Bearer TOKEN"
-#                              #   (PROCORCH_TOKEN)
+#                              #   (PROCORCH_TOKEN); "auto": one made and kept in the run
+#                              #   directory (`procorch gateway-token` prints it)
 # max_body = 1048576           # largest request body in bytes; bigger gets 413
 # threads = 8                  # WSGI server threads
 # workers = 1                  # gateway processes sharing the port (each with its threads)
 # pin_cpu = true               # keep each gateway process on one CPU (see the README)
 # timeout = 5.0                # seconds to wait for a service; slower gets 504
+# service_threads = 0          # most threads one service may hold waiting (0: threads / 2)
+# request_deadline = 10.0      # seconds a client has to send its whole request
+# connection_limit = 1000      # open connections at most; more wait in the backlog
 
 # The job queue (`procorch job ...`). With this table, the JobWorker service runs
 # beside the services above (replicas = workers); without it, only in the built-in stack.
@@ -835,8 +849,13 @@ def _functions(value: Any, where: _Where) -> dict[str, str]:
     return functions
 
 
+AUTO_TOKEN = "auto"  # [gateway] token = "auto": the gateway makes one (gateway/token.py)
+
+
 def _token(value: Any, where: _Where) -> str:
     text = _string(value, where)
+    if text == AUTO_TOKEN:
+        return text
     # It travels in an HTTP header: printable ASCII without spaces, and long enough to guess hard.
     if not all("!" <= ch <= "~" for ch in text):
         raise where.error("expected printable ASCII without spaces (it is sent in a header)")
@@ -877,6 +896,9 @@ _GATEWAY_PARSERS: dict[str, _Parser] = {
     "workers": partial(_integer, minimum=1, maximum=64),
     "pin_cpu": _boolean,
     "timeout": _positive,
+    "service_threads": partial(_integer, minimum=0, maximum=256),
+    "request_deadline": _positive,
+    "connection_limit": partial(_integer, minimum=1, maximum=1_000_000),
 }
 _SECTION_PARSERS = {"procorch": _SETTINGS_PARSERS, "gateway": _GATEWAY_PARSERS}
 _JOBS_PARSERS: dict[str, _Parser] = {

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -25,7 +26,7 @@ from procorch.cli.common import (
     show,
     status_code,
 )
-from procorch.config import CONFIG_FILENAME, Config
+from procorch.config import AUTO_TOKEN, CONFIG_FILENAME, Config
 from procorch.supervisor import control
 from procorch.supervisor.rundir import RunDir
 
@@ -42,10 +43,18 @@ def up(
     gateway: Annotated[
         bool, typer.Option("--gateway", help="Also serve the HTTP gateway ([gateway] table).")
     ] = False,
+    token: Annotated[
+        bool,
+        typer.Option(
+            "--token",
+            help="The gateway wants a token, made and kept in the run directory "
+            '(`procorch gateway-token` prints it); as [gateway] token = "auto".',
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Start the supervisor daemon and every service; return once they are all running."""
-    cfg = load(config, run_dir, gateway)
+    cfg = _with_token(load(config, run_dir, gateway), token)
     rundir = RunDir(cfg.settings.run_dir)
     _warn_if_exposed(cfg)
     _check_imports(cfg, config, foreground)
@@ -72,6 +81,8 @@ def _already_running(
     running = request(cfg, {"cmd": "config"})["config"]
     if running["gateway"]["enabled"] and not cfg.gateway.enabled:
         cfg = load(config, run_dir, gateway=True)  # not asking for the gateway keeps it
+    # nor does not asking for a token drop the one `up --token` gave it
+    cfg = _with_token(cfg, running["gateway"]["token"] == AUTO_TOKEN)
     differences = describe(diff(running, json.loads(cfg.to_json())))
     status = request(cfg, {"cmd": "status"})
     pid = status["supervisor"]["pid"]
@@ -88,13 +99,30 @@ def _already_running(
     raise typer.Exit(0)  # nothing was started twice, and that is what was asked
 
 
+def _with_token(cfg: Config, token: bool) -> Config:
+    """`cfg` with the automatic gateway token (`up --token`), unless it has a token."""
+    if not token or cfg.gateway.token:
+        return cfg
+    return replace(cfg, gateway=replace(cfg.gateway, token=AUTO_TOKEN))
+
+
 def _next_steps(cfg: Config) -> None:
     """What a user types next: the gateway's address when it runs, and the usual commands."""
     gw = cfg.gateway
     if gw.enabled:
         host = f"[{gw.host}]" if ":" in gw.host else gw.host
+        url = f"http://{host}:{gw.port}/"
         token = " (send the token: Authorization: Bearer ...)" if gw.token else ""
-        typer.echo(f"gateway: http://{host}:{gw.port}/{token}", err=True)
+        if gw.token == AUTO_TOKEN:
+            token = " (send the token: Authorization: Bearer $(procorch gateway-token))"
+        typer.echo(f"gateway: {url}{token}", err=True)
+        if gw.token is None and gw.is_loopback:  # elsewhere, _warn_if_exposed warned
+            typer.echo(
+                f"procorch: the gateway at {url} takes requests without a token from any "
+                "local user; `procorch up --gateway --token` makes one "
+                "(see `procorch gateway-token`)",
+                err=True,
+            )
     typer.echo(
         "next: procorch status · procorch logs -f · procorch events · procorch down", err=True
     )

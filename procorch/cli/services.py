@@ -1,4 +1,5 @@
-"""Talking to services: `call` sends one request, `services` shows the registry."""
+"""Talking to services: `call` sends one request, `services` shows the registry, and
+`gateway-token` prints the token the HTTP gateway wants."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import typer
 
 from procorch.cli import complete
 from procorch.cli.common import EXIT_CONFIG, ConfigOpt, JsonOpt, RunDirOpt, fail, load, request
+from procorch.config import AUTO_TOKEN
 
 
 def call(
@@ -57,11 +59,17 @@ def parse_data(data: str | None) -> dict[str, Any]:
 
     Python's parser takes NaN and Infinity, and reads 1e400 as infinity; none of them
     is a JSON number, and on the wire they would travel as null (which a service takes
-    for "not given", so `"quantity": 1e400` would order 1). Refused here, with one line."""
+    for "not given", so `"quantity": 1e400` would order 1). Refused here, with one line.
+    So is an integer a double cannot hold: the services read JSON with orjson, which
+    takes an integer past 64 bits as a double and cannot read the frame at all past
+    that (the call then failed as "reply to another request"); and int() refuses one
+    of over 4,300 digits with a message about sys.set_int_max_str_digits."""
     if data is None:
         return {}
     try:
-        payload = json.loads(data, parse_constant=_not_a_number, parse_float=_finite)
+        payload = json.loads(
+            data, parse_constant=_not_a_number, parse_float=_finite, parse_int=_carried
+        )
     except _NotFinite as exc:
         fail(str(exc), EXIT_CONFIG)
     except ValueError as exc:
@@ -82,8 +90,22 @@ def _not_a_number(name: str) -> NoReturn:
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _NotFinite(f"the data has a number too large for a double: {text}")
+        raise _NotFinite(f"the data has a number too large for a double: {_shown(text)}")
     return value
+
+
+def _carried(text: str) -> int:
+    """An integer the services can read: float() has no digit limit, and says whether."""
+    if not math.isfinite(float(text)):
+        digits = len(text.lstrip("-"))
+        shown = text if len(text) <= 20 else f"{text[:20]}… ({digits} digits)"
+        raise _NotFinite(f"the data has an integer too large for a double: {shown}")
+    return int(text)
+
+
+def _shown(text: str) -> str:
+    """A number as a one-line message shows it: it may have thousands of digits."""
+    return text if len(text) <= 20 else f"{text[:20]}… ({len(text)} characters)"
 
 
 def services(config: ConfigOpt = None, run_dir: RunDirOpt = None, as_json: JsonOpt = False) -> None:
@@ -120,6 +142,39 @@ def services_of(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return registry
 
 
+def gateway_token(config: ConfigOpt = None, run_dir: RunDirOpt = None) -> None:
+    """Print the gateway's token, for `Authorization: Bearer ...` (readable by its owner only)."""
+    from procorch.gateway import token as auto_token
+    from procorch.supervisor import control
+    from procorch.supervisor.rundir import RunDir
+
+    cfg = load(config, run_dir)
+    setting = cfg.gateway.token if cfg.gateway.enabled else None
+    try:  # the running gateway's setting, which `up --token` may have given it
+        running = control.request(RunDir(cfg.settings.run_dir).socket, {"cmd": "config"})
+        gateway = running["config"]["gateway"]
+        setting = gateway["token"] if gateway["enabled"] else None
+    except (control.DaemonNotRunning, control.ControlError, OSError):
+        pass  # not running: the config file's setting
+    if setting is None:
+        fail(
+            "the gateway has no token: it takes requests from any local user "
+            "(`procorch up --gateway --token` makes one)"
+        )
+    if setting != AUTO_TOKEN:
+        typer.echo(setting)  # the config's own: whoever reads it has it anyway
+        return
+    where = auto_token.path(cfg.settings.run_dir)
+    try:
+        value = auto_token.read(cfg.settings.run_dir)
+    except OSError as exc:
+        fail(f"cannot read {where}: {exc.strerror or exc}")
+    if value is None:
+        fail(f"no token in {where} yet: the gateway makes it when it starts")
+    typer.echo(value)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(call)
     app.command()(services)
+    app.command("gateway-token")(gateway_token)

@@ -3,6 +3,9 @@
 One `Backend` per gateway process, shared by its threads: the services `Client` is
 thread-safe, the registry and the stats file are read-only views, and each thread
 gets a `Jobs` connection of its own (a database connection serves one thread).
+
+Bulkheads: calls to one service may hold at most `service_limit` of the threads at once
+(see `Bulkheads`), so a hung service cannot stall the endpoints that do not use it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from procorch.config import Config
 from procorch.jobs.job import FINISHED
 from procorch.services.client import lookup
+from procorch.services.protocol import CallTimeout, ServiceError, Unavailable
 from procorch.services.registry import Endpoint, Registry
 from procorch.stats import SlotStats, StatsTable
 
@@ -55,10 +59,24 @@ class Backend:
         self._stats: StatsTable | None = None
         self._local = threading.local()
         self._finished = FinishedJobs()
+        self._bulkheads = Bulkheads(config.gateway.service_limit)
 
     def call(self, service: str, action: str, data: dict[str, Any]) -> Any:
-        """A service's reply data; its refusal raises ServiceError (mapped to HTTP later)."""
-        return self.client.call(service, action, data)
+        """A service's reply data; its refusal raises ServiceError (mapped to HTTP later),
+        as does a service already holding its share of the threads (503, see Bulkheads)."""
+        slots = self._bulkheads.enter(service)
+        answered = False
+        try:
+            reply = self.client.call(service, action, data)
+            answered = True
+            return reply
+        except CallTimeout:  # no answer: caught first, as it is a ServiceError too
+            raise
+        except ServiceError:
+            answered = True  # a refusal (or no replica at all, at once): not a hang
+            raise
+        finally:
+            slots.leave(answered)
 
     def job(self, job_id: int) -> dict[str, Any]:
         """The job, from the cache of finished jobs if it is there (see `FinishedJobs`)."""
@@ -125,6 +143,65 @@ class Backend:
         if ep.slot >= self._stats.slots:
             return None
         return self._stats.read(ep.slot)
+
+
+class Bulkheads:
+    """At most `limit` concurrent calls per service; more wait for a slot only while the
+    service is answering, and are refused (503) at once when it is not.
+
+    Without them a hung service (SIGSTOPped, deadlocked) takes every gateway thread, one
+    request at a time, each for the whole timeout, and `GET /job/1`, which never calls
+    it, waited 10 s for a thread. With them it holds `limit` threads, and the rest keep
+    their latency. Refusing whenever `limit` calls are in flight would refuse a healthy
+    service's bursts too (100 concurrent clients, calls of a millisecond), so a call
+    finding no slot waits for one, but no longer than until the oldest call in flight
+    is `patience` seconds old: a service that slow is slow or hung, and is refused at
+    once from then on; and not at all once a call to it has timed out, until one gets
+    an answer (else each wave of timeouts would let the next calls wait again). The
+    fast path (a slot free) costs about a microsecond."""
+
+    def __init__(self, limit: int, patience: float = 0.5) -> None:
+        self.limit = limit
+        self.patience = patience
+        self._slots: dict[str, Slots] = {}
+
+    def enter(self, service: str) -> Slots:
+        """The service's slots, one taken by this thread (`Slots.leave` gives it back);
+        `Unavailable` if none came free in time."""
+        slots = self._slots.get(service)
+        if slots is None:  # setdefault is atomic: racing threads all get the same one
+            slots = self._slots.setdefault(service, Slots(self.limit))
+        if not slots.free.acquire(blocking=False):
+            wait = self._wait(slots) if slots.answering else 0.0
+            if not slots.free.acquire(timeout=wait):
+                raise Unavailable(
+                    f"{service} is busy or hung: {self.limit} requests already waiting"
+                )
+        slots.started[threading.get_ident()] = time.monotonic()
+        return slots
+
+    def _wait(self, slots: Slots) -> float:
+        """How long a call may wait for a slot: until the oldest call in flight is
+        `patience` old (list() copies the dict atomically, under the GIL)."""
+        started = list(slots.started.values())
+        if not started:  # the holders have not noted their start yet: it is now
+            return self.patience
+        return max(0.0, self.patience - (time.monotonic() - min(started)))
+
+
+class Slots:
+    """One service's slots: a semaphore, when each thread holding one took it, and
+    whether the service's last call ended with an answer (False: it timed out)."""
+
+    def __init__(self, limit: int) -> None:
+        self.free = threading.Semaphore(limit)
+        self.started: dict[int, float] = {}  # thread id -> time.monotonic() (one call each)
+        self.answering = True
+
+    def leave(self, answered: bool) -> None:
+        self.answering = answered
+        del self.started[threading.get_ident()]
+        self.free.release()
 
 
 class FinishedJobs:

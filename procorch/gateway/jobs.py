@@ -18,9 +18,10 @@ from typing import Any
 from flask import Blueprint, Response, request
 from flask.typing import ResponseReturnValue
 
-from procorch.gateway.http import fail, integer_text, json_body, query_int, respond
+from procorch.gateway.http import fail, integer_text, json_body, query_int, respond, short
 from procorch.gateway.system import backend
 from procorch.jobs.api import MAX_LIMIT, Jobs
+from procorch.services.fields import MAX_INTEGER
 from procorch.services.protocol import dumps
 
 bp = Blueprint("jobs", __name__)
@@ -34,11 +35,17 @@ def _taken(n: Any, mod: Any) -> ResponseReturnValue:
 
 
 def _job_id(raw: Any) -> int:
-    """A job id from a path or a query: anything but a positive integer names no job."""
-    text = str(raw).strip()
-    if not (text.isascii() and text.isdigit()) or int(text) < 1 or int(text) > 2**63 - 1:
+    """A job id from a path or a query: anything but a positive integer names no job;
+    an integer past the largest id is out of range (400), as a user's or an order's."""
+    text = str(raw).strip()  # raw: from /info's body, any JSON value
+    if not (text.isascii() and text.isdigit()):
+        fail(404, f"no job with id {short(repr(raw))}")
+    job_id = integer_text(text, "id")
+    if job_id > MAX_INTEGER:
+        fail(400, f"`id` is out of range: it must be at most {MAX_INTEGER}")
+    if job_id < 1:
         fail(404, f"no job with id {raw!r}")
-    return int(text)
+    return job_id
 
 
 def _listed(status: str | None, limit: int, offset: int) -> ResponseReturnValue:

@@ -27,9 +27,12 @@ REASONS = {
     400: "Bad request: the body, a field or a parameter is invalid",
     401: "The bearer token is missing or wrong",
     404: "No such record (or route)",
+    # any operation: the client did not send the whole request within `request_deadline`
+    408: "The request was not complete within the gateway's deadline",
     409: "Conflicts with what exists",
     413: "The request body is over `max_body`",
-    503: "The service (or job store) behind the endpoint is down",
+    503: "The service (or job store) behind the endpoint is down, or busy or hung (holding"
+    " its share of the gateway's threads)",
     507: "The job store is full: its disk (or Redis's maxmemory) has no room",
     504: "The service behind the endpoint did not answer in time",
 }
@@ -256,6 +259,7 @@ def _operation(
     responses: dict[str, Any] = {str(status): {"description": "Success", "content": content}}
     for code in errors:
         responses[str(code)] = {"$ref": f"#/components/responses/E{code}"}
+    responses["408"] = {"$ref": "#/components/responses/E408"}
     op: dict[str, Any] = {"summary": summary, "responses": responses}
     if body:
         op["requestBody"] = {

@@ -1,21 +1,29 @@
 """Serving the app on waitress: a production WSGI server with threads.
 
-Two things on top of waitress's defaults: the errors waitress answers itself (a body
-over the limit, a malformed request line) come out as JSON like every other error,
-and each request is counted in the replica's statistics (`procorch status` shows the
-gateway's requests and errors like any service's).
+Three things on top of waitress's defaults: the errors waitress answers itself (a body
+over the limit, a malformed request line) come out as JSON like every other error;
+each request is counted in the replica's statistics (`procorch status` shows the
+gateway's requests and errors like any service's); and a client gets `request_deadline`
+seconds to send a whole request, then 408 and the connection closed.
+
+Why a deadline of our own: waitress has only `channel_timeout`, an inactivity timeout,
+which a client sending a byte a second never reaches, so a few hundred such sockets
+held the gateway's connections (`connection_limit`) for as long as they liked and new
+clients waited in the backlog.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer, create_server
-from waitress.task import ErrorTask
+from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
 from procorch.config import GatewaySettings
 from procorch.gateway.http import CODES, error_body
@@ -40,8 +48,78 @@ class JsonErrorTask(ErrorTask):
         self.write(body)
 
 
-class JsonErrorChannel(HTTPChannel):
+log = logging.getLogger("procorch.gateway")
+
+
+class DeadlineChannel(HTTPChannel):
+    """A connection that knows since when it has been waiting for its current request:
+    its opening, for the first; the first byte of the request, for each later one. An
+    idle kept-alive connection (no byte of a next request yet) waits for none, and is
+    waitress's `channel_timeout`'s to close."""
+
     error_task_class = JsonErrorTask
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting_since: float | None = time.monotonic()
+
+    def received(self, data: bytes) -> bool:
+        partial = self.request  # a request begun in earlier reads, or None
+        done = super().received(data)
+        if self.request is None:  # every byte so far made whole requests
+            self.waiting_since = None
+        elif self.request is not partial and (partial is not None or self.waiting_since is None):
+            self.waiting_since = time.monotonic()  # a new request began in this read
+        return done
+
+    def late(self, cutoff: float) -> bool:
+        """Whether it has been waiting for a request since before `cutoff`; a request
+        being served is the app's time, not the client's."""
+        return (
+            self.waiting_since is not None
+            and self.waiting_since < cutoff
+            and not self.requests
+            and not self.will_close
+            and not self.close_when_flushed
+        )
+
+
+class GatewayServer(TcpWSGIServer):
+    """waitress's TCP server with `DeadlineChannel`s, and their deadline enforced in its
+    periodic maintenance (every `cleanup_interval` seconds, on the server's own thread,
+    which owns the channels)."""
+
+    channel_class = DeadlineChannel
+
+    def __init__(self, *args: Any, request_deadline: float, **kwargs: Any) -> None:
+        self.request_deadline = request_deadline
+        super().__init__(*args, **kwargs)
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)  # channel_timeout: idle connections
+        cutoff = time.monotonic() - self.request_deadline
+        late = [c for c in self.active_channels.values() if c.late(cutoff)]
+        for channel in late:
+            self._drop(channel)
+        if late:
+            log.warning(
+                "dropped %d connection(s) that did not send a whole request within %g s",
+                len(late),
+                self.request_deadline,
+            )
+
+    def _drop(self, channel: DeadlineChannel) -> None:
+        """408 as JSON if nothing else is on its way out, then close once it is sent."""
+        if not channel.total_outbufs_len and channel.connected:
+            message = f"the request was not complete within {self.request_deadline:g} s"
+            body = error_body(408, message, "timeout")
+            head = (
+                "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            # no task runs on it and its buffers are empty: write_soon cannot block here
+            channel.write_soon(head.encode() + body)
+        channel.close_when_flushed = True
 
 
 def counted(app: WSGIApp, count: Callable[[float, bool], None]) -> WSGIApp:
@@ -64,19 +142,32 @@ def counted(app: WSGIApp, count: Callable[[float, bool], None]) -> WSGIApp:
     return wsgi
 
 
-def make_server(app: WSGIApp, sock: socket.socket, settings: GatewaySettings) -> BaseWSGIServer:
-    """A waitress server for `app` on the listening socket `sock` (not started)."""
-    server = create_server(
-        app,
+def make_server(app: WSGIApp, sock: socket.socket, settings: GatewaySettings) -> GatewayServer:
+    """A waitress server for `app` on the listening socket `sock` (not started).
+
+    Built as waitress's `create_server` builds one for one socket, with our server class."""
+    adj = Adjustments(
         sockets=[sock],
         threads=settings.threads,
         # waitress refuses a body of max_request_body_size bytes or more; max_body is the
         # largest allowed (as Flask's MAX_CONTENT_LENGTH, the config and the docs say)
         max_request_body_size=settings.max_body + 1,
-        connection_limit=1000,  # beyond it, connections wait in the backlog
+        connection_limit=settings.connection_limit,  # beyond it, connections wait in the backlog
+        # how often maintenance looks for late requests (waitress's default: 30 s)
+        cleanup_interval=1,
         asyncore_use_poll=True,  # select() fails past fd 1024
         ident="procorch",
         clear_untrusted_proxy_headers=True,
     )
-    server.channel_class = JsonErrorChannel
-    return server
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    return GatewayServer(
+        app,
+        map={},
+        _sock=sock,
+        dispatcher=dispatcher,
+        adj=adj,
+        bind_socket=False,
+        sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()),
+        request_deadline=settings.request_deadline,
+    )
