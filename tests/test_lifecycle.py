@@ -10,6 +10,7 @@ import time
 
 import psutil
 
+from procorch.supervisor.logs import split_stamp
 from tests.conftest import (
     FIXTURES,
     PY,
@@ -454,7 +455,8 @@ def test_up_shows_only_the_failed_runs_own_lines(stack):
     assert shown == [f"  | run {last_pid}"]  # three runs wrote; only the last is shown
     (crasher,) = stack.replicas("crasher")
     log = (stack.run_dir / "logs" / "crasher.0.log").read_bytes()
-    assert log[crasher["log_offset"] :] == f"run {last_pid}\n".encode()
+    run = log[crasher["log_offset"] :].decode().splitlines()
+    assert [split_stamp(line)[1] for line in run] == [f"run {last_pid}"]
 
 
 # --- logging in Python services --------------------------------------------------------
@@ -470,7 +472,8 @@ def test_logging_in_a_service_reaches_its_log_at_the_configured_level(stack):
         stack.write(python_service("chatty", cls="Chatty"), settings=f'log_level = "{level}"\n')
         stack.up()
         (chatty,) = stack.replicas("chatty")
-        lines = log.read_text()[chatty["log_offset"] :].splitlines()  # this run's (ASCII)
+        run = log.read_text()[chatty["log_offset"] :].splitlines()  # this run's (ASCII)
+        lines = [split_stamp(line)[1] for line in run]  # without the time of capture
         for wanted in shown:
             pattern = f"^{TIMESTAMP} {wanted} chatty: {wanted.lower()} from setup$"
             assert any(re.match(pattern, line) for line in lines), (pattern, lines)
