@@ -128,6 +128,30 @@ def test_a_full_disk_holds_jobs_until_room_is_made_without_a_restart(disk_stack)
     said_once_and_over(stack)
 
 
+def test_the_gateway_answers_507_on_a_full_disk_and_serves_again_when_freed(tmp_path):
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        gateway = GatewayStack(disk)
+        logs = gateway.run_dir / "logs"
+        logs.mkdir(parents=True, mode=0o700)
+        with tmpfs(logs, "16m"):
+            try:
+                gateway.write_gateway()
+                gateway.up()
+                assert gateway.post("/job/5").status_code == 200
+                filler = fill(disk)
+                refused = gateway.post("/job/6")
+                assert refused.status_code == 507, refused.text
+                assert refused.json()["code"] == "store_full"
+                assert FULL in refused.json()["message"]
+                assert gateway.get("/health").status_code == 200  # the rest still answers
+                filler.unlink()
+                taken = gateway.post("/job/6")
+                assert taken.status_code == 200, taken.text
+                assert gateway.cli("job", "wait", str(taken.json()["job_id"])).returncode == 0
+            finally:
+                gateway.cleanup()
+
+
 def test_the_api_on_a_full_disk_raises_store_full_even_opening(tmp_path):
     config = tmp_path / "procorch.toml"
     config.write_text(jobs_table())
