@@ -2,7 +2,9 @@
 
 Creating an order asks UserService whether the user exists (a call with a short
 timeout: if UserService is down the order fails fast as `unavailable`), stores the
-order, then tells NotificationService without waiting for it.
+order, then tells NotificationService without waiting for it. The notification goes with
+the order's id as its idempotency key, so a retried order (whose retry tells again, in
+case the first attempt died before telling) is notified once.
 """
 
 from __future__ import annotations
@@ -38,21 +40,31 @@ class OrderService(Service):
     def teardown(self) -> None:
         self.db.close()
 
-    @action("create_order")
+    @action("create_order", idempotent=True)
     def create_order(self, data: dict[str, Any]) -> dict[str, Any]:
         fields.required(data, "user_id", "product")
         user_id = fields.identifier(data, "user_id")
         product = fields.text(data, "product", max_length=200)
         quantity = fields.integer(data, "quantity", minimum=1, maximum=1_000_000, default=1)
         existing_user(self.client, user_id)
-        with self.db.transaction() as db:
-            order = db.execute(
-                "INSERT INTO orders (user_id, product, quantity, status, created_at) "
-                "VALUES (?, ?, ?, 'created', ?) RETURNING *",
-                (user_id, product, quantity, now_iso()),
-            ).fetchone()
-        self._notify(order)
-        return {"order": order}
+        reply = self.commit(
+            lambda db: {
+                "order": db.execute(
+                    "INSERT INTO orders (user_id, product, quantity, status, created_at) "
+                    "VALUES (?, ?, ?, 'created', ?) RETURNING *",
+                    (user_id, product, quantity, now_iso()),
+                ).fetchone()
+            }
+        )
+        self._notify(reply["order"])
+        return reply
+
+    def replayed(self, action: str, reply: Any) -> None:
+        """An order's retry tells NotificationService again: the first attempt may have died
+        between its commit and its notification, and the note's key (the order's id) keeps
+        NotificationService from storing it twice."""
+        if action == "create_order":
+            self._notify(reply["order"])
 
     @action("get_order")
     def get_order(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -81,6 +93,7 @@ class OrderService(Service):
             "order_id": order["id"],
         }
         try:
-            self.client.notify(NOTIFICATIONS, "send_notification", note)
+            key = f"order-{order['id']}"  # one note per order, however often it is told
+            self.client.notify(NOTIFICATIONS, "send_notification", note, idempotency_key=key)
         except ServiceError as exc:
             print(f"order {order['id']}: notification not sent: {exc}", file=sys.stderr)
