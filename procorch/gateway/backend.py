@@ -56,9 +56,15 @@ class Backend:
         self._local = threading.local()
         self._finished = FinishedJobs()
 
-    def call(self, service: str, action: str, data: dict[str, Any]) -> Any:
+    def call(
+        self,
+        service: str,
+        action: str,
+        data: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> Any:
         """A service's reply data; its refusal raises ServiceError (mapped to HTTP later)."""
-        return self.client.call(service, action, data)
+        return self.client.call(service, action, data, idempotency_key=idempotency_key)
 
     def job(self, job_id: int) -> dict[str, Any]:
         """The job, from the cache of finished jobs if it is there (see `FinishedJobs`)."""
