@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from flask import Response, request
 
-from procorch.services.protocol import ServiceError, dumps, loads
+from procorch.services.protocol import ServiceError, dumps, key_problem, loads
 
 # A service's error code -> the HTTP status the gateway answers with.
 SERVICE_STATUS = {
@@ -20,6 +20,7 @@ SERVICE_STATUS = {
     "not_found": 404,
     "conflict": 409,
     "too_large": 413,
+    "key_reused": 422,  # an Idempotency-Key sent again with another body
     "unavailable": 503,
     "timeout": 504,
     "unknown_action": 500,  # the gateway asked for an action the service lacks: our bug
@@ -82,6 +83,20 @@ def json_body(*required: str) -> dict[str, Any]:
     if missing:
         fail(400, f"`{missing[0]}` is required")
     return body
+
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key header, None without one; 400 if it is not a key.
+
+    A POST that creates something passes it on to the service, which runs the request
+    at most once per key and answers a retry with the first reply (see README.md)."""
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None and (problem := key_problem(key)) is not None:
+        fail(400, f"the {IDEMPOTENCY_KEY} header {problem}")
+    return key
 
 
 def query_int(name: str, default: int | None = None) -> int | None:
