@@ -161,7 +161,8 @@ class Service:
     actions: ClassVar[dict[str, ActionFn]] = {}
     # Where an idempotent action's records and keys go: set in `setup`.
     db: Database | None = None
-    idempotency_retention: float = IDEMPOTENCY_RETENTION
+    idempotency_retention: float = IDEMPOTENCY_RETENTION  # seconds a key is kept, at least
+    idempotency_purge_interval: float = PURGE_INTERVAL  # seconds between purges of old keys
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -284,7 +285,8 @@ class Service:
                 reply = write(conn)
                 row = (keyed.scope, keyed.key, keyed.action, keyed.request_hash)
                 conn.execute(KEEP_KEY, (*row, protocol.dumps(reply).decode(), now))
-                if now - self._purged_at > PURGE_INTERVAL:  # lazily: no thread of its own
+                # lazily, by the writes that add keys: no thread of its own, no cost without
+                if now - self._purged_at >= self.idempotency_purge_interval:
                     conn.execute(PURGE_KEYS, (now - self.idempotency_retention,))
                     self._purged_at = now
         if stored is not None:
@@ -302,6 +304,8 @@ class Service:
         """The reply to a request with an idempotency key: the stored one if the key is
         known (nothing runs), else the action's, stored by its `commit`."""
         action, data = message["action"], message["data"]
+        if (problem := protocol.key_problem(message["idempotency_key"])) is not None:
+            raise Invalid(f"`idempotency_key` {problem}")  # here: the reply has its request_id
         if not getattr(fn, "_procorch_idempotent", False):
             raise Invalid(f"{action} takes no idempotency key (it creates nothing)")
         keyed = _Keyed(

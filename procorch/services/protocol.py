@@ -177,9 +177,6 @@ def parse_request(body: bytes) -> dict[str, Any]:
         raise Invalid(_field_problem(message, "action", "a string"))
     if type(message.get("data")) is not dict:
         raise Invalid(_field_problem(message, "data", "an object"))
-    key = message.get("idempotency_key")
-    if key is not None and (problem := key_problem(key)) is not None:
-        raise Invalid(f"`idempotency_key` {problem}")
     return message
 
 
