@@ -27,6 +27,7 @@ Row = dict[str, Any]
 # `scope` is the sender's name (the gateway, a service, the CLI): one caller's keys cannot
 # collide with another's. `reply` is the reply's data as JSON; `created_at` is Unix time,
 # from which the retention is counted (an index, as the purge looks for the oldest).
+# WITHOUT ROWID: the rows live in the key's own B-tree, one fewer to write per key.
 IDEMPOTENCY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS idempotency (
     scope TEXT NOT NULL,
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     reply TEXT NOT NULL,
     created_at REAL NOT NULL,
     PRIMARY KEY (scope, key)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created_at)
 """
 # A key's row unless it is older than the retention (a purge may not have run yet).
