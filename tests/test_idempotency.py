@@ -313,7 +313,16 @@ def test_orders_retried_through_a_gateway_killed_under_load_are_created_once(
     acknowledged: list[str] = []  # keys answered, for kill_under_load to count
     retried: list[str] = []
 
+    problems: list[BaseException] = []  # what a client thread died of, to fail with
+
     def client(stop: threading.Event) -> None:
+        try:
+            keep_ordering(stop)
+        except BaseException as exc:
+            problems.append(exc)
+            raise
+
+    def keep_ordering(stop: threading.Event) -> None:
         session = requests.Session()
         while not stop.is_set():
             idem = key()
@@ -326,7 +335,7 @@ def test_orders_retried_through_a_gateway_killed_under_load_are_created_once(
                         headers={"Idempotency-Key": idem},
                         timeout=10,
                     )
-                except requests.ConnectionError:
+                except requests.RequestException:  # reset, cut short mid-answer...
                     retried.append(idem)
                     session.close()
                     session = requests.Session()
@@ -347,6 +356,7 @@ def test_orders_retried_through_a_gateway_killed_under_load_are_created_once(
         gw.kill_under_load("Gateway", client, acknowledged)
     finally:
         slow.unlink()
+    assert not problems, problems
     assert retried, "the gateway was killed, so some request had to be retried"
     assert all(len(replies) == 1 for replies in answers.values()), answers
     orders = gw.get(f"/orders?user_id={user_id}&limit=1000").json()
