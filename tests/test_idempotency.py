@@ -170,7 +170,7 @@ def test_a_post_sent_again_with_its_key_creates_once_and_answers_the_same(
 
 
 @pytest.mark.parametrize("path", CREATES)
-def test_the_same_key_with_another_body_is_422_and_creates_nothing(
+def test_the_same_key_with_another_body_is_409_key_reused_and_creates_nothing(
     gw: GatewayStack, path: str
 ) -> None:
     body = body_for(gw, path)
@@ -180,7 +180,7 @@ def test_the_same_key_with_another_body_is_422_and_creates_nothing(
     assert first.status_code in (200, 201), first.text
     created_one(gw, before, path)
     before = totals(gw)
-    message = error(post(gw, path, other_body(body), idem), 422, "key_reused")
+    message = error(post(gw, path, other_body(body), idem), 409, "key_reused")
     assert idem in message and "already used" in message, message
     assert totals(gw) == before
     again = post(gw, path, body, idem)  # the first request is still answered
@@ -487,13 +487,13 @@ def test_a_service_with_idempotent_actions_and_no_database_does_not_start(
         stack.cleanup()
 
 
-def test_the_openapi_document_describes_the_header_and_the_422(gw: GatewayStack) -> None:
+def test_the_openapi_document_describes_the_header_and_the_409(gw: GatewayStack) -> None:
     doc = gw.get("/openapi.json").json()
     for path in CREATES:
         op = doc["paths"][path]["post"]
         (header,) = [p for p in op["parameters"] if p["in"] == "header"]
         assert header["name"] == "Idempotency-Key" and header["required"] is False
         assert header["schema"]["maxLength"] == 255
-        assert "422" in op["responses"]
+        assert "409" in op["responses"]
     for path, item in doc["paths"].items():  # reads take no key
         assert "Idempotency-Key" not in json.dumps(item.get("get", {})), path

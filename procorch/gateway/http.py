@@ -20,7 +20,9 @@ SERVICE_STATUS = {
     "not_found": 404,
     "conflict": 409,
     "too_large": 413,
-    "key_reused": 422,  # an Idempotency-Key sent again with another body
+    # an Idempotency-Key sent again with another body: the data is valid, the key's state
+    # conflicts with it (the IETF draft's 422 says invalid data, which it is not)
+    "key_reused": 409,
     "unavailable": 503,
     "timeout": 504,
     "unknown_action": 500,  # the gateway asked for an action the service lacks: our bug
@@ -29,7 +31,7 @@ SERVICE_STATUS = {
 # An HTTP status -> the `code` of an error the gateway answers itself: the services' word
 # for the same status where they have one.
 CODES = {status: code for code, status in SERVICE_STATUS.items() if status != 500}
-CODES |= {401: "unauthorized", 500: "internal"}
+CODES |= {401: "unauthorized", 409: "conflict", 500: "internal"}
 
 
 class ApiError(Exception):

@@ -28,9 +28,8 @@ REASONS = {
     400: "Bad request: the body, a field or a parameter is invalid",
     401: "The bearer token is missing or wrong",
     404: "No such record (or route)",
-    409: "Conflicts with what exists",
+    409: "Conflicts with what exists (or the Idempotency-Key was used with another body)",
     413: "The request body is over `max_body`",
-    422: "The Idempotency-Key was already used with another request",
     503: "The service behind the endpoint is down",
     504: "The service behind the endpoint did not answer in time",
 }
@@ -283,7 +282,7 @@ _IDEMPOTENCY = {
         {"type": "string", "pattern": f"^[!-~]{{1,{MAX_KEY}}}$", "maxLength": MAX_KEY},
     ),
     "description": "Sent again with the same key and body (after a lost answer, say), the"
-    " request creates nothing more and gets the first answer; with another body, 422."
+    " request creates nothing more and gets the first answer; with another body, 409."
     " Keys are kept at least 24 hours.",
 }
 
@@ -320,7 +319,7 @@ def _paths(config: Config) -> dict[str, Any]:
             "post": _operation(
                 "Create a user",
                 "UserCreated",
-                (409, 422, *service),
+                (409, *service),
                 status=201,
                 body="NewUser",
                 params=[_IDEMPOTENCY],
@@ -336,7 +335,7 @@ def _paths(config: Config) -> dict[str, Any]:
             "post": _operation(
                 "Create an order (the user must exist)",
                 "OrderCreated",
-                (404, 422, *service),
+                (404, 409, *service),
                 status=201,
                 body="NewOrder",
                 params=[_IDEMPOTENCY],
@@ -355,7 +354,7 @@ def _paths(config: Config) -> dict[str, Any]:
             "post": _operation(
                 "Queue a notification (the user must exist)",
                 "NotificationSent",
-                (404, 422, *service),
+                (404, 409, *service),
                 body="NewNotification",
                 params=[_IDEMPOTENCY],
             ),
