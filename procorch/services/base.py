@@ -294,12 +294,6 @@ class Service:
         keyed.reply = reply
         return reply
 
-    def replayed(self, action: str, reply: Any) -> None:
-        """Called when a request with a key gets the reply a request with that key stored
-        earlier, before it is sent. Nothing by default; a service whose action does
-        something after `commit` that a crash may have cut short (and that is idempotent
-        itself) does it again here."""
-
     def _run_keyed(self, fn: ActionFn, message: dict[str, Any]) -> Any:
         """The reply to a request with an idempotency key: the stored one if the key is
         known (nothing runs), else the action's, stored by its `commit`."""
@@ -324,8 +318,7 @@ class Service:
                 result = fn(self, data)
             finally:
                 self._request.keyed = None
-        except _Replay as replay:
-            self.replayed(action, replay.reply)
+        except _Replay as replay:  # what ran after its commit the first time does not rerun
             return replay.reply
         if keyed.reply is not _UNSET and result is not keyed.reply:
             # committed: a retry would get the stored reply, not this one
