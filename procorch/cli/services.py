@@ -26,19 +26,31 @@ def call(
     timeout: Annotated[
         float, typer.Option("--timeout", "-t", min=0.001, help="Seconds to wait for the reply.")
     ] = 5.0,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            "-k",
+            help="Run the request at most once per key: sent again with the same key (after"
+            " a timeout, say), it creates nothing more and prints the first reply.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Send a request to a service and print its reply (exit 1 on an error reply)."""
     payload = parse_data(data)
+    check_key(idempotency_key)
     cfg = load(config, run_dir)
     from procorch.services.client import Client
     from procorch.services.protocol import ServiceError
 
     with Client(cfg.settings.run_dir, sender="cli") as client:
         try:
-            reply = client.request(service, action, payload, timeout=timeout)
+            reply = client.request(
+                service, action, payload, timeout=timeout, idempotency_key=idempotency_key
+            )
         except ServiceError as exc:
             if as_json:
                 error = {"status": "error", "request_id": exc.request_id, "code": exc.code}
@@ -77,6 +89,14 @@ def parse_data(data: str | None) -> dict[str, Any]:
     if not isinstance(payload, dict):
         fail("the data must be a JSON object, like '{\"user_id\": 1}'", EXIT_CONFIG)
     return payload
+
+
+def check_key(key: str | None) -> None:
+    """A usage error for a key no service would take, before anything is sent."""
+    from procorch.services.protocol import key_problem
+
+    if key is not None and (problem := key_problem(key)) is not None:
+        fail(f"--idempotency-key {problem}", EXIT_CONFIG)
 
 
 class _NotFinite(ValueError):

@@ -61,13 +61,19 @@ class Backend:
         self._finished = FinishedJobs()
         self._bulkheads = Bulkheads(config.gateway.service_limit)
 
-    def call(self, service: str, action: str, data: dict[str, Any]) -> Any:
+    def call(
+        self,
+        service: str,
+        action: str,
+        data: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> Any:
         """A service's reply data; its refusal raises ServiceError (mapped to HTTP later),
         as does a service already holding its share of the threads (503, see Bulkheads)."""
         slots = self._bulkheads.enter(service)
         answered = False
         try:
-            reply = self.client.call(service, action, data)
+            reply = self.client.call(service, action, data, idempotency_key=idempotency_key)
             answered = True
             return reply
         except CallTimeout:  # no answer: caught first, as it is a ServiceError too

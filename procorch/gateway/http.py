@@ -15,7 +15,7 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.routing import BaseConverter
 
 from procorch.services.fields import MAX_INTEGER
-from procorch.services.protocol import ServiceError, dumps, loads
+from procorch.services.protocol import ServiceError, dumps, key_problem, loads
 
 # A service's error code -> the HTTP status the gateway answers with.
 SERVICE_STATUS = {
@@ -23,6 +23,9 @@ SERVICE_STATUS = {
     "not_found": 404,
     "conflict": 409,
     "too_large": 413,
+    # an Idempotency-Key sent again with another body: the data is valid, the key's state
+    # conflicts with it (the IETF draft's 422 says invalid data, which it is not)
+    "key_reused": 409,
     "unavailable": 503,
     "timeout": 504,
     "unknown_action": 500,  # the gateway asked for an action the service lacks: our bug
@@ -31,7 +34,8 @@ SERVICE_STATUS = {
 # An HTTP status -> the `code` of an error the gateway answers itself: the services' word
 # for the same status where they have one.
 CODES = {status: code for code, status in SERVICE_STATUS.items() if status != 500}
-CODES |= {401: "unauthorized", 403: "forbidden", 500: "internal", 507: "store_full"}
+CODES |= {401: "unauthorized", 403: "forbidden", 409: "conflict", 500: "internal"}
+CODES[507] = "store_full"  # the job store's disk (or Redis's memory) is full
 
 
 class ApiError(Exception):
@@ -85,6 +89,20 @@ def json_body(*required: str) -> dict[str, Any]:
     if missing:
         fail(400, f"`{missing[0]}` is required")
     return body
+
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key header, None without one; 400 if it is not a key.
+
+    A POST that creates something passes it on to the service, which runs the request
+    at most once per key and answers a retry with the first reply (see README.md)."""
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None and (problem := key_problem(key)) is not None:
+        fail(400, f"the {IDEMPOTENCY_KEY} header {problem}")
+    return key
 
 
 def query_int(name: str, default: int | None = None) -> int | None:

@@ -14,11 +14,12 @@ from flask.typing import ResponseReturnValue
 
 from procorch import __version__
 from procorch.config import Config
-from procorch.gateway.http import respond
+from procorch.gateway.http import IDEMPOTENCY_KEY, respond
 from procorch.gateway.system import TITLE
 from procorch.jobs.api import MAX_LIMIT
 from procorch.jobs.job import Status
 from procorch.services.fields import MAX_PAGE
+from procorch.services.protocol import MAX_KEY
 
 bp = Blueprint("openapi", __name__)
 
@@ -29,7 +30,7 @@ REASONS = {
     404: "No such record (or route)",
     # any operation: the client did not send the whole request within `request_deadline`
     408: "The request was not complete within the gateway's deadline",
-    409: "Conflicts with what exists",
+    409: "Conflicts with what exists (or the Idempotency-Key was used with another body)",
     413: "The request body is over `max_body`",
     503: "The service (or job store) behind the endpoint is down, or busy or hung (holding"
     " its share of the gateway's threads)",
@@ -278,6 +279,19 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
     return {"name": name, "in": where, "required": required or where == "path", "schema": schema}
 
 
+# The key of a POST that creates something: visible ASCII, as `protocol.key_problem` says.
+_IDEMPOTENCY = {
+    **_param(
+        IDEMPOTENCY_KEY,
+        "header",
+        {"type": "string", "pattern": f"^[!-~]{{1,{MAX_KEY}}}$", "maxLength": MAX_KEY},
+    ),
+    "description": "Sent again with the same key and body (after a lost answer, say), the"
+    " request creates nothing more and gets the first answer; with another body, 409."
+    " Keys are kept at least 24 hours.",
+}
+
+
 def _filter(name: str, schema: dict[str, Any]) -> dict:
     """An optional query parameter that, given empty (`?limit=`), counts as not given."""
     return {**_param(name, "query", schema), "allowEmptyValue": True}
@@ -309,7 +323,12 @@ def _paths(config: Config) -> dict[str, Any]:
         },
         "/users": {
             "post": _operation(
-                "Create a user", "UserCreated", (409, *service), status=201, body="NewUser"
+                "Create a user",
+                "UserCreated",
+                (409, *service),
+                status=201,
+                body="NewUser",
+                params=[_IDEMPOTENCY],
             ),
             "get": _operation("List users", "UserList", service, params=page),
         },
@@ -322,9 +341,10 @@ def _paths(config: Config) -> dict[str, Any]:
             "post": _operation(
                 "Create an order (the user must exist)",
                 "OrderCreated",
-                (404, *service),
+                (404, 409, *service),
                 status=201,
                 body="NewOrder",
+                params=[_IDEMPOTENCY],
             ),
             "get": _operation("List orders", "OrderList", service, params=by_user),
         },
@@ -340,8 +360,9 @@ def _paths(config: Config) -> dict[str, Any]:
             "post": _operation(
                 "Queue a notification (the user must exist)",
                 "NotificationSent",
-                (404, *service),
+                (404, 409, *service),
                 body="NewNotification",
+                params=[_IDEMPOTENCY],
             ),
             "get": _operation("List notifications", "NotificationList", service, params=by_user),
         },

@@ -4,6 +4,10 @@ Each endpoint is one call to the service behind it; the service validates (requi
 fields, defaults, bounds) and stores, and its refusals come back as HTTP errors (see
 `http.SERVICE_STATUS`), with the same messages as over the protocol. Only the fields
 an endpoint documents are passed on, so a body cannot smuggle in others.
+
+A POST that creates something passes its `Idempotency-Key` header on: sent again with the
+same key and body, it creates nothing more and answers as the first time (same status,
+same body), however the first attempt ended.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
-from procorch.gateway.http import json_body, query_int, respond
+from procorch.gateway.http import idempotency_key, json_body, query_int, respond
 from procorch.gateway.system import backend
 
 bp = Blueprint("records", __name__)
@@ -37,10 +41,16 @@ def _listed(key: str, reply: dict[str, Any]) -> ResponseReturnValue:
     )
 
 
+def _create(service: str, action: str, *fields: str) -> Any:
+    """The reply of `action` to the body's `fields`, with the request's Idempotency-Key."""
+    data = _pick(json_body(), *fields)
+    return backend().call(service, action, data, idempotency_key=idempotency_key())
+
+
 def _created(service: str, action: str, key: str, *fields: str) -> ResponseReturnValue:
     """201 with the record `action` made from the body's `fields`. The service says which
     are required and what a missing one defaults to, in the original's words."""
-    reply = backend().call(service, action, _pick(json_body(), *fields))
+    reply = _create(service, action, *fields)
     message = f"{key.capitalize()} created successfully"
     return respond({"status": "success", "message": message, key: reply[key]}, 201)
 
@@ -91,8 +101,8 @@ def get_order(order_id: int) -> ResponseReturnValue:
 
 @bp.post("/notifications")
 def send_notification() -> ResponseReturnValue:
-    data = _pick(json_body(), "user_id", "message", "type")
-    note = backend().call(NOTIFICATIONS, "send_notification", data)["notification"]
+    reply = _create(NOTIFICATIONS, "send_notification", "user_id", "message", "type")
+    note = reply["notification"]
     return respond(
         {
             "status": "success",

@@ -9,6 +9,11 @@ Failing fast: a replica that is not listening refuses the connection at once, an
 next replica is tried; when none accepts, the call raises `Unavailable` without waiting
 for its timeout. A connection the service closed while idle (it was restarted, say) fails
 its send at once with EPIPE, before anything is delivered, and is replaced.
+
+A call that fails once its request was sent (`unavailable` as the replica died, or
+`timeout`) may or may not have done its work. Sent again with the same `idempotency_key`,
+a request to an idempotent action (one that creates something) does it at most once and
+answers as the first time (see `base.Service.commit`); the client does not retry by itself.
 """
 
 from __future__ import annotations
@@ -88,9 +93,13 @@ class Client:
         action: str,
         data: dict[str, Any] | None = None,
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
-        """Send a request and return the reply's data, or raise its error (`ServiceError`)."""
-        return self.request(service, action, data, timeout).data
+        """Send a request and return the reply's data, or raise its error (`ServiceError`).
+
+        `idempotency_key`: the same key sent again gets the first reply, and creates
+        nothing more (for an action that creates something; others refuse a key)."""
+        return self.request(service, action, data, timeout, idempotency_key).data
 
     def request(
         self,
@@ -98,13 +107,18 @@ class Client:
         action: str,
         data: dict[str, Any] | None = None,
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> Reply:
         """As `call`, with the request's id beside the data (`procorch call --json` shows
         it); an error raised once the request was sent carries it as `request_id`."""
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         request_id = self._prefix + str(next(_ids))
-        payload = _frame(request_message(request_id, action, data or {}, self.sender))
+        payload = _frame(
+            request_message(
+                request_id, action, data or {}, self.sender, idempotency_key=idempotency_key
+            )
+        )
         conn = self._send(service, payload, deadline)
         try:
             reply = conn.receive(deadline)
@@ -129,10 +143,19 @@ class Client:
             )
         return Reply(request_id, raise_for(reply))
 
-    def notify(self, service: str, action: str, data: dict[str, Any] | None = None) -> None:
+    def notify(
+        self,
+        service: str,
+        action: str,
+        data: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
         """Send a request that gets no reply; returns once a replica has it in its socket."""
         request_id = self._prefix + str(next(_ids))
-        payload = _frame(request_message(request_id, action, data or {}, self.sender, reply=False))
+        message = request_message(
+            request_id, action, data or {}, self.sender, False, idempotency_key
+        )
+        payload = _frame(message)
         conn = self._send(service, payload, time.monotonic() + self.timeout)
         self._idle.setdefault(service, []).append(conn)
 

@@ -6,6 +6,11 @@ loss can take the last transactions. Ids come from AUTOINCREMENT tables, so a de
 rolled-back id is never handed out again. Replicas of one service share the file;
 SQLite's locks order their writes, and one connection per process is shared by its
 request threads under a lock.
+
+Every service database also has the table `idempotency`: the replies of requests that
+carried an idempotency key, each written in the same transaction as what the request
+created (see `base.Service.commit`), so a record never exists without its key nor a key
+without its record, whatever is killed when.
 """
 
 from __future__ import annotations
@@ -19,6 +24,34 @@ from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
+
+# `scope` is the sender's name (the gateway, a service, the CLI): one caller's keys cannot
+# collide with another's. `reply` is the reply's data as JSON; `created_at` is Unix time,
+# from which the retention is counted (an index, as the purge looks for the oldest).
+# WITHOUT ROWID: the rows live in the key's own B-tree, one fewer to write per key.
+IDEMPOTENCY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS idempotency (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    action TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (scope, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created_at)
+"""
+# A key's row unless it is older than the retention (a purge may not have run yet).
+FIND_KEY = (
+    "SELECT action, request_hash, reply FROM idempotency "
+    "WHERE scope = ? AND key = ? AND created_at >= ?"
+)
+# REPLACE: the row it replaces, if any, is past the retention (FIND_KEY found nothing).
+KEEP_KEY = (
+    "INSERT OR REPLACE INTO idempotency (scope, key, action, request_hash, reply, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+PURGE_KEYS = "DELETE FROM idempotency WHERE created_at < ?"
 
 
 def _as_dict(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
@@ -40,7 +73,7 @@ class Database:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         with self.transaction() as db:
-            for statement in schema.split(";"):
+            for statement in f"{schema};{IDEMPOTENCY_SCHEMA}".split(";"):
                 if statement.strip():
                     db.execute(statement)
 

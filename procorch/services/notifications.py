@@ -56,7 +56,7 @@ class NotificationService(Service):
         self._delivery.join()
         self.db.close()
 
-    @action("send_notification")
+    @action("send_notification", idempotent=True)
     def send_notification(self, data: dict[str, Any]) -> dict[str, Any]:
         fields.required(data, "user_id", "message")
         user_id = fields.identifier(data, "user_id")
@@ -65,14 +65,18 @@ class NotificationService(Service):
         order_id = fields.integer(data, "order_id", minimum=1, default=None)
         if order_id is None:  # an order's own note: the order checked its user already
             existing_user(self.client, user_id)  # as for an order: no notes to nobody
-        with self.db.transaction() as db:
-            note = db.execute(
-                "INSERT INTO notifications (user_id, message, type, status, order_id, created_at)"
-                f" VALUES (?, ?, ?, 'queued', ?, ?) RETURNING {COLUMNS}",
-                (user_id, message, kind, order_id, now_iso()),
-            ).fetchone()
+        reply = self.commit(
+            lambda db: {
+                "notification": db.execute(
+                    "INSERT INTO notifications"
+                    " (user_id, message, type, status, order_id, created_at)"
+                    f" VALUES (?, ?, ?, 'queued', ?, ?) RETURNING {COLUMNS}",
+                    (user_id, message, kind, order_id, now_iso()),
+                ).fetchone()
+            }
+        )
         self._queued.set()
-        return {"notification": note}
+        return reply
 
     @action("list_notifications")
     def list_notifications(self, data: dict[str, Any]) -> dict[str, Any]:

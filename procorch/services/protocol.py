@@ -9,7 +9,10 @@ A request::
     {"request_id": "4211-7", "action": "create_user", "data": {...},
      "sender": "OrderService.0", "sent_at": 1795000000.123}
 
-with an optional `"reply": false` for a notification, which gets no reply. A reply::
+with an optional `"reply": false` for a notification, which gets no reply, and an optional
+`"idempotency_key"` (1 to 255 visible ASCII characters) for an action that takes one: the
+service then runs the request at most once per key (see `base.Service.commit`). The key is
+a field of the frame, not of `data`, since it is not the action's input. A reply::
 
     {"request_id": "4211-7", "status": "success", "data": {...}}
     {"request_id": "4211-7", "status": "error", "code": "not_found", "message": "..."}
@@ -21,6 +24,7 @@ carries `request_id: null`. The error codes are the `CODES` below.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import time
 from typing import Any
@@ -40,7 +44,11 @@ CODES = {
     "unavailable": "no replica of the service is running, or it died mid-request",
     "timeout": "no reply within the caller's timeout",
     "internal": "the action failed unexpectedly (the service logs the traceback)",
+    "key_reused": "the idempotency key was already used for a different request",
 }
+MAX_KEY = 255  # characters of an idempotency key, as Stripe's
+# Visible ASCII: nothing a header, a log line or a terminal could mangle or hide.
+_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_KEY}}}")
 
 _std_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -92,6 +100,11 @@ class Conflict(ServiceError):
         super().__init__("conflict", message)
 
 
+class KeyReused(ServiceError):
+    def __init__(self, message: str) -> None:
+        super().__init__("key_reused", message)
+
+
 class Unavailable(ServiceError):
     def __init__(self, message: str) -> None:
         super().__init__("unavailable", message)
@@ -111,7 +124,12 @@ def frame(message: dict[str, Any]) -> bytes:
 
 
 def request(
-    request_id: str, action: str, data: dict[str, Any], sender: str, reply: bool = True
+    request_id: str,
+    action: str,
+    data: dict[str, Any],
+    sender: str,
+    reply: bool = True,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     message = {
         "request_id": request_id,
@@ -122,7 +140,18 @@ def request(
     }
     if not reply:
         message["reply"] = False
+    if idempotency_key is not None:
+        message["idempotency_key"] = idempotency_key
     return message
+
+
+def key_problem(key: Any) -> str | None:
+    """What is wrong with an idempotency key (None: nothing), to be said after its name."""
+    if type(key) is not str:
+        return "must be a string"
+    if not _KEY.fullmatch(key):
+        return f"must be 1 to {MAX_KEY} visible ASCII characters (no spaces)"
+    return None
 
 
 def success(request_id: Any, data: Any) -> dict[str, Any]:
@@ -171,6 +200,7 @@ _ERRORS: dict[str, type[ServiceError]] = {
     "invalid": Invalid,
     "not_found": NotFound,
     "conflict": Conflict,
+    "key_reused": KeyReused,
     "unavailable": Unavailable,
     "timeout": CallTimeout,
 }

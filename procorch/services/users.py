@@ -34,20 +34,23 @@ class UserService(Service):
     def teardown(self) -> None:
         self.db.close()
 
-    @action("create_user")
+    @action("create_user", idempotent=True)
     def create_user(self, data: dict[str, Any]) -> dict[str, Any]:
         fields.required(data, "username", "email")
         username = fields.text(data, "username", max_length=64)
         email = fields.email(data, "email")
+
+        def insert(db: sqlite3.Connection) -> dict[str, Any]:
+            user = db.execute(
+                "INSERT INTO users (username, email, created_at) VALUES (?, ?, ?) RETURNING *",
+                (username, email, now_iso()),
+            ).fetchone()
+            return {"user": user}
+
         try:
-            with self.db.transaction() as db:
-                user = db.execute(
-                    "INSERT INTO users (username, email, created_at) VALUES (?, ?, ?) RETURNING *",
-                    (username, email, now_iso()),
-                ).fetchone()
+            return self.commit(insert)
         except sqlite3.IntegrityError:
             raise Conflict(f"User {username} already exists") from None
-        return {"user": user}
 
     @action("get_user")
     def get_user(self, data: dict[str, Any]) -> dict[str, Any]:
