@@ -356,6 +356,11 @@ class Chaos:
                 report.lost += 1
         report.jobs = len(jobs)
         report.jobs_stuck = self._unfinished(jobs)
+        # every job is one a client asked for once: a retry with its key made no other
+        status, listed = self.http("GET", "/jobs?limit=0")
+        if status != 200:
+            raise RuntimeError(f"GET /jobs: {status} {listed}")
+        report.duplicated += max(0, listed["total"] - len(set(jobs)))
         report.refusals = Counter(
             f"{w.status} {(w.reply or {}).get('message')}"
             for w in self.writes

@@ -48,11 +48,11 @@ def test_a_key_used_for_other_jobs_is_a_conflict(store):
     assert jobs.get(first)["input"] == 10
 
 
-@pytest.mark.parametrize("key", ["", "x" * 256, "clé", "two\nlines", 7])
+@pytest.mark.parametrize("key", ["", "x" * 256, "clé", "two\nlines", "a space", 7])
 def test_bad_keys_are_refused(store, key):
     _, jobs = store
     before = jobs.stats()["total"]
-    with pytest.raises(procorch.InvalidJob, match="idempotency key is 1 to 255"):
+    with pytest.raises(procorch.InvalidJob, match="idempotency key must be"):
         jobs.submit(1, key=key)
     assert jobs.stats()["total"] == before
 
@@ -111,3 +111,26 @@ def test_redis_keys_expire_by_themselves(redis_url, tmp_path):
         jobs.submit(3, key=key)
     ttl = redis.Redis.from_url(redis_url).ttl(f"procorch:key:{key}")
     assert 0 < ttl <= KEY_TTL
+
+
+def test_the_gateways_job_posts_take_an_idempotency_key(gateway):
+    key = uuid.uuid4().hex
+    headers = {"Idempotency-Key": key}
+    total = gateway.get("/jobs").json()["total"]
+    first = gateway.post("/job/7", headers=headers)
+    assert first.status_code == 200, first.text
+    again = gateway.post("/job/7", headers=headers)
+    assert again.json() == first.json()  # the same job, not another
+    other = gateway.post("/job/8", headers=headers)
+    assert other.status_code == 409 and "was used for other jobs" in other.json()["message"]
+    process_key = {"Idempotency-Key": uuid.uuid4().hex}
+    process = [gateway.post("/process", json={"n": 9}, headers=process_key) for _ in range(2)]
+    assert process[0].json()["job_id"] == process[1].json()["job_id"]
+    bad = gateway.post("/job/7", headers={"Idempotency-Key": "two words"})
+    assert bad.status_code == 400
+    assert gateway.get("/jobs").json()["total"] == total + 2
+    doc = gateway.get("/openapi.json").json()
+    for path in ("/job/{id}", "/process"):
+        operation = doc["paths"][path]["post"]
+        assert "Idempotency-Key" in [p["name"] for p in operation["parameters"]]
+        assert "409" in operation["responses"]

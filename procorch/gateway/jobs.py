@@ -18,7 +18,15 @@ from typing import Any
 from flask import Blueprint, Response, request
 from flask.typing import ResponseReturnValue
 
-from procorch.gateway.http import fail, integer_text, json_body, query_int, respond, short
+from procorch.gateway.http import (
+    fail,
+    idempotency_key,
+    integer_text,
+    json_body,
+    query_int,
+    respond,
+    short,
+)
 from procorch.gateway.system import backend
 from procorch.jobs.api import MAX_LIMIT, Jobs
 from procorch.services.fields import MAX_INTEGER
@@ -30,7 +38,9 @@ LIST_ALL_BATCH = MAX_LIMIT  # jobs /list-all reads from the store, and holds, at
 
 
 def _taken(n: Any, mod: Any) -> ResponseReturnValue:
-    job_id = backend().jobs.submit(n, mod)
+    # with an Idempotency-Key, a retry gets the first submission's id (the key is stored
+    # with the job, in its transaction); the key with another n or mod is 409
+    job_id = backend().jobs.submit(n, mod, key=idempotency_key())
     return respond({"status": "taken", "job_id": job_id})
 
 

@@ -370,10 +370,11 @@ def _paths(config: Config) -> dict[str, Any]:
             "post": _operation(
                 "Enqueue F(id) mod `mod`: here `id` is n, the Fibonacci index",
                 "Taken",
-                store,
+                (409, *store),
                 params=[
                     _param("id", "path", _int(0, config.jobs.max_n)),
                     _param("mod", "query", _int(2)),
+                    _IDEMPOTENCY,
                 ],
             ),
             "get": _operation("One job", "Job", (404, *store), params=job_id),
@@ -403,7 +404,11 @@ def _paths(config: Config) -> dict[str, Any]:
         },
         "/process": {
             "post": _operation(
-                "Enqueue a job (the original worker's)", "Taken", store, body="NewJob"
+                "Enqueue a job (the original worker's)",
+                "Taken",
+                (409, *store),
+                body="NewJob",
+                params=[_IDEMPOTENCY],
             )
         },
         "/info": {

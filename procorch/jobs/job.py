@@ -130,21 +130,13 @@ def shown(value: Any) -> str:
     return f"{text[: SHOWN_MAX - 4]}...{text[-1]} ({len(text)} characters)"
 
 
-MAX_KEY_LENGTH = 255  # an idempotency key, as Stripe's
-
-
 def check_key(key: Any) -> str:
-    """An idempotency key: 1 to 255 printable ASCII characters, or InvalidJob."""
-    if not (
-        isinstance(key, str)
-        and 0 < len(key) <= MAX_KEY_LENGTH
-        and key.isascii()
-        and key.isprintable()
-    ):
-        raise InvalidJob(
-            f"an idempotency key is 1 to {MAX_KEY_LENGTH} printable ASCII characters,"
-            f" got {shown(key)}"
-        )
+    """An idempotency key, as the services take them (`protocol.key_problem`), or InvalidJob."""
+    from procorch.services.protocol import key_problem
+
+    problem = key_problem(key)
+    if problem is not None:
+        raise InvalidJob(f"an idempotency key {problem}, got {shown(key)}")
     return key
 
 
