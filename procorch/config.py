@@ -93,6 +93,7 @@ class Settings:
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 3
     log_level: str = "INFO"
+    synchronous: str = "normal"  # the services' SQLite databases, as [jobs] synchronous
 
 
 GATEWAY = "procorch.gateway.service:Gateway"
@@ -246,6 +247,8 @@ EXAMPLE_TOML = """\
 # log_max_bytes = 10485760     # rotate a log file at this size (at least 1024)
 # log_backups = 3              # rotated log files to keep
 # log_level = "INFO"           # DEBUG, INFO, WARNING, ERROR or CRITICAL   (LOG_LEVEL)
+# synchronous = "normal"       # the services' SQLite data: "normal" survives process
+#                              #   crashes, "full" a power loss too (each commit synced)
 
 # Each [services.NAME] table is one service; NAME is letters, digits, '_', '-' and '.',
 # and ignores case. Give exactly one of `module` (a Python service) or `command`.
@@ -885,6 +888,7 @@ _SETTINGS_PARSERS: dict[str, _Parser] = {
     "log_max_bytes": partial(_integer, minimum=1024),
     "log_backups": partial(_integer, minimum=0),
     "log_level": partial(_choice, choices=_LOG_LEVELS, normalize=str.upper),
+    "synchronous": partial(_choice, choices=SYNCHRONOUS, normalize=str.lower),
 }
 _GATEWAY_PARSERS: dict[str, _Parser] = {
     "enabled": _boolean,

@@ -183,6 +183,13 @@ class Service:
         self._request = threading.local()  # .keyed: the key of the request being handled
         self._purged_at = 0.0
 
+    def open_database(self, name: str, schema: str) -> Database:
+        """The service's own SQLite file, `data/NAME.db`, as durable as the config says
+        (`[procorch] synchronous`)."""
+        return Database(
+            self.context.run_dir, name, schema, self.context.config.settings.synchronous
+        )
+
     @functools.cached_property
     def client(self) -> Client:
         """A client to call other services, named after this replica in its requests."""

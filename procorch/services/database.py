@@ -1,8 +1,11 @@
 """A service's own SQLite database in the run directory (`data/NAME.db`).
 
-WAL mode with synchronous=NORMAL: a transaction is in the log when COMMIT returns, so a
-kill -9 of the service (or of everything) loses nothing it acknowledged; only a power
-loss can take the last transactions. Ids come from AUTOINCREMENT tables, so a deleted or
+WAL mode. With synchronous=NORMAL (the default) a transaction is in the log when COMMIT
+returns, so a kill -9 of the service (or of everything) loses nothing it acknowledged,
+but a power loss can take the last transactions, and with them the last ids handed
+out: AUTOINCREMENT's counter is rolled back with them. With synchronous=FULL
+(`[procorch] synchronous = "full"`) each COMMIT waits for the disk, and a power loss
+loses nothing acknowledged. Ids come from AUTOINCREMENT tables, so a deleted or
 rolled-back id is never handed out again. Replicas of one service share the file;
 SQLite's locks order their writes, and one connection per process is shared by its
 request threads under a lock.
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
+SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}  # the config's word -> SQLite's
 
 # `scope` is the sender's name (the gateway, a service, the CLI): one caller's keys cannot
 # collide with another's. `reply` is the reply's data as JSON; `created_at` is Unix time,
@@ -59,7 +63,7 @@ def _as_dict(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
 
 
 class Database:
-    def __init__(self, run_dir: Path, name: str, schema: str) -> None:
+    def __init__(self, run_dir: Path, name: str, schema: str, synchronous: str = "normal") -> None:
         folder = run_dir / "data"
         folder.mkdir(mode=0o700, exist_ok=True)
         self.path = folder / f"{name}.db"
@@ -71,7 +75,7 @@ class Database:
         self._conn.row_factory = _as_dict
         self._lock = threading.Lock()
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(f"PRAGMA synchronous={SYNCHRONOUS[synchronous]}")
         with self.transaction() as db:
             for statement in f"{schema};{IDEMPOTENCY_SCHEMA}".split(";"):
                 if statement.strip():

@@ -18,7 +18,7 @@ import psutil
 
 from procorch.services import fields
 from procorch.services.base import Service, action
-from procorch.services.database import Database, Row
+from procorch.services.database import Row
 from procorch.services.users import existing_user
 from procorch.supervisor.rundir import now_iso
 
@@ -44,7 +44,7 @@ LEFTOVER_CHECK = 1.0  # seconds between looks for notifications another replica 
 
 class NotificationService(Service):
     def setup(self) -> None:
-        self.db = Database(self.context.run_dir, "notifications", SCHEMA)
+        self.db = self.open_database("notifications", SCHEMA)
         self.delay = float(os.environ.get("NOTIFY_DELAY", "0"))
         self._queued = threading.Event()
         self._queued.set()  # deliver what an earlier process left queued

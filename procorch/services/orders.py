@@ -16,7 +16,6 @@ from typing import Any
 
 from procorch.services import fields
 from procorch.services.base import Service, action
-from procorch.services.database import Database
 from procorch.services.protocol import NotFound, ServiceError
 from procorch.services.users import existing_user
 from procorch.supervisor.rundir import now_iso
@@ -37,7 +36,7 @@ ORDER_CREATED = "Your order has been created"
 
 class OrderService(Service):
     def setup(self) -> None:
-        self.db = Database(self.context.run_dir, "orders", SCHEMA)
+        self.db = self.open_database("orders", SCHEMA)
 
     def teardown(self) -> None:
         self.db.close()

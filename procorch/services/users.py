@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from procorch.services import fields
 from procorch.services.base import Service, action
-from procorch.services.database import Database, Row
+from procorch.services.database import Row
 from procorch.services.protocol import Conflict, NotFound, ServiceError
 from procorch.supervisor.rundir import now_iso
 
@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS users (
 
 class UserService(Service):
     def setup(self) -> None:
-        self.db = Database(self.context.run_dir, "users", SCHEMA)
+        self.db = self.open_database("users", SCHEMA)
 
     def teardown(self) -> None:
         self.db.close()
