@@ -456,3 +456,18 @@ def test_the_greeter_example(stack: Stack) -> None:
         assert missing.returncode == 1 and "user 2 does not exist" in missing.stderr
     finally:
         stack.cli("down", *args)
+
+
+def test_the_python_client_sends_any_integer_or_says_why_not(client: Client) -> None:
+    """An integer past a double (read by the standard library where orjson refuses it) is
+    out of range like any other; one past Python's 4,300 digits cannot be sent at all."""
+    for huge in (10**30, 10**400, -(10**400)):
+        err = error_of(client.call, "UserService", "get_user", {"user_id": huge})
+        assert err.code == "invalid" and "user_id" in err.message, err.message
+    err = error_of(client.call, "UserService", "get_user", {"user_id": 10**5000})
+    assert (err.code, err.message) == (
+        "invalid",
+        "cannot send an integer this long: Exceeds the limit (4300 digits) for integer"
+        " string conversion",
+    )
+    assert client.call("UserService", "list_users", {})["total"] == 0  # the client goes on

@@ -56,16 +56,24 @@ _std_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 def dumps(value: Any) -> bytes:
     """JSON bytes: orjson (25× faster than the standard library here, which is most of a
     round trip's CPU), or the standard library for what orjson refuses (integers beyond
-    64 bits, non-string keys), so any JSON-able value goes."""
+    64 bits, non-string keys), so any JSON-able value goes. An integer past Python's
+    int-to-text limit (4,300 digits) cannot be written at all: Invalid, not a crash."""
     try:
         return orjson.dumps(value)
     except TypeError:  # orjson.JSONEncodeError
-        return _std_dumps(value).encode()
+        try:
+            return _std_dumps(value).encode()
+        except ValueError as exc:  # "Exceeds the limit (4300 digits) ..."
+            raise Invalid(f"cannot send an integer this long: {str(exc).split(';')[0]}") from None
 
 
 def loads(body: bytes) -> Any:
-    """The value of JSON bytes; ValueError (orjson.JSONDecodeError) if they are not JSON."""
-    return orjson.loads(body)
+    """The value of JSON bytes; ValueError if they are not JSON. What `dumps` wrote, it
+    reads: the standard library takes the integers beyond 64 bits that orjson refuses."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)  # raises ValueError too, for what is not JSON at all
 
 
 class ServiceError(Exception):
