@@ -31,6 +31,12 @@ from procorch.supervisor import control
 from procorch.supervisor.rundir import RunDir
 
 DAEMON_START_TIMEOUT = 30.0
+ServiceNames = Annotated[
+    list[str],
+    typer.Argument(
+        help="Services (or one replica: api.1).", autocompletion=complete.SERVICES_AND_REPLICAS
+    ),
+]
 
 
 def up(
@@ -382,13 +388,7 @@ def restart(
 
 
 def start(
-    names: Annotated[
-        list[str],
-        typer.Argument(
-            help="Services (or one replica: api.1).",
-            autocompletion=complete.SERVICES_AND_REPLICAS,
-        ),
-    ],
+    names: ServiceNames,
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
@@ -398,13 +398,7 @@ def start(
 
 
 def stop(
-    names: Annotated[
-        list[str],
-        typer.Argument(
-            help="Services (or one replica: api.1).",
-            autocompletion=complete.SERVICES_AND_REPLICAS,
-        ),
-    ],
+    names: ServiceNames,
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,

@@ -549,12 +549,9 @@ class Supervisor:
         self._selector.register(conn, selectors.EVENT_READ, self._on_linger)
 
     def _on_linger(self, key: selectors.SelectorKey) -> None:
-        try:
-            data = key.fileobj.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = _received(key.fileobj)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._close_lingering(key.fileobj)
 
@@ -855,12 +852,9 @@ class Supervisor:
         self._selector.register(conn, selectors.EVENT_READ, partial(self._on_conn, client=client))
 
     def _on_conn(self, key: selectors.SelectorKey, client: _Conn) -> None:
-        try:
-            data = client.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = _received(client.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._drop(client)
             return
@@ -1096,3 +1090,14 @@ def replicas_named(replicas: list[Replica], name: str) -> list[Replica]:
     if not (index.isascii() and index.isdigit()):
         return []
     return [r for r in replicas if r.name.lower() == service and r.index == int(index)]
+
+
+def _received(sock: socket.socket) -> bytes | None:
+    """What a non-blocking socket has for us: None if nothing yet, b"" once the peer
+    closed it (or it broke)."""
+    try:
+        return sock.recv(65536)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
