@@ -33,6 +33,7 @@ ROLES = ("UserService", "OrderService", "NotificationService", "JobWorker", "Gat
 REQUEST_TIMEOUT = 5.0  # s, one HTTP attempt
 WRITE_DEADLINE = 60.0  # s, a write retried this long without an answer is unanswered
 RECOVERY_TIMEOUT = 30.0  # s, a role not back by then is reported as never recovered
+STUCK_AFTER = 10.0  # s without a job finishing: the jobs still open are stuck
 
 
 @dataclass
@@ -215,7 +216,7 @@ class Chaos:
             name = f"c{client}n{seq}x{self.random.randrange(10**6)}"
             body = {"username": name, "email": f"{name}@example.com"}
             return Write("user", "/users", body)
-        if pick < 0.8:
+        if pick < 0.9:
             product = f"p-{uuid.uuid4().hex[:16]}"
             body = {"user_id": self.random.choice(users), "product": product, "quantity": 1}
             return Write("order", "/orders", body)
@@ -367,17 +368,31 @@ class Chaos:
             if w.status and w.status >= 300
         )
 
-    def _unfinished(self, job_ids: list[int], timeout: float = 60.0) -> int:
-        """How many of the jobs are not done, failed or cancelled after `timeout`."""
+    def _open_jobs(self) -> set[int]:
+        """The ids of every pending or running job."""
+        found: set[int] = set()
+        for status in ("pending", "running"):
+            offset = 0
+            while True:
+                path = f"/jobs?status={status}&limit=10000&offset={offset}"
+                code, reply = self.http("GET", path)
+                if code != 200:
+                    raise RuntimeError(f"GET {path}: {code} {reply}")
+                found |= {job["job_id"] for job in reply["jobs"]}
+                offset += len(reply["jobs"])
+                if not reply["jobs"]:
+                    break
+        return found
+
+    def _unfinished(self, job_ids: list[int], patience: float = STUCK_AFTER) -> int:
+        """How many of the jobs are still not done, failed or cancelled once the queue
+        has made no progress for `patience` seconds: a backlog drains, a stuck job stays."""
         waiting = set(job_ids)
-        deadline = time.monotonic() + timeout
-        while waiting and time.monotonic() < deadline:
-            for job_id in list(waiting):
-                try:
-                    status, reply = self.http("GET", f"/job/{job_id}")
-                except OSError:
-                    continue
-                if status == 200 and reply["status"] in ("done", "failed", "cancelled"):
-                    waiting.discard(job_id)
-            time.sleep(0.1)
+        progress = time.monotonic()
+        while waiting and time.monotonic() - progress < patience:
+            still = waiting & self._open_jobs()
+            if len(still) < len(waiting):
+                progress = time.monotonic()
+            waiting = still
+            time.sleep(0.2)
         return len(waiting)
