@@ -309,3 +309,25 @@ def test_version():
     result = subprocess.run([PY, "-m", "procorch", "--version"], capture_output=True, text=True)
     assert result.returncode == 0
     assert result.stdout.startswith("procorch ")
+
+
+def test_each_command_word_builds_its_own_group():
+    """`procorch.cli.GROUPS` names exactly the commands each module registers, so a run
+    that builds only the group of its command still finds it."""
+    import importlib
+
+    import typer
+
+    from procorch.cli import GROUPS, groups_for
+
+    for group, words in GROUPS.items():
+        app = typer.Typer()
+        importlib.import_module(f"procorch.cli.{group}").register(app)
+        names = [c.name or c.callback.__name__ for c in app.registered_commands]
+        names += [g.name for g in app.registered_groups]
+        assert sorted(names) == sorted(words), group
+        for word in words:
+            assert groups_for(["procorch", "-c", "x.toml", word, "--json"]) == [group]
+    everything = list(GROUPS)
+    for argv in (["procorch"], ["procorch", "--help"], ["procorch", "stauts"]):
+        assert groups_for(argv) == everything

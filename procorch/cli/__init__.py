@@ -18,7 +18,6 @@ from typing import Annotated
 import typer
 
 from procorch import __version__
-from procorch.cli import lifecycle, logs, services
 
 app = typer.Typer(
     help="Run a set of services on one machine and keep them alive.",
@@ -59,21 +58,26 @@ def main_options(
         os.environ["PROCORCH_RUN_DIR"] = str(run_dir)
 
 
-for _group in (lifecycle, logs, services):
-    _group.register(app)
+# The words each group of commands registers. A run that names one builds only that group:
+# Typer inspects every registered command at each start (~4 ms of `status`), and each
+# group costs its import. A bare `procorch`, --help, completion or a word no group has (a
+# typo, which deserves the whole list) builds them all.
+GROUPS = {
+    "lifecycle": ("up", "down", "status", "ps", "restart", "start", "stop", "init"),
+    "logs": ("logs", "events"),
+    "services": ("call", "services", "gateway-token"),
+    "jobs": ("job", "submit-job"),
+}
 
 
-def _job_commands_may_run(argv: list[str]) -> bool:
-    """Whether this run may need `job ...`/`submit-job`: not when it runs another command.
-
-    Building the job commands costs `status` and the rest ~8 ms of ~90 for nothing, so
-    they are added only for a bare `procorch`, `--help`, completion, or a word that is
-    not another command (the job commands, or a typo that deserves the full list).
-    """
-    if any(name.startswith("_") and name.endswith("_COMPLETE") for name in os.environ):
-        return True
-    others = {info.name or info.callback.__name__ for info in app.registered_commands}
-    return _command_word(argv) not in others
+def groups_for(argv: list[str]) -> list[str]:
+    """The groups of commands this run may need (see GROUPS)."""
+    if not any(name.startswith("_") and name.endswith("_COMPLETE") for name in os.environ):
+        word = _command_word(argv)
+        for group, words in GROUPS.items():
+            if word in words:
+                return [group]
+    return list(GROUPS)
 
 
 def _command_word(argv: list[str]) -> str | None:
@@ -87,7 +91,7 @@ def _command_word(argv: list[str]) -> str | None:
     return None
 
 
-if _job_commands_may_run(sys.argv):
-    from procorch.cli import jobs as _jobs
-
-    _jobs.register(app)
+for _group in groups_for(sys.argv):
+    # __import__, not importlib.import_module: -X importtime sees only the former
+    __import__(f"procorch.cli.{_group}")
+    sys.modules[f"procorch.cli.{_group}"].register(app)
