@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -55,13 +56,13 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-@pytest.fixture
-def disk_stack(tmp_path: Path) -> Iterator[Stack]:
+@contextlib.contextmanager
+def on_a_small_disk(tmp_path: Path, kind: type[Stack] = Stack) -> Iterator[Any]:
     """A stack whose config and run directory are on a 4 MiB tmpfs. Its logs are on a
     tmpfs of their own (a separate log volume), so what the workers say about the full
     disk can be read afterwards."""
     with tmpfs(tmp_path / "disk", "4m") as disk:
-        stack = Stack(disk)
+        stack = kind(disk)
         logs = stack.run_dir / "logs"
         logs.mkdir(parents=True, mode=0o700)
         with tmpfs(logs, "16m"):
@@ -69,6 +70,12 @@ def disk_stack(tmp_path: Path) -> Iterator[Stack]:
                 yield stack
             finally:
                 stack.cleanup()
+
+
+@pytest.fixture
+def disk_stack(tmp_path: Path) -> Iterator[Stack]:
+    with on_a_small_disk(tmp_path) as stack:
+        yield stack
 
 
 def jobs_total(stack: Stack) -> int:
@@ -129,27 +136,20 @@ def test_a_full_disk_holds_jobs_until_room_is_made_without_a_restart(disk_stack)
 
 
 def test_the_gateway_answers_507_on_a_full_disk_and_serves_again_when_freed(tmp_path):
-    with tmpfs(tmp_path / "disk", "4m") as disk:
-        gateway = GatewayStack(disk)
-        logs = gateway.run_dir / "logs"
-        logs.mkdir(parents=True, mode=0o700)
-        with tmpfs(logs, "16m"):
-            try:
-                gateway.write_gateway()
-                gateway.up()
-                assert gateway.post("/job/5").status_code == 200
-                filler = fill(disk)
-                refused = gateway.post("/job/6")
-                assert refused.status_code == 507, refused.text
-                assert refused.json()["code"] == "store_full"
-                assert FULL in refused.json()["message"]
-                assert gateway.get("/health").status_code == 200  # the rest still answers
-                filler.unlink()
-                taken = gateway.post("/job/6")
-                assert taken.status_code == 200, taken.text
-                assert gateway.cli("job", "wait", str(taken.json()["job_id"])).returncode == 0
-            finally:
-                gateway.cleanup()
+    with on_a_small_disk(tmp_path, GatewayStack) as gateway:
+        gateway.write_gateway()
+        gateway.up()
+        assert gateway.post("/job/5").status_code == 200
+        filler = fill(gateway.root)
+        refused = gateway.post("/job/6")
+        assert refused.status_code == 507, refused.text
+        assert refused.json()["code"] == "store_full"
+        assert FULL in refused.json()["message"]
+        assert gateway.get("/health").status_code == 200  # the rest still answers
+        filler.unlink()
+        taken = gateway.post("/job/6")
+        assert taken.status_code == 200, taken.text
+        assert gateway.cli("job", "wait", str(taken.json()["job_id"])).returncode == 0
 
 
 def test_the_api_on_a_full_disk_raises_store_full_even_opening(tmp_path):
