@@ -13,7 +13,7 @@ from pathlib import Path
 from statistics import median, quantiles
 
 from jobpeers import ALL_PEERS, PROCORCH_PEERS, RQ_PEERS
-from jobs import Plan, Results, throughput_metric
+from jobplan import Plan, Results, throughput_metric
 from report import _cpu_model, _git_rev, markers
 
 BEGIN, END = markers("jobs")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from procorch.config import Config, JobsSettings, load_config
+from procorch.jobs.backend import open_store
 from procorch.jobs.job import (
     CANCELLABLE,
     DEFAULT_FUNCTION,
@@ -36,7 +37,7 @@ from procorch.jobs.job import (
     check_status,
     public,
 )
-from procorch.jobs.store import Key, Store, Waiter, open_store
+from procorch.jobs.store import Key, Store, Waiter
 
 MAX_LIMIT = 10_000  # one `list` page at most
 WAIT_SLICE = 0.5  # a waiting client looks again at least this often, woken or not

@@ -223,14 +223,3 @@ class Store(ABC):
     @abstractmethod
     def cancelled(self, claim: Claim) -> bool:
         """Whether the claimed job was cancelled meanwhile (checked during a long attempt)."""
-
-
-def open_store(settings: JobsSettings, run_dir: Path) -> Store:
-    """The store the settings name; imports its driver only now."""
-    if settings.redis_url is not None:
-        from procorch.jobs.redis_store import RedisStore
-
-        return RedisStore(settings, run_dir)
-    from procorch.jobs.sqlite_store import SQLiteStore
-
-    return SQLiteStore(settings, run_dir)

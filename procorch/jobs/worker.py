@@ -24,9 +24,10 @@ import time
 from collections.abc import Callable
 
 from procorch.config import MAX_INT64
+from procorch.jobs.backend import open_store
 from procorch.jobs.fib import fib
 from procorch.jobs.job import DEFAULT_FUNCTION, StoreFull, StoreUnavailable, backoff
-from procorch.jobs.store import Claim, Store, WorkerId, open_store
+from procorch.jobs.store import Claim, Store, WorkerId
 from procorch.services.base import Service
 
 RECOVER_EVERY = 0.5  # seconds between looks for dead workers' jobs and lapsed leases
