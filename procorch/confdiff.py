@@ -26,6 +26,9 @@ class ConfigDiff:
         return bool(self.path or self.added or self.removed or self.changed or self.sections)
 
 
+_SECTION_TABLES = {"settings": "[procorch]", "gateway": "[gateway]", "jobs": "[jobs]"}
+
+
 def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)))
 
@@ -34,13 +37,11 @@ def diff(running: dict[str, Any], wanted: dict[str, Any]) -> ConfigDiff:
     """How `wanted` (the file now) differs from `running` (what the daemon was given)."""
     old = {svc["name"]: svc for svc in running["services"]}
     new = {svc["name"]: svc for svc in wanted["services"]}
-    changed = {}
-    for name in old.keys() & new.keys():
-        keys = _changed_keys(old[name], new[name])
-        if keys:
-            changed[name] = keys
+    changed = {  # in start order
+        name: keys for name in new if name in old and (keys := _changed_keys(old[name], new[name]))
+    }
     sections = {}
-    for section in ("settings", "gateway", "jobs"):
+    for section in _SECTION_TABLES:
         keys = _changed_keys(running.get(section, {}), wanted.get(section, {}))
         if keys:
             sections[section] = keys
@@ -51,12 +52,9 @@ def diff(running: dict[str, Any], wanted: dict[str, Any]) -> ConfigDiff:
         path=path,
         added=tuple(name for name in new if name not in old),
         removed=tuple(name for name in old if name not in new),
-        changed={name: changed[name] for name in new if name in changed},  # in start order
+        changed=changed,
         sections=sections,
     )
-
-
-_SECTION_TABLES = {"settings": "[procorch]", "gateway": "[gateway]", "jobs": "[jobs]"}
 
 
 def describe(d: ConfigDiff) -> list[str]:

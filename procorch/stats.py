@@ -47,10 +47,13 @@ class StatsTable:
         self.path = path
         if slots is not None:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.ftruncate(fd, max(1, slots) * SLOT_SIZE)
         else:
             fd = os.open(path, os.O_RDWR)
         try:
+            if slots is not None:
+                # Blocks now, not a sparse file: a page of a memory-mapped file first
+                # touched on a full disk is a SIGBUS, not an error.
+                os.posix_fallocate(fd, 0, max(1, slots) * SLOT_SIZE)
             self._map = mmap.mmap(fd, 0)
         finally:
             os.close(fd)

@@ -146,7 +146,6 @@ class Supervisor:
         self._write_snapshot()  # the run token is on disk before any process exists
         self.rundir.write_atomic(self.rundir.config_file, self.config.to_json())
         self.stats = StatsTable(self.rundir.stats_file, slots=len(self.replicas))
-        _allocate(self.rundir.stats_file)
         self._listen()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_signal)
@@ -1014,16 +1013,6 @@ class _Waiter:
         for r in self.targets:
             counts[r.state.value] = counts.get(r.state.value, 0) + 1
         return {"total": len(self.targets), "states": counts}
-
-
-def _allocate(path: Path) -> None:
-    """Give a file its blocks now: a page of a sparse, memory-mapped file first touched
-    on a full disk is a SIGBUS, not an error (stats.bin is written through mmap)."""
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
-    finally:
-        os.close(fd)
 
 
 def _free_bytes(path: Path) -> int:

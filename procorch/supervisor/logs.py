@@ -59,7 +59,6 @@ class RotatingLog:
         self.run_start = self._size  # where the current process's output starts in the file
         self.dropped = 0  # bytes of output the disk refused
         self._line_open = False  # the last byte written ended no line
-        self._put_from = self._size  # where the last _put began, for what it dropped
         if self._size and self._last_byte() != b"\n":
             with contextlib.suppress(OSError):  # a full disk: the line stays open, no harm
                 self._put(b"\n")  # an earlier daemon's child died mid-line: end that line
@@ -94,6 +93,7 @@ class RotatingLog:
             text += b"\n"
         if not self._line_open:
             text = stamp + text
+        before = self._size  # `text` starts here: what of it got in is _size - before
         try:
             while self._size + len(text) > self.max_bytes:
                 room = self.max_bytes - self._size
@@ -103,7 +103,9 @@ class RotatingLog:
                 if cut:
                     self._put(text[:cut])
                     text = text[cut:]
+                before = self._size
                 self._rotate()
+                before = self._size  # 0: a new file
                 if self._line_open:  # the rest of a line: stamped again, one line here
                     text = stamp + text
                     self._line_open = False
@@ -111,14 +113,13 @@ class RotatingLog:
                 self._put(text)
                 text = b""
         except OSError as exc:
-            self.dropped += len(text) - (self._size - self._put_from)  # what never got in
+            self.dropped += len(text) - (self._size - before)  # what never got in
             return exc
         return None
 
     def _put(self, text: bytes) -> None:
         """Write all of `text` (a write can take only part of it); what was written is
         counted in the size even when the disk refuses the rest."""
-        self._put_from = self._size
         written = 0
         try:
             while written < len(text):

@@ -7,6 +7,7 @@ the daemon dies, even by SIGKILL, so a stale pid file can never block `up`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -146,21 +147,6 @@ class RunDir:
     def open_events(self) -> AppendLog:
         return AppendLog(self.events_file)
 
-    def read_events(self, limit: int | None = None) -> list[dict[str, Any]]:
-        try:
-            lines = self.events_file.read_text().splitlines()
-        except OSError:
-            return []
-        if limit is not None:
-            lines = lines[-limit:] if limit > 0 else []
-        events = []
-        for line in lines:
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut short by a crash; the rest is still good
-        return events
-
     def log_path(self, service: str, replica: int) -> Path:
         return self.logs / f"{service}.{replica}.log"
 
@@ -178,21 +164,12 @@ class AppendLog:
     def append(self, line: str) -> None:
         """Write `line` whole or not at all; OSError (ENOSPC: disk full) if not."""
         data = line.encode()
-        written = 0
-        try:
-            written = os.write(self._fd, data)
-            if written < len(data):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "events.log")
-        except OSError:
-            if written:
-                try:
-                    os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
-                except OSError:
-                    pass  # a truncation needs no space; if even that fails, readers skip it
-            raise
-
-    def close(self) -> None:
-        os.close(self._fd)
+        written = os.write(self._fd, data)  # one write(2): an error means nothing was written
+        if written < len(data):
+            # a truncation needs no space; if even that fails, readers skip the half line
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "events.log")
 
 
 def snapshot_problem(data: Any) -> str | None:

@@ -60,18 +60,16 @@ def inherited_socket() -> socket.socket | None:
     return socket.socket(fileno=int(fd)) if fd else None
 
 
-# A gateway replica in one of these states has a process, or will have one shortly:
-# connections wait in the backlog for it. BACKOFF is a pause of at most backoff_max.
-_COMING = frozenset(
-    {ProcessState.STARTING, ProcessState.RUNNING, ProcessState.STOPPING, ProcessState.BACKOFF}
-)
-
-
 def gateway_expected(replicas: Iterable[tuple[ProcessState, bool]]) -> bool:
     """Whether some gateway process runs or is coming, given each replica's (state,
     whether it is wanted running); if not, the daemon answers its port itself."""
+    # A replica with a process, or with one shortly (BACKOFF is a pause of at most
+    # backoff_max): connections wait in the backlog for it.
     return any(
-        state in _COMING or (state is ProcessState.STOPPED and wanted) for state, wanted in replicas
+        state.has_process
+        or state is ProcessState.BACKOFF
+        or (state is ProcessState.STOPPED and wanted)
+        for state, wanted in replicas
     )
 
 
