@@ -18,7 +18,6 @@ from typing import Any
 
 from procorch.config import Config
 from procorch.jobs.job import FINISHED
-from procorch.services.client import lookup
 from procorch.services.protocol import CallTimeout, ServiceError, Unavailable
 from procorch.services.registry import Endpoint, Registry
 from procorch.stats import SlotStats, StatsTable
@@ -115,7 +114,7 @@ class Backend:
 
     def service(self, name: str) -> tuple[str, list[ReplicaView]]:
         """One service by name (any case): its configured name and replicas; NotFound."""
-        endpoints = lookup(self.registry, name)
+        endpoints = self.registry.lookup(name)
         now = time.monotonic()
         return endpoints[0].service, [self._view(ep, now) for ep in endpoints]
 

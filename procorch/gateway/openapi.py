@@ -13,7 +13,7 @@ from flask import Blueprint, current_app
 from flask.typing import ResponseReturnValue
 
 from procorch import __version__
-from procorch.config import Config
+from procorch.config import MAX_INT64, Config
 from procorch.gateway.http import IDEMPOTENCY_KEY, respond
 from procorch.gateway.system import TITLE
 from procorch.jobs.api import MAX_LIMIT
@@ -23,7 +23,7 @@ from procorch.services.protocol import MAX_KEY
 
 bp = Blueprint("openapi", __name__)
 
-MAX_ID = 2**63 - 1
+MAX_ID = MAX_INT64
 REASONS = {
     400: "Bad request: the body, a field or a parameter is invalid",
     401: "The bearer token is missing or wrong",

@@ -214,8 +214,6 @@ class SQLiteStore(Store):
         self._waiters_dir = run_dir / "done"  # clients waiting for jobs; finishes ring
         try:
             self.db = self._open()
-        except StoreFull:
-            raise  # says what to do already
         except (OSError, sqlite3.Error) as exc:  # an unusable run directory, a broken file
             raise StoreUnavailable(f"cannot open the job queue {self.path}: {exc}") from None
         self._workers_bell = Bell(self._workers_dir)

@@ -20,6 +20,7 @@ from typing import Any
 
 from procorch.config import JobsSettings
 from procorch.jobs.job import JobConflict, Status
+from procorch.services.protocol import KEY_RETENTION
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class WorkerId:
         return cls(name, f"{socket.gethostname()}:{name}:{pid}", pid, process_start(pid))
 
 
-KEY_TTL = 24 * 3600  # seconds an idempotency key is remembered
+KEY_TTL = KEY_RETENTION  # seconds a submission's idempotency key is remembered
 
 
 @dataclass(frozen=True)

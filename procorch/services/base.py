@@ -57,7 +57,7 @@ ActionFn = Callable[[Any, dict[str, Any]], Any]
 F = TypeVar("F", bound=ActionFn)
 T = TypeVar("T")
 
-IDEMPOTENCY_RETENTION = 24 * 3600.0  # seconds a key is remembered, at least
+IDEMPOTENCY_RETENTION = float(protocol.KEY_RETENTION)
 PURGE_INTERVAL = 60.0  # seconds between purges of expired keys, per process
 _UNSET: Any = object()
 

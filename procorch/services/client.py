@@ -32,7 +32,6 @@ from procorch.services.protocol import (
     MAX_MESSAGE,
     CallTimeout,
     Invalid,
-    NotFound,
     ServiceError,
     Unavailable,
     frame,
@@ -40,7 +39,7 @@ from procorch.services.protocol import (
     raise_for,
 )
 from procorch.services.protocol import request as request_message
-from procorch.services.registry import Endpoint, Registry
+from procorch.services.registry import Registry
 
 DEFAULT_TIMEOUT = 5.0
 REGISTRY_TTL = 1.0  # seconds a registry lookup is trusted; socket paths never change anyway
@@ -55,14 +54,6 @@ class Reply(NamedTuple):
 
     request_id: str
     data: Any
-
-
-def lookup(registry: Registry, service: str) -> list[Endpoint]:
-    """The replicas of `service` (any case); NotFound in the original's words if none."""
-    try:
-        return registry.lookup(service)
-    except NotFound:
-        raise NotFound(f"Service {service} not found") from None
 
 
 class Client:
@@ -148,14 +139,10 @@ class Client:
         service: str,
         action: str,
         data: dict[str, Any] | None = None,
-        idempotency_key: str | None = None,
     ) -> None:
         """Send a request that gets no reply; returns once a replica has it in its socket."""
         request_id = self._prefix + str(next(_ids))
-        message = request_message(
-            request_id, action, data or {}, self.sender, False, idempotency_key
-        )
-        payload = _frame(message)
+        payload = _frame(request_message(request_id, action, data or {}, self.sender, False))
         conn = self._send(service, payload, time.monotonic() + self.timeout)
         self._idle.setdefault(service, []).append(conn)
 
@@ -215,7 +202,7 @@ class Client:
             self._paths_checked = now
         paths = self._sockets.get(service)
         if paths is None:
-            endpoints = lookup(self.registry, service)
+            endpoints = self.registry.lookup(service)
             paths = [str(e.socket) for e in endpoints if e.socket is not None]
             if not paths:
                 raise Invalid(f"{service} is a command service: it takes no requests")

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from procorch.config import MAX_INT64
 from procorch.services.protocol import Invalid
 
 _MISSING: Any = object()
@@ -14,7 +15,7 @@ _MISSING: Any = object()
 # no spaces, and a dot in the domain.
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 MAX_PAGE = 1000
-MAX_INTEGER = 2**63 - 1  # SQLite's largest: a larger one can be neither stored nor looked up
+MAX_INTEGER = MAX_INT64  # SQLite's largest: a larger one can be neither stored nor looked up
 
 
 def required(data: dict[str, Any], *keys: str) -> None:

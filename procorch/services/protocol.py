@@ -47,6 +47,7 @@ CODES = {
     "key_reused": "the idempotency key was already used for a different request",
 }
 MAX_KEY = 255  # characters of an idempotency key, as Stripe's
+KEY_RETENTION = 24 * 3600  # seconds an idempotency key is remembered, at least
 # Visible ASCII: nothing a header, a log line or a terminal could mangle or hide.
 _KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_KEY}}}")
 

@@ -89,5 +89,4 @@ class Registry:
         for known, endpoints in services.items():
             if known.lower() == name.lower():
                 return endpoints
-        listed = ", ".join(services) or "none"
-        raise NotFound(f"no service named {name!r} (services: {listed})")
+        raise NotFound(f"Service {name} not found")  # the original's words
