@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 
 from procorch import __version__
+from procorch.cli import complete
 
 app = typer.Typer(
     help="Run a set of services on one machine and keep them alive.",
@@ -72,7 +73,7 @@ GROUPS = {
 
 def groups_for(argv: list[str]) -> list[str]:
     """The groups of commands this run may need (see GROUPS)."""
-    if not any(name.startswith("_") and name.endswith("_COMPLETE") for name in os.environ):
+    if not complete.COMPLETING:
         word = _command_word(argv)
         for group, words in GROUPS.items():
             if word in words:

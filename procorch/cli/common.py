@@ -72,6 +72,18 @@ def request(cfg: Config, message: dict[str, Any], **kwargs: Any) -> dict[str, An
         fail("the daemon did not answer in time", EXIT_DAEMON_DOWN)
 
 
+ASK_TIMEOUT = 5.0  # a daemon slower than this to answer is asked no more
+
+
+def ask(run_dir: Path, message: dict[str, Any]) -> dict[str, Any] | None:
+    """The daemon's answer, for a command that manages without one: None when there is
+    none to be had (not running, refusing, gone mid-answer, too slow)."""
+    try:
+        return control.request(RunDir(run_dir).socket, message, timeout=ASK_TIMEOUT)
+    except (control.DaemonNotRunning, control.ControlError, OSError):
+        return None  # TimeoutError and ConnectionError are OSErrors
+
+
 def existing_run_dir(cfg: Config) -> RunDir:
     """The run directory, for commands that read its files; one clear line if there is none."""
     rundir = RunDir(cfg.settings.run_dir)

@@ -115,24 +115,20 @@ def submit(
             return
         # The ids at once, on stderr: stdout keeps one line per finished job, for scripts.
         typer.echo(f"job{'s' * (len(ids) > 1)} {', '.join(map(str, ids))} taken", err=True)
-        _say_if_no_worker(config, run_dir)
+        _say_if_no_worker(jobs.run_dir)
         finished = [jobs.wait(job_id) for job_id in ids]
     for job in finished:
         _echo_json(job) if as_json else typer.echo(_describe(job))
     raise typer.Exit(0 if all(job["status"] == "done" for job in finished) else 1)
 
 
-def _say_if_no_worker(config: Path | None, run_dir: Path | None) -> None:
+def _say_if_no_worker(run_dir: Path) -> None:
     """Before a wait that could last forever: say so when no worker runs here."""
-    from procorch.cli.common import load
+    from procorch.cli.common import ask
     from procorch.config import JOB_WORKER_NAME
-    from procorch.supervisor import control
-    from procorch.supervisor.rundir import RunDir
 
-    cfg = load(config, run_dir)
-    try:
-        status = control.request(RunDir(cfg.settings.run_dir).socket, {"cmd": "status"})
-    except (control.DaemonNotRunning, control.ControlError, TimeoutError):
+    status = ask(run_dir, {"cmd": "status"})
+    if status is None:
         why = "procorch is not running here (`procorch up` starts the workers)"
     else:
         workers = [s for s in status["services"] if s["name"] == JOB_WORKER_NAME]

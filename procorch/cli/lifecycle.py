@@ -247,11 +247,12 @@ def _wait_settled(cfg: Config, message: dict[str, Any], verb: str, quiet: bool) 
 
 def _explain_failures(cfg: Config, status: dict[str, Any]) -> None:
     """Each failed replica: why, and the last lines its last process wrote (none older)."""
+    from procorch.render import FAILED
     from procorch.supervisor.logs import tail_lines
 
     rundir = RunDir(cfg.settings.run_dir)
     for s in status["services"]:
-        if s["state"] in ("fatal", "exited", "backoff"):
+        if s["state"] in FAILED:
             typer.echo(
                 f"\n{s['name']}.{s['replica']} is {s['state'].upper()}: {s['last_exit']}", err=True
             )

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, NoReturn
 
@@ -23,17 +24,16 @@ from procorch.cli.common import (
     EXIT_CONFIG,
     ConfigOpt,
     RunDirOpt,
+    ask,
     existing_run_dir,
     fail,
     load,
     recorded_replicas,
 )
 from procorch.config import Config
-from procorch.supervisor import control
 from procorch.supervisor.rundir import RunDir
 
 FOLLOW_INTERVAL = 0.2  # seconds between looks at the files while following
-ASK_TIMEOUT = 5.0  # a daemon slower than this to say what it runs is asked no more
 
 
 # The options are named here, once, rather than written out in the signatures: Typer
@@ -107,16 +107,21 @@ def logs(
     for stamp, label, text in heapq.merge(*earlier, key=lambda line: line[0]):
         typer.echo(_line(label, width, stamp or None, text, timestamps))
     if follow:
-        _follow(tails, width, timestamps)
+        from procorch.supervisor.logs import split_stamp
+
+        def show(tail: _Tail, raw: str) -> None:
+            stamp, text = split_stamp(raw.removesuffix("\r"))
+            typer.echo(_line(tail.label, width, stamp, text, timestamps))
+
+        _follow(tails, show)
 
 
 def stack_replicas(cfg: Config, rundir: RunDir) -> list[tuple[str, int]]:
     """Every (service, replica) of the stack in this run directory, in start order."""
-    try:
-        status = control.request(rundir.socket, {"cmd": "status", "names": []}, timeout=ASK_TIMEOUT)
-        return [(s["name"], s["replica"]) for s in status["services"]]
-    except (control.DaemonNotRunning, control.ControlError, TimeoutError, ConnectionError):
-        return recorded_replicas(cfg)  # down (or unwell): what it last said it ran is on disk
+    status = ask(rundir.path, {"cmd": "status", "names": []})
+    if status is None:  # down (or unwell): what it last said it ran is on disk
+        return recorded_replicas(cfg)
+    return [(s["name"], s["replica"]) for s in status["services"]]
 
 
 def select(replicas: list[tuple[str, int]], name: str | None) -> list[tuple[str, int]]:
@@ -246,15 +251,13 @@ def _read(path: Path) -> bytes:
         return b""
 
 
-def _follow(tails: list[_Tail], width: int, timestamps: bool) -> NoReturn:
-    from procorch.supervisor.logs import split_stamp
-
+def _follow(tails: list[_Tail], show: Callable[[_Tail, str], None]) -> NoReturn:
+    """Show each new whole line of the files as it comes, until Ctrl-C."""
     try:
         while True:
             for tail in tails:
                 for raw in tail.new_lines():
-                    stamp, text = split_stamp(raw.removesuffix("\r"))
-                    typer.echo(_line(tail.label, width, stamp, text, timestamps))
+                    show(tail, raw)
             time.sleep(FOLLOW_INTERVAL)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
@@ -268,28 +271,36 @@ def events(
     as_json: EventJsonOpt = False,
 ) -> None:
     """Show the event log: starts, exits, restarts, health kills, FATAL."""
+    from procorch.supervisor.logs import read_lines
+
     cfg = load(config, run_dir)
     rundir = existing_run_dir(cfg)
-    tail = _Tail("events", rundir.events_file)  # from here on, before reading back
-    entries = rundir.read_events(lines)
-    if as_json and not follow:
-        typer.echo(json.dumps(entries, indent=2))
+    # A follower starts where the file ends now; reading back stops there, so no event
+    # is shown twice.
+    tail = _Tail("events", rundir.events_file) if follow else None
+    back = read_lines(rundir.events_file, lines, upto=tail.start if tail else None)
+    entries = [entry for _, raw in back if (entry := _event(raw)) is not None]
+    if as_json and tail is None:
+        typer.echo(json.dumps(entries, indent=2))  # one document; a follower, a line each
         return
-    for entry in entries:
-        typer.echo(json.dumps(entry) if as_json else _event_line(entry))
-    if not follow:
-        return
+
+    def show(_: _Tail | None, raw: str) -> None:
+        entry = _event(raw)
+        if entry is not None:
+            typer.echo(json.dumps(entry) if as_json else _event_line(entry))
+
+    for _, raw in back:
+        show(tail, raw)
+    if tail is not None:
+        _follow([tail], show)
+
+
+def _event(raw: str) -> dict[str, Any] | None:
+    """An event log line's event; None for a line cut short by a crash."""
     try:
-        while True:
-            for raw in tail.new_lines():
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    continue  # a line cut short by a crash
-                typer.echo(json.dumps(entry) if as_json else _event_line(entry))
-            time.sleep(FOLLOW_INTERVAL)
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 def _event_line(e: dict[str, Any]) -> str:

@@ -10,7 +10,16 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from procorch.cli import complete
-from procorch.cli.common import EXIT_CONFIG, ConfigOpt, JsonOpt, RunDirOpt, fail, load, request
+from procorch.cli.common import (
+    EXIT_CONFIG,
+    ConfigOpt,
+    JsonOpt,
+    RunDirOpt,
+    ask,
+    fail,
+    load,
+    request,
+)
 from procorch.config import AUTO_TOKEN
 
 
@@ -165,17 +174,14 @@ def services_of(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def gateway_token(config: ConfigOpt = None, run_dir: RunDirOpt = None) -> None:
     """Print the gateway's token, for `Authorization: Bearer ...` (readable by its owner only)."""
     from procorch.gateway import token as auto_token
-    from procorch.supervisor import control
-    from procorch.supervisor.rundir import RunDir
 
     cfg = load(config, run_dir)
     setting = cfg.gateway.token if cfg.gateway.enabled else None
-    try:  # the running gateway's setting, which `up --token` may have given it
-        running = control.request(RunDir(cfg.settings.run_dir).socket, {"cmd": "config"})
+    # the running gateway's setting, which `up --token` may have given it; else the file's
+    running = ask(cfg.settings.run_dir, {"cmd": "config"})
+    if running is not None:
         gateway = running["config"]["gateway"]
         setting = gateway["token"] if gateway["enabled"] else None
-    except (control.DaemonNotRunning, control.ControlError, OSError):
-        pass  # not running: the config file's setting
     if setting is None:
         fail(
             "the gateway has no token: it takes requests from any local user "
