@@ -26,8 +26,9 @@ from typing import Any
 from procorch.config import GATEWAY, Config, ServiceConfig, exit_note, service_socket
 from procorch.stats import StatsTable
 from procorch.supervisor import control, diskfull
+from procorch.supervisor.commands import Client, Commands
 from procorch.supervisor.health import Prober, sample, stale_heartbeat
-from procorch.supervisor.lifeline import become_subreaper, release_free_memory
+from procorch.supervisor.lifeline import become_subreaper
 from procorch.supervisor.logs import DaemonLogHandler, Echo, RotatingLog, wants_colour
 from procorch.supervisor.policy import (
     STABLE_AFTER,
@@ -58,7 +59,6 @@ log = logging.getLogger("procorch.daemon")
 READY_POLL = 0.01  # how often a STARTING Python replica is checked for its first heartbeat
 PROBE_RETRY = 0.1  # how often a STARTING command is probed until it answers
 SNAPSHOT_EVERY = 0.5  # state.json is rewritten at most this often (a rename costs ~0.3 ms)
-PROGRESS_EVERY = 0.1  # a waiting CLI gets a progress line at most this often
 # events logged as warnings (events.log has all)
 PROBLEMS = frozenset({"fatal", "unhealthy", "stop-timeout", "reclaimed", "disk-full", "disk-ok"})
 LINGER = 1.0  # seconds a 503 answered for the gateway waits for its client to hang up
@@ -98,7 +98,7 @@ class Supervisor:
         self._pipes: dict[int, int] = {}  # slot -> read end of its current process's output
         self._echo: dict[int, Echo] = {}
         self._colour = False  # --foreground on a terminal without NO_COLOR
-        self._waiters: list[_Waiter] = []
+        self.commands = Commands(self)
         self._probe_results: list[tuple[Replica, int | None, str | None]] = []
         self._prober: Prober | None = None
         self.shutting_down = False
@@ -116,7 +116,6 @@ class Supervisor:
         self._gateways = [r for r in self.replicas if r.service.module == GATEWAY]
         self._standing_in = False  # the daemon answers the gateway's port itself
         self._lingering: dict[socket.socket, float] = {}  # answered: closing when they do
-        self._next_progress = 0.0
         self._waiters_due = False  # a change not yet told to a waiting CLI
 
     # == the life of the daemon ==================================================
@@ -182,7 +181,7 @@ class Supervisor:
                 self._dirty = False
                 self._snapshot_due = self._waiters_due = True
             if self._waiters_due:
-                self._waiters_due = self._serve_waiters(now)
+                self._waiters_due = self.commands.serve_waiters(now)
             if self._snapshot_due and now >= self._next_snapshot:
                 self._snapshot_due = False
                 self._next_snapshot = now + SNAPSHOT_EVERY
@@ -467,7 +466,7 @@ class Supervisor:
         if self._snapshot_due:
             deadline = min(deadline, self._next_snapshot)
         if self._waiters_due:
-            deadline = min(deadline, self._next_progress)
+            deadline = min(deadline, self.commands.next_progress)
         for r in self.replicas:
             if r.state in (S.BACKOFF, S.FATAL) and r.retry_at is not None:
                 deadline = min(deadline, r.retry_at)
@@ -847,10 +846,10 @@ class Supervisor:
         except BlockingIOError:
             return
         conn.setblocking(False)
-        client = _Conn(conn)
+        client = Client(conn)
         self._selector.register(conn, selectors.EVENT_READ, partial(self._on_conn, client=client))
 
-    def _on_conn(self, key: selectors.SelectorKey, client: _Conn) -> None:
+    def _on_conn(self, key: selectors.SelectorKey, client: Client) -> None:
         data = _received(client.sock)
         if data is None:
             return
@@ -869,12 +868,12 @@ class Supervisor:
             if line.strip():
                 self._request(client, line)
 
-    def _request(self, client: _Conn, line: bytes) -> None:
+    def _request(self, client: Client, line: bytes) -> None:
         try:
             message = json.loads(line)
             if not isinstance(message, dict):
                 raise ValueError("not an object")
-            self._handle(client, message)
+            self.commands.handle(client, message)
         except RecursionError:  # [[[[... deeper than the parser goes
             client.send({"ok": False, "error": "bad request: nested too deeply"})
         except (ValueError, TypeError, KeyError) as exc:
@@ -883,58 +882,32 @@ class Supervisor:
             log.exception("error while handling a control request")
             client.send({"ok": False, "error": "internal error (see daemon.log)"})
 
-    def _drop(self, client: _Conn) -> None:
-        self._waiters = [w for w in self._waiters if w.client is not client]
+    def _drop(self, client: Client) -> None:
+        self.commands.forget(client)
         try:
             self._selector.unregister(client.sock)
         except (KeyError, ValueError):
             pass
         client.sock.close()
 
-    # == control requests ==========================================================
+    # == what control requests do (supervisor/commands.py answers them) ==============
 
-    def _handle(self, client: _Conn, message: dict[str, Any]) -> None:
-        cmd = message.get("cmd")
-        names = message.get("names") or []
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValueError("names must be a list of strings")
-        unknown = [n for n in names if not replicas_named(self.replicas, n)]
-        if unknown:
-            known = ", ".join(svc.name for svc in self.config.services)
-            client.send({"ok": False, "error": f"no service named {unknown[0]!r} (known: {known})"})
-            return
-        chosen = {id(r) for n in names for r in replicas_named(self.replicas, n)}
-        targets = [r for r in self.replicas if not names or id(r) in chosen]
-        now = time.monotonic()
-        if cmd == "status":
-            client.send({"ok": True, **self.status(targets)})
-        elif cmd == "wait":
-            self._wait(client, targets)
-        elif cmd in ("start", "restart", "stop"):
-            if self.shutting_down:
-                client.send({"ok": False, "error": "the supervisor is shutting down"})
-                return
-            for r in targets:
-                if cmd == "stop":
-                    r.want_running = False
-                    self._stop(r, now)
-                else:
-                    self._request_start(r, now, restart=cmd == "restart")
-            self._dirty = True
-            if message.get("wait", True):
-                self._wait(client, targets)
-            else:
-                client.send({"ok": True})
-        elif cmd == "config":
-            # what this daemon was given, for `up` to tell whether the file changed since
-            client.send({"ok": True, "config": json.loads(self.config.to_json())})
-        elif cmd == "shutdown":
-            client.send({"ok": True, "pid": os.getpid()})
-            self.shutdown()
-        else:
-            client.send({"ok": False, "error": f"unknown command {cmd!r}"})
+    def changed(self) -> None:
+        """Something a waiting client or state.json shows has changed."""
+        self._dirty = True
 
-    def _request_start(self, r: Replica, now: float, restart: bool) -> None:
+    def snapshot_now(self, now: float) -> None:
+        """Write a state.json that is due at once, not at the next tick."""
+        if self._snapshot_due:
+            self._snapshot_due = False
+            self._next_snapshot = now + SNAPSHOT_EVERY
+            self._write_snapshot()
+
+    def request_stop(self, r: Replica, now: float) -> None:
+        r.want_running = False
+        self._stop(r, now)
+
+    def request_start(self, r: Replica, now: float, restart: bool = False) -> None:
         r.want_running = True
         r.crash_times.clear()  # a human asked: FATAL is cleared, the window starts afresh
         r.consecutive_failures = 0
@@ -945,74 +918,6 @@ class Supervisor:
             self._restart_now(r)
         elif r.state is not S.STOPPED:
             r.set_state(S.STOPPED)  # EXITED / FATAL: the loop starts it (after its dependencies)
-
-    def _wait(self, client: _Conn, targets: list[Replica]) -> None:
-        self._waiters.append(_Waiter(client, targets))
-        self._dirty = True
-
-    def _serve_waiters(self, now: float) -> bool:
-        """Final replies at once; progress at most every PROGRESS_EVERY s. True: progress owed."""
-        pending = []
-        progress_due = now >= self._next_progress
-        if self._snapshot_due and any(w.settled() for w in self._waiters):
-            # The registry (state.json) must already say what `up` answers, for whoever
-            # reads it the moment `up` returns.
-            self._snapshot_due = False
-            self._next_snapshot = now + SNAPSHOT_EVERY
-            self._write_snapshot()
-        for w in self._waiters:
-            if w.settled():
-                w.client.send({"ok": True, **self.status(w.targets)})
-            else:
-                if progress_due:
-                    w.client.send_progress(w.progress())
-                pending.append(w)
-        if progress_due:
-            self._next_progress = now + PROGRESS_EVERY
-        if len(pending) < len(self._waiters):
-            release_free_memory()  # a burst of starts is over: give its garbage back
-        self._waiters = pending
-        return bool(pending) and not progress_due
-
-
-class _Conn:
-    """One control connection. Replies are small; a blocking send with a timeout is fine."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.inbuf = b""
-        self._last_progress: Any = None
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.sock.settimeout(2.0)
-        try:
-            self.sock.sendall(control.encode(message))
-        except OSError:
-            pass  # the client went away; its socket is dropped when read returns EOF
-        finally:
-            self.sock.setblocking(False)
-
-    def send_progress(self, progress: dict[str, Any]) -> None:
-        if progress != self._last_progress:
-            self._last_progress = progress
-            self.send({"progress": progress})
-
-
-class _Waiter:
-    """A client waiting until its replicas are settled (running, stopped, exited or fatal)."""
-
-    def __init__(self, client: _Conn, targets: list[Replica]) -> None:
-        self.client = client
-        self.targets = targets
-
-    def settled(self) -> bool:
-        return all(r.settled for r in self.targets)
-
-    def progress(self) -> dict[str, Any]:
-        counts: dict[str, int] = {}
-        for r in self.targets:
-            counts[r.state.value] = counts.get(r.state.value, 0) + 1
-        return {"total": len(self.targets), "states": counts}
 
 
 def _free_bytes(path: Path) -> int:
@@ -1066,19 +971,6 @@ def serve(
         handler = DaemonLogHandler(log_fd, sup._daemon_log_refused)
         logging.basicConfig(level=config.settings.log_level, handlers=[handler])
     return sup.run()
-
-
-def replicas_named(replicas: list[Replica], name: str) -> list[Replica]:
-    """What a name in a command means: a whole service (case-insensitive), else one
-    replica as `service.N`. A service's own name wins: names may contain dots."""
-    wanted = name.lower()
-    whole = [r for r in replicas if r.name.lower() == wanted]
-    if whole:
-        return whole
-    service, _, index = wanted.rpartition(".")
-    if not (index.isascii() and index.isdigit()):
-        return []
-    return [r for r in replicas if r.name.lower() == service and r.index == int(index)]
 
 
 def _received(sock: socket.socket) -> bytes | None:

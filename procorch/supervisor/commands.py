@@ -1,0 +1,206 @@
+"""Control requests: what the CLI asks a running daemon, and how each is answered.
+
+The daemon's event loop reads one JSON object per line from the control socket and
+hands it to `Commands.handle`. Each command is one method, found by name in
+`Commands.HANDLERS`; it acts through the supervisor's public methods (start, stop,
+status, shutdown) and answers on the client's connection. A command that waits for
+replicas to settle (start, stop, restart, wait) leaves a `Waiter`, answered by
+`serve_waiters` when the loop sees a change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from procorch.supervisor import control
+from procorch.supervisor.lifeline import release_free_memory
+from procorch.supervisor.process import Replica
+
+if TYPE_CHECKING:  # the daemon imports this module, never the other way at run time
+    import socket
+
+    from procorch.supervisor.daemon import Supervisor
+
+PROGRESS_EVERY = 0.1  # a waiting CLI gets a progress line at most this often
+
+
+class Client:
+    """One control connection. Replies are small; a blocking send with a timeout is fine."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.inbuf = b""
+        self._last_progress: Any = None
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.sock.settimeout(2.0)
+        try:
+            self.sock.sendall(control.encode(message))
+        except OSError:
+            pass  # the client went away; its socket is dropped when read returns EOF
+        finally:
+            self.sock.setblocking(False)
+
+    def send_progress(self, progress: dict[str, Any]) -> None:
+        if progress != self._last_progress:
+            self._last_progress = progress
+            self.send({"progress": progress})
+
+
+class Waiter:
+    """A client waiting until its replicas are settled (running, stopped, exited or fatal)."""
+
+    def __init__(self, client: Client, targets: list[Replica]) -> None:
+        self.client = client
+        self.targets = targets
+
+    def settled(self) -> bool:
+        return all(r.settled for r in self.targets)
+
+    def progress(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for r in self.targets:
+            counts[r.state.value] = counts.get(r.state.value, 0) + 1
+        return {"total": len(self.targets), "states": counts}
+
+
+def replicas_named(replicas: list[Replica], name: str) -> list[Replica]:
+    """What a name in a command means: a whole service (case-insensitive), else one
+    replica as `service.N`. A service's own name wins: names may contain dots."""
+    wanted = name.lower()
+    whole = [r for r in replicas if r.name.lower() == wanted]
+    if whole:
+        return whole
+    service, _, index = wanted.rpartition(".")
+    if not (index.isascii() and index.isdigit()):
+        return []
+    return [r for r in replicas if r.name.lower() == service and r.index == int(index)]
+
+
+class UnknownName(ValueError):
+    """A request named no service or replica of this daemon."""
+
+
+class Commands:
+    """The daemon's answers to control requests, and the clients still waiting for one."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.sup = supervisor
+        self.waiters: list[Waiter] = []
+        self.next_progress = 0.0
+
+    def handle(self, client: Client, message: dict[str, Any]) -> None:
+        """Answer one request (a JSON object with "cmd"); raises ValueError on a bad one."""
+        cmd = message.get("cmd")
+        handler = self.HANDLERS.get(cmd) if isinstance(cmd, str) else None
+        if handler is None:
+            client.send({"ok": False, "error": f"unknown command {cmd!r}"})
+            return
+        try:
+            targets = self.targets(message.get("names") or [])
+        except UnknownName as exc:
+            client.send({"ok": False, "error": str(exc)})
+            return
+        handler(self, client, message, targets)
+
+    def targets(self, names: Any) -> list[Replica]:
+        """The replicas a request's names mean, in start order; every replica for none."""
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError("names must be a list of strings")
+        replicas = self.sup.replicas
+        unknown = [n for n in names if not replicas_named(replicas, n)]
+        if unknown:
+            known = ", ".join(svc.name for svc in self.sup.config.services)
+            raise UnknownName(f"no service named {unknown[0]!r} (known: {known})")
+        chosen = {id(r) for n in names for r in replicas_named(replicas, n)}
+        return [r for r in replicas if not names or id(r) in chosen]
+
+    # -- the commands ------------------------------------------------------------------
+
+    def status(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
+        client.send({"ok": True, **self.sup.status(targets)})
+
+    def wait(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
+        self.waiters.append(Waiter(client, targets))
+        self.sup.changed()
+
+    def start(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
+        self._act(client, message, targets, lambda r, now: self.sup.request_start(r, now))
+
+    def restart(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
+        self._act(
+            client, message, targets, lambda r, now: self.sup.request_start(r, now, restart=True)
+        )
+
+    def stop(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
+        self._act(client, message, targets, self.sup.request_stop)
+
+    def config(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
+        # what this daemon was given, for `up` to tell whether the file changed since
+        client.send({"ok": True, "config": json.loads(self.sup.config.to_json())})
+
+    def shutdown(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
+        client.send({"ok": True, "pid": os.getpid()})
+        self.sup.shutdown()
+
+    HANDLERS: dict[str, Callable[[Commands, Client, dict[str, Any], list[Replica]], None]] = {
+        "status": status,
+        "wait": wait,
+        "start": start,
+        "restart": restart,
+        "stop": stop,
+        "config": config,
+        "shutdown": shutdown,
+    }
+
+    def _act(
+        self,
+        client: Client,
+        message: dict[str, Any],
+        targets: list[Replica],
+        action: Callable[[Replica, float], None],
+    ) -> None:
+        """Apply `action` to each target; answer once they settle (or at once, wait=false)."""
+        if self.sup.shutting_down:
+            client.send({"ok": False, "error": "the supervisor is shutting down"})
+            return
+        now = time.monotonic()
+        for r in targets:
+            action(r, now)
+        self.sup.changed()
+        if message.get("wait", True):
+            self.wait(client, message, targets)
+        else:
+            client.send({"ok": True})
+
+    # -- waiting clients ---------------------------------------------------------------
+
+    def forget(self, client: Client) -> None:
+        """A client hung up: nobody waits for its answer any more."""
+        self.waiters = [w for w in self.waiters if w.client is not client]
+
+    def serve_waiters(self, now: float) -> bool:
+        """Final replies at once; progress at most every PROGRESS_EVERY s. True: progress owed."""
+        pending = []
+        progress_due = now >= self.next_progress
+        if any(w.settled() for w in self.waiters):
+            # The registry (state.json) must already say what `up` answers, for whoever
+            # reads it the moment `up` returns.
+            self.sup.snapshot_now(now)
+        for w in self.waiters:
+            if w.settled():
+                w.client.send({"ok": True, **self.sup.status(w.targets)})
+            else:
+                if progress_due:
+                    w.client.send_progress(w.progress())
+                pending.append(w)
+        if progress_due:
+            self.next_progress = now + PROGRESS_EVERY
+        if len(pending) < len(self.waiters):
+            release_free_memory()  # a burst of starts is over: give its garbage back
+        self.waiters = pending
+        return bool(pending) and not progress_due
