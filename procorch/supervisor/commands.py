@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from procorch.config import Config
 from procorch.supervisor import control
 from procorch.supervisor.lifeline import release_free_memory
 from procorch.supervisor.process import Replica
-
-if TYPE_CHECKING:  # the daemon imports this module, never the other way at run time
-    import socket
-
-    from procorch.supervisor.daemon import Supervisor
 
 PROGRESS_EVERY = 0.1  # a waiting CLI gets a progress line at most this often
 
@@ -79,6 +76,21 @@ def replicas_named(replicas: list[Replica], name: str) -> list[Replica]:
     if not (index.isascii() and index.isdigit()):
         return []
     return [r for r in replicas if r.name.lower() == service and r.index == int(index)]
+
+
+class Supervisor(Protocol):
+    """What commands need of the daemon (supervisor/daemon.py), which imports this module."""
+
+    config: Config
+    replicas: list[Replica]
+    shutting_down: bool
+
+    def status(self, targets: list[Replica] | None = None) -> dict[str, Any]: ...
+    def request_start(self, r: Replica, now: float, restart: bool = False) -> None: ...
+    def request_stop(self, r: Replica, now: float) -> None: ...
+    def changed(self) -> None: ...
+    def snapshot_now(self, now: float) -> None: ...
+    def shutdown(self) -> None: ...
 
 
 class UnknownName(ValueError):
