@@ -157,6 +157,8 @@ class JobsSettings:
     mod: int = 1_000_000_007
     synchronous: str = "normal"  # SQLite: "normal" survives crashes, "full" power loss too
     functions: dict[str, str] = field(default_factory=dict)  # name -> "module:function"
+    # name -> the validated table: function, cron or every (seconds), args, kwargs, timezone
+    schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def redis_url(self) -> str | None:
@@ -389,6 +391,7 @@ def load_config(
     chosen = _run_dir(run_dir, configured_run_dir, base)
     where = _Where("--run-dir") if run_dir is not None else root.key("procorch").key("run_dir")
     jobs = JobsSettings(**top["jobs"]) if "jobs" in top else _DEMO_JOBS
+    _check_scheduled_functions(jobs, root.key("jobs").key("schedules"))
     services = top.get("services", _DEFAULT_SERVICES)
     if services is _DEFAULT_SERVICES or "jobs" in top:
         services = _with_job_worker(services, jobs, root.key("jobs"))
@@ -852,6 +855,67 @@ def _functions(value: Any, where: _Where) -> dict[str, str]:
     return functions
 
 
+def _schedules(value: Any, where: _Where) -> dict[str, dict[str, Any]]:
+    """`[jobs.schedules]`: NAME = { function, cron | every, args, kwargs, timezone }."""
+    from procorch.jobs import schedule  # pure; croniter is imported only for a cron entry
+
+    schedules = {}
+    for name, body in _table(value, where).items():
+        if not schedule.NAME.fullmatch(name):
+            raise where.error(
+                f"invalid schedule name {name!r} (1 to 64 letters, digits, '_', '-' and '.')"
+            )
+        parsers = {
+            "function": _string,
+            "cron": partial(_checked, check=schedule.check_cron),
+            "every": partial(_checked, check=schedule.parse_every),
+            "timezone": partial(_checked, check=schedule.check_timezone),
+            "args": partial(_json, kind=list),
+            "kwargs": partial(_json, kind=dict),
+        }
+        fields = _fields(body, where.key(name), parsers)
+        _exactly_one(fields, where.key(name), "cron", "every")
+        if "function" not in fields:
+            raise where.key(name).error("missing `function`")
+        if "timezone" in fields and "every" in fields:
+            raise where.key(name).key("timezone").error("only used with `cron`")
+        schedules[name] = fields
+    return schedules
+
+
+def _checked(value: Any, where: _Where, *, check: Callable[[Any], Any]) -> Any:
+    """`check(value)`'s result, its ValueError as this key's error."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise where.error(str(exc)) from None
+
+
+def _json(value: Any, where: _Where, *, kind: type) -> Any:
+    """A list or table that JSON can carry (TOML dates cannot be a job's arguments)."""
+    if not isinstance(value, kind):
+        expected = "a list" if kind is list else "a table"
+        raise where.error(f"expected {expected}, got {_show(value)}")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise where.error(f"not JSON: {exc}") from None
+    return value
+
+
+def _check_scheduled_functions(jobs: JobsSettings, where: _Where) -> None:
+    """A schedule names a job function the queue knows; checked once all of [jobs] is read."""
+    for name, table in jobs.schedules.items():
+        function = table["function"]
+        if function != "fib" and function not in jobs.functions:
+            known = ", ".join(["fib", *jobs.functions])
+            raise (
+                where.key(name)
+                .key("function")
+                .error(f"unknown job function {function!r} (known: {known})")
+            )
+
+
 AUTO_TOKEN = "auto"  # [gateway] token = "auto": the gateway makes one (gateway/token.py)
 
 
@@ -916,6 +980,7 @@ _JOBS_PARSERS: dict[str, _Parser] = {
     "mod": partial(_integer, minimum=2, maximum=MAX_INT64),
     "synchronous": partial(_choice, choices=SYNCHRONOUS, normalize=str.lower),
     "functions": _functions,
+    "schedules": _schedules,
 }
 _HEALTH_PARSERS: dict[str, _Parser] = {
     "tcp": _port,

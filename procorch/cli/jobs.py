@@ -261,6 +261,9 @@ def stats(config: ConfigOpt = None, run_dir: RunDirOpt = None, as_json: JsonOpt 
 def register(app: typer.Typer) -> None:
     """Add `job ...` and the `submit-job` alias to the main command line."""
     app.add_typer(job_app, name="job")
+    from procorch.cli.schedules import schedules  # a module of its own, registered here
+
+    job_app.command("schedules")(schedules)
     app.command(
         "submit-job",
         help="Same as `procorch job submit`. " + NO_DAEMON_NEEDED,

@@ -168,6 +168,14 @@ class Supervisor:
             self._echo = {
                 r.slot: Echo(r.label, r.slot, width, out, self._colour) for r in self.replicas
             }
+        self._scheduler = None
+        if self.config.jobs.schedules:  # imported only then: the daemon's start stays cheap
+            from procorch.jobs.scheduler import Scheduler
+
+            self._scheduler = Scheduler(self.config.jobs, self.settings.run_dir)
+            on_report = partial(self._reported, self._scheduler)
+            self._selector.register(self._scheduler.fileno(), selectors.EVENT_READ, on_report)
+            self._scheduler.start()
         self._event(None, "daemon-start", detail=f"{len(self.replicas)} processes")
 
     def run(self) -> int:
@@ -209,6 +217,8 @@ class Supervisor:
             sink.close()
         if self._prober:
             self._prober.shutdown()
+        if self._scheduler:
+            self._scheduler.stop()
         # the CLI waiting on `down` sees its connection close when this process exits
 
     # == starting, stopping, restarting ==========================================
@@ -613,6 +623,10 @@ class Supervisor:
                 sys.stdout.flush()
             except OSError:
                 pass  # a terminal gone or a full disk behind stdout: events.log has it
+
+    def _reported(self, scheduler: Any, key: selectors.SelectorKey) -> None:
+        for event, detail in scheduler.reports():  # written from here: one thread writes events
+            self._event(None, event, detail=detail)
 
     # == a run directory that refuses writes (a full disk) ============================
 

@@ -1,0 +1,81 @@
+"""`procorch job schedules`: the `[jobs.schedules]` entries and when each fires next.
+
+Read from the config and the run directory's schedules.json (the last tick the daemon
+fired); neither the daemon nor the store is asked. The schedule code (and croniter) is
+imported inside the command, so other commands never pay for it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import typer
+
+from procorch.cli.common import ConfigOpt, JsonOpt, RunDirOpt, load
+
+
+def schedules(
+    config: ConfigOpt = None, run_dir: RunDirOpt = None, as_json: JsonOpt = False
+) -> None:
+    """List the schedules of [jobs.schedules]: what each submits, how often, and the next
+    and last tick (UTC). The daemon fires them while it runs."""
+    from procorch.jobs.schedule import Schedule
+    from procorch.jobs.scheduler import iso, read_state
+
+    cfg = load(config, run_dir)
+    fired = read_state(cfg.settings.run_dir)
+    now = time.time()
+    rows = []
+    for name, table in cfg.jobs.schedules.items():
+        schedule = Schedule.of(name, table)
+        note = fired.get(name, {})
+        last = note.get("tick")
+        rows.append(
+            {
+                "name": name,
+                "function": schedule.function,
+                "args": list(schedule.args),
+                "kwargs": dict(schedule.kwargs),
+                "cron": schedule.cron,
+                "every": schedule.every,
+                "timezone": schedule.timezone,
+                "next": iso(schedule.next_after(now)),
+                "last": None if last is None else iso(last),
+                "last_job_id": note.get("job_id") if last is not None else None,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no schedules: add them under [jobs.schedules] (see the README)")
+        return
+    _print_table(rows, cfg)
+
+
+def _print_table(rows: list[dict[str, Any]], cfg: Any) -> None:
+    from rich.text import Text
+
+    from procorch import render
+    from procorch.jobs.schedule import Schedule
+
+    def call(row: dict[str, Any]) -> str:
+        args = [json.dumps(a) for a in row["args"]]
+        args += [f"{k}={json.dumps(v)}" for k, v in row["kwargs"].items()]
+        return f"{row['function']}({', '.join(args)})"
+
+    def last(row: dict[str, Any]) -> str:
+        return "-" if row["last"] is None else f"{row['last']} (job {row['last_job_id']})"
+
+    specs = [Schedule.of(row["name"], cfg.jobs.schedules[row["name"]]).spec for row in rows]
+    columns = [
+        render.Column("schedule", [Text(row["name"]) for row in rows]),
+        render.Column("job", [Text(call(row)) for row in rows], shrink_to=12),
+        render.Column("when", [Text(spec) for spec in specs]),
+        render.Column("next (UTC)", [Text(row["next"]) for row in rows]),
+        render.Column("last (UTC)", [Text(last(row)) for row in rows]),
+    ]
+    out = render.console()
+    out.print(render.draw(render.fit(columns, out.width, (("shrink", "job"),))))
