@@ -327,6 +327,13 @@ failure_rate = 0.05            # share of attempts that fail on purpose, 0.0 to 
 # --function NAME`. Only the functions listed here can ever be run.
 # [jobs.functions]
 # square = "myapp.jobs:square"
+
+# Jobs the daemon submits on a timetable, each tick exactly once (`procorch job
+# schedules` lists them): `cron` (five fields; UTC, or `timezone = "Europe/Paris"`) or
+# `every` ("30s", "5m", "1h", "1d": multiples of it since 1970, UTC), with `args` and
+# `kwargs`. Only the latest tick missed while no daemon ran fires, at the next start.
+# [jobs.schedules]
+# nightly = { function = "square", cron = "0 3 * * *", args = [12] }
 """
 
 # What runs when no file (or a file without services) says otherwise; the JobWorker

@@ -758,7 +758,9 @@ def test_example_toml_documents_every_key_and_variable() -> None:
 
 def test_example_toml_shows_the_real_defaults(tmp_path: Path) -> None:
     # Uncomment every "# key = value" line except those that are examples, not defaults.
-    examples = ("cwd", "http", "heartbeat_timeout = 10.0     # default: the", "square", "token")
+    examples = (
+        "cwd", "http", "heartbeat_timeout = 10.0     # default: the", "square", "token", "nightly"
+    )  # fmt: skip
     lines = [
         line[2:] if re.match(r"# \w+ = ", line) and not line[2:].startswith(examples) else line
         for line in EXAMPLE_TOML.splitlines()
@@ -804,11 +806,17 @@ def test_json_handoff_round_trips_every_field(tmp_path):
         mod = 97
         synchronous = "FULL"
         functions = { square = "myapp.jobs:square" }
+        [jobs.schedules]
+        nightly = { function = "square", cron = "0 3 * * *", timezone = "Asia/Tokyo", args = [3] }
+        often = { function = "fib", every = "5m", args = [10], kwargs = { mod = 7 } }
         """
     )
     config = load_config(tmp_path / "procorch.toml")
     assert Config.from_json(config.to_json()) == config
     assert config.jobs.functions == {"square": "myapp.jobs:square"}
+    assert config.jobs.schedules["often"] == {
+        "function": "fib", "every": 300, "args": [10], "kwargs": {"mod": 7}
+    }  # fmt: skip
     assert config.jobs.synchronous == "full"
     assert config.services[-1].replicas == 4  # the JobWorker, added by the [jobs] table
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from procorch.config import JobsSettings
-from procorch.jobs.schedule import Schedule, plan
+from procorch.jobs.schedule import CATCH_UP, Schedule, plan
 
 if TYPE_CHECKING:
     from procorch.jobs.api import Jobs
@@ -152,12 +152,12 @@ class Scheduler:
                 self._report("schedule-fired", detail + late_by)
                 note = {"done_until": decision.done_until, "tick": decision.fire, "job_id": job_id}
         if decision.missed:
-            caught = "the latest fired now" if decision.fire is not None else "too old to run"
-            self._report(
-                "schedule-missed",
-                f"{schedule.name}: {decision.missed} tick(s) missed up to "
-                f"{iso(decision.done_until)} ({caught})",
-            )
+            missed = f"{schedule.name}: {decision.missed} tick(s) missed"
+            if decision.fire is None:
+                why = f" up to {iso(decision.done_until)}, too old to run (> {CATCH_UP}s ago)"
+            else:
+                why = f" before {iso(decision.fire)}, the latest, which ran instead"
+            self._report("schedule-missed", missed + why)
         if decision.done_until != note["done_until"]:
             note = {**note, "done_until": decision.done_until}
         self._state[schedule.name] = note

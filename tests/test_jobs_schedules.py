@@ -1,0 +1,129 @@
+"""Schedules fired by a real daemon: every tick once, across a kill -9, on SQLite and Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from collections import defaultdict
+
+import pytest
+
+from procorch import Jobs
+from tests.conftest import jobs_table, wait_for
+
+FIRED = re.compile(r"\(schedule:(?P<name>[^:]+):(?P<tick>\d+)\): job (?P<job>\d+)")
+MISSED = re.compile(r"^(?P<name>\S+): (?P<count>\d+) tick\(s\) missed")
+
+
+def schedules_toml(backend: str = "sqlite", **schedules: str) -> str:
+    lines = [f"{name} = {{ {body} }}" for name, body in schedules.items()]
+    return jobs_table(backend=backend) + "\n[jobs.schedules]\n" + "\n".join(lines) + "\n"
+
+
+def fired(stack) -> dict[int, set[int]]:
+    """tick -> the job ids its schedule-fired events named."""
+    ticks: dict[int, set[int]] = defaultdict(set)
+    for event in stack.events():
+        if event["event"] == "schedule-fired":
+            match = FIRED.search(event["detail"])
+            assert match, event
+            ticks[int(match["tick"])].add(int(match["job"]))
+    return ticks
+
+
+def missed(stack) -> int:
+    found = [MISSED.match(e["detail"]) for e in stack.events() if e["event"] == "schedule-missed"]
+    return sum(int(m["count"]) for m in found if m)
+
+
+def all_jobs(stack) -> list[dict]:
+    with Jobs.open(stack.config) as jobs:
+        return jobs.list(limit=1000)["jobs"]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request) -> str:
+    return "sqlite" if request.param == "sqlite" else request.getfixturevalue("redis_url")
+
+
+def test_every_second_for_five_seconds_runs_five_jobs(stack, backend):
+    stack.write(schedules_toml(backend, often='function = "fib", every = "1s", args = [90]'))
+    stack.up()
+    started = time.time()
+    time.sleep(max(0.0, started + 5 - time.time()))  # the passing of time is what is tested
+    stack.cli("down")
+    stopped = time.time()
+    jobs = all_jobs(stack)
+    assert 4 <= len(jobs) <= 6, jobs
+    ticks = fired(stack)
+    assert all(len(ids) == 1 for ids in ticks.values()), ticks
+    assert sorted(j for ids in ticks.values() for j in ids) == [j["job_id"] for j in jobs]
+    assert all(started - 1 < tick <= stopped for tick in ticks)
+    assert sorted(ticks) == list(range(min(ticks), max(ticks) + 1))  # one a second, none left out
+    wait_for(lambda: all(j["status"] == "done" for j in all_jobs(stack)) or stack.up(), 10)
+    assert {j["output"] for j in all_jobs(stack)} == {2880067194370816120 % 1_000_000_007}
+    listed = json.loads(stack.cli("job", "schedules", "--json").stdout)
+    assert listed[0]["name"] == "often" and listed[0]["every"] == 1
+    assert listed[0]["last_job_id"] == max(j["job_id"] for j in jobs)
+    assert listed[0]["last"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(ticks)))
+
+
+def test_no_tick_runs_twice_or_is_skipped_silently_across_a_kill_9(stack):
+    stack.write(schedules_toml(often='function = "fib", every = "1s", args = [10]'))
+    stack.up()
+    wait_for(lambda: len(fired(stack)) >= 2, timeout=10)
+    os.kill(stack.daemon_pid(), signal.SIGKILL)
+    stack.up()  # at once: well within the next tick or two
+    before = len(fired(stack))
+    wait_for(lambda: len(fired(stack)) >= before + 3, timeout=10)
+    stack.cli("down")
+    ticks = fired(stack)
+    assert all(len(ids) == 1 for ids in ticks.values()), ticks  # a tick fired again: same job
+    jobs = all_jobs(stack)
+    assert len(jobs) == len(ticks)  # one job per tick
+    # every tick from the first to the last ran, or was counted as missed in an event
+    assert max(ticks) - min(ticks) + 1 == len(ticks) + missed(stack)
+    assert missed(stack) <= 1  # `up` took at most about a second
+
+
+def test_a_bad_schedule_is_one_line_and_exit_2(stack):
+    stack.write(schedules_toml(bad='function = "fib", every = "1w"'))
+    for command in (["up"], ["job", "schedules"]):
+        result = stack.cli(*command)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            "procorch: procorch.toml: jobs.schedules.bad.every: expected a duration like "
+            "'30s', '5m', '1h' or '1d', got '1w'"
+        ]
+    assert not (stack.run_dir / "procorch.pid").exists()
+    stack.write(schedules_toml(bad='function = "nope", cron = "0 3 * * *"'))
+    result = stack.cli("job", "schedules")
+    assert result.returncode == 2
+    assert "jobs.schedules.bad.function: unknown job function 'nope'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_job_schedules_lists_the_next_tick_without_a_daemon(stack):
+    stack.write(
+        schedules_toml(
+            hourly='function = "fib", every = "1h", args = [7], kwargs = { mod = 5 }',
+            nightly='function = "fib", cron = "30 2 * * *", timezone = "Asia/Tokyo"',
+        )
+    )
+    now = time.time()
+    listed = {s["name"]: s for s in json.loads(stack.cli("job", "schedules", "--json").stdout)}
+    hour = time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime((int(now) // 3600 + 1) * 3600))
+    assert listed["hourly"]["next"] == hour  # on the hour: every daemon agrees on the ticks
+    assert listed["nightly"]["next"].endswith("T17:30:00Z")  # 02:30 in Tokyo, UTC+9
+    assert listed["hourly"]["last"] is None
+    table = stack.cli("job", "schedules")
+    assert table.returncode == 0
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["schedule", "job", "when", "next", "(UTC)", "last", "(UTC)"]
+    assert lines[2].split()[:4] == ["hourly", "fib(7,", "mod=5)", "every"]
+    assert "cron 30 2 * * * (Asia/Tokyo)" in lines[3]
+    stack.write(jobs_table())
+    assert "no schedules" in stack.cli("job", "schedules").stdout
