@@ -67,18 +67,7 @@ class Network:
         for i, ns in enumerate(self.hosts, start=2):
             # the pair is made straight inside the two namespaces: the host's stays untouched
             end = f"veth{i}"
-            _ip(
-                "link",
-                "add",
-                end,
-                "netns",
-                self.redis,
-                "type",
-                "veth",
-                *("peer", "eth0"),
-                "netns",
-                ns,
-            )
+            _ip(*f"link add {end} netns {self.redis} type veth peer eth0 netns {ns}".split())
             _ip("-n", self.redis, "link", "set", end, "master", "br0", "up")
             _ip("-n", ns, "addr", "add", f"{SUBNET}.{i}/24", "dev", "eth0")
             _ip("-n", ns, "link", "set", "eth0", "up")
