@@ -209,6 +209,9 @@ class Supervisor:
         from procorch.supervisor.reclaim import kill_descendants
 
         kill_descendants()  # what services double-forked was re-parented to us: none survives
+        if self._scheduler:  # stopped first, so that its last fire is in events.log
+            self._scheduler.stop()
+            self._reported(self._scheduler)
         self._event(None, "daemon-stop")
         self._write_snapshot(clean=True)
         for path in (self.rundir.socket, self.rundir.pid_file):
@@ -217,8 +220,6 @@ class Supervisor:
             sink.close()
         if self._prober:
             self._prober.shutdown()
-        if self._scheduler:
-            self._scheduler.stop()
         # the CLI waiting on `down` sees its connection close when this process exits
 
     # == starting, stopping, restarting ==========================================
@@ -624,7 +625,7 @@ class Supervisor:
             except OSError:
                 pass  # a terminal gone or a full disk behind stdout: events.log has it
 
-    def _reported(self, scheduler: Any, key: selectors.SelectorKey) -> None:
+    def _reported(self, scheduler: Any, key: selectors.SelectorKey | None = None) -> None:
         for event, detail in scheduler.reports():  # written from here: one thread writes events
             self._event(None, event, detail=detail)
 
