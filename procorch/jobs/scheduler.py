@@ -51,7 +51,13 @@ def read_state(run_dir: Path) -> dict[str, dict[str, Any]]:
         state = json.loads((run_dir / STATE_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    return state if isinstance(state, dict) else {}
+    if not isinstance(state, dict):
+        return {}
+    return {
+        name: note
+        for name, note in state.items()
+        if isinstance(note, dict) and isinstance(note.get("done_until"), int | float)
+    }
 
 
 def _write_state(run_dir: Path, state: dict[str, dict[str, Any]]) -> None:
