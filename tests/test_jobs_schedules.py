@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from collections import defaultdict
 
@@ -127,3 +128,40 @@ def test_job_schedules_lists_the_next_tick_without_a_daemon(stack):
     assert "cron 30 2 * * * (Asia/Tokyo)" in lines[3]
     stack.write(jobs_table())
     assert "no schedules" in stack.cli("job", "schedules").stdout
+
+
+def test_a_store_that_refuses_is_reported_and_tried_again(tmp_path):
+    """The scheduler alone (as the daemon runs it): Redis down is an event, not its end;
+    once Redis is up the due tick fires."""
+    from procorch.config import JobsSettings
+    from procorch.jobs.scheduler import Scheduler
+    from tests.conftest import _redis_binary, free_port
+
+    port = free_port()
+    often = {"function": "fib", "every": 1, "args": [5]}
+    settings = JobsSettings(backend=f"redis://:s3cret@127.0.0.1:{port}/0", schedules={"x": often})
+    scheduler = Scheduler(settings, tmp_path)
+    reports: list[tuple[str, str]] = []
+    server = None
+    scheduler.start()
+    try:
+        wait_for(lambda: reports.extend(scheduler.reports()) or reports, timeout=10)
+        event, detail = reports[0]
+        assert event == "schedule-error" and "trying again in" in detail
+        assert "s3cret" not in detail
+        server = subprocess.Popen(
+            [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--requirepass",
+             "s3cret", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+
+        def fired() -> bool:
+            reports.extend(scheduler.reports())
+            return any(event == "schedule-fired" for event, _ in reports)
+
+        wait_for(fired, timeout=15)
+    finally:
+        scheduler.stop()
+        if server is not None:
+            server.kill()
+            server.wait()
