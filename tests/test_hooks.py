@@ -276,3 +276,15 @@ def test_a_url_hook_posts_the_event_and_keeps_its_secrets(stack: Stack, receiver
     written = everything_written(stack)
     for secret in ("pa%40ss", "pa@ss", "w0rd", "secret-path", "another-secret", "T123"):
         assert secret not in written, secret
+
+
+def test_up_on_a_running_stack_names_a_changed_hook(stack: Stack) -> None:
+    service = command_service("api", SLEEP_FOREVER, start_seconds=0.1)
+    hook = '\n[[hooks]]\non = ["fatal"]\ncommand = ["true"]\n'
+    stack.write(service + hook)
+    stack.up()
+    assert stack.cli("up").returncode == 0  # the same config: nothing to say
+    stack.write(service + hook.replace("fatal", "unhealthy") + hook)
+    result = stack.cli("up")
+    assert result.returncode == 1
+    assert "  changed: [[hooks]] (hooks[0], hooks[1])\n" in result.stderr

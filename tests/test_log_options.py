@@ -180,3 +180,15 @@ def test_bad_log_options_are_one_line_errors(stack: Stack) -> None:
     assert_one_line_error(stack.cli("up"), 2, "services.api.stderr", "'separate'")
     stack.write(command_service("api", SLEEP_FOREVER), settings='log_rotate = "weekly"\n')
     assert_one_line_error(stack.cli("up"), 2, "procorch.log_rotate", "'daily'")
+
+
+def test_up_shows_the_stderr_of_a_failed_service(stack: Stack) -> None:
+    crash = "import sys; print('starting'); sys.exit('no database here')"
+    stack.write(
+        command_service("api", crash, start_seconds=0.5, extra='stderr = "separate"\n'),
+        settings="max_restarts = 0\n",
+    )
+    result = stack.cli("up")
+    assert result.returncode == 3
+    assert "  | starting\n" in result.stderr
+    assert "  ! no database here\n" in result.stderr

@@ -794,6 +794,9 @@ class Supervisor:
                     "last_exit": r.last_exit,
                     # where the current (or last) process's output starts in its log file
                     "log_offset": self._logs[r.slot].run_start,
+                    "err_log_offset": (  # the same in its stderr file, if it has one
+                        self._err_logs[r.slot].run_start if r.slot in self._err_logs else None
+                    ),
                     "started_at": r.started_at if alive else None,
                     "socket": self._socket(r),
                 }
