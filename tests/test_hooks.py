@@ -12,6 +12,7 @@ import threading
 import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -288,3 +289,38 @@ def test_up_on_a_running_stack_names_a_changed_hook(stack: Stack) -> None:
     result = stack.cli("up")
     assert result.returncode == 1
     assert "  changed: [[hooks]] (hooks[0], hooks[1])\n" in result.stderr
+
+
+def test_hooks_reach_the_daemon_as_written(tmp_path: Path) -> None:
+    from procorch.config import Config, load_config
+
+    path = tmp_path / "procorch.toml"
+    path.write_text(
+        '[services.api]\ncommand = "sleep 1"\n'
+        '[[hooks]]\non = ["fatal", "exited", "fatal"]\ncommand = "page-me --now"\ntimeout = 2\n'
+        '[[hooks]]\non = ["running"]\nurl = "https://h.example.com/x"\nmax_runs = 3\nwindow = 5\n'
+    )
+    config = load_config(path, environ={})
+    assert config.hooks == (
+        HookConfig(on=("fatal", "exited"), command=("page-me", "--now"), timeout=2.0),
+        HookConfig(on=("running",), url="https://h.example.com/x", max_runs=3, window=5.0),
+    )
+    assert Config.from_json(config.to_json()) == config
+
+
+def test_a_hook_that_cannot_run_is_reported(stack: Stack) -> None:
+    stack.write(
+        command_service("api", SLEEP_FOREVER, start_seconds=0.1)
+        + '\n[[hooks]]\non = ["running"]\ncommand = ["/no/such/hook"]\n'
+    )
+    stack.up()
+
+    def failed() -> list[str]:
+        return [e["detail"] for e in events_log(stack) if e["event"] == "hook-failed"]
+
+    wait_for(failed)
+    assert failed() == [
+        "hooks[0] (command hook): 1 failed (last: cannot execute /no/such/hook: "
+        "No such file or directory)"
+    ]
+    assert stack.status()["services"][0]["state"] == "running"

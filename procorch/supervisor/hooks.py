@@ -251,15 +251,20 @@ class Hooks:
             # Found first: Popen reaps a child whose exec failed itself, which would race
             # with the loop's reaping of every child.
             program = _find_program(hook.command[0], env.get("PATH"), None)
-            proc = subprocess.Popen(
-                [program, *hook.command[1:]],
-                stdin=subprocess.PIPE,
-                stdout=self._output(),
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # its own group: a timeout kills all it started
-                close_fds=True,
-            )
+            output = self._output()
+            try:
+                proc = subprocess.Popen(
+                    [program, *hook.command[1:]],
+                    stdin=subprocess.PIPE,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,  # its own group: a timeout kills all it started
+                    close_fds=True,
+                )
+            finally:
+                if output >= 0:
+                    os.close(output)
         except OSError as exc:
             return Outcome.FAILED, f"cannot execute {hook.command[0]}: {exc.strerror or exc}"
         # The loop reaps it; Popen must never wait for the pid (it could be reused).
@@ -298,7 +303,8 @@ class Hooks:
         return child
 
     def _output(self) -> int:
-        """hooks.log, rolled over to hooks.log.1 once it is past the logs' size."""
+        """A descriptor of hooks.log of the caller's own (to close), rolled over to
+        hooks.log.1 once it is past the logs' size; DEVNULL if it cannot be opened."""
         with self._lock:
             if self._output_fd is not None and os.fstat(self._output_fd).st_size > self._max_bytes:
                 os.close(self._output_fd)
@@ -312,7 +318,8 @@ class Hooks:
                     )
                 except OSError:
                     return subprocess.DEVNULL  # a full disk: the hook still runs
-            return self._output_fd
+            # a copy: `reopen` may close the shared one while Popen still needs it
+            return os.dup(self._output_fd)
 
 
 def _send(fd: int, data: bytes) -> None:
