@@ -183,6 +183,11 @@ def test_a_hanging_hook_never_delays_a_restart_and_is_rate_limited(stack: Stack)
     time.sleep(0.5)  # nothing more runs: the limit holds whatever comes later
     assert len(hook_runs()) == MAX_RUNS
     assert all(r["state"] == "running" for r in stack.replicas("api"))
+    # `down` with a hook still hanging: it goes with the stack, and `down` does not wait
+    started = time.monotonic()
+    assert stack.cli("down").returncode == 0
+    assert time.monotonic() - started < 5
+    assert stack.leftovers() == []
 
 
 # -- a URL hook --------------------------------------------------------------------------
