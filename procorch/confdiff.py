@@ -27,6 +27,7 @@ class ConfigDiff:
 
 
 _SECTION_TABLES = {"settings": "[procorch]", "gateway": "[gateway]", "jobs": "[jobs]"}
+HOOKS = "hooks"  # a list of tables, not a table: compared hook by hook
 
 
 def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, ...]:
@@ -45,6 +46,12 @@ def diff(running: dict[str, Any], wanted: dict[str, Any]) -> ConfigDiff:
         keys = _changed_keys(running.get(section, {}), wanted.get(section, {}))
         if keys:
             sections[section] = keys
+    old_hooks, new_hooks = running.get(HOOKS, []), wanted.get(HOOKS, [])
+    if old_hooks != new_hooks:
+        count = max(len(old_hooks), len(new_hooks))
+        sections[HOOKS] = tuple(
+            f"{HOOKS}[{i}]" for i in range(count) if old_hooks[i : i + 1] != new_hooks[i : i + 1]
+        )
     path = None
     if running.get("path") != wanted.get("path"):
         path = (running.get("path"), wanted.get("path"))
@@ -67,7 +74,7 @@ def describe(d: ConfigDiff) -> list[str]:
     lines += [f"removed: {name}" for name in d.removed]
     lines += [f"changed: {name} ({', '.join(keys)})" for name, keys in d.changed.items()]
     lines += [
-        f"changed: {_SECTION_TABLES[section]} ({', '.join(keys)})"
+        f"changed: {_SECTION_TABLES.get(section, '[[hooks]]')} ({', '.join(keys)})"
         for section, keys in d.sections.items()
     ]
     return lines

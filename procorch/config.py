@@ -26,6 +26,8 @@ SOCKET_NAME = "control.sock"  # in the run directory
 MAX_SOCKET_PATH = 107  # sizeof(sun_path) - 1 on Linux
 SERVICE_SOCKET_DIR = "sock"  # in the run directory; short, because socket paths are limited
 RESTART_POLICIES = ("always", "on-failure", "never")
+STDERR_MODES = ("merged", "separate")  # a service's stderr: in its log, or a file of its own
+LOG_ROTATIONS = ("size", "hourly", "daily")  # by size only, or also at each hour / midnight
 EXIT_NOTE_DIR = "exits"  # in the run directory: why each Python replica's last process died
 
 
@@ -73,6 +75,8 @@ class ServiceConfig:
     heartbeat_timeout: float | None = None  # None: the global setting
     fatal_retry: float | None = None  # None: the global setting
     health: HealthCheck | None = None
+    stderr: str = "merged"  # or "separate": NAME.N.err.log
+    log_timestamps: bool = False  # or [procorch] log_timestamps
 
     @property
     def is_python(self) -> bool:
@@ -94,6 +98,44 @@ class Settings:
     log_backups: int = 3
     log_level: str = "INFO"
     synchronous: str = "normal"  # the services' SQLite databases, as [jobs] synchronous
+    log_timestamps: bool = False  # `logs` and `up --foreground` show each line's time
+    log_rotate: str = "size"  # also roll logs over every "hourly" / "daily" (local time)
+
+
+# What `[[hooks]] on` may name: the daemon's events (supervisor/daemon.py writes them to
+# events.log). The hooks' own reports (hook-dropped, hook-failed) are not among them, so
+# a hook can never feed itself.
+HOOK_EVENTS = (
+    "spawned",
+    "running",
+    "exited",
+    "backoff",
+    "stopping",
+    "stopped",
+    "stop-timeout",
+    "fatal",
+    "fatal-retry",
+    "unhealthy",
+    "reclaimed",
+    "disk-full",
+    "disk-ok",
+    "daemon-start",
+    "daemon-stopping",
+    "state-rewritten",
+    "logs-reopened",
+)
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """One `[[hooks]]` table: what runs when the daemon writes one of the `on` events."""
+
+    on: tuple[str, ...]
+    command: tuple[str, ...] | None = None  # gets the event as JSON on stdin
+    url: str | None = None  # gets the event as the body of a POST
+    timeout: float = 10.0  # a run still going after this is killed (its process group)
+    max_runs: int = 10  # at most this many runs...
+    window: float = 60.0  # ...within this many seconds; the rest are dropped and counted
 
 
 GATEWAY = "procorch.gateway.service:Gateway"
@@ -176,6 +218,7 @@ class Config:
     services: tuple[ServiceConfig, ...]  # in start order (dependencies first)
     gateway: GatewaySettings = GatewaySettings()
     jobs: JobsSettings = _DEMO_JOBS
+    hooks: tuple[HookConfig, ...] = ()
 
     def service(self, name: str) -> ServiceConfig:
         """The service called `name`, matched case-insensitively."""
@@ -213,6 +256,16 @@ class Config:
             services=tuple(services),
             gateway=GatewaySettings(**data["gateway"]),
             jobs=JobsSettings(**data["jobs"]),
+            hooks=tuple(
+                HookConfig(
+                    **{
+                        **hook,
+                        "on": tuple(hook["on"]),
+                        "command": tuple(hook["command"]) if hook["command"] else None,
+                    }
+                )
+                for hook in data.get("hooks", ())
+            ),
         )
 
 
@@ -251,6 +304,8 @@ EXAMPLE_TOML = """\
 # log_level = "INFO"           # DEBUG, INFO, WARNING, ERROR or CRITICAL   (LOG_LEVEL)
 # synchronous = "normal"       # the services' SQLite data: "normal" survives process
 #                              #   crashes, "full" a power loss too (each commit synced)
+# log_timestamps = false       # `logs` and `up --foreground` show each line's time
+# log_rotate = "size"          # also roll logs over "hourly" or "daily" (local time)
 
 # Each [services.NAME] table is one service; NAME is letters, digits, '_', '-' and '.',
 # and ignores case. Give exactly one of `module` (a Python service) or `command`.
@@ -268,6 +323,8 @@ module = "procorch.services.users:UserService"
 # stop_timeout = 10.0          # seconds to wait after stop_signal before killing it
 # start_seconds = 1.0          # it must stay up this long to count as running
 # heartbeat_timeout = 10.0     # default: the [procorch] heartbeat_timeout
+# stderr = "merged"            # "separate": stderr to NAME.N.err.log (`logs` shows both)
+# log_timestamps = false       # show its lines' times (also on with [procorch]'s)
 
 [services.NotificationService]
 module = "procorch.services.notifications:NotificationService"
@@ -322,6 +379,17 @@ failure_rate = 0.05            # share of attempts that fail on purpose, 0.0 to 
 # max_n = 1000000000000000000  # largest n a job may ask for
 # mod = 1000000007             # default modulus of F(n) mod m (at least 2)
 # synchronous = "normal"       # SQLite: "normal" survives process crashes, "full" power loss
+
+# Hooks: run a command (the event as JSON on stdin) or POST to a URL (the event as the
+# body) when the daemon writes one of the `on` events. Off the event loop, killed after
+# `timeout`, at most `max_runs` per `window` seconds (the rest are dropped and counted).
+# [[hooks]]
+#   on = ["fatal", "unhealthy"]  # spawned, running, exited, backoff, stopped, fatal, ...
+#   command = ["notify-send", "procorch"]  # gets the event as JSON on stdin; or instead
+#   url = "https://example.com/hook"       # gets the event POSTed as JSON
+#   timeout = 10.0
+#   max_runs = 10
+#   window = 60.0
 
 # Your own job functions, f(n: int, mod: int) -> int, by name: `procorch job submit
 # --function NAME`. Only the functions listed here can ever be run.
@@ -409,7 +477,14 @@ def load_config(
         services = _with_builtin(services, GATEWAY, GATEWAY_NAME, gateway.workers, where)
     _check_sockets_fit(chosen, services, where)
     settings = Settings(run_dir=chosen, **sections["procorch"])
-    return Config(path=path, settings=settings, services=services, gateway=gateway, jobs=jobs)
+    return Config(
+        path=path,
+        settings=settings,
+        services=services,
+        gateway=gateway,
+        jobs=jobs,
+        hooks=top.get("hooks", ()),
+    )
 
 
 def _with_job_worker(
@@ -575,7 +650,33 @@ def _top_level_parsers(base: Path) -> dict[str, _Parser]:
         "services": partial(_services, base=base),
         "gateway": partial(_fields, parsers=_GATEWAY_PARSERS),
         "jobs": partial(_fields, parsers=_JOBS_PARSERS),
+        "hooks": _hooks,
     }
+
+
+def _hooks(value: Any, where: _Where) -> tuple[HookConfig, ...]:
+    """`[[hooks]]`: a list of tables, each with `on` and one of `command` or `url`."""
+    if not isinstance(value, list):
+        raise where.error(f"expected [[hooks]] tables, got {_show(value)}")
+    hooks = []
+    for i, item in enumerate(value):
+        at = replace(where, path=f"{where.path}[{i}]")
+        fields = _fields(item, at, _HOOK_PARSERS)
+        _exactly_one(fields, at, "command", "url")
+        if "on" not in fields:
+            raise at.error("missing `on` (the events that run it)")
+        hooks.append(HookConfig(**fields))
+    return tuple(hooks)
+
+
+def _hook_events(value: Any, where: _Where) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(e, str) for e in value):
+        raise where.error(f"expected a non-empty list of event names, got {_show(value)}")
+    for event in value:
+        if event not in HOOK_EVENTS:
+            hint = _did_you_mean(event, HOOK_EVENTS)
+            raise where.error(f"unknown event {event!r}{hint} (known: {', '.join(HOOK_EVENTS)})")
+    return tuple(dict.fromkeys(value))
 
 
 def _services(value: Any, where: _Where, *, base: Path) -> tuple[ServiceConfig, ...]:
@@ -819,7 +920,8 @@ def _url(value: Any, where: _Where) -> str:
     except ValueError:  # e.g. an unclosed IPv6 bracket
         valid = False
     if not valid:
-        raise where.error(f"expected an http:// or https:// URL, got {text!r}")
+        # a URL may carry a password (https://user:PASSWORD@host): never echo it
+        raise where.error(f"expected an http:// or https:// URL, got {redact(text)!r}")
     return text
 
 
@@ -960,6 +1062,8 @@ _SETTINGS_PARSERS: dict[str, _Parser] = {
     "log_backups": partial(_integer, minimum=0),
     "log_level": partial(_choice, choices=_LOG_LEVELS, normalize=str.upper),
     "synchronous": partial(_choice, choices=SYNCHRONOUS, normalize=str.lower),
+    "log_timestamps": _boolean,
+    "log_rotate": partial(_choice, choices=LOG_ROTATIONS, normalize=str.lower),
 }
 _GATEWAY_PARSERS: dict[str, _Parser] = {
     "enabled": _boolean,
@@ -1009,4 +1113,14 @@ _SERVICE_PARSERS: dict[str, _Parser] = {
     "heartbeat_timeout": _positive,
     "fatal_retry": partial(_number, minimum=0),
     "health": _health,
+    "stderr": partial(_choice, choices=STDERR_MODES, normalize=str.lower),
+    "log_timestamps": _boolean,
+}
+_HOOK_PARSERS: dict[str, _Parser] = {
+    "on": _hook_events,
+    "command": _command,
+    "url": _url,
+    "timeout": _positive,
+    "max_runs": partial(_integer, minimum=1, maximum=1000),
+    "window": _positive,
 }

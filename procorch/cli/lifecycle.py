@@ -259,6 +259,10 @@ def _explain_failures(cfg: Config, status: dict[str, Any]) -> None:
             log = rundir.log_path(s["name"], s["replica"])
             for line in tail_lines(log, 10, start=s.get("log_offset") or 0):
                 typer.echo(f"  | {line}", err=True)
+            if s.get("err_log_offset") is not None:  # stderr = "separate": a traceback is here
+                err = rundir.err_log_path(s["name"], s["replica"])
+                for line in tail_lines(err, 10, start=s["err_log_offset"]):
+                    typer.echo(f"  ! {line}", err=True)
 
 
 def down(config: ConfigOpt = None, run_dir: RunDirOpt = None) -> None:

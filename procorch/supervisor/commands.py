@@ -91,6 +91,7 @@ class Supervisor(Protocol):
     def changed(self) -> None: ...
     def snapshot_now(self, now: float) -> None: ...
     def shutdown(self) -> None: ...
+    def reopen_logs(self) -> int: ...
 
 
 class UnknownName(ValueError):
@@ -159,6 +160,10 @@ class Commands:
         client.send({"ok": True, "pid": os.getpid()})
         self.sup.shutdown()
 
+    def reopen(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
+        # every file, whatever names were given: logrotate moved them all
+        client.send({"ok": True, "reopened": self.sup.reopen_logs()})
+
     HANDLERS: dict[str, Callable[[Commands, Client, dict[str, Any], list[Replica]], None]] = {
         "status": status,
         "wait": wait,
@@ -167,6 +172,7 @@ class Commands:
         "stop": stop,
         "config": config,
         "shutdown": shutdown,
+        "reopen": reopen,
     }
 
     def _act(

@@ -25,11 +25,18 @@ from typing import Any
 
 from procorch.config import GATEWAY, Config, ServiceConfig, exit_note, service_socket
 from procorch.stats import StatsTable
-from procorch.supervisor import control, diskfull
+from procorch.supervisor import control, diskfull, sdnotify
 from procorch.supervisor.commands import Client, Commands
 from procorch.supervisor.health import Prober, sample, stale_heartbeat
+from procorch.supervisor.hooks import HOOK_EVENTS_REPORTED, Hooks
 from procorch.supervisor.lifeline import become_subreaper
-from procorch.supervisor.logs import DaemonLogHandler, Echo, RotatingLog, wants_colour
+from procorch.supervisor.logs import (
+    DaemonLogHandler,
+    Echo,
+    RotatingLog,
+    reopen_fd,
+    wants_colour,
+)
 from procorch.supervisor.policy import (
     STABLE_AFTER,
     Limits,
@@ -60,7 +67,10 @@ READY_POLL = 0.01  # how often a STARTING Python replica is checked for its firs
 PROBE_RETRY = 0.1  # how often a STARTING command is probed until it answers
 SNAPSHOT_EVERY = 0.5  # state.json is rewritten at most this often (a rename costs ~0.3 ms)
 # events logged as warnings (events.log has all)
-PROBLEMS = frozenset({"fatal", "unhealthy", "stop-timeout", "reclaimed", "disk-full", "disk-ok"})
+PROBLEMS = frozenset(
+    {"fatal", "unhealthy", "stop-timeout", "reclaimed", "disk-full", "disk-ok"}
+    | set(HOOK_EVENTS_REPORTED)
+)
 LINGER = 1.0  # seconds a 503 answered for the gateway waits for its client to hang up
 MAX_LINGERING = 64  # such connections at most; the oldest is closed for a new one
 DRAIN_READS = 16  # at a death, read at most this many chunks (64 KiB each) of its output
@@ -117,6 +127,18 @@ class Supervisor:
         self._standing_in = False  # the daemon answers the gateway's port itself
         self._lingering: dict[socket.socket, float] = {}  # answered: closing when they do
         self._waiters_due = False  # a change not yet told to a waiting CLI
+        self._err_logs: dict[int, RotatingLog] = {}  # slot -> its stderr, if "separate"
+        self._err_pipes: dict[int, int] = {}  # slot -> read end of its stderr pipe
+        self._err_echo: dict[int, Echo] = {}
+        self.daemon_log_fd: int | None = None  # daemon.log, when detached (reopened with logs)
+        hook_env = {
+            **os.environ,
+            "PROCORCH_RUN_DIR": str(self.rundir.path),
+            "PROCORCH_RUN_TOKEN": self.token,  # a crashed daemon's hooks are reclaimed too
+        }
+        self.hooks = Hooks(
+            config.hooks, self.rundir.path / "hooks.log", hook_env, self.settings.log_max_bytes
+        )
 
     # == the life of the daemon ==================================================
 
@@ -149,25 +171,23 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_signal)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
             signal.signal(sig, _note_signal)
         become_subreaper()
         _raise_fd_limit()
         if any(r.service.health for r in self.replicas):
             self._prober = Prober(self._probe_done)
         for r in self.replicas:
-            self._logs[r.slot] = RotatingLog(
-                self.rundir.log_path(r.name, r.index),
-                self.settings.log_max_bytes,
-                self.settings.log_backups,
-            )
+            self._open_logs(r)
         if self.foreground:
             width = max((len(r.label) for r in self.replicas), default=8)
             out = sys.stdout.buffer
             self._colour = wants_colour(out)
-            self._echo = {
-                r.slot: Echo(r.label, r.slot, width, out, self._colour) for r in self.replicas
-            }
+            for r in self.replicas:
+                stamps = r.service.log_timestamps or self.settings.log_timestamps
+                self._echo[r.slot] = Echo(r.label, r.slot, width, out, self._colour, stamps)
+                if r.slot in self._err_logs:  # its own partial lines: never glued to stdout's
+                    self._err_echo[r.slot] = Echo(r.label, r.slot, width, out, self._colour, stamps)
         self._scheduler = None
         if self.config.jobs.schedules:  # imported only then: the daemon's start stays cheap
             from procorch.jobs.scheduler import Scheduler
@@ -177,6 +197,18 @@ class Supervisor:
             self._selector.register(self._scheduler.fileno(), selectors.EVENT_READ, on_report)
             self._scheduler.start()
         self._event(None, "daemon-start", detail=f"{len(self.replicas)} processes")
+
+    def _open_logs(self, r: Replica) -> None:
+        """The log file(s) of a replica: its output, and its stderr apart if so configured."""
+        max_bytes, backups = self.settings.log_max_bytes, self.settings.log_backups
+        rotate = self.settings.log_rotate
+        self._logs[r.slot] = RotatingLog(
+            self.rundir.log_path(r.name, r.index), max_bytes, backups, rotate
+        )
+        if r.service.stderr == "separate":
+            self._err_logs[r.slot] = RotatingLog(
+                self.rundir.err_log_path(r.name, r.index), max_bytes, backups, rotate
+            )
 
     def run(self) -> int:
         """The event loop; returns when every replica is stopped after a shutdown."""
@@ -216,8 +248,9 @@ class Supervisor:
         self._write_snapshot(clean=True)
         for path in (self.rundir.socket, self.rundir.pid_file):
             path.unlink(missing_ok=True)
-        for sink in self._logs.values():
+        for sink in [*self._logs.values(), *self._err_logs.values()]:
             sink.close()
+        self.hooks.close()
         if self._prober:
             self._prober.shutdown()
         # the CLI waiting on `down` sees its connection close when this process exits
@@ -229,13 +262,19 @@ class Supervisor:
         self.stats.reset(r.slot, 0)
         r.set_state(S.STARTING)
         self._logs[r.slot].mark_run()  # `up` shows this run's lines after a failure, no older
+        err_r = err_w = None
+        if r.slot in self._err_logs:
+            self._err_logs[r.slot].mark_run()
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
         if r.service.is_python:
             self._exit_note(r).unlink(missing_ok=True)  # a note is about its own process only
         listener = self._listener if r.service.module == GATEWAY else None
         try:
-            r.spawn(self._env(r), write_fd, listener, self._umask(r))
+            r.spawn(self._env(r), write_fd, listener, self._umask(r), err_w)
         except OSError as exc:
             os.close(read_fd)
+            if err_r is not None:
+                os.close(err_r)
             # Retrying cannot help a program that is not there: FATAL at once, with why.
             r.last_exit = spawn_failure(exc, r.service)
             self._write_log(r.slot, f"procorch: {r.label}: {r.last_exit}\n".encode())
@@ -243,11 +282,19 @@ class Supervisor:
             return
         finally:
             os.close(write_fd)
+            if err_w is not None:
+                os.close(err_w)
         os.set_blocking(read_fd, False)
         self._pipes[r.slot] = read_fd
         self._selector.register(
             read_fd, selectors.EVENT_READ, partial(self._on_output, slot=r.slot)
         )
+        if err_r is not None:
+            os.set_blocking(err_r, False)
+            self._err_pipes[r.slot] = err_r
+            self._selector.register(
+                err_r, selectors.EVENT_READ, partial(self._on_output, slot=r.slot, err=True)
+            )
         assert r.pid is not None
         self._by_pid[r.pid] = r
         self.stats.reset(r.slot, r.pid)
@@ -391,6 +438,8 @@ class Supervisor:
         if check_due:
             self._next_check = now + self.settings.check_interval
             self._check_snapshot()
+            for event, detail in self.hooks.reports():  # dropped or failed runs, summed up
+                self._event(None, event, detail=detail)
         for r in self.replicas:
             state = r.state
             if state is S.BACKOFF and r.retry_at is not None and now >= r.retry_at:
@@ -574,6 +623,7 @@ class Supervisor:
     def shutdown(self) -> None:
         if not self.shutting_down:
             self.shutting_down = True
+            sdnotify.notify("STOPPING=1")
             self._event(None, "daemon-stopping")
             for r in self.replicas:
                 r.want_running = False
@@ -612,6 +662,8 @@ class Supervisor:
             entry["detail"] = detail
         self._append_event(json.dumps(entry) + "\n")
         self._dirty = True
+        if self.hooks:
+            self.hooks.notify(entry, time.monotonic())  # queued for its thread, if any
         level = logging.WARNING if event in PROBLEMS else logging.DEBUG
         if log.isEnabledFor(level):
             log.log(level, "%s %s %s", r.label if r else "procorch", event, detail)
@@ -641,8 +693,8 @@ class Supervisor:
         self._snapshot_due = True
         self._next_snapshot = time.monotonic() + diskfull.RETRY
 
-    def _write_log(self, slot: int, data: bytes) -> None:
-        sink = self._logs[slot]
+    def _write_log(self, slot: int, data: bytes, err: bool = False) -> None:
+        sink = (self._err_logs if err else self._logs)[slot]
         before = sink.dropped
         error = sink.write(data)
         if error is not None:
@@ -757,6 +809,9 @@ class Supervisor:
                     "last_exit": r.last_exit,
                     # where the current (or last) process's output starts in its log file
                     "log_offset": self._logs[r.slot].run_start,
+                    "err_log_offset": (  # the same in its stderr file, if it has one
+                        self._err_logs[r.slot].run_start if r.slot in self._err_logs else None
+                    ),
                     "started_at": r.started_at if alive else None,
                     "socket": self._socket(r),
                 }
@@ -782,6 +837,8 @@ class Supervisor:
             return
         if any(b in data for b in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
             self.shutdown()
+        if signal.SIGUSR2 in data:  # logrotate's postrotate: `kill -USR2 $(cat procorch.pid)`
+            self.reopen_logs()
         if signal.SIGCHLD in data:
             self._reap()
 
@@ -803,15 +860,24 @@ class Supervisor:
                 # only a zombie still shows which program it was: look before reaping it
                 failed_exec = info.si_code == os.CLD_EXITED and info.si_status in (126, 127)
                 never_ran = failed_exec and r.still_setpriv()
-            _, status = os.waitpid(info.si_pid, 0)
+            else:
+                self.hooks.reaping(info.si_pid)  # a hook's, maybe: its pid is not to be used
+            try:
+                _, status = os.waitpid(info.si_pid, 0)
+            except ChildProcessError:  # reaped by another thread after all: not ours to mind
+                continue
             if r is not None:
                 self._on_exit(r, status, now, never_ran)
+            else:
+                self.hooks.reaped(info.si_pid, status)
 
-    def _on_output(self, key: selectors.SelectorKey, slot: int) -> None:
-        self._read_output(key.fd, slot)
+    def _on_output(self, key: selectors.SelectorKey, slot: int, err: bool = False) -> None:
+        self._read_output(key.fd, slot, err)
 
-    def _read_output(self, fd: int, slot: int) -> bool:
-        """Move one chunk from a process's output pipe to its log; False once none is left."""
+    def _read_output(self, fd: int, slot: int, err: bool = False) -> bool:
+        """Move one chunk from a process's output (or stderr) pipe to its log; False once
+        none is left."""
+        pipes = self._err_pipes if err else self._pipes
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
@@ -819,14 +885,14 @@ class Supervisor:
         if not data:
             self._selector.unregister(fd)
             os.close(fd)
-            if self._pipes.get(slot) == fd:
-                del self._pipes[slot]
+            if pipes.get(slot) == fd:
+                del pipes[slot]
             return False
         r = self.replicas[slot]
-        if len(r.output_head) < OUTPUT_HEAD and self._pipes.get(slot) == fd:
+        if len(r.output_head) < OUTPUT_HEAD and pipes.get(slot) == fd:
             r.output_head += data[: OUTPUT_HEAD - len(r.output_head)]
-        self._write_log(slot, data)
-        echo = self._echo.get(slot)
+        self._write_log(slot, data, err)
+        echo = (self._err_echo if err else self._echo).get(slot)
         if echo:
             echo.write(data)
         return True
@@ -837,10 +903,11 @@ class Supervisor:
         Bounded: a grandchild that left the process group may keep the pipe open and
         writing; the loop must not be held by it (the rest comes as usual).
         """
-        fd = self._pipes.get(slot)
-        for _ in range(DRAIN_READS):
-            if fd is None or not self._read_output(fd, slot):
-                return
+        for err, pipes in ((False, self._pipes), (True, self._err_pipes)):
+            fd = pipes.get(slot)
+            for _ in range(DRAIN_READS):
+                if fd is None or not self._read_output(fd, slot, err):
+                    break
 
     def _listen(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -918,6 +985,25 @@ class Supervisor:
             self._next_snapshot = now + SNAPSHOT_EVERY
             self._write_snapshot()
 
+    def reopen_logs(self) -> int:
+        """Open every log file again at its path (logrotate renamed them); how many."""
+        sinks = [*self._logs.values(), *self._err_logs.values()]
+        reopened = 0
+        try:
+            for sink in sinks:
+                sink.reopen()
+                reopened += 1
+            self._events.reopen()
+            reopened += 1
+            if self.daemon_log_fd is not None:
+                reopen_fd(self.rundir.daemon_log, self.daemon_log_fd)
+                reopened += 1
+        except OSError as exc:
+            self._refused("a reopened log file", exc)
+        self.hooks.reopen()  # hooks.log: at its next run
+        self._event(None, "logs-reopened", detail=f"{reopened} files")
+        return reopened
+
     def request_stop(self, r: Replica, now: float) -> None:
         r.want_running = False
         self._stop(r, now)
@@ -982,6 +1068,8 @@ def serve(
         return 3
     if ready:
         ready(None)
+    sdnotify.notify("READY=1")  # under systemd's Type=notify: `systemctl start` returns
+    sup.daemon_log_fd = log_fd
     if log_fd is not None:
         handler = DaemonLogHandler(log_fd, sup._daemon_log_refused)
         logging.basicConfig(level=config.settings.log_level, handlers=[handler])

@@ -138,11 +138,13 @@ class Replica:
         stdout: int,
         listener: socket.socket | None = None,
         umask: int = -1,
+        stderr: int | None = None,
     ) -> None:
         """Start the OS process. Raises OSError when the program cannot be executed.
 
         `listener`, a listening socket the daemon owns, is inherited by the process;
-        `umask` is set in the child (-1: the daemon's own)."""
+        `umask` is set in the child (-1: the daemon's own); `stderr`, a pipe of its own
+        (`stderr = "separate"`), else it shares `stdout`."""
         svc = self.service
         preexec = None
         if svc.command:
@@ -158,7 +160,7 @@ class Replica:
             argv,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT if stderr is None else stderr,
             cwd=svc.cwd,
             env=env,
             start_new_session=True,
