@@ -137,7 +137,10 @@ class Scheduler:
                     saved = {name: dict(note) for name, note in self._state.items()}
                 retry = RETRY_MIN
             except Exception as exc:  # the store's, or any other: never the daemon's end
-                self._report("schedule-error", f"{exc}; trying again in {retry:g}s")
+                from procorch.jobs.job import JobError
+
+                why = str(exc) if isinstance(exc, JobError) else f"{type(exc).__name__}: {exc}"
+                self._report("schedule-error", f"{why}; trying again in {retry:g}s")
                 self._close()
                 self._stopping.wait(retry)
                 retry = min(retry * 2, RETRY_MAX)
