@@ -759,6 +759,7 @@ def test_example_toml_documents_every_key_and_variable() -> None:
 def test_example_toml_shows_the_real_defaults(tmp_path: Path) -> None:
     # Uncomment every "# key = value" line except those that are examples, not defaults.
     examples = ("cwd", "http", "heartbeat_timeout = 10.0     # default: the", "square", "token")
+    examples += ("env_file", "max_rss", "umask", "rlimits", "user", "group", "base_port")
     lines = [
         line[2:] if re.match(r"# \w+ = ", line) and not line[2:].startswith(examples) else line
         for line in EXAMPLE_TOML.splitlines()
