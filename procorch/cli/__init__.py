@@ -68,6 +68,7 @@ GROUPS = {
     "logs": ("logs", "events"),
     "services": ("call", "services", "gateway-token"),
     "jobs": ("job", "submit-job"),
+    "signals": ("signal",),
 }
 
 
