@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]?)(?:I?B)?", re.IGNORECASE)
+# compiled at first use (re caches it): every CLI start imports this module via the config
+_SIZE = r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]?)(?:I?B)?"
 
 
 def parse_size(value: int | str) -> int:
@@ -22,7 +23,7 @@ def parse_size(value: int | str) -> int:
         if value < 0:
             raise ValueError(f"negative size: {value}")
         return value
-    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    match = re.fullmatch(_SIZE, value.strip(), re.IGNORECASE) if isinstance(value, str) else None
     if match is None:
         raise ValueError(f"not a size: {value!r}")
     return int(float(match["number"]) * _UNITS[match["unit"].upper()])

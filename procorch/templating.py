@@ -12,14 +12,14 @@ escapes and specs are exactly those users know from str.format.
 
 from __future__ import annotations
 
-from string import Formatter
-
 PLACEHOLDERS = ("replica", "port")
 _HINT = "known: {replica}, {port}; write {{ and }} for literal braces"
 
 
 def placeholders(template: str) -> set[str]:
     """The placeholder names `template` uses; ValueError if it is not a valid template."""
+    from string import Formatter  # only when a config is checked, not at each CLI start
+
     names = set()
     for _, name, _, _ in Formatter().parse(template):
         if name is not None:

@@ -228,8 +228,8 @@ def test_max_rss_restarts_a_replica_that_stays_over_it(stack) -> None:
         "time.sleep(1e6)"
     )
     stack.write(command_service("hog", code, start_seconds=0.1, extra='max_rss = "40M"\n'))
-    stack.up()
-    first = stack.pid_of("hog")
+    # its pid as `up` saw it: by the time another command asked, it may be replaced
+    (first,) = [s["pid"] for s in json.loads(stack.up("--json").stdout)["services"]]
 
     def unhealthy() -> list[dict]:
         return [e for e in stack.events() if e["event"] == "unhealthy"]
@@ -252,6 +252,7 @@ def test_user_and_group_switch_the_process(stack) -> None:
         command = ["sleep", "1000"]
         user = "nobody"
         env = { FROM = "env" }
+        rlimits = { nofile = 100 }  # prlimit first, then setpriv
         start_seconds = 0.1
 
         [services.nobody_root_group]
@@ -274,6 +275,7 @@ def test_user_and_group_switch_the_process(stack) -> None:
     assert b"USER=nobody" in environ and b"HOME=/nonexistent" in environ
     assert b"FROM=env" in environ
     assert Path(f"/proc/{pid}/comm").read_text().strip() == "sleep"  # setpriv exec'd it
+    assert _limits(pid)["Max open files"][0] == "100"
     pid = stack.pid_of("nobody_root_group")
     assert (_status_field(pid, "Uid"), _status_field(pid, "Gid")) == ("65534", "0")
     pid = stack.pid_of("only_group")
