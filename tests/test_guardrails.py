@@ -286,11 +286,10 @@ def test_user_and_group_switch_the_process(stack) -> None:
 @pytest.mark.skipif(ROOT, reason="checks the refusal a user who is not root gets")
 def test_user_needs_root(stack) -> None:
     stack.write(command_service("s", SLEEP_FOREVER, extra='user = "nobody"\n'))
+    message = "services.s.user: procorch must run as root to start it as another user"
     result = stack.cli("up")
-    assert result.returncode == 1
-    assert result.stderr == (
-        "procorch: services.s.user: procorch must run as root to start it as another user\n"
-    )
+    assert (result.returncode, result.stderr) == (2, f"procorch: {message}\n")
+    _daemon_refuses(stack, message)
 
 
 def test_umask_per_service_and_the_defaults(stack) -> None:
@@ -442,9 +441,27 @@ def test_raising_a_hard_limit_without_the_capability_is_refused_in_one_line(stac
             "s", SLEEP_FOREVER, extra=f"rlimits = {{ nofile = [64, {int(hard) + 1}] }}\n"
         )
     )
-    result = stack.cli("up")
-    assert result.returncode == 1
-    assert result.stderr == (
-        "procorch: services.s.rlimits.nofile: raising a hard limit needs root with "
-        "CAP_SYS_RESOURCE, which procorch does not have\n"
+    message = (
+        "services.s.rlimits.nofile: raising a hard limit needs root with "
+        "CAP_SYS_RESOURCE, which procorch does not have"
     )
+    for args in (["up"], ["up", "--foreground"]):
+        result = stack.cli(*args)
+        assert (result.returncode, result.stderr) == (2, f"procorch: {message}\n")
+    _daemon_refuses(stack, message)
+
+
+def _daemon_refuses(stack, message: str) -> None:
+    """The daemon checks too (it is what has to run them): given the config as `up`
+    hands it over, it answers one error line and exits."""
+    import subprocess
+
+    cfg = load_config(stack.config, environ={})
+    daemon = subprocess.run(
+        [PY, "-m", "procorch.supervisor"],
+        input=cfg.to_json(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (daemon.returncode, daemon.stdout) == (3, f"error: {message}\n")
