@@ -69,6 +69,7 @@ GROUPS = {
     "services": ("call", "services", "gateway-token"),
     "jobs": ("job", "submit-job"),
     "export": ("export",),
+    "signals": ("signal",),
 }
 
 

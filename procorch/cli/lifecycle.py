@@ -64,6 +64,7 @@ def up(
     rundir = RunDir(cfg.settings.run_dir)
     _warn_if_exposed(cfg)
     _check_imports(cfg, config, foreground)
+    _check_guardrails(cfg)
     if foreground:
         raise typer.Exit(_up_foreground(cfg))
     if rundir.daemon_alive() or not _spawn_daemon(cfg, rundir):
@@ -141,6 +142,16 @@ def _check_imports(cfg: Config, config: Path | None, foreground: bool) -> None:
     from procorch.importcheck import check_imports
 
     problem = check_imports(cfg, str(config or CONFIG_FILENAME), _daemon_cwd(cfg, foreground))
+    if problem:
+        fail(problem, EXIT_CONFIG)
+
+
+def _check_guardrails(cfg: Config) -> None:
+    """`user`/`group` without root, a raised hard limit without the capability: exit 2
+    before anything starts (the daemon checks again: it is what has to run them)."""
+    from procorch.supervisor.guardrails import start_problem
+
+    problem = start_problem(cfg.services)
     if problem:
         fail(problem, EXIT_CONFIG)
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from procorch.config import GATEWAY, Config, ServiceConfig, exit_note, service_socket
 from procorch.stats import StatsTable
-from procorch.supervisor import control, diskfull, sdnotify
+from procorch.supervisor import control, diskfull, guardrails, sdnotify
 from procorch.supervisor.commands import Client, Commands
 from procorch.supervisor.health import Prober, sample, stale_heartbeat
 from procorch.supervisor.hooks import HOOK_EVENTS_REPORTED, Hooks
@@ -148,6 +148,9 @@ class Supervisor:
         # owner-only from its first instant (each explicit mode is a second guard).
         # Commands get the umask procorch was started with back: their files are theirs.
         self._user_umask = os.umask(0o077)
+        problem = guardrails.start_problem(self.config.services)
+        if problem:
+            raise StartError(problem)
         self.rundir.create()
         if not self.rundir.acquire_lock():
             raise AlreadyRunning(str(self.rundir.path))
@@ -305,7 +308,8 @@ class Supervisor:
     def _env(self, r: Replica) -> dict[str, str]:
         svc = r.service
         env = dict(os.environ)
-        env.update(svc.env)
+        env.update(guardrails.identity_env(svc))
+        env.update(svc.environment(r.index))
         env.update(
             PROCORCH_SERVICE=svc.name,
             PROCORCH_REPLICA=str(r.index),
@@ -324,7 +328,10 @@ class Supervisor:
         return env
 
     def _umask(self, r: Replica) -> int:
-        """A command's umask is the user's; a Python service keeps the daemon's (-1)."""
+        """The service's own umask, else a command's is the user's and a Python service
+        keeps the daemon's (-1)."""
+        if r.service.umask is not None:
+            return r.service.umask
         return -1 if r.service.is_python else self._user_umask
 
     def _heartbeat_timeout(self, svc: ServiceConfig) -> float:
@@ -490,6 +497,13 @@ class Supervisor:
         if r.state is S.RUNNING and not sample(r):
             return  # gone or a zombie: SIGCHLD is on its way and reaps it
         svc = r.service
+        if svc.max_rss is not None and r.state is S.RUNNING:
+            r.rss_over = guardrails.rss_over(r.rss_bytes, svc.max_rss, r.rss_over)
+            if r.rss_over >= guardrails.RSS_CHECKS:
+                assert r.rss_bytes is not None
+                self._kill_unhealthy(r, guardrails.rss_reason(r.rss_bytes, svc.max_rss, r.rss_over))
+                r.rss_over = 0
+                return
         if svc.is_python:
             silent = stale_heartbeat(r, self.stats, self._heartbeat_timeout(svc), now)
             if silent is not None:
