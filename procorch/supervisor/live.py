@@ -45,6 +45,7 @@ class LiveChanges:
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
         self.rollouts: list[Rollout] = []
+        self.aborted: dict[str, str] = {}  # service -> why its last rollout was aborted
 
     # -- what is going on --------------------------------------------------------------
 
@@ -62,7 +63,8 @@ class LiveChanges:
         return all(r.settled and not r.retiring for r in self.fleet.replicas if r.name in services)
 
     def failures(self, services: set[str]) -> list[str]:
-        return [r.failure for r in self.rollouts if r.service.name in services and r.failure]
+        """Why the last rollouts of `services` were aborted, if they were."""
+        return [why for name, why in self.aborted.items() if name in services]
 
     def advance(self) -> None:
         """Called on every turn of the event loop."""
@@ -70,6 +72,9 @@ class LiveChanges:
             rollout.advance(self.fleet)
         for rollout in self.rollouts:
             if rollout.finished:
+                if rollout.failure:
+                    self.aborted[rollout.service.name] = rollout.failure
+                    self._revert(rollout)
                 why = f": {rollout.failure}" if rollout.failure else ""
                 self.fleet.event(f"rollout-{rollout.phase.value}", rollout.service.name + why)
         self.rollouts = [r for r in self.rollouts if not r.finished]
@@ -175,7 +180,22 @@ class LiveChanges:
             if i not in have:
                 self.fleet.add_replica(svc, i)
 
+    def _revert(self, rollout: Rollout) -> None:
+        """An aborted rollout leaves old replicas running: the config the daemon says it
+        runs goes back to theirs, so the next reload replaces them again."""
+        if rollout.previous is None:
+            return
+        config = self.fleet.config
+        name = rollout.service.name
+        count = len(self._replicas(name))
+        services = tuple(
+            replace(rollout.previous, replicas=count) if svc.name == name else svc
+            for svc in config.services
+        )
+        self.fleet.adopt(replace(config, services=services))
+
     def _roll(self, svc: ServiceConfig, olds: list[Replica], surge: bool) -> None:
+        self.aborted.pop(svc.name, None)
         rollout = Rollout(service=svc, pending=sorted(olds, key=lambda r: r.index), surge=surge)
         rollout.begin(self.fleet)
         self.rollouts.append(rollout)

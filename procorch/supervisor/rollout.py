@@ -98,6 +98,7 @@ class Rollout:
     old: Replica | None = None
     new: Replica | None = None
     wanted: bool = True  # whether the replica being replaced was to run (not `stop`ped)
+    previous: ServiceConfig | None = None  # the old replicas' config (first of `pending`)
     failure: str | None = None  # why it was aborted
     replaced: list[Replica] = field(default_factory=list)  # the replacements, in order
 
@@ -110,6 +111,7 @@ class Rollout:
         return SURGE_FIRST if self.surge else STOP_FIRST
 
     def begin(self, fleet: Fleet) -> None:
+        self.previous = self.pending[0].service if self.pending else None
         self._next(fleet)
 
     def advance(self, fleet: Fleet) -> None:
@@ -128,9 +130,9 @@ class Rollout:
                 self.replaced.append(self.new)
             elif action is Action.STOP_NEW:
                 assert self.new is not None
-                self.failure = f"{self.new.label}'s replacement {self.new.state.value}: " + (
-                    self.new.last_exit or "did not start"
-                )
+                why = self.new.last_exit or "stopped"
+                state = self.new.state.value
+                self.failure = f"{self.new.label}: its replacement is {state} ({why})"
                 fleet.retire(self.new)
             else:
                 self._next(fleet)
