@@ -170,6 +170,8 @@ class Supervisor:
             signal.signal(sig, _note_signal)
         become_subreaper()
         _raise_fd_limit()
+        if any(r.service.health for r in self.replicas):
+            self._prober = Prober(self._probe_done)
         if self.foreground:
             self._echo_width = max((len(r.label) for r in self.replicas), default=8)
             self._colour = wants_colour(sys.stdout.buffer)
