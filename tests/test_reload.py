@@ -193,13 +193,13 @@ def test_dry_run_changes_nothing(stack: Stack) -> None:
     stack.write(sleeper("a") + sleeper("b"))
     stack.up()
     before = pids(stack)
-    stack.write(sleeper("a", extra="stop_timeout = 3\n") + sleeper("c"))
+    stack.write(sleeper("a", extra="env = { X = '1' }\n") + sleeper("c"))
     result = stack.cli("reload", "--dry-run")
     assert result.returncode == 0
     assert result.stdout.splitlines() == [
         "added: c",
         "removed: b",
-        "changed: a (stop_timeout; stop, then start)",
+        "changed: a (env; stop, then start)",
     ]
     assert pids(stack) == before
 
@@ -291,3 +291,15 @@ def test_an_added_service_with_a_probe_runs_once_it_answers(stack: Stack) -> Non
     result = stack.cli("reload", "--json")
     assert result.returncode == 0, result.stderr
     assert [s["state"] for s in json.loads(result.stdout)["services"]] == ["running"]
+
+
+def test_a_key_only_the_daemon_reads_changes_without_a_restart(stack: Stack) -> None:
+    stack.write(sleeper("a", 2))
+    stack.up()
+    before = pids(stack)
+    stack.write(sleeper("a", 2, extra="stop_timeout = 0.5\nrestart = 'never'\n"))
+    result = stack.cli("reload")
+    assert "changed: a (restart, stop_timeout; live)" in result.stdout
+    assert pids(stack) == before
+    os.kill(before[("a", 0)], signal.SIGKILL)  # restart = "never" holds now
+    wait_for(lambda: stack.replicas("a")[0]["state"] == "exited")

@@ -80,10 +80,19 @@ def test_removed_services_stop_dependents_first_added_start_in_order(tmp_path):
     assert p.added == ("n1", "n2")
 
 
+def test_keys_only_the_daemon_reads_apply_without_a_restart(tmp_path):
+    old = resolved(tmp_path, A)
+    p = plan(old, resolved(tmp_path, A + "stop_timeout = 2\nmax_rss = '300M'\nrestart = 'never'\n"))
+    assert p.retuned == {"a": ("max_rss", "restart", "stop_timeout")} and not p.changed
+    assert describe(p) == ["changed: a (max_rss, restart, stop_timeout; live)"]
+    both = plan(old, resolved(tmp_path, A + "stop_timeout = 2\nenv = { X = '1' }\n"))
+    assert both.changed == {"a": ("env", "stop_timeout")} and not both.retuned
+
+
 def test_one_replica_is_stopped_then_started_unless_it_has_held_sockets(tmp_path):
     old = resolved(tmp_path, A)
-    plain = plan(old, resolved(tmp_path, A + "stop_timeout = 2\n"))
-    assert plain.changed == {"a": ("stop_timeout",)} and plain.rolling == ()
+    plain = plan(old, resolved(tmp_path, A + "cwd = '.'\n"))
+    assert plain.changed == {"a": ("cwd",)} and plain.rolling == ()
     held = plan(old, resolved(tmp_path, A + "listen = ['tcp://127.0.0.1:8000']\n"))
     assert held.changed == {"a": ("listen",)} and held.rolling == ("a",)
 

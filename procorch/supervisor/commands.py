@@ -205,7 +205,7 @@ class Commands:
         if dry_run or (p.empty and not p.refused):
             client.send({"ok": True, "plan": p.to_json(), "applied": False})
             return
-        services = {*p.added, *p.removed, *p.changed, *p.scaled}
+        services = {*p.added, *p.removed, *p.changed, *p.scaled, *p.retuned}
         extra = {"plan": p.to_json(), "applied": True}
         self._change(client, services, extra, lambda: self.sup.live.reload(new))
 

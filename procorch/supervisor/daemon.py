@@ -1131,8 +1131,6 @@ class Supervisor:
         order = {svc.name: i for i, svc in enumerate(self.config.services)}
         self.replicas.sort(key=lambda r: (order.get(r.name, len(order)), r.index))
         self._gateways = [r for r in self.replicas if r.service.module == GATEWAY]
-        if self._prober is None and any(r.service.health for r in self.replicas):
-            self._prober = Prober(self._probe_done)
 
     def adopt(self, config: Config) -> None:
         """Run by `config` from now on: settings, dependencies and config.json follow."""
@@ -1150,6 +1148,8 @@ class Supervisor:
         settings = self.settings
         for sink in [*self._logs.values(), *self._err_logs.values()]:
             sink.set_limits(settings.log_max_bytes, settings.log_backups, settings.log_rotate)
+        if self._prober is None and any(svc.health for svc in config.services):
+            self._prober = Prober(self._probe_done)
         self.rundir.write_atomic(self.rundir.config_file, config.to_json())
 
     def hold(self, services: tuple[ServiceConfig, ...]) -> list[str]:

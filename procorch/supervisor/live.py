@@ -120,8 +120,8 @@ class LiveChanges:
                 self._resize(svc, relabel=False)  # those kept are replaced just below
                 kept = [r for r in self._replicas(svc.name) if r.index < svc.replicas]
                 self._roll(svc, kept, surge=rolls(svc))
-            elif svc.name in p.scaled:
-                self._resize(svc, relabel=True)
+            elif svc.name in p.scaled or svc.name in p.retuned:
+                self._resize(svc, relabel=True)  # same processes, the new settings
         self.fleet.release_unheld()
         self.fleet.event("reload", "; ".join(_summary(p)) or "nothing changed")
         self.fleet.changed()
@@ -203,7 +203,8 @@ class LiveChanges:
 
 def _summary(p: Plan) -> list[str]:
     parts = []
-    for label, names in (("added", p.added), ("removed", p.removed), ("replaced", p.changed)):
+    changes = (("added", p.added), ("removed", p.removed), ("replaced", p.changed))
+    for label, names in (*changes, ("retuned", p.retuned)):
         if names:
             parts.append(f"{label} {', '.join(names)}")
     if p.scaled:

@@ -2,10 +2,12 @@
 
 `plan(old, new)` is a pure function of two validated configs. It names the services
 added (started in dependency order), removed (stopped, dependents first), changed
-(replaced, with the keys that changed), only scaled (replicas added or removed, the
-others untouched) and unchanged (not touched at all), the global settings that take
-effect live, and those that cannot change while the daemon runs (refused: the whole
-reload is then refused, so what runs is always exactly one config).
+(replaced, with the keys that changed), changed only in keys the daemon alone reads
+(`LIVE_KEYS`: applied to the running replicas, no restart), only scaled (replicas
+added or removed, the others untouched) and unchanged (not touched at all), the
+global settings that take effect live, and those that cannot change while the daemon
+runs (refused: the whole reload is then refused, so what runs is always exactly one
+config).
 
 Only names of keys are ever shown, never values: a value may be a secret (the gateway
 token, a password inside a Redis URL).
@@ -40,6 +42,12 @@ REFUSED: dict[tuple[str, str], str] = {
 # which built-in services read a section's keys at their start
 _READERS = {"gateway": (GATEWAY,), "jobs": (JOB_WORKER, GATEWAY)}
 SCALE_KEY = "replicas"
+# service keys only the daemon reads, at each use: changed, they apply to the running
+# replicas without a restart (every other key is read by the process at its start)
+LIVE_KEYS = frozenset(
+    {"restart", "stop_signal", "stop_timeout", "start_seconds", "fatal_retry", "health"}
+    | {"depends_on", "max_rss"}
+)
 
 
 @dataclass(frozen=True)
@@ -53,18 +61,21 @@ class Plan:
     scaled: dict[str, tuple[int, int]] = field(default_factory=dict)  # (old, new) replicas
     unchanged: tuple[str, ...] = ()
     rolling: tuple[str, ...] = ()  # changed services replaced one replica at a time
+    retuned: dict[str, tuple[str, ...]] = field(default_factory=dict)  # LIVE_KEYS only
     settings: tuple[str, ...] = ()  # [procorch] keys that take effect live
     refused: dict[str, str] = field(default_factory=dict)  # "[section] key" -> why
 
     @property
     def empty(self) -> bool:
         """Nothing to do: the running stack is this config already."""
-        return not (self.added or self.removed or self.changed or self.scaled or self.settings)
+        changes = (self.added, self.removed, self.changed, self.scaled, self.retuned)
+        return not (any(changes) or self.settings)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["scaled"] = {name: list(counts) for name, counts in self.scaled.items()}
         data["changed"] = {name: list(keys) for name, keys in self.changed.items()}
+        data["retuned"] = {name: list(keys) for name, keys in self.retuned.items()}
         return data
 
     @classmethod
@@ -76,6 +87,7 @@ class Plan:
             scaled={name: (old, new) for name, (old, new) in data["scaled"].items()},
             unchanged=tuple(data["unchanged"]),
             rolling=tuple(data["rolling"]),
+            retuned={name: tuple(keys) for name, keys in data["retuned"].items()},
             settings=tuple(data["settings"]),
             refused=dict(data["refused"]),
         )
@@ -121,6 +133,7 @@ def plan(old: Config, new: Config) -> Plan:
 
     before = {svc.name: svc for svc in old.services}
     changed: dict[str, tuple[str, ...]] = {}
+    retuned: dict[str, tuple[str, ...]] = {}
     scaled: dict[str, tuple[int, int]] = {}
     unchanged = []
     for svc in new.services:
@@ -133,7 +146,9 @@ def plan(old: Config, new: Config) -> Plan:
         if SCALE_KEY in keys:
             scaled[svc.name] = (before[svc.name].replicas, svc.replicas)
             keys.remove(SCALE_KEY)
-        if keys:
+        if keys and LIVE_KEYS.issuperset(keys):
+            retuned[svc.name] = tuple(keys)
+        elif keys:
             changed[svc.name] = tuple(keys)
         elif svc.name not in scaled:
             unchanged.append(svc.name)
@@ -145,6 +160,7 @@ def plan(old: Config, new: Config) -> Plan:
         scaled=scaled,
         unchanged=tuple(unchanged),
         rolling=tuple(svc.name for svc in new.services if svc.name in changed and rolls(svc)),
+        retuned=retuned,
         settings=tuple(section_keys["procorch"]),
         refused=refused,
     )
@@ -165,6 +181,7 @@ def describe(p: Plan, width: int = 78) -> list[str]:
     for name, keys in p.changed.items():
         how = "rolling" if name in p.rolling else "stop, then start"
         lines.append(f"changed: {name} ({', '.join(keys)}; {how})")
+    lines += [f"changed: {name} ({', '.join(keys)}; live)" for name, keys in p.retuned.items()]
     lines += [f"scaled: {name} ({old} -> {new} replicas)" for name, (old, new) in p.scaled.items()]
     if p.settings:
         lines.append(f"changed: [procorch] ({', '.join(p.settings)}; live)")
