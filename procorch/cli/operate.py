@@ -107,7 +107,11 @@ def report(result: dict[str, Any], as_json: bool) -> int:
 def scale(
     counts: Annotated[
         list[str],
-        typer.Argument(help="NAME=N for each service to scale.", autocompletion=complete.SERVICES),
+        typer.Argument(
+            help="NAME=N for each service to scale.",
+            metavar="NAME=N...",
+            autocompletion=complete.SERVICES,
+        ),
     ],
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
