@@ -22,8 +22,13 @@ def pids_with_arg(arg: str) -> set[int]:
 
     A zombie's cmdline reads empty, so a killed child that is not reaped yet is not counted.
     """
+    return set(cmdlines_with_arg(arg))
+
+
+def cmdlines_with_arg(arg: str) -> dict[int, list[str]]:
+    """The command lines (argv) of the live processes that have `arg` as one argument."""
     needle = b"\0" + arg.encode() + b"\0"
-    found: set[int] = set()
+    found: dict[int, list[str]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -33,8 +38,19 @@ def pids_with_arg(arg: str) -> set[int]:
         except OSError:
             continue
         if needle in cmdline:
-            found.add(int(name))
+            found[int(name)] = cmdline.decode(errors="replace").split("\0")[:-1]
     return found
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The environment `pid` was started with ({} if it is gone or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return {}
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
 
 
 def pids_mentioning(text: str) -> set[int]:
