@@ -40,8 +40,11 @@ if TYPE_CHECKING:
     from peers import Peer
 
 PARTS = ("reload", "rolling")
-PEERS = ("supervisord", "supervisord-group", "circus", "procorch")
-ROLLING_PEERS = ("supervisord", "circus", "procorch")  # a [group:] adds nothing to a restart
+PEERS = ("supervisord", "supervisord-group", "supervisord-fcgi", "circus", "procorch")
+PART_PEERS = {  # a [group:] changes only a reload, an [fcgi-program:] only a socket's life
+    "reload": ("supervisord", "supervisord-group", "circus", "procorch"),
+    "rolling": ("supervisord", "supervisord-fcgi", "circus", "procorch"),
+}
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class Runner:
 
     def run(self, parts: list[str]) -> dict[str, Results]:
         for part in parts:
-            names = PEERS if part == "reload" else ROLLING_PEERS
+            names = PART_PEERS[part]
             for rep in range(self.plan.runs):
                 for peer_cls in self.peers:
                     if peer_cls.name in names and peer_cls.name not in self.results[part].skipped:
@@ -135,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
     import procs
     import report
     from metrics import log
-    from peers import ALL_PEERS, SupervisordGroup
+    from peers import ALL_PEERS, VARIANTS
 
-    known = [*ALL_PEERS, SupervisordGroup]
+    known = [*ALL_PEERS, *VARIANTS]
     wanted = benchargs.wanted_peers(args, [p.name for p in known])
     peers = [p for name in PEERS for p in known if p.name == name and name in wanted]
     plan = QUICK if args.quick else FULL

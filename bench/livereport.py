@@ -13,7 +13,7 @@ import liveroll
 import report
 from httpload import KINDS
 from metrics import Results
-from peers import ALL_PEERS, SupervisordGroup
+from peers import ALL_PEERS, VARIANTS
 
 SECTION = "live"
 OURS = "procorch"
@@ -26,6 +26,8 @@ RELOAD_COMMANDS = {
 }
 RESTART_COMMANDS = {
     "supervisord": "`supervisorctl restart web:*`; each copy binds the port (SO_REUSEPORT)",
+    "supervisord-fcgi": "`supervisorctl restart web:*`; supervisord holds the socket "
+    "(`[fcgi-program:]`, fd 0)",
     "circus": "`circusctl restart web`; circus holds the socket (`use_sockets`)",
     "procorch": "`procorch restart --rolling web`; procorch holds the socket (LISTEN_FDS)",
 }
@@ -177,7 +179,7 @@ def _targets(results: dict[str, Results], parts: Sequence[str]) -> list[str]:
 def _header(
     peers: Sequence[str], loads: Sequence[tuple[float, float, float]], command: str
 ) -> list[str]:
-    classes = {p.name: p for p in (*ALL_PEERS, SupervisordGroup)}
+    classes = {p.name: p for p in (*ALL_PEERS, *VARIANTS)}
     versions = ", ".join(
         dict.fromkeys(f"{classes[p].package} {classes[p].version()}" for p in peers if p in classes)
     )
@@ -211,7 +213,8 @@ def render(
     ]
     lines += _header(peers, loads, command) + [""]
     if "reload" in parts:
-        lines += _reload(results["reload"], peers, runs) + [""]
+        reloading = [p for p in peers if p in RELOAD_COMMANDS]
+        lines += _reload(results["reload"], reloading, runs) + [""]
     if "rolling" in parts:
         rolling = [p for p in peers if p in RESTART_COMMANDS]
         lines += _rolling(results["rolling"], rolling, runs) + [""]

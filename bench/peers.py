@@ -209,6 +209,7 @@ class Supervisord(Peer):
     name = "supervisord"
     package = "supervisor"
     grouped: ClassVar[bool] = False  # the programs in one [group:stack] section
+    fcgi: ClassVar[bool] = False  # a program with `listen` as an [fcgi-program:]
 
     @property
     def conf(self) -> Path:
@@ -234,11 +235,17 @@ serverurl=unix://{w}/s.sock
 """
         ]
         for program in programs:
-            # No socket of its own to hand over: each copy binds the port (SO_REUSEPORT).
-            port = [] if program.listen is None else ["--port", str(program.listen)]
+            kind, socket, extra = "program", [], []
+            if program.listen is not None and self.fcgi:
+                # supervisord binds the socket and gives it to each copy as its stdin.
+                kind, extra = "fcgi-program", ["--fd", "0"]
+                socket = [f"socket=tcp://127.0.0.1:{program.listen}"]
+            elif program.listen is not None:
+                extra = ["--port", str(program.listen)]  # each copy binds it, SO_REUSEPORT
             lines = [
-                f"[program:{program.name}]",
-                f"command={shlex.join([*program.argv, *port])}",
+                f"[{kind}:{program.name}]",
+                f"command={shlex.join([*program.argv, *extra])}",
+                *socket,
                 f"numprocs={program.replicas}",
                 "process_name=%(program_name)s_%(process_num)02d",
                 "autorestart=true",
@@ -283,6 +290,15 @@ class SupervisordGroup(Supervisord):
 
     name = "supervisord-group"
     grouped = True
+
+
+class SupervisordFcgi(Supervisord):
+    """supervisord holding the service's socket itself, as an `[fcgi-program:]` (what
+    uvicorn's docs suggest for supervisord: `--fd 0`); the socket is closed when the
+    last process using it is gone."""
+
+    name = "supervisord-fcgi"
+    fcgi = True
 
 
 class Circus(Peer):
@@ -416,3 +432,4 @@ class Procorch(Peer):
 
 
 ALL_PEERS: tuple[type[Peer], ...] = (Supervisord, Circus, Procorch)
+VARIANTS: tuple[type[Peer], ...] = (SupervisordGroup, SupervisordFcgi)  # bench/live.py's
