@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import platform
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from statistics import median
 
@@ -154,7 +154,7 @@ def _mark(ok: bool | None) -> str:
     return "n/a" if ok is None else "✓" if ok else "✗"
 
 
-def _targets(results: dict[str, Results], parts: Sequence[str]) -> list[str]:
+def _targets(results: dict[str, Results], parts: Collection[str]) -> list[str]:
     lines = ["| target (from the issue) | procorch | met |", "|---|---|---|"]
     if "reload" in parts:
         restarted = results["reload"].get("restarted", OURS)
@@ -198,30 +198,28 @@ def _header(
 
 def render(
     results: dict[str, Results],
-    parts: Sequence[str],
-    peers: Sequence[str],
+    part_peers: Mapping[str, Sequence[str]],
     runs: int,
     loads: Sequence[tuple[float, float, float]],
     command: str,
 ) -> str:
-    """The markdown section, markers included."""
+    """The markdown section, markers included; `part_peers`: each part run, its peers."""
     begin, end = report.markers(SECTION)
     lines = [
         begin,
         "## Live operations: reload and rolling restart, procorch vs supervisord vs circus",
         "",
     ]
-    lines += _header(peers, loads, command) + [""]
-    if "reload" in parts:
-        reloading = [p for p in peers if p in RELOAD_COMMANDS]
-        lines += _reload(results["reload"], reloading, runs) + [""]
-    if "rolling" in parts:
-        rolling = [p for p in peers if p in RESTART_COMMANDS]
-        lines += _rolling(results["rolling"], rolling, runs) + [""]
-    lines += ["### Targets", "", *_targets(results, parts), ""]
+    everyone = list(dict.fromkeys(p for peers in part_peers.values() for p in peers))
+    lines += _header(everyone, loads, command) + [""]
+    if "reload" in part_peers:
+        lines += _reload(results["reload"], part_peers["reload"], runs) + [""]
+    if "rolling" in part_peers:
+        lines += _rolling(results["rolling"], part_peers["rolling"], runs) + [""]
+    lines += ["### Targets", "", *_targets(results, part_peers), ""]
     notes = [
         f"- {peer} skipped ({part}): {why}"
-        for part in parts
+        for part in part_peers
         for peer, why in results[part].skipped.items()
     ]
     if notes:
