@@ -21,6 +21,7 @@ import time
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import procs
 from benchvenv import BENCH_DIR, VENV_PYTHON
@@ -54,7 +55,7 @@ def web(marker: str, port: int) -> Program:
     return Program("web", (str(VENV_PYTHON), str(SERVER), marker), REPLICAS, listen=port)
 
 
-def summarize(records: list[Record], start: float, returned: float, end: float) -> dict:
+def summarize(records: list[Record], start: float, returned: float, end: float) -> dict[str, Any]:
     """The figures of one load run, the restart command running from `start` to
     `returned` and the load from before `start` until `end` (all on one clock)."""
     failures = Counter(str(outcome) for _, _, outcome in records if not isinstance(outcome, int))
