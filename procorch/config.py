@@ -73,6 +73,8 @@ class ServiceConfig:
     heartbeat_timeout: float | None = None  # None: the global setting
     fatal_retry: float | None = None  # None: the global setting
     health: HealthCheck | None = None
+    # sockets the daemon binds and hands down (fds 3...): "tcp://HOST:PORT", "unix:///abs"
+    listen: tuple[str, ...] = ()
 
     @property
     def is_python(self) -> bool:
@@ -202,6 +204,7 @@ class Config:
                         "depends_on": tuple(svc["depends_on"]),
                         "stop_signal": signal.Signals(svc["stop_signal"]),
                         "health": HealthCheck(**svc["health"]) if svc["health"] else None,
+                        "listen": tuple(svc.get("listen", ())),
                     }
                 )
             )
@@ -282,6 +285,8 @@ restart = "on-failure"
 depends_on = ["UserService"]   # start after UserService
 env = { PYTHONUNBUFFERED = "1" }
 # fatal_retry = 300.0          # its own cool-off after FATAL (default: [procorch] fatal_retry)
+# listen = ["tcp://127.0.0.1:8000", "unix://web.sock"]  # bound by procorch, handed to
+#                              #   every replica as fds 3... (LISTEN_FDS, as systemd does)
 
 # Optional, for command services only: the service is healthy while this answers.
 [services.web.health]
@@ -400,6 +405,19 @@ def load_config(
     _check_sockets_fit(chosen, services, where)
     settings = Settings(run_dir=chosen, **sections["procorch"])
     return Config(path=path, settings=settings, services=services, gateway=gateway, jobs=jobs)
+
+
+def load_like(running: Config, path: Path | None, run_dir: Path | None = None) -> Config:
+    """`path` read again for a daemon running `running` (a reload): what `up` was told
+    beyond the file (`--gateway`, `--token`, `--run-dir`) still holds. ConfigError if bad."""
+    cfg = load_config(
+        path,
+        run_dir=run_dir or running.settings.run_dir,
+        enable_gateway=running.gateway.enabled,
+    )
+    if running.gateway.token == AUTO_TOKEN and not cfg.gateway.token:
+        cfg = replace(cfg, gateway=replace(cfg.gateway, token=AUTO_TOKEN))
+    return cfg
 
 
 def _with_job_worker(
@@ -572,7 +590,11 @@ def _services(value: Any, where: _Where, *, base: Path) -> tuple[ServiceConfig, 
     table = _table(value, where)
     if not table:
         return _DEFAULT_SERVICES
-    parsers = {**_SERVICE_PARSERS, "cwd": partial(_directory, base=base)}
+    parsers = {
+        **_SERVICE_PARSERS,
+        "cwd": partial(_directory, base=base),
+        "listen": partial(_listen, base=base),
+    }
     names: dict[str, str] = {}  # lower-cased -> as written
     services = []
     for name, body in table.items():
@@ -599,6 +621,8 @@ def _service(name: str, value: Any, where: _Where, parsers: Mapping[str, _Parser
     _exactly_one(fields, where, "command", "module")
     if "health" in fields and "module" in fields:
         raise where.key("health").error("only command services can have a health check")
+    if "listen" in fields and "module" in fields:
+        raise where.key("listen").error("only command services can have `listen` sockets")
     return ServiceConfig(name=name, **fields)
 
 
@@ -787,6 +811,39 @@ def _directory(value: Any, where: _Where, *, base: Path) -> Path:
     return path
 
 
+MAX_LISTEN = 16  # sockets one service may be handed (fds 3 to 18)
+
+
+def _listen(value: Any, where: _Where, *, base: Path) -> tuple[str, ...]:
+    """`listen = ["tcp://HOST:PORT", "unix://PATH"]`: each address normalized, a Unix
+    path made absolute (relative to the config's directory, as every path in it)."""
+    if not isinstance(value, list) or not value or len(value) > MAX_LISTEN:
+        raise where.error(f"expected a list of 1 to {MAX_LISTEN} addresses, got {_show(value)}")
+    addresses: list[str] = []
+    for item in value:
+        address = _listen_address(item, where, base)
+        if address in addresses:
+            raise where.error(f"{item!r} is listed twice")
+        addresses.append(address)
+    return tuple(addresses)
+
+
+def _listen_address(item: Any, where: _Where, base: Path) -> str:
+    text = _string(item, where)
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme == "unix" and rest:
+        path = (base / Path(rest).expanduser()).resolve()
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise where.error(f"{str(path)!r} is too long for a socket (at most 107 bytes)")
+        return f"unix://{path}"
+    if sep and scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if colon and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+            return f"tcp://{host}:{int(port)}" if ":" not in host else f"tcp://[{host}]:{int(port)}"
+    raise where.error(f'expected "tcp://HOST:PORT" or "unix://PATH", got {_show(item)}')
+
+
 def _signal(value: Any, where: _Where) -> signal.Signals:
     try:
         if isinstance(value, str):
@@ -923,7 +980,7 @@ _HEALTH_PARSERS: dict[str, _Parser] = {
     "host": _string,
     "timeout": _positive,
 }
-# "cwd" is added by `_services`: it needs the config file's directory.
+# "cwd" and "listen" are added by `_services`: they need the config file's directory.
 _SERVICE_PARSERS: dict[str, _Parser] = {
     "module": _module,
     "command": _command,

@@ -145,8 +145,13 @@ class Backend:
                 self._stats = StatsTable(self.run_dir / "stats.bin")
             except OSError:
                 return None
-        if ep.slot >= self._stats.slots:
-            return None
+        if ep.slot >= self._stats.slots:  # added by a reload or scale: the file grew
+            try:
+                self._stats = StatsTable(self.run_dir / "stats.bin")
+            except OSError:
+                return None
+            if ep.slot >= self._stats.slots:
+                return None
         return self._stats.read(ep.slot)
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from procorch.config import ServiceConfig
 from procorch.supervisor.lifeline import die_with_parent
 from procorch.supervisor.rundir import now_iso
+from procorch.supervisor.sockets import handoff_argv
 from procorch.supervisor.state import ProcessState
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ class Replica:
     retry_at: float | None = None  # BACKOFF: when to start again
     stop_deadline: float | None = None  # STOPPING: when to SIGKILL
     want_running: bool = True  # what the user asked for; `stop NAME` clears it
+    retiring: bool = False  # leaving the stack (reload, scale, rollout): dropped once stopped
     kill_reason: str | None = None  # why the supervisor killed it, for the event log
     last_exit: str | None = None  # why the last process ended: a reason if known, else how
     output_head: bytes = b""  # the first OUTPUT_HEAD bytes the current process wrote
@@ -138,10 +140,12 @@ class Replica:
         stdout: int,
         listener: socket.socket | None = None,
         umask: int = -1,
+        held: tuple[int, ...] = (),
     ) -> None:
         """Start the OS process. Raises OSError when the program cannot be executed.
 
         `listener`, a listening socket the daemon owns, is inherited by the process;
+        `held`, the descriptors of its `listen` sockets, become its fds 3...;
         `umask` is set in the child (-1: the daemon's own)."""
         svc = self.service
         preexec = None
@@ -152,6 +156,8 @@ class Replica:
                 argv = [_SETPRIV, "--pdeathsig", "TERM", "--", *argv]
             else:
                 preexec = functools.partial(die_with_parent, os.getpid())
+            if held:
+                argv = handoff_argv(held, argv)
         else:
             argv = [sys.executable, "-m", "procorch.services"]  # calls die_with_parent itself
         self.popen = subprocess.Popen(
@@ -164,7 +170,7 @@ class Replica:
             start_new_session=True,
             preexec_fn=preexec,
             close_fds=True,
-            pass_fds=(listener.fileno(),) if listener is not None else (),
+            pass_fds=(listener.fileno(),) if listener is not None else held,
             umask=umask,  # set between fork and exec, still on Popen's vfork path
         )
         self.pid = self.popen.pid
