@@ -93,8 +93,11 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(root, ignore_errors=True)
     loads.append(os.getloadavg())
     command = "python bench/live.py" + (" --quick" if args.quick else "")
-    section = livereport.render(results, part_peers, runs, loads, command)
-    report.publish(section, livereport.SECTION, write=not args.no_write)
+    if args.parts != list(PARTS):
+        command += f" --parts {','.join(args.parts)}"
+    for part, peers in part_peers.items():
+        section = livereport.render(part, results[part], peers, runs, loads, command)
+        report.publish(section, livereport.SECTION.format(part=part), write=not args.no_write)
     return 0
 
 

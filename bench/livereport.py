@@ -1,10 +1,11 @@
-"""The live-operations benchmark's results as markdown: printed, and kept in RESULTS.md's
-"live" section (between its markers, so the other benchmarks' sections stay)."""
+"""The live-operations benchmark's results as markdown: one section per part, printed and
+kept in RESULTS.md between the part's markers ("live-reload", "live-rolling"), so a run of
+one part (`--parts`) replaces only its own section and the other benchmarks' stay."""
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from statistics import median
 
@@ -15,7 +16,13 @@ from httpload import KINDS
 from metrics import Results
 from peers import ALL_PEERS, VARIANTS
 
-SECTION = "live"
+SECTION = "live-{part}"  # per part
+TITLES = {
+    "reload": f"Reload: one edit of a {livereload.SIZE}-program stack applied live, procorch "
+    "vs supervisord vs circus",
+    "rolling": f"Rolling restart of a {liveroll.REPLICAS}-copy HTTP service under continuous "
+    "load, procorch vs supervisord vs circus",
+}
 OURS = "procorch"
 
 RELOAD_COMMANDS = {
@@ -71,10 +78,8 @@ def _failed(results: Results, peer: str) -> str:
 def _reload(results: Results, peers: Sequence[str], runs: int) -> list[str]:
     untouched = livereload.SIZE - 2
     lines = [
-        f"### Reload: one edit of a {livereload.SIZE}-program stack, applied live "
-        f"(median and range of {runs} run(s))",
-        "",
-        f"The edit: `{livereload.CHANGED}`'s environment changed, `{livereload.ADDED}` added, "
+        f"Median and range of {runs} run(s). The edit: `{livereload.CHANGED}`'s environment "
+        f"changed, `{livereload.ADDED}` added, "
         f"`{livereload.REMOVED}` removed. Live: the new `{livereload.CHANGED}` (its new "
         f"environment read from /proc) and `{livereload.ADDED}` running, "
         f"`{livereload.REMOVED}` gone. Done: also the old `{livereload.CHANGED}` gone and the "
@@ -110,10 +115,8 @@ def _reload(results: Results, peers: Sequence[str], runs: int) -> list[str]:
 
 def _rolling(results: Results, peers: Sequence[str], runs: int) -> list[str]:
     lines = [
-        f"### Rolling restart: a {liveroll.REPLICAS}-copy HTTP service under continuous load "
-        f"({runs} run(s); times: median and range)",
-        "",
-        f"Load: 4 client threads, a new connection per request, from {liveroll.LEAD:g} s before "
+        f"{runs} run(s); times: median and range. Load: 4 client threads, a new connection "
+        f"per request, from {liveroll.LEAD:g} s before "
         f"the restart command until {liveroll.TAIL:g} s after it returned and both copies were "
         "new. Failed connections and non-2xx count over that whole load run; per run.",
         "",
@@ -125,11 +128,12 @@ def _rolling(results: Results, peers: Sequence[str], runs: int) -> list[str]:
                 "non-2xx, per run",
                 "2xx during the restart (median)",
                 "longest without a 2xx (ms)",
+                "the same before the restart (ms)",
                 "command returned (ms)",
                 "both copies new (ms)",
             ]
         ),
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for peer in peers:
         served = results.get("served", peer)
@@ -142,6 +146,7 @@ def _rolling(results: Results, peers: Sequence[str], runs: int) -> list[str]:
                     _counts(results.get("non_2xx", peer)),
                     f"{median(served):.0f}" if served else "n/a",
                     _ms(results.get("longest_gap", peer)),
+                    _ms(results.get("gap_before", peer)),
                     _ms(results.get("returned", peer)),
                     _ms(results.get("replaced", peer)),
                 ]
@@ -154,23 +159,23 @@ def _mark(ok: bool | None) -> str:
     return "n/a" if ok is None else "✓" if ok else "✗"
 
 
-def _targets(results: dict[str, Results], parts: Collection[str]) -> list[str]:
+def _target(part: str, results: Results) -> list[str]:
     lines = ["| target (from the issue) | procorch | met |", "|---|---|---|"]
-    if "reload" in parts:
-        restarted = results["reload"].get("restarted", OURS)
+    if part == "reload":
+        restarted = results.get("restarted", OURS)
         worst = max(restarted) if restarted else None
         lines.append(
-            f"| reload: no untouched program restarted | "
+            f"| no untouched program restarted | "
             f"{'n/a' if worst is None else f'{worst:.0f} at most'} | "
             f"{_mark(None if worst is None else worst == 0)} |"
         )
-    if "rolling" in parts:
-        failed = _failed_per_run(results["rolling"], OURS)
-        non_2xx = results["rolling"].get("non_2xx", OURS)
+    else:
+        failed = _failed_per_run(results, OURS)
+        non_2xx = results.get("non_2xx", OURS)
         known = bool(failed) and bool(non_2xx)
         got = f"{sum(failed):.0f} failed, {sum(non_2xx):.0f} non-2xx" if known else "n/a"
         lines.append(
-            "| rolling restart under load: zero failed connections, zero non-2xx | "
+            "| zero failed connections and zero non-2xx during the rolling restart | "
             f"{got} | {_mark(sum(failed) + sum(non_2xx) == 0 if known else None)} |"
         )
     return lines
@@ -197,31 +202,20 @@ def _header(
 
 
 def render(
-    results: dict[str, Results],
-    part_peers: Mapping[str, Sequence[str]],
+    part: str,
+    results: Results,
+    peers: Sequence[str],
     runs: int,
     loads: Sequence[tuple[float, float, float]],
     command: str,
 ) -> str:
-    """The markdown section, markers included; `part_peers`: each part run, its peers."""
-    begin, end = report.markers(SECTION)
-    lines = [
-        begin,
-        "## Live operations: reload and rolling restart, procorch vs supervisord vs circus",
-        "",
-    ]
-    everyone = list(dict.fromkeys(p for peers in part_peers.values() for p in peers))
-    lines += _header(everyone, loads, command) + [""]
-    if "reload" in part_peers:
-        lines += _reload(results["reload"], part_peers["reload"], runs) + [""]
-    if "rolling" in part_peers:
-        lines += _rolling(results["rolling"], part_peers["rolling"], runs) + [""]
-    lines += ["### Targets", "", *_targets(results, part_peers), ""]
-    notes = [
-        f"- {peer} skipped ({part}): {why}"
-        for part in part_peers
-        for peer, why in results[part].skipped.items()
-    ]
+    """The markdown section of one part ("reload" or "rolling"), markers included."""
+    begin, end = report.markers(SECTION.format(part=part))
+    lines = [begin, f"## {TITLES[part]}", "", *_header(peers, loads, command), ""]
+    table = _reload if part == "reload" else _rolling
+    lines += table(results, peers, runs) + [""]
+    lines += ["### Target", "", *_target(part, results), ""]
+    notes = [f"- {peer} skipped: {why}" for peer, why in results.skipped.items()]
     if notes:
         lines += ["### Notes", "", *notes, ""]
     lines.append(end)

@@ -9,7 +9,8 @@ copies were replaced. From the load's records:
 - failed connections (refused, reset, timeout, other) and non-2xx replies over the whole
   load run (lead and tail included: a failure anywhere counts);
 - successful replies during the restart (from the command until it returned), and the
-  longest stretch without a successful reply from the command until the end of the run;
+  longest stretch without a successful reply from the command until the end of the run
+  (and, as the floor a busy machine sets, the longest one between replies before it);
 - the restart's duration: the command's wall time, and until both copies were new.
 """
 
@@ -47,6 +48,7 @@ class Rolling:
     served: int  # 2xx replies completed during the restart command
     total: int  # 2xx replies over the whole load run
     longest_gap: float  # s without a 2xx reply, from the command to the end
+    gap_before: float  # the same between 2xx replies before the command: the noise floor
     returned: float  # s, the restart command's wall time
     replaced: float  # s from the command until both copies were new
 
@@ -66,15 +68,19 @@ def summarize(records: list[Record], start: float, returned: float, end: float) 
         done for _, done, outcome in records if isinstance(outcome, int) and outcome // 100 == 2
     )
     served = sum(1 for done in ok if start <= done <= returned)
-    marks = [start, *(done for done in ok if start < done < end), end]
-    gap = max(b - a for a, b in zip(marks, marks[1:], strict=False))
+    before = [done for done in ok if done < start]
     return {
         "failures": dict(failures),
         "non_2xx": non_2xx,
         "served": served,
         "total": len(ok),
-        "longest_gap": gap,
+        "longest_gap": _longest_gap([start, *(done for done in ok if start < done < end), end]),
+        "gap_before": _longest_gap(before),
     }
+
+
+def _longest_gap(marks: list[float]) -> float:
+    return max((b - a for a, b in zip(marks, marks[1:], strict=False)), default=0.0)
 
 
 def _answers(port: int) -> bool:

@@ -69,7 +69,16 @@ class Runner:
         results = self.results["rolling"]
         for kind in KINDS:
             results.add(kind, peer.name, got.failures.get(kind, 0))
-        for metric in ("non_2xx", "served", "total", "longest_gap", "returned", "replaced"):
+        figures = (
+            "non_2xx",
+            "served",
+            "total",
+            "longest_gap",
+            "gap_before",
+            "returned",
+            "replaced",
+        )
+        for metric in figures:
             results.add(metric, peer.name, getattr(got, metric))
         log(
             f"[{peer.name}] rolling: {got.failures or 'no failures'}, {got.non_2xx} "

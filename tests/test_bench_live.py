@@ -30,6 +30,7 @@ import liveroll  # noqa: E402
 def test_summarize_counts_failures_and_the_longest_gap():
     records = [
         (0.0, 0.1, 200),
+        (0.3, 0.4, 200),
         (0.5, 0.6, "refused"),
         (1.0, 1.2, 503),
         (1.1, 1.5, 200),
@@ -40,8 +41,9 @@ def test_summarize_counts_failures_and_the_longest_gap():
     assert got["failures"] == {"refused": 1, "reset": 1}
     assert got["non_2xx"] == 1
     assert got["served"] == 1  # only the reply at 1.5 completed while the command ran
-    assert got["total"] == 3
+    assert got["total"] == 4
     assert got["longest_gap"] == pytest.approx(0.9)  # from 2.1 to the end at 3.0
+    assert got["gap_before"] == pytest.approx(0.3)  # between the replies before the restart
 
 
 def test_a_port_with_no_listener_counts_as_refused():
