@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         results = liverun.Runner(runs, root, run_id).run(part_peers)
     finally:
-        procs.kill(procs.pids_mentioning(run_id))  # daemons, children, stray commands
+        procs.kill(procs.pids_mentioning(run_id) | procs.pids_in(root))  # whatever is left
         if args.keep_tmp:
             log(f"[bench] kept {root}")
         else:

@@ -140,6 +140,7 @@ class Peer(ABC):
                     cmd.kill()
                     raise PeerError(f"{n} processes not up within {timeout:.0f} s")
                 time.sleep(POLL_START)
+        self.daemon_pid()  # known from now on, for cleanup() should the run fail
         return StartTiming(all_alive, returned)
 
     def kill_child(self, pid: int) -> None:
@@ -171,13 +172,15 @@ class Peer(ABC):
         """Kill whatever of this run is left: the daemon, the children, anything else.
 
         Everything a peer runs names the working directory on its command line (the
-        daemon its config) or the marker (the children); the daemon pid, if known, is
-        killed too, in case the daemon rewrote its command line.
+        daemon its config) or the marker (the children), or runs in it; the daemon pid,
+        if known, is killed too, in case the daemon rewrote its command line (procorch's
+        is `python -m procorch.supervisor`). The daemon goes first: it would restart the
+        children killed before it.
         """
         pid = self._daemon_pid
         if pid is not None and procs.create_time(pid) == self._daemon_started:
             procs.kill([pid])
-        procs.kill(procs.pids_mentioning(str(self.workdir)))
+        procs.kill(procs.pids_mentioning(str(self.workdir)) | procs.pids_in(self.workdir))
         procs.kill(self.alive())
 
     def popen(self, argv: list[str], out: object) -> subprocess.Popen[bytes]:

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -61,6 +62,17 @@ def pids_mentioning(text: str) -> set[int]:
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
         if proc.pid != me and any(needle in part.encode() for part in cmdline):
+            found.add(proc.pid)
+    return found
+
+
+def pids_in(directory: Path) -> set[int]:
+    """Processes whose working directory is `directory` or below it (not this process)."""
+    me = os.getpid()
+    found: set[int] = set()
+    for proc in psutil.process_iter(["cwd"]):
+        cwd = proc.info["cwd"]
+        if proc.pid != me and cwd and Path(cwd).is_relative_to(directory):
             found.add(proc.pid)
     return found
 
