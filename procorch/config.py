@@ -18,7 +18,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from procorch import templating
 from procorch.redaction import redact
+from procorch.sizes import parse_size
 
 CONFIG_FILENAME = "procorch.toml"
 DEFAULT_RUN_DIRNAME = ".procorch"
@@ -26,6 +28,8 @@ SOCKET_NAME = "control.sock"  # in the run directory
 MAX_SOCKET_PATH = 107  # sizeof(sun_path) - 1 on Linux
 SERVICE_SOCKET_DIR = "sock"  # in the run directory; short, because socket paths are limited
 RESTART_POLICIES = ("always", "on-failure", "never")
+STDERR_MODES = ("merged", "separate")  # a service's stderr: in its log, or a file of its own
+LOG_ROTATIONS = ("size", "hourly", "daily")  # by size only, or also at each hour / midnight
 EXIT_NOTE_DIR = "exits"  # in the run directory: why each Python replica's last process died
 
 
@@ -75,10 +79,29 @@ class ServiceConfig:
     health: HealthCheck | None = None
     # sockets the daemon binds and hands down (fds 3...): "tcp://HOST:PORT", "unix:///abs"
     listen: tuple[str, ...] = ()
+    stderr: str = "merged"  # or "separate": NAME.N.err.log
+    log_timestamps: bool = False  # or [procorch] log_timestamps
+    base_port: int | None = None  # {port} in command and env: base_port + replica number
+    max_rss: int | None = None  # bytes; a replica over it at two checks in a row is restarted
+    user: str | None = None  # run as this user (a name or a uid)...
+    group: str | None = None  # ...and group: the daemon must be root (see guardrails.py)
+    umask: int | None = None  # None: the user's for a command, the daemon's 077 for Python
+    rlimits: dict[str, tuple[int, int | None]] = field(default_factory=dict)  # (soft, hard)
+    env_file: Path | None = None  # its values are in `env` (see `_service`)
 
     @property
     def is_python(self) -> bool:
         return self.module is not None
+
+    def argv(self, replica: int) -> tuple[str, ...] | None:
+        """The command of replica number `replica`, its placeholders filled in."""
+        if self.command is None:
+            return None
+        return tuple(templating.expand(arg, replica, self.base_port) for arg in self.command)
+
+    def environment(self, replica: int) -> dict[str, str]:
+        """What this service adds to a replica's environment, placeholders filled in."""
+        return {k: templating.expand(v, replica, self.base_port) for k, v in self.env.items()}
 
 
 @dataclass(frozen=True)
@@ -96,6 +119,44 @@ class Settings:
     log_backups: int = 3
     log_level: str = "INFO"
     synchronous: str = "normal"  # the services' SQLite databases, as [jobs] synchronous
+    log_timestamps: bool = False  # `logs` and `up --foreground` show each line's time
+    log_rotate: str = "size"  # also roll logs over every "hourly" / "daily" (local time)
+
+
+# What `[[hooks]] on` may name: the daemon's events (supervisor/daemon.py writes them to
+# events.log). The hooks' own reports (hook-dropped, hook-failed) are not among them, so
+# a hook can never feed itself.
+HOOK_EVENTS = (
+    "spawned",
+    "running",
+    "exited",
+    "backoff",
+    "stopping",
+    "stopped",
+    "stop-timeout",
+    "fatal",
+    "fatal-retry",
+    "unhealthy",
+    "reclaimed",
+    "disk-full",
+    "disk-ok",
+    "daemon-start",
+    "daemon-stopping",
+    "state-rewritten",
+    "logs-reopened",
+)
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """One `[[hooks]]` table: what runs when the daemon writes one of the `on` events."""
+
+    on: tuple[str, ...]
+    command: tuple[str, ...] | None = None  # gets the event as JSON on stdin
+    url: str | None = None  # gets the event as the body of a POST
+    timeout: float = 10.0  # a run still going after this is killed (its process group)
+    max_runs: int = 10  # at most this many runs...
+    window: float = 60.0  # ...within this many seconds; the rest are dropped and counted
 
 
 GATEWAY = "procorch.gateway.service:Gateway"
@@ -176,6 +237,7 @@ class Config:
     services: tuple[ServiceConfig, ...]  # in start order (dependencies first)
     gateway: GatewaySettings = GatewaySettings()
     jobs: JobsSettings = _DEMO_JOBS
+    hooks: tuple[HookConfig, ...] = ()
 
     def service(self, name: str) -> ServiceConfig:
         """The service called `name`, matched case-insensitively."""
@@ -205,6 +267,8 @@ class Config:
                         "stop_signal": signal.Signals(svc["stop_signal"]),
                         "health": HealthCheck(**svc["health"]) if svc["health"] else None,
                         "listen": tuple(svc.get("listen", ())),
+                        "rlimits": {k: tuple(v) for k, v in svc["rlimits"].items()},
+                        "env_file": Path(svc["env_file"]) if svc["env_file"] else None,
                     }
                 )
             )
@@ -214,6 +278,16 @@ class Config:
             services=tuple(services),
             gateway=GatewaySettings(**data["gateway"]),
             jobs=JobsSettings(**data["jobs"]),
+            hooks=tuple(
+                HookConfig(
+                    **{
+                        **hook,
+                        "on": tuple(hook["on"]),
+                        "command": tuple(hook["command"]) if hook["command"] else None,
+                    }
+                )
+                for hook in data.get("hooks", ())
+            ),
         )
 
 
@@ -252,6 +326,8 @@ EXAMPLE_TOML = """\
 # log_level = "INFO"           # DEBUG, INFO, WARNING, ERROR or CRITICAL   (LOG_LEVEL)
 # synchronous = "normal"       # the services' SQLite data: "normal" survives process
 #                              #   crashes, "full" a power loss too (each commit synced)
+# log_timestamps = false       # `logs` and `up --foreground` show each line's time
+# log_rotate = "size"          # also roll logs over "hourly" or "daily" (local time)
 
 # Each [services.NAME] table is one service; NAME is letters, digits, '_', '-' and '.',
 # and ignores case. Give exactly one of `module` (a Python service) or `command`.
@@ -269,6 +345,12 @@ module = "procorch.services.users:UserService"
 # stop_timeout = 10.0          # seconds to wait after stop_signal before killing it
 # start_seconds = 1.0          # it must stay up this long to count as running
 # heartbeat_timeout = 10.0     # default: the [procorch] heartbeat_timeout
+# stderr = "merged"            # "separate": stderr to NAME.N.err.log (`logs` shows both)
+# log_timestamps = false       # show its lines' times (also on with [procorch]'s)
+# env_file = ".env.users"      # more environment, read with python-dotenv (env wins)
+# max_rss = "300M"             # restarted when its memory stays above this (K, M, G)
+# umask = "077"                # default: 077 for a Python service, yours for a command
+# rlimits = { nofile = 4096, core = 0, as = "2G" }  # a soft limit or [soft, hard]
 
 [services.NotificationService]
 module = "procorch.services.notifications:NotificationService"
@@ -287,6 +369,10 @@ env = { PYTHONUNBUFFERED = "1" }
 # fatal_retry = 300.0          # its own cool-off after FATAL (default: [procorch] fatal_retry)
 # listen = ["tcp://127.0.0.1:8000", "unix://web.sock"]  # bound by procorch, handed to
 #                              #   every replica as fds 3... (LISTEN_FDS, as systemd does)
+# user = "www-data"            # run as this user...
+# group = "www-data"           # ...and group (procorch must run as root)
+# base_port = 8000             # "{port}" in command or env is base_port + "{replica}",
+#                              #   the replica's number: "--port", "{port}" (write {{ for {)
 
 # Optional, for command services only: the service is healthy while this answers.
 [services.web.health]
@@ -325,6 +411,17 @@ failure_rate = 0.05            # share of attempts that fail on purpose, 0.0 to 
 # max_n = 1000000000000000000  # largest n a job may ask for
 # mod = 1000000007             # default modulus of F(n) mod m (at least 2)
 # synchronous = "normal"       # SQLite: "normal" survives process crashes, "full" power loss
+
+# Hooks: run a command (the event as JSON on stdin) or POST to a URL (the event as the
+# body) when the daemon writes one of the `on` events. Off the event loop, killed after
+# `timeout`, at most `max_runs` per `window` seconds (the rest are dropped and counted).
+# [[hooks]]
+#   on = ["fatal", "unhealthy"]  # spawned, running, exited, backoff, stopped, fatal, ...
+#   command = ["notify-send", "procorch"]  # gets the event as JSON on stdin; or instead
+#   url = "https://example.com/hook"       # gets the event POSTed as JSON
+#   timeout = 10.0
+#   max_runs = 10
+#   window = 60.0
 
 # Your own job functions, f(n: int, mod: int) -> int, by name: `procorch job submit
 # --function NAME`. Only the functions listed here can ever be run.
@@ -404,7 +501,14 @@ def load_config(
         services = _with_builtin(services, GATEWAY, GATEWAY_NAME, gateway.workers, where)
     _check_sockets_fit(chosen, services, where)
     settings = Settings(run_dir=chosen, **sections["procorch"])
-    return Config(path=path, settings=settings, services=services, gateway=gateway, jobs=jobs)
+    return Config(
+        path=path,
+        settings=settings,
+        services=services,
+        gateway=gateway,
+        jobs=jobs,
+        hooks=top.get("hooks", ()),
+    )
 
 
 def load_like(running: Config, path: Path | None, run_dir: Path | None = None) -> Config:
@@ -583,7 +687,33 @@ def _top_level_parsers(base: Path) -> dict[str, _Parser]:
         "services": partial(_services, base=base),
         "gateway": partial(_fields, parsers=_GATEWAY_PARSERS),
         "jobs": partial(_fields, parsers=_JOBS_PARSERS),
+        "hooks": _hooks,
     }
+
+
+def _hooks(value: Any, where: _Where) -> tuple[HookConfig, ...]:
+    """`[[hooks]]`: a list of tables, each with `on` and one of `command` or `url`."""
+    if not isinstance(value, list):
+        raise where.error(f"expected [[hooks]] tables, got {_show(value)}")
+    hooks = []
+    for i, item in enumerate(value):
+        at = replace(where, path=f"{where.path}[{i}]")
+        fields = _fields(item, at, _HOOK_PARSERS)
+        _exactly_one(fields, at, "command", "url")
+        if "on" not in fields:
+            raise at.error("missing `on` (the events that run it)")
+        hooks.append(HookConfig(**fields))
+    return tuple(hooks)
+
+
+def _hook_events(value: Any, where: _Where) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(e, str) for e in value):
+        raise where.error(f"expected a non-empty list of event names, got {_show(value)}")
+    for event in value:
+        if event not in HOOK_EVENTS:
+            hint = _did_you_mean(event, HOOK_EVENTS)
+            raise where.error(f"unknown event {event!r}{hint} (known: {', '.join(HOOK_EVENTS)})")
+    return tuple(dict.fromkeys(value))
 
 
 def _services(value: Any, where: _Where, *, base: Path) -> tuple[ServiceConfig, ...]:
@@ -594,6 +724,7 @@ def _services(value: Any, where: _Where, *, base: Path) -> tuple[ServiceConfig, 
         **_SERVICE_PARSERS,
         "cwd": partial(_directory, base=base),
         "listen": partial(_listen, base=base),
+        "env_file": partial(_env_file, base=base),
     }
     names: dict[str, str] = {}  # lower-cased -> as written
     services = []
@@ -623,7 +754,35 @@ def _service(name: str, value: Any, where: _Where, parsers: Mapping[str, _Parser
         raise where.key("health").error("only command services can have a health check")
     if "listen" in fields and "module" in fields:
         raise where.key("listen").error("only command services can have `listen` sockets")
+    for key in ("user", "group"):
+        if key in fields and "module" in fields:
+            # the run directory, which a Python service needs, is the daemon's alone
+            raise where.key(key).error("only command services can run as another user or group")
+    if "env_file" in fields:
+        # Read now and kept in `env`, so a reload comparing configs sees an edited file
+        # as a changed service (pm2 #3192). Its values are taken as written: their
+        # braces are escaped, not placeholders. `env` wins over it.
+        fields["env_file"], values = fields["env_file"]
+        escaped = {k: v.replace("{", "{{").replace("}", "}}") for k, v in values.items()}
+        fields["env"] = {**escaped, **fields.get("env", {})}
+    _check_templates(fields, where)
     return ServiceConfig(name=name, **fields)
+
+
+def _check_templates(fields: Mapping[str, Any], where: _Where) -> None:
+    """Placeholders ({replica}, {port}) in `command` and `env` must all be fillable."""
+    base_port = fields.get("base_port")
+    replicas = fields.get("replicas", 1)
+    if base_port is not None and base_port + replicas - 1 > 65535:
+        raise where.key("base_port").error(
+            f"{base_port} + {replicas - 1} (the last replica's port) is above 65535"
+        )
+    values = [(where.key("command"), arg) for arg in fields.get("command", ())]
+    values += [(where.key("env").key(k), v) for k, v in fields.get("env", {}).items()]
+    for at, value in values:
+        problem = templating.problem(value, base_port)
+        if problem:
+            raise at.error(problem)
 
 
 def _health(value: Any, where: _Where) -> HealthCheck:
@@ -844,16 +1003,143 @@ def _listen_address(item: Any, where: _Where, base: Path) -> str:
     raise where.error(f'expected "tcp://HOST:PORT" or "unix://PATH", got {_show(item)}')
 
 
-def _signal(value: Any, where: _Where) -> signal.Signals:
+def parse_signal(value: str | int) -> signal.Signals:
+    """A signal from its name ("TERM", "SIGTERM", "hup") or number (15, "15");
+    ValueError if there is no such signal."""
     try:
         if isinstance(value, str):
             name = value.strip().upper()
+            if name.isdigit():
+                return signal.Signals(int(name))
             return signal.Signals[name if name.startswith("SIG") else "SIG" + name]
         if isinstance(value, int) and not isinstance(value, bool):
             return signal.Signals(value)
     except (KeyError, ValueError):
         pass
-    raise where.error(f"expected a signal name like 'TERM' or a number, got {_show(value)}")
+    raise ValueError(f"expected a signal name like 'TERM' or a number, got {_show(value)}")
+
+
+def _signal(value: Any, where: _Where) -> signal.Signals:
+    try:
+        return parse_signal(value)
+    except ValueError as exc:
+        raise where.error(str(exc)) from None
+
+
+def _size(value: Any, where: _Where) -> int:
+    try:
+        size = parse_size(value)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise where.error(
+            f"expected a size like '300M' (K, M, G: 1024s of bytes), got {_show(value)}"
+        )
+    return size
+
+
+def _account(value: Any, where: _Where, *, database: str) -> str:
+    """A user or group (`database`: "user" or "group") by name or number; it must exist."""
+    import grp
+    import pwd
+
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        value = str(value)
+    text = _string(value, where).strip()
+    find = (pwd.getpwuid, pwd.getpwnam) if database == "user" else (grp.getgrgid, grp.getgrnam)
+    try:
+        find[0](int(text)) if text.isdigit() else find[1](text)
+    except (KeyError, OverflowError):
+        raise where.error(f"no such {database}: {text!r}") from None
+    return text
+
+
+def _umask(value: Any, where: _Where) -> int:
+    # A string only: TOML has no 022, and `umask = 22` would silently mean 0o026.
+    text = value.strip().lower().removeprefix("0o") if isinstance(value, str) else ""
+    if not text or len(text) > 4 or any(ch not in "01234567" for ch in text):
+        raise where.error(f'expected octal digits in a string, like "022", got {_show(value)}')
+    return int(text, 8) & 0o777
+
+
+# setrlimit(2)'s resources, named as prlimit(1) names them; True: a size in bytes.
+RLIMITS = {
+    "as": True,
+    "core": True,
+    "cpu": False,
+    "data": True,
+    "fsize": True,
+    "locks": False,
+    "memlock": True,
+    "msgqueue": True,
+    "nice": False,
+    "nofile": False,
+    "nproc": False,
+    "rss": True,
+    "rtprio": False,
+    "rttime": False,
+    "sigpending": False,
+    "stack": True,
+}
+UNLIMITED = -1  # resource.RLIM_INFINITY
+
+
+def _rlimits(value: Any, where: _Where) -> dict[str, tuple[int, int | None]]:
+    limits = {}
+    for name, item in _table(value, where).items():
+        if name not in RLIMITS:
+            raise where.error(f"unknown limit {name!r}{_did_you_mean(name, RLIMITS)}")
+        at = where.key(name)
+        pair = item if isinstance(item, list) else [item]
+        if len(pair) not in (1, 2):
+            raise at.error(f"expected a value or [soft, hard], got {_show(item)}")
+        soft, *hard = (_limit(v, at, size=RLIMITS[name]) for v in pair)
+        ceiling = hard[0] if hard else _current_hard_limit(name)
+        if ceiling is not None and _above(soft, ceiling):
+            which = "the hard limit" if hard else "the current hard limit"
+            raise at.error(f"soft limit {_show(pair[0])} is above {which} ({ceiling})")
+        limits[name] = (soft, hard[0] if hard else None)
+    return limits
+
+
+def _limit(value: Any, where: _Where, *, size: bool) -> int:
+    if isinstance(value, str) and value.strip().lower() in ("unlimited", "infinity"):
+        return UNLIMITED
+    try:
+        if isinstance(value, str) and size:
+            return parse_size(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    except ValueError:
+        pass
+    sized = ", a size like '2G'" if size else ""
+    raise where.error(f"expected an integer ≥ 0{sized} or 'unlimited', got {_show(value)}")
+
+
+def _above(value: int, limit: int) -> bool:
+    return limit != UNLIMITED and (value == UNLIMITED or value > limit)
+
+
+def _current_hard_limit(name: str) -> int | None:
+    """The hard limit procorch (and so the daemon it starts) has now, if Python knows it."""
+    import resource
+
+    number = getattr(resource, f"RLIMIT_{name.upper()}", None)
+    if number is None:
+        return None
+    hard = resource.getrlimit(number)[1]
+    return UNLIMITED if hard == resource.RLIM_INFINITY else hard
+
+
+def _env_file(value: Any, where: _Where, *, base: Path) -> tuple[Path, dict[str, str]]:
+    """The file (relative to the config's directory) and the variables it sets now."""
+    path = base / Path(_string(value, where)).expanduser()
+    if not path.is_file():
+        what = "not a file" if path.exists() else "no such file"
+        raise where.error(f"{what}: {str(path)!r}")
+    values = _read_dotenv(path)
+    # a line with a name but no '=' sets nothing (python-dotenv gives it None)
+    return path, {k: v for k, v in values.items() if v is not None}
 
 
 def _url(value: Any, where: _Where) -> str:
@@ -866,7 +1152,8 @@ def _url(value: Any, where: _Where) -> str:
     except ValueError:  # e.g. an unclosed IPv6 bracket
         valid = False
     if not valid:
-        raise where.error(f"expected an http:// or https:// URL, got {text!r}")
+        # a URL may carry a password (https://user:PASSWORD@host): never echo it
+        raise where.error(f"expected an http:// or https:// URL, got {redact(text)!r}")
     return text
 
 
@@ -946,6 +1233,8 @@ _SETTINGS_PARSERS: dict[str, _Parser] = {
     "log_backups": partial(_integer, minimum=0),
     "log_level": partial(_choice, choices=_LOG_LEVELS, normalize=str.upper),
     "synchronous": partial(_choice, choices=SYNCHRONOUS, normalize=str.lower),
+    "log_timestamps": _boolean,
+    "log_rotate": partial(_choice, choices=LOG_ROTATIONS, normalize=str.lower),
 }
 _GATEWAY_PARSERS: dict[str, _Parser] = {
     "enabled": _boolean,
@@ -980,7 +1269,8 @@ _HEALTH_PARSERS: dict[str, _Parser] = {
     "host": _string,
     "timeout": _positive,
 }
-# "cwd" and "listen" are added by `_services`: they need the config file's directory.
+# "cwd", "listen" and "env_file" are added by `_services`: they need the config
+# file's directory.
 _SERVICE_PARSERS: dict[str, _Parser] = {
     "module": _module,
     "command": _command,
@@ -994,4 +1284,20 @@ _SERVICE_PARSERS: dict[str, _Parser] = {
     "heartbeat_timeout": _positive,
     "fatal_retry": partial(_number, minimum=0),
     "health": _health,
+    "base_port": _port,
+    "max_rss": _size,
+    "user": partial(_account, database="user"),
+    "group": partial(_account, database="group"),
+    "umask": _umask,
+    "rlimits": _rlimits,
+    "stderr": partial(_choice, choices=STDERR_MODES, normalize=str.lower),
+    "log_timestamps": _boolean,
+}
+_HOOK_PARSERS: dict[str, _Parser] = {
+    "on": _hook_events,
+    "command": _command,
+    "url": _url,
+    "timeout": _positive,
+    "max_runs": partial(_integer, minimum=1, maximum=1000),
+    "window": _positive,
 }

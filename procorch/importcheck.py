@@ -55,11 +55,12 @@ def targets(cfg: Config, daemon_cwd: Path | None) -> dict[Where, list[Target]]:
         groups.setdefault(key, []).append(target)
 
     for svc in cfg.services:
+        env = svc.environment(0)  # as replica 0 gets it: placeholders filled in
         if svc.module and svc.module not in BUILTIN_MODULES:
-            add(svc.cwd, svc.env, Target(f"services.{svc.name}.module", svc.module, SERVICE))
+            add(svc.cwd, env, Target(f"services.{svc.name}.module", svc.module, SERVICE))
         if svc.module == JOB_WORKER:
             for name, spec in cfg.jobs.functions.items():
-                add(svc.cwd, svc.env, Target(f"jobs.functions.{name}", spec, FUNCTION))
+                add(svc.cwd, env, Target(f"jobs.functions.{name}", spec, FUNCTION))
     return groups
 
 

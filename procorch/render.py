@@ -19,6 +19,8 @@ from rich.cells import cell_len
 from rich.console import Console, Group, JustifyMethod, OverflowMethod, RenderableType
 from rich.text import Text
 
+from procorch.sizes import format_size
+
 STATE_STYLES = {
     "running": "bold green",
     "starting": "yellow",
@@ -47,14 +49,7 @@ def duration(seconds: float | None) -> str:
 
 
 def size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(n)
+    return "-" if n is None else format_size(n)
 
 
 # == fitting a table to the width ======================================================

@@ -178,10 +178,11 @@ def python_service(name: str, cls: str = "Steady", replicas: int = 1, extra: str
 def command_service(
     name: str, code: str, replicas: int = 1, extra: str = "", start_seconds: float = 0.3
 ) -> str:
+    literal = code.replace("{", "{{").replace("}", "}}")  # Python's braces: no placeholders
     return textwrap.dedent(
         f"""
         [services.{name}]
-        command = [{json.dumps(PY)}, "-c", {json.dumps(code)}]
+        command = [{json.dumps(PY)}, "-c", {json.dumps(literal)}]
         replicas = {replicas}
         start_seconds = {start_seconds}
         """

@@ -759,6 +759,7 @@ def test_example_toml_documents_every_key_and_variable() -> None:
 def test_example_toml_shows_the_real_defaults(tmp_path: Path) -> None:
     # Uncomment every "# key = value" line except those that are examples, not defaults.
     examples = ("cwd", "http", "heartbeat_timeout = 10.0     # default: the", "square", "token")
+    examples += ("env_file", "max_rss", "umask", "rlimits", "user", "group", "base_port")
     lines = [
         line[2:] if re.match(r"# \w+ = ", line) and not line[2:].startswith(examples) else line
         for line in EXAMPLE_TOML.splitlines()
@@ -774,6 +775,7 @@ def test_example_toml_shows_the_real_defaults(tmp_path: Path) -> None:
 def test_json_handoff_round_trips_every_field(tmp_path):
     """The CLI hands the daemon its config as JSON: nothing may be lost or changed."""
     (tmp_path / "www").mkdir()
+    (tmp_path / ".env.web").write_text("B=2\n")
     (tmp_path / "procorch.toml").write_text(
         """
         [procorch]
@@ -793,6 +795,12 @@ def test_json_handoff_round_trips_every_field(tmp_path):
         restart = "on-failure"
         stop_signal = "INT"
         health = { http = "http://127.0.0.1:8000/" }
+        base_port = 8000
+        max_rss = "300M"
+        user = "nobody"
+        umask = "022"
+        rlimits = { nofile = [64, 128], as = "2G" }
+        env_file = ".env.web"
         [jobs]
         backend = "redis://10.0.0.5:6380/2"
         workers = 4

@@ -16,6 +16,7 @@ from tests.conftest import (
     GatewayStack,
     Stack,
     command_service,
+    free_port,
     python_service,
     wait_for,
 )
@@ -275,3 +276,18 @@ def test_the_stats_table_grows_for_many_new_replicas(stack: Stack) -> None:
     assert (stack.run_dir / "stats.bin").stat().st_size // 64 >= slots_before + 5
     assert stack.cli("scale", "a=1").returncode == 0
     assert len(pids(stack)) == 1
+
+
+def test_an_added_service_with_a_probe_runs_once_it_answers(stack: Stack) -> None:
+    stack.write(sleeper("a"))  # no probe at all: the daemon started without a prober
+    stack.up()
+    port = free_port()
+    server = (
+        f"import socket, time; s = socket.create_server(('127.0.0.1', {port})); time.sleep(1e6)"
+    )
+    stack.write(
+        sleeper("a") + command_service("web", server, extra=f"health = {{ tcp = {port} }}\n")
+    )
+    result = stack.cli("reload", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [s["state"] for s in json.loads(result.stdout)["services"]] == ["running"]

@@ -125,6 +125,13 @@ def test_gateway_and_jobs_keys_replace_the_services_that_read_them(tmp_path):
     assert not p.refused and token not in "\n".join(describe(p))
 
 
+def test_a_changed_hook_is_refused_by_index(tmp_path):
+    hook = "[[hooks]]\non = ['fatal']\ncommand = ['true']\n"
+    old = resolved(tmp_path, A + hook)
+    p = plan(old, resolved(tmp_path, A + hook.replace("fatal", "unhealthy") + hook))
+    assert p.refused == {"[[hooks]] hooks[0], hooks[1]": "hook workers start with the daemon"}
+
+
 def test_another_file_is_refused_and_named(tmp_path):
     old = resolved(tmp_path, A)
     other = tmp_path / "other"

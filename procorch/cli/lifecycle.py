@@ -70,6 +70,7 @@ def up(
     rundir = RunDir(cfg.settings.run_dir)
     _warn_if_exposed(cfg)
     _check_imports(cfg, config, foreground)
+    _check_guardrails(cfg)
     if foreground:
         raise typer.Exit(_up_foreground(cfg))
     if rundir.daemon_alive() or not _spawn_daemon(cfg, rundir):
@@ -158,6 +159,16 @@ def _check_imports(cfg: Config, config: Path | None, foreground: bool) -> None:
     from procorch.importcheck import check_imports
 
     problem = check_imports(cfg, str(config or CONFIG_FILENAME), _daemon_cwd(cfg, foreground))
+    if problem:
+        fail(problem, EXIT_CONFIG)
+
+
+def _check_guardrails(cfg: Config) -> None:
+    """`user`/`group` without root, a raised hard limit without the capability: exit 2
+    before anything starts (the daemon checks again: it is what has to run them)."""
+    from procorch.supervisor.guardrails import start_problem
+
+    problem = start_problem(cfg.services)
     if problem:
         fail(problem, EXIT_CONFIG)
 
@@ -254,6 +265,10 @@ def _explain_failures(cfg: Config, status: dict[str, Any]) -> None:
             log = rundir.log_path(s["name"], s["replica"])
             for line in tail_lines(log, 10, start=s.get("log_offset") or 0):
                 typer.echo(f"  | {line}", err=True)
+            if s.get("err_log_offset") is not None:  # stderr = "separate": a traceback is here
+                err = rundir.err_log_path(s["name"], s["replica"])
+                for line in tail_lines(err, 10, start=s["err_log_offset"]):
+                    typer.echo(f"  ! {line}", err=True)
 
 
 def down(config: ConfigOpt = None, run_dir: RunDirOpt = None) -> None:

@@ -29,6 +29,7 @@ from procorch.cli.common import (
     fail,
     load,
     recorded_replicas,
+    request,
 )
 from procorch.config import Config
 from procorch.supervisor.rundir import RunDir
@@ -69,6 +70,20 @@ SinceOpt = Annotated[
         "and time (2026-12-02T08:00:00, local unless it ends in Z or +HH:MM).",
     ),
 ]
+ReopenOpt = Annotated[
+    bool,
+    typer.Option(
+        "--reopen",
+        help="Have the daemon open every log file again (for logrotate's postrotate); "
+        "shows nothing.",
+    ),
+]
+StdoutOpt = Annotated[
+    bool, typer.Option("--stdout", help="Only the output files (no separate stderr files).")
+]
+StderrOpt = Annotated[
+    bool, typer.Option("--stderr", help='Only the stderr files of stderr = "separate" services.')
+]
 EventLinesOpt = Annotated[int, typer.Option("--lines", "-n", min=0, help="How many events.")]
 EventFollowOpt = Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")]
 EventJsonOpt = Annotated[
@@ -84,16 +99,24 @@ def logs(
     follow: FollowOpt = False,
     timestamps: TimestampsOpt = False,
     since: SinceOpt = None,
+    reopen: ReopenOpt = False,
+    stdout: StdoutOpt = False,
+    stderr: StderrOpt = False,
 ) -> None:
     """Show the captured output (stdout and stderr) of services."""
     from procorch.supervisor.logs import read_lines
 
     cfg = load(config, run_dir)
+    if reopen:
+        answer = request(cfg, {"cmd": "reopen"})
+        typer.echo(f"procorch: reopened {answer['reopened']} log files", err=True)
+        return
     rundir = existing_run_dir(cfg)
     after = since_stamp(since) if since is not None else None
     chosen = select(stack_replicas(cfg, rundir), name)
     count = lines if lines is not None else (None if after else 20)
-    files = [(f"{svc}.{i}", rundir.log_path(svc, i)) for svc, i in chosen]
+    files = log_files(rundir, chosen, out=stdout or not stderr, err=stderr or not stdout)
+    stamped = {label: timestamps or shows_times(cfg, label) for label, _ in files}
     width = max(len(label) for label, _ in files) if len(files) > 1 else 0
     # Following starts where reading back ends (and the followers are placed first), so
     # no line is lost or shown twice; without -f, a line still being written shows too.
@@ -105,15 +128,43 @@ def logs(
         for (label, path), end in zip(files, ends, strict=True)
     ]
     for stamp, label, text in heapq.merge(*earlier, key=lambda line: line[0]):
-        typer.echo(_line(label, width, stamp or None, text, timestamps))
+        typer.echo(_line(label, width, stamp or None, text, stamped[label]))
     if follow:
         from procorch.supervisor.logs import split_stamp
 
         def show(tail: _Tail, raw: str) -> None:
             stamp, text = split_stamp(raw.removesuffix("\r"))
-            typer.echo(_line(tail.label, width, stamp, text, timestamps))
+            typer.echo(_line(tail.label, width, stamp, text, stamped[tail.label]))
 
         _follow(tails, show)
+
+
+ERR_LABEL = "/err"  # `api.0/err`: the lines of api.0's separate stderr file
+
+
+def log_files(
+    rundir: RunDir, replicas: list[tuple[str, int]], out: bool = True, err: bool = True
+) -> list[tuple[str, Path]]:
+    """(label, file) of each replica's output, and of its stderr where that is a file
+    of its own (`stderr = "separate"`, now or when it ran)."""
+    files = []
+    for svc, i in replicas:
+        if out:
+            files.append((f"{svc}.{i}", rundir.log_path(svc, i)))
+        if err and rundir.err_log_path(svc, i).exists():
+            files.append((f"{svc}.{i}{ERR_LABEL}", rundir.err_log_path(svc, i)))
+    return files
+
+
+def shows_times(cfg: Config, label: str) -> bool:
+    """Whether a file's lines are shown with their times without -t (`log_timestamps`)."""
+    if cfg.settings.log_timestamps:
+        return True
+    name = label.removesuffix(ERR_LABEL).rpartition(".")[0]
+    try:
+        return cfg.service(name).log_timestamps
+    except KeyError:  # run by the stack, not in the file (the gateway of `up --gateway`)
+        return False
 
 
 def stack_replicas(cfg: Config, rundir: RunDir) -> list[tuple[str, int]]:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from procorch.config import MAX_SOCKET_PATH, Config, service_socket
+from procorch.config import MAX_SOCKET_PATH, Config, parse_signal, service_socket
 from procorch.supervisor import control
 from procorch.supervisor.lifeline import release_free_memory
 from procorch.supervisor.live import LiveChanges, Refused
@@ -123,6 +123,7 @@ class Supervisor(Protocol):
     def changed(self) -> None: ...
     def snapshot_now(self, now: float) -> None: ...
     def shutdown(self) -> None: ...
+    def reopen_logs(self) -> int: ...
 
 
 class UnknownName(ValueError):
@@ -236,6 +237,38 @@ class Commands:
         client.send({"ok": True, "pid": os.getpid()})
         self.sup.shutdown()
 
+    def reopen(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
+        # every file, whatever names were given: logrotate moved them all
+        client.send({"ok": True, "reopened": self.sup.reopen_logs()})
+
+    def signal(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
+        """Send a signal to each target's main process (as supervisorctl does: a gunicorn
+        or nginx master reloads on HUP, where its workers would die of it), or with
+        "group": true to its whole process group. Replicas without a process are listed
+        as not signalled, with their state."""
+        if not message.get("names"):
+            raise ValueError("name at least one service or replica")
+        sig = parse_signal(message.get("signal"))  # ValueError: a bad request, one line
+        results = []
+        for r in targets:
+            sent = False
+            if r.state.has_process:
+                if message.get("group"):
+                    sent = r.pid is not None
+                    r.signal_group(sig)
+                else:
+                    sent = r.signal_leader(sig)
+            results.append(
+                {
+                    "name": r.name,
+                    "replica": r.index,
+                    "pid": r.pid,
+                    "state": r.state.value,
+                    "signalled": sent,
+                }
+            )
+        client.send({"ok": True, "signal": sig.name, "results": results})
+
     HANDLERS: dict[str, Callable[[Commands, Client, dict[str, Any], list[Replica]], None]] = {
         "status": status,
         "wait": wait,
@@ -246,6 +279,8 @@ class Commands:
         "shutdown": shutdown,
         "reload": reload,
         "scale": scale,
+        "reopen": reopen,
+        "signal": signal,
     }
 
     def _change(

@@ -27,12 +27,19 @@ from typing import Any
 
 from procorch.config import GATEWAY, Config, ServiceConfig, exit_note, service_socket
 from procorch.stats import StatsTable
-from procorch.supervisor import control, diskfull
+from procorch.supervisor import control, diskfull, guardrails, sdnotify
 from procorch.supervisor.commands import Client, Commands
 from procorch.supervisor.health import Prober, sample, stale_heartbeat
+from procorch.supervisor.hooks import HOOK_EVENTS_REPORTED, Hooks
 from procorch.supervisor.lifeline import become_subreaper
 from procorch.supervisor.live import LiveChanges
-from procorch.supervisor.logs import DaemonLogHandler, Echo, RotatingLog, wants_colour
+from procorch.supervisor.logs import (
+    DaemonLogHandler,
+    Echo,
+    RotatingLog,
+    reopen_fd,
+    wants_colour,
+)
 from procorch.supervisor.policy import (
     STABLE_AFTER,
     Limits,
@@ -70,6 +77,7 @@ SNAPSHOT_EVERY = 0.5  # state.json is rewritten at most this often (a rename cos
 PROBLEMS = frozenset(
     {"fatal", "unhealthy", "stop-timeout", "reclaimed", "disk-full", "disk-ok"}
     | {"reload-failed", "rollout-aborted"}
+    | set(HOOK_EVENTS_REPORTED)
 )
 LINGER = 1.0  # seconds a 503 answered for the gateway waits for its client to hang up
 MAX_LINGERING = 64  # such connections at most; the oldest is closed for a new one
@@ -129,6 +137,18 @@ class Supervisor:
         self._standing_in = False  # the daemon answers the gateway's port itself
         self._lingering: dict[socket.socket, float] = {}  # answered: closing when they do
         self._waiters_due = False  # a change not yet told to a waiting CLI
+        self._err_logs: dict[int, RotatingLog] = {}  # slot -> its stderr, if "separate"
+        self._err_pipes: dict[int, int] = {}  # slot -> read end of its stderr pipe
+        self._err_echo: dict[int, Echo] = {}
+        self.daemon_log_fd: int | None = None  # daemon.log, when detached (reopened with logs)
+        hook_env = {
+            **os.environ,
+            "PROCORCH_RUN_DIR": str(self.rundir.path),
+            "PROCORCH_RUN_TOKEN": self.token,  # a crashed daemon's hooks are reclaimed too
+        }
+        self.hooks = Hooks(
+            config.hooks, self.rundir.path / "hooks.log", hook_env, self.settings.log_max_bytes
+        )
 
     # == the life of the daemon ==================================================
 
@@ -138,6 +158,9 @@ class Supervisor:
         # owner-only from its first instant (each explicit mode is a second guard).
         # Commands get the umask procorch was started with back: their files are theirs.
         self._user_umask = os.umask(0o077)
+        problem = guardrails.start_problem(self.config.services)
+        if problem:
+            raise StartError(problem)
         self.rundir.create()
         if not self.rundir.acquire_lock():
             raise AlreadyRunning(str(self.rundir.path))
@@ -166,16 +189,30 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_signal)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
             signal.signal(sig, _note_signal)
         become_subreaper()
         _raise_fd_limit()
+        if any(r.service.health for r in self.replicas):
+            self._prober = Prober(self._probe_done)
         if self.foreground:
             self._echo_width = max((len(r.label) for r in self.replicas), default=8)
             self._colour = wants_colour(sys.stdout.buffer)
         for r in self.replicas:
             self._open_io(r)
         self._event(None, "daemon-start", detail=f"{len(self.replicas)} processes")
+
+    def _open_logs(self, r: Replica) -> None:
+        """The log file(s) of a replica: its output, and its stderr apart if so configured."""
+        max_bytes, backups = self.settings.log_max_bytes, self.settings.log_backups
+        rotate = self.settings.log_rotate
+        self._logs[r.slot] = RotatingLog(
+            self.rundir.log_path(r.name, r.index), max_bytes, backups, rotate
+        )
+        if r.service.stderr == "separate":
+            self._err_logs[r.slot] = RotatingLog(
+                self.rundir.err_log_path(r.name, r.index), max_bytes, backups, rotate
+            )
 
     def run(self) -> int:
         """The event loop; returns when every replica is stopped after a shutdown."""
@@ -212,10 +249,11 @@ class Supervisor:
         self._write_snapshot(clean=True)
         for path in (self.rundir.socket, self.rundir.pid_file):
             path.unlink(missing_ok=True)
-        for sink in self._logs.values():
+        for sink in [*self._logs.values(), *self._err_logs.values()]:
             sink.close()
         for address, sock in self._held.items():
             release_address(address, sock)
+        self.hooks.close()
         if self._prober:
             self._prober.shutdown()
         # the CLI waiting on `down` sees its connection close when this process exits
@@ -227,14 +265,20 @@ class Supervisor:
         self.stats.reset(r.slot, 0)
         r.set_state(S.STARTING)
         self._logs[r.slot].mark_run()  # `up` shows this run's lines after a failure, no older
+        err_r = err_w = None
+        if r.slot in self._err_logs:
+            self._err_logs[r.slot].mark_run()
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
         if r.service.is_python:
             self._exit_note(r).unlink(missing_ok=True)  # a note is about its own process only
         listener = self._listener if r.service.module == GATEWAY else None
         held = tuple(self._held[address].fileno() for address in r.service.listen)
         try:
-            r.spawn(self._env(r), write_fd, listener, self._umask(r), held)
+            r.spawn(self._env(r), write_fd, listener, self._umask(r), err_w, held)
         except OSError as exc:
             os.close(read_fd)
+            if err_r is not None:
+                os.close(err_r)
             # Retrying cannot help a program that is not there: FATAL at once, with why.
             r.last_exit = spawn_failure(exc, r.service)
             self._write_log(r.slot, f"procorch: {r.label}: {r.last_exit}\n".encode())
@@ -242,11 +286,19 @@ class Supervisor:
             return
         finally:
             os.close(write_fd)
+            if err_w is not None:
+                os.close(err_w)
         os.set_blocking(read_fd, False)
         self._pipes[r.slot] = read_fd
         self._selector.register(
             read_fd, selectors.EVENT_READ, partial(self._on_output, slot=r.slot)
         )
+        if err_r is not None:
+            os.set_blocking(err_r, False)
+            self._err_pipes[r.slot] = err_r
+            self._selector.register(
+                err_r, selectors.EVENT_READ, partial(self._on_output, slot=r.slot, err=True)
+            )
         assert r.pid is not None
         self._by_pid[r.pid] = r
         self.stats.reset(r.slot, r.pid)
@@ -257,7 +309,8 @@ class Supervisor:
     def _env(self, r: Replica) -> dict[str, str]:
         svc = r.service
         env = dict(os.environ)
-        env.update(svc.env)
+        env.update(guardrails.identity_env(svc))
+        env.update(svc.environment(r.index))
         env.update(
             PROCORCH_SERVICE=svc.name,
             PROCORCH_REPLICA=str(r.index),
@@ -278,7 +331,10 @@ class Supervisor:
         return env
 
     def _umask(self, r: Replica) -> int:
-        """A command's umask is the user's; a Python service keeps the daemon's (-1)."""
+        """The service's own umask, else a command's is the user's and a Python service
+        keeps the daemon's (-1)."""
+        if r.service.umask is not None:
+            return r.service.umask
         return -1 if r.service.is_python else self._user_umask
 
     def _heartbeat_timeout(self, svc: ServiceConfig) -> float:
@@ -392,6 +448,8 @@ class Supervisor:
         if check_due:
             self._next_check = now + self.settings.check_interval
             self._check_snapshot()
+            for event, detail in self.hooks.reports():  # dropped or failed runs, summed up
+                self._event(None, event, detail=detail)
         for r in self.replicas:
             state = r.state
             if state is S.BACKOFF and r.retry_at is not None and now >= r.retry_at:
@@ -451,6 +509,13 @@ class Supervisor:
         if r.state is S.RUNNING and not sample(r):
             return  # gone or a zombie: SIGCHLD is on its way and reaps it
         svc = r.service
+        if svc.max_rss is not None and r.state is S.RUNNING:
+            r.rss_over = guardrails.rss_over(r.rss_bytes, svc.max_rss, r.rss_over)
+            if r.rss_over >= guardrails.RSS_CHECKS:
+                assert r.rss_bytes is not None
+                self._kill_unhealthy(r, guardrails.rss_reason(r.rss_bytes, svc.max_rss, r.rss_over))
+                r.rss_over = 0
+                return
         if svc.is_python:
             silent = stale_heartbeat(r, self.stats, self._heartbeat_timeout(svc), now)
             if silent is not None:
@@ -584,6 +649,7 @@ class Supervisor:
     def shutdown(self) -> None:
         if not self.shutting_down:
             self.shutting_down = True
+            sdnotify.notify("STOPPING=1")
             self._event(None, "daemon-stopping")
             for r in self.replicas:
                 r.want_running = False
@@ -631,6 +697,8 @@ class Supervisor:
             entry["detail"] = detail
         self._append_event(json.dumps(entry) + "\n")
         self._dirty = True
+        if self.hooks:
+            self.hooks.notify(entry, time.monotonic())  # queued for its thread, if any
         level = logging.WARNING if event in PROBLEMS else logging.DEBUG
         if log.isEnabledFor(level):
             log.log(level, "%s %s %s", r.label if r else "procorch", event, detail)
@@ -656,8 +724,8 @@ class Supervisor:
         self._snapshot_due = True
         self._next_snapshot = time.monotonic() + diskfull.RETRY
 
-    def _write_log(self, slot: int, data: bytes) -> None:
-        sink = self._logs[slot]
+    def _write_log(self, slot: int, data: bytes, err: bool = False) -> None:
+        sink = (self._err_logs if err else self._logs)[slot]
         before = sink.dropped
         error = sink.write(data)
         if error is not None:
@@ -772,6 +840,9 @@ class Supervisor:
                     "last_exit": r.last_exit,
                     # where the current (or last) process's output starts in its log file
                     "log_offset": self._logs[r.slot].run_start,
+                    "err_log_offset": (  # the same in its stderr file, if it has one
+                        self._err_logs[r.slot].run_start if r.slot in self._err_logs else None
+                    ),
                     "started_at": r.started_at if alive else None,
                     "socket": self._socket(r),
                 }
@@ -799,6 +870,8 @@ class Supervisor:
             self.shutdown()
         elif signal.SIGHUP in data and not self.shutting_down:
             self.live.reload_file()
+        if signal.SIGUSR2 in data:  # logrotate's postrotate: `kill -USR2 $(cat procorch.pid)`
+            self.reopen_logs()
         if signal.SIGCHLD in data:
             self._reap()
 
@@ -820,17 +893,26 @@ class Supervisor:
                 # only a zombie still shows which program it was: look before reaping it
                 failed_exec = info.si_code == os.CLD_EXITED and info.si_status in (126, 127)
                 never_ran = failed_exec and r.still_setpriv()
-            _, status = os.waitpid(info.si_pid, 0)
+            else:
+                self.hooks.reaping(info.si_pid)  # a hook's, maybe: its pid is not to be used
+            try:
+                _, status = os.waitpid(info.si_pid, 0)
+            except ChildProcessError:  # reaped by another thread after all: not ours to mind
+                continue
             if r is not None:
                 self._on_exit(r, status, now, never_ran)
+            else:
+                self.hooks.reaped(info.si_pid, status)
 
-    def _on_output(self, key: selectors.SelectorKey, slot: int) -> None:
+    def _on_output(self, key: selectors.SelectorKey, slot: int, err: bool = False) -> None:
         if self._selector.get_map().get(key.fd) is not key:
             return  # closed by an earlier handler of the same batch (a drain, a removal)
-        self._read_output(key.fd, slot)
+        self._read_output(key.fd, slot, err)
 
-    def _read_output(self, fd: int, slot: int) -> bool:
-        """Move one chunk from a process's output pipe to its log; False once none is left."""
+    def _read_output(self, fd: int, slot: int, err: bool = False) -> bool:
+        """Move one chunk from a process's output (or stderr) pipe to its log; False once
+        none is left."""
+        pipes = self._err_pipes if err else self._pipes
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
@@ -838,14 +920,14 @@ class Supervisor:
         if not data:
             self._selector.unregister(fd)
             os.close(fd)
-            if self._pipes.get(slot) == fd:
-                del self._pipes[slot]
+            if pipes.get(slot) == fd:
+                del pipes[slot]
             return False
         r = self._slot_owner[slot]
-        if len(r.output_head) < OUTPUT_HEAD and self._pipes.get(slot) == fd:
+        if len(r.output_head) < OUTPUT_HEAD and pipes.get(slot) == fd:
             r.output_head += data[: OUTPUT_HEAD - len(r.output_head)]
-        self._write_log(slot, data)
-        echo = self._echo.get(slot)
+        self._write_log(slot, data, err)
+        echo = (self._err_echo if err else self._echo).get(slot)
         if echo:
             echo.write(data)
         return True
@@ -856,10 +938,11 @@ class Supervisor:
         Bounded: a grandchild that left the process group may keep the pipe open and
         writing; the loop must not be held by it (the rest comes as usual).
         """
-        fd = self._pipes.get(slot)
-        for _ in range(DRAIN_READS):
-            if fd is None or not self._read_output(fd, slot):
-                return
+        for err, pipes in ((False, self._pipes), (True, self._err_pipes)):
+            fd = pipes.get(slot)
+            for _ in range(DRAIN_READS):
+                if fd is None or not self._read_output(fd, slot, err):
+                    break
 
     def _listen(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -941,6 +1024,25 @@ class Supervisor:
             self._next_snapshot = now + SNAPSHOT_EVERY
             self._write_snapshot()
 
+    def reopen_logs(self) -> int:
+        """Open every log file again at its path (logrotate renamed them); how many."""
+        sinks = [*self._logs.values(), *self._err_logs.values()]
+        reopened = 0
+        try:
+            for sink in sinks:
+                sink.reopen()
+                reopened += 1
+            self._events.reopen()
+            reopened += 1
+            if self.daemon_log_fd is not None:
+                reopen_fd(self.rundir.daemon_log, self.daemon_log_fd)
+                reopened += 1
+        except OSError as exc:
+            self._refused("a reopened log file", exc)
+        self.hooks.reopen()  # hooks.log: at its next run
+        self._event(None, "logs-reopened", detail=f"{reopened} files")
+        return reopened
+
     def request_stop(self, r: Replica, now: float) -> None:
         r.want_running = False
         self._stop(r, now)
@@ -952,16 +1054,26 @@ class Supervisor:
         r = self._slot_owner[slot] = Replica(svc, index, slot=slot)
         return r
 
-    def _open_io(self, r: Replica, log: RotatingLog | None = None) -> None:
-        """Its log (`log`: shared with the replica it replaces) and foreground echo."""
-        self._logs[r.slot] = log or RotatingLog(
-            self.rundir.log_path(r.name, r.index),
-            self.settings.log_max_bytes,
-            self.settings.log_backups,
-        )
+    def _open_io(self, r: Replica, like: Replica | None = None) -> None:
+        """Its log file(s), those of `like` (the replica it replaces, while that one is
+        still there: one file per replica number), and its foreground echo."""
+        if like is None or like not in self.replicas:
+            self._open_logs(r)
+        else:
+            self._logs[r.slot] = self._logs[like.slot]
+            if r.service.stderr == "separate":
+                self._err_logs[r.slot] = self._err_logs.get(like.slot) or RotatingLog(
+                    self.rundir.err_log_path(r.name, r.index),
+                    self.settings.log_max_bytes,
+                    self.settings.log_backups,
+                    self.settings.log_rotate,
+                )
         if self.foreground:
-            out = sys.stdout.buffer
-            self._echo[r.slot] = Echo(r.label, r.slot, self._echo_width, out, self._colour)
+            out, width = sys.stdout.buffer, self._echo_width
+            stamps = r.service.log_timestamps or self.settings.log_timestamps
+            self._echo[r.slot] = Echo(r.label, r.slot, width, out, self._colour, stamps)
+            if r.slot in self._err_logs:  # its own partial lines: never glued to stdout's
+                self._err_echo[r.slot] = Echo(r.label, r.slot, width, out, self._colour, stamps)
 
     def add_replica(self, svc: ServiceConfig, index: int) -> Replica:
         """A new replica, started by the loop once its dependencies have settled."""
@@ -978,7 +1090,7 @@ class Supervisor:
         r = self._new_replica(service, old.index)
         r.want_running = wanted
         self.stats.grow(len(self._slot_owner))
-        self._open_io(r, self._logs.get(old.slot) if old in self.replicas else None)
+        self._open_io(r, old)
         self.replicas.append(r)
         self._joined()  # sorted by service and number: just after `old`, if it is there
         return r
@@ -996,16 +1108,19 @@ class Supervisor:
 
     def _remove(self, r: Replica) -> None:
         self.replicas.remove(r)
-        fd = self._pipes.pop(r.slot, None)
-        if fd is not None:  # a grandchild that left its group still holds it
-            self._selector.unregister(fd)
-            os.close(fd)
-        log = self._logs.pop(r.slot)
-        if all(other is not log for other in self._logs.values()):
-            log.close()
-        echo = self._echo.pop(r.slot, None)
-        if echo is not None:
-            echo.close()
+        for pipes in (self._pipes, self._err_pipes):
+            fd = pipes.pop(r.slot, None)
+            if fd is not None:  # a grandchild that left its group still holds it
+                self._selector.unregister(fd)
+                os.close(fd)
+        for sinks in (self._logs, self._err_logs):
+            sink = sinks.pop(r.slot, None)
+            if sink is not None and all(other is not sink for other in sinks.values()):
+                sink.close()  # not shared with the replica that replaced it
+        for echoes in (self._echo, self._err_echo):
+            echo = echoes.pop(r.slot, None)
+            if echo is not None:
+                echo.close()
         del self._slot_owner[r.slot]
         self._free_slots.append(r.slot)
         self._joined()
@@ -1032,8 +1147,9 @@ class Supervisor:
         names = {svc.name for svc in config.services}
         self._dependents |= dependents(tuple(s for s in old_services if s.name not in names))
         logging.getLogger().setLevel(self.settings.log_level)
-        for sink in self._logs.values():
-            sink.max_bytes, sink.backups = self.settings.log_max_bytes, self.settings.log_backups
+        settings = self.settings
+        for sink in [*self._logs.values(), *self._err_logs.values()]:
+            sink.set_limits(settings.log_max_bytes, settings.log_backups, settings.log_rotate)
         self.rundir.write_atomic(self.rundir.config_file, config.to_json())
 
     def hold(self, services: tuple[ServiceConfig, ...]) -> list[str]:
@@ -1118,6 +1234,8 @@ def serve(
         return 3
     if ready:
         ready(None)
+    sdnotify.notify("READY=1")  # under systemd's Type=notify: `systemctl start` returns
+    sup.daemon_log_fd = log_fd
     if log_fd is not None:
         handler = DaemonLogHandler(log_fd, sup._daemon_log_refused)
         logging.basicConfig(level=config.settings.log_level, handlers=[handler])

@@ -15,6 +15,8 @@ import errno
 import time
 from dataclasses import dataclass, field
 
+from procorch.sizes import format_size
+
 RETRY = 1.0  # seconds between snapshot attempts while the disk refuses writes
 PENDING_EVENTS = 1000  # events kept in memory while events.log cannot take them
 HEADROOM = 256 * 1024  # free bytes a successful snapshot must also see to end it: no
@@ -26,16 +28,6 @@ def why(exc: OSError) -> str:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "disk full"
     return exc.strerror or str(exc)
-
-
-def size(n: int) -> str:
-    """Bytes for a human: 512 B, 3.4 KiB, 1.2 MiB."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB"):
-        if value < 1024 or unit == "MiB":
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -70,7 +62,7 @@ class DiskWatch:
         took = time.monotonic() - self.since
         summary = (
             f"writes succeed again after {took:.1f}s ({self.reason}); "
-            f"dropped {size(self.dropped_bytes)} of service output"
+            f"dropped {format_size(self.dropped_bytes)} of service output"
         )
         if self.lost_events:
             summary += f" and {self.lost_events} events"
@@ -84,5 +76,5 @@ class DiskWatch:
             return []
         line = f"{self.reason}: cannot write {', '.join(self.files)} since {self.since_wall} UTC"
         if self.dropped_bytes:
-            line += f" ({size(self.dropped_bytes)} of service output dropped)"
+            line += f" ({format_size(self.dropped_bytes)} of service output dropped)"
         return [line]

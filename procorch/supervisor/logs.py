@@ -6,7 +6,13 @@ supervisord and circus do, so rotation never needs the child's cooperation.
 Each line in a log file starts with the time it reached the daemon, UTC to the
 millisecond (`2026-12-02T08:41:32.123Z `), so `procorch logs -t/--since` can tell
 when it was written; readers strip it unless asked (`read_lines`, `tail_lines`).
-A file rolls over only between whole lines, and never grows past its size.
+A file rolls over only between whole lines, and never grows past its size; with
+`log_rotate = "hourly"` or `"daily"` also at the first write of each new hour or day
+(local time, as logrotate and cron count days). `reopen` opens the file at its path
+again, for logrotate's `postrotate` (SIGUSR2, `procorch logs --reopen`).
+
+The stamps are always written, for `logs -t/--since` and to merge replicas by time;
+`log_timestamps` only decides whether they are shown (`logs`, `up --foreground`).
 """
 
 from __future__ import annotations
@@ -47,15 +53,30 @@ class _Clock:
 _clock = _Clock()
 
 
-class RotatingLog:
-    """Append-only file of stamped lines that rolls over to .1, .2, ... before max_bytes."""
+def period(when: float, rotate: str) -> tuple[int, ...] | None:
+    """The stretch of local time `when` falls in, for rotation by time ("hourly",
+    "daily"); None for rotation by size alone. A new stretch means a new file."""
+    if rotate not in ("hourly", "daily"):
+        return None
+    t = time.localtime(when)
+    day = (t.tm_year, t.tm_yday)
+    return (*day, t.tm_hour) if rotate == "hourly" else day
 
-    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+
+class RotatingLog:
+    """Append-only file of stamped lines that rolls over to .1, .2, ... before max_bytes
+    (and, with `rotate`, at each new hour or day)."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int, rotate: str = "size") -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
+        self.rotate = rotate
         self._file = self._open()
         self._size = self._file.tell()
+        # a file last written in an earlier hour or day rolls over at its first new line
+        written = os.fstat(self._file.fileno()).st_mtime if self._size else time.time()
+        self._period = period(written, rotate)
         self.run_start = self._size  # where the current process's output starts in the file
         self.dropped = 0  # bytes of output the disk refused
         self._line_open = False  # the last byte written ended no line
@@ -95,6 +116,15 @@ class RotatingLog:
             text = stamp + text
         before = self._size  # `text` starts here: what of it got in is _size - before
         try:
+            if self._period is not None and (now := period(time.time(), self.rotate)):
+                if now != self._period:
+                    self._period = now
+                    if self._size:
+                        self._rotate()
+                        before = 0
+                        if self._line_open:  # the rest of a line: a line of its own there
+                            text = stamp + text
+                            self._line_open = False
             while self._size + len(text) > self.max_bytes:
                 room = self.max_bytes - self._size
                 cut = text.rfind(b"\n", 0, room) + 1  # the whole lines that still fit
@@ -154,8 +184,43 @@ class RotatingLog:
         # Whatever the new file gets is the current run's; its start went to the backup.
         self.run_start = 0
 
+    def set_limits(self, max_bytes: int, backups: int, rotate: str) -> None:
+        """New rotation settings (a reload), from the next line on."""
+        self.max_bytes, self.backups = max_bytes, backups
+        if rotate != self.rotate:
+            self.rotate = rotate
+            self._period = period(time.time(), rotate)
+
+    def reopen(self) -> None:
+        """Write to whatever file is at the path now (created if none is): logrotate
+        renamed the old one. Raises OSError if it cannot be opened (the old one stays)."""
+        new = self._open()
+        renamed = os.fstat(new.fileno()).st_ino != os.fstat(self._file.fileno()).st_ino
+        self._file, old = new, self._file
+        old.close()
+        self._size = new.tell()
+        if renamed:
+            self.run_start = self._size  # the run's earlier lines went with the old file
+            self._line_open = False  # what follows a line cut there is a line of its own
+
     def close(self) -> None:
         self._file.close()
+
+
+def reopen_fd(path: Path, fd: int) -> None:
+    """Point `fd` (the detached daemon's stderr, and stdout if it is the same file) at
+    `path` again, created if it is not there. Raises OSError if it cannot be opened."""
+    new = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        old = os.fstat(fd)
+        targets = [fd]
+        with contextlib.suppress(OSError):
+            if fd != 1 and os.path.samestat(os.fstat(1), old):
+                targets.append(1)
+        for target in targets:
+            os.dup2(new, target, inheritable=target <= 2)
+    finally:
+        os.close(new)
 
 
 class DaemonLogHandler(logging.Handler):
@@ -196,20 +261,30 @@ def wants_colour(out: BinaryIO) -> bool:
 class Echo:
     """Prefixes each complete line of a process's output with its name, coloured on a terminal."""
 
-    def __init__(self, label: str, index: int, width: int, out: BinaryIO, colour: bool) -> None:
+    def __init__(
+        self,
+        label: str,
+        index: int,
+        width: int,
+        out: BinaryIO,
+        colour: bool,
+        timestamps: bool = False,
+    ) -> None:
         prefix = f"{label:<{width}} |"
         if colour:
             prefix = f"\x1b[{_COLOURS[index % len(_COLOURS)]}m{prefix}\x1b[0m"
         self._prefix = f"{prefix} ".encode()
         self._out = out
         self._partial = b""
+        self._timestamps = timestamps  # log_timestamps: each line with its time, as `logs -t`
 
     def write(self, data: bytes) -> None:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
         if lines:
+            prefix = self._prefix + _clock.stamp() if self._timestamps else self._prefix
             try:
-                self._out.write(b"".join(self._prefix + line + b"\n" for line in lines))
+                self._out.write(b"".join(prefix + line + b"\n" for line in lines))
                 self._out.flush()
             except OSError:
                 pass  # stdout is a file on a full disk, or gone: the log file has it all

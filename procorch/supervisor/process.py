@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from procorch.config import ServiceConfig
+from procorch.supervisor import guardrails
 from procorch.supervisor.lifeline import die_with_parent
 from procorch.supervisor.rundir import now_iso
 from procorch.supervisor.sockets import handoff_argv
@@ -114,6 +115,7 @@ class Replica:
     cpu_percent: float | None = None
     cpu_mark: tuple[float, float] | None = None  # (CPU seconds, monotonic time) when sampled
     rss_bytes: int | None = None
+    rss_over: int = 0  # consecutive health checks that saw rss_bytes over max_rss
 
     @property
     def name(self) -> str:
@@ -140,31 +142,36 @@ class Replica:
         stdout: int,
         listener: socket.socket | None = None,
         umask: int = -1,
+        stderr: int | None = None,
         held: tuple[int, ...] = (),
     ) -> None:
         """Start the OS process. Raises OSError when the program cannot be executed.
 
         `listener`, a listening socket the daemon owns, is inherited by the process;
-        `held`, the descriptors of its `listen` sockets, become its fds 3...;
-        `umask` is set in the child (-1: the daemon's own)."""
+        `umask` is set in the child (-1: the daemon's own); `stderr`, a pipe of its own
+        (`stderr = "separate"`), else it shares `stdout`; `held`, the descriptors of its
+        `listen` sockets, become its fds 3..."""
         svc = self.service
         preexec = None
-        if svc.command:
-            program = _find_program(svc.command[0], env.get("PATH"), svc.cwd)
-            argv = [program, *svc.command[1:]]
+        command = svc.argv(self.index)
+        if command:
+            program = _find_program(command[0], env.get("PATH"), svc.cwd)
+            argv = [program, *command[1:]]
             if _SETPRIV:  # sets PDEATHSIG, then execs: Popen keeps its fast vfork path
-                argv = [_SETPRIV, "--pdeathsig", "TERM", "--", *argv]
+                identity = guardrails.identity_args(svc)  # user/group: setpriv switches too
+                argv = [_SETPRIV, "--pdeathsig", "TERM", *identity, "--", *argv]
             else:
                 preexec = functools.partial(die_with_parent, os.getpid())
             if held:
                 argv = handoff_argv(held, argv)
         else:
             argv = [sys.executable, "-m", "procorch.services"]  # calls die_with_parent itself
+        argv = [*guardrails.limit_args(svc), *argv]  # rlimits: prlimit, outermost
         self.popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT if stderr is None else stderr,
             cwd=svc.cwd,
             env=env,
             start_new_session=True,
@@ -180,6 +187,7 @@ class Replica:
         # identity (create time) and usage are read at the first health check (see
         # health.sample): until we reap it, the pid cannot be reused by anyone else
         self.ps = self.create_time = self.cpu_percent = self.rss_bytes = self.cpu_mark = None
+        self.rss_over = 0
 
     def still_setpriv(self) -> bool:
         """Whether the dead but unreaped leader never got past setpriv to the command.
@@ -204,6 +212,16 @@ class Replica:
             os.killpg(self.pid, sig)  # start_new_session: pgid == pid
         except ProcessLookupError:
             pass
+
+    def signal_leader(self, sig: int) -> bool:
+        """Signal the replica's main process alone, while ours and unreaped; False if none."""
+        if self.pid is None:
+            return False
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
 
     def reaped(self, status: int, reason: str | None = None) -> str:
         """Record the leader's exit; returns how it ended, like 'exit status 1'.

@@ -15,6 +15,7 @@ Which globals can change live, and why:
   [gateway] enabled    refused: the daemon binds the gateway's socket before any start
   [gateway] host/port  refused: the same socket
   [jobs] backend       refused: the queued jobs would stay behind in the old store
+  [[hooks]]            refused: each hook's worker thread starts with the daemon
   config file path     refused: the daemon and its replicas run in the file's directory
   every other [procorch] key: live (the daemon reads them at each use)
   every other [gateway] / [jobs] key: the Gateway / JobWorker services read them at
@@ -108,6 +109,12 @@ def plan(old: Config, new: Config) -> Plan:
             if why:
                 refused[f"[{section}] {key}"] = why
         section_keys[section] = [k for k in keys if (section, k) not in REFUSED]
+    if old.hooks != new.hooks:
+        count = max(len(old.hooks), len(new.hooks))
+        changed = [
+            f"hooks[{i}]" for i in range(count) if old.hooks[i : i + 1] != new.hooks[i : i + 1]
+        ]
+        refused[f"[[hooks]] {', '.join(changed)}"] = "hook workers start with the daemon"
     if old.path != new.path:
         running, asked = (str(path or "(built-in defaults)") for path in (old.path, new.path))
         refused["config file"] = f"running {running}, asked {asked}"

@@ -150,6 +150,10 @@ class RunDir:
     def log_path(self, service: str, replica: int) -> Path:
         return self.logs / f"{service}.{replica}.log"
 
+    def err_log_path(self, service: str, replica: int) -> Path:
+        """Where a replica's stderr goes when its service has `stderr = "separate"`."""
+        return self.logs / f"{service}.{replica}.err.log"
+
 
 class AppendLog:
     """A file appended one whole line at a time (events.log).
@@ -159,7 +163,16 @@ class AppendLog:
     """
 
     def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.path = path
+        self._fd = self._open()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+    def reopen(self) -> None:
+        """Append to whatever file is at the path now (logrotate renamed the old one)."""
+        self._fd, old = self._open(), self._fd
+        os.close(old)
 
     def append(self, line: str) -> None:
         """Write `line` whole or not at all; OSError (ENOSPC: disk full) if not."""
