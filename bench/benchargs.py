@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 
@@ -19,8 +19,10 @@ def parse(
     peers: Sequence[str],
     optional_peers: str = "",
     keep_tmp: bool = True,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> argparse.Namespace:
-    """The arguments; `quick` says what --quick does, `peers` are the default peers."""
+    """The arguments; `quick` says what --quick does, `peers` are the default peers,
+    `extra` adds a script's own options."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {quick}")
     listed = ",".join(peers)
@@ -36,6 +38,8 @@ def parse(
         parser.add_argument(
             "--keep-tmp", action="store_true", help="keep the temporary directory (configs, logs)"
         )
+    if extra is not None:
+        extra(parser)
     return parser.parse_args(argv)
 
 

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -22,8 +23,13 @@ def pids_with_arg(arg: str) -> set[int]:
 
     A zombie's cmdline reads empty, so a killed child that is not reaped yet is not counted.
     """
+    return set(cmdlines_with_arg(arg))
+
+
+def cmdlines_with_arg(arg: str) -> dict[int, list[str]]:
+    """The command lines (argv) of the live processes that have `arg` as one argument."""
     needle = b"\0" + arg.encode() + b"\0"
-    found: set[int] = set()
+    found: dict[int, list[str]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -33,8 +39,19 @@ def pids_with_arg(arg: str) -> set[int]:
         except OSError:
             continue
         if needle in cmdline:
-            found.add(int(name))
+            found[int(name)] = cmdline.decode(errors="replace").split("\0")[:-1]
     return found
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The environment `pid` was started with ({} if it is gone or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return {}
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
 
 
 def pids_mentioning(text: str) -> set[int]:
@@ -45,6 +62,17 @@ def pids_mentioning(text: str) -> set[int]:
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
         if proc.pid != me and any(needle in part.encode() for part in cmdline):
+            found.add(proc.pid)
+    return found
+
+
+def pids_in(directory: Path) -> set[int]:
+    """Processes whose working directory is `directory` or below it (not this process)."""
+    me = os.getpid()
+    found: set[int] = set()
+    for proc in psutil.process_iter(["cwd"]):
+        cwd = proc.info["cwd"]
+        if proc.pid != me and cwd and Path(cwd).is_relative_to(directory):
             found.add(proc.pid)
     return found
 

@@ -181,6 +181,12 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def machine() -> str:
+    """The machine, for a results header: cores, CPU model, memory, kernel."""
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({_cpu_model()}), {mem:.0f} GiB RAM, Linux {platform.release()}"
+
+
 def _git_rev() -> str:
     def git(*args: str) -> str:
         done = subprocess.run(
@@ -197,11 +203,9 @@ def _header(peers: Sequence[type[Peer]], command: str) -> list[str]:
         f"{p.name} {p.version()}" + (f" (git {_git_rev()})" if p.name == OURS else "")
         for p in peers
     )
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return [
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {os.cpu_count()} cores ({_cpu_model()}), {mem:.0f} GiB RAM, "
-        f"Linux {platform.release()}",
+        f"- machine: {machine()}",
         f"- python: {platform.python_version()}; peers: {versions}",
         f"- reproduce: `{command}`",
         "- every peer at its defaults, running the same trivial service (`bench/sleeper.py`); "

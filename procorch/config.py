@@ -77,6 +77,8 @@ class ServiceConfig:
     heartbeat_timeout: float | None = None  # None: the global setting
     fatal_retry: float | None = None  # None: the global setting
     health: HealthCheck | None = None
+    # sockets the daemon binds and hands down (fds 3...): "tcp://HOST:PORT", "unix:///abs"
+    listen: tuple[str, ...] = ()
     stderr: str = "merged"  # or "separate": NAME.N.err.log
     log_timestamps: bool = False  # or [procorch] log_timestamps
     base_port: int | None = None  # {port} in command and env: base_port + replica number
@@ -266,6 +268,7 @@ class Config:
                         "depends_on": tuple(svc["depends_on"]),
                         "stop_signal": signal.Signals(svc["stop_signal"]),
                         "health": HealthCheck(**svc["health"]) if svc["health"] else None,
+                        "listen": tuple(svc.get("listen", ())),
                         "rlimits": {k: tuple(v) for k, v in svc["rlimits"].items()},
                         "env_file": Path(svc["env_file"]) if svc["env_file"] else None,
                     }
@@ -366,6 +369,8 @@ restart = "on-failure"
 depends_on = ["UserService"]   # start after UserService
 env = { PYTHONUNBUFFERED = "1" }
 # fatal_retry = 300.0          # its own cool-off after FATAL (default: [procorch] fatal_retry)
+# listen = ["tcp://127.0.0.1:8000", "unix://web.sock"]  # bound by procorch, handed to
+#                              #   every replica as fds 3... (LISTEN_FDS, as systemd does)
 # user = "www-data"            # run as this user...
 # group = "www-data"           # ...and group (procorch must run as root)
 # base_port = 8000             # "{port}" in command or env is base_port + "{replica}",
@@ -514,6 +519,19 @@ def load_config(
         jobs=jobs,
         hooks=top.get("hooks", ()),
     )
+
+
+def load_like(running: Config, path: Path | None, run_dir: Path | None = None) -> Config:
+    """`path` read again for a daemon running `running` (a reload): what `up` was told
+    beyond the file (`--gateway`, `--token`, `--run-dir`) still holds. ConfigError if bad."""
+    cfg = load_config(
+        path,
+        run_dir=run_dir or running.settings.run_dir,
+        enable_gateway=running.gateway.enabled,
+    )
+    if running.gateway.token == AUTO_TOKEN and not cfg.gateway.token:
+        cfg = replace(cfg, gateway=replace(cfg.gateway, token=AUTO_TOKEN))
+    return cfg
 
 
 def _with_job_worker(
@@ -715,6 +733,7 @@ def _services(value: Any, where: _Where, *, base: Path) -> tuple[ServiceConfig, 
     parsers = {
         **_SERVICE_PARSERS,
         "cwd": partial(_directory, base=base),
+        "listen": partial(_listen, base=base),
         "env_file": partial(_env_file, base=base),
     }
     names: dict[str, str] = {}  # lower-cased -> as written
@@ -743,6 +762,8 @@ def _service(name: str, value: Any, where: _Where, parsers: Mapping[str, _Parser
     _exactly_one(fields, where, "command", "module")
     if "health" in fields and "module" in fields:
         raise where.key("health").error("only command services can have a health check")
+    if "listen" in fields and "module" in fields:
+        raise where.key("listen").error("only command services can have `listen` sockets")
     for key in ("user", "group"):
         if key in fields and "module" in fields:
             # the run directory, which a Python service needs, is the daemon's alone
@@ -957,6 +978,39 @@ def _directory(value: Any, where: _Where, *, base: Path) -> Path:
     if not path.is_dir():
         raise where.error(f"no such directory: {str(path)!r}")
     return path
+
+
+MAX_LISTEN = 16  # sockets one service may be handed (fds 3 to 18)
+
+
+def _listen(value: Any, where: _Where, *, base: Path) -> tuple[str, ...]:
+    """`listen = ["tcp://HOST:PORT", "unix://PATH"]`: each address normalized, a Unix
+    path made absolute (relative to the config's directory, as every path in it)."""
+    if not isinstance(value, list) or not value or len(value) > MAX_LISTEN:
+        raise where.error(f"expected a list of 1 to {MAX_LISTEN} addresses, got {_show(value)}")
+    addresses: list[str] = []
+    for item in value:
+        address = _listen_address(item, where, base)
+        if address in addresses:
+            raise where.error(f"{item!r} is listed twice")
+        addresses.append(address)
+    return tuple(addresses)
+
+
+def _listen_address(item: Any, where: _Where, base: Path) -> str:
+    text = _string(item, where)
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme == "unix" and rest:
+        path = (base / Path(rest).expanduser()).resolve()
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise where.error(f"{str(path)!r} is too long for a socket (at most 107 bytes)")
+        return f"unix://{path}"
+    if sep and scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if colon and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+            return f"tcp://{host}:{int(port)}" if ":" not in host else f"tcp://[{host}]:{int(port)}"
+    raise where.error(f'expected "tcp://HOST:PORT" or "unix://PATH", got {_show(item)}')
 
 
 def parse_signal(value: str | int) -> signal.Signals:
@@ -1287,7 +1341,8 @@ _HEALTH_PARSERS: dict[str, _Parser] = {
     "host": _string,
     "timeout": _positive,
 }
-# "cwd" and "env_file" are added by `_services`: they need the config file's directory.
+# "cwd", "listen" and "env_file" are added by `_services`: they need the config
+# file's directory.
 _SERVICE_PARSERS: dict[str, _Parser] = {
     "module": _module,
     "command": _command,

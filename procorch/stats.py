@@ -1,7 +1,9 @@
 """Live per-process statistics in a shared, memory-mapped file.
 
 The daemon creates `stats.bin` in the run directory with one fixed-size slot per
-replica and tells each process its slot number. A process writes its own slot
+replica and tells each process its slot number. A reload or scale that needs more
+slots grows the file in place (`grow`): mappings of its first part stay valid, and a
+reader that meets a slot beyond its mapping opens the file again. A process writes its own slot
 (heartbeat, request and error counters) with plain memory stores: no lock, no
 round trip. The daemon and the CLI map the same file and read every slot.
 
@@ -58,6 +60,20 @@ class StatsTable:
         finally:
             os.close(fd)
         self.slots = len(self._map) // SLOT_SIZE
+
+    def grow(self, slots: int) -> None:
+        """Make room for at least `slots` slots (the daemon's; the file only ever grows)."""
+        if slots <= self.slots:
+            return
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, slots * SLOT_SIZE)
+            bigger = mmap.mmap(fd, 0)
+        finally:
+            os.close(fd)
+        self._map.close()
+        self._map = bigger
+        self.slots = len(bigger) // SLOT_SIZE
 
     def reset(self, slot: int, pid: int) -> None:
         """Start a slot afresh for a new process."""

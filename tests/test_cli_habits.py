@@ -76,8 +76,8 @@ def test_up_on_a_running_daemon_says_what_differs(stack):
     lines = changed.stderr.splitlines()
     assert "already running" in lines[0] and "another config" in lines[0]
     assert "  added: extra" in lines
-    assert "  changed: api (replicas)" in lines
-    assert "procorch down" in lines[-1]
+    assert "  scaled: api (1 -> 2 replicas)" in lines
+    assert "procorch up --reload" in lines[-1]
     assert [s["name"] for s in stack.status()["services"]] == ["api"]  # nothing was changed
 
 
@@ -87,7 +87,7 @@ def test_up_asking_for_the_gateway_or_another_token_says_so_without_the_token(st
     asked = stack.cli("up", "--gateway")
     assert asked.returncode == 1
     assert "  added: Gateway" in asked.stderr.splitlines()
-    assert "[gateway] (enabled)" in asked.stderr
+    assert "  refused: [gateway] enabled" in asked.stderr
     stack.cli("down")
     stack.up("--gateway")
     assert stack.cli("up").returncode == 0  # not asking for the gateway keeps it
@@ -96,7 +96,7 @@ def test_up_asking_for_the_gateway_or_another_token_says_so_without_the_token(st
     stack.config.write_text(text)
     other = stack.cli("up")
     assert other.returncode == 1
-    assert "[gateway] (token)" in other.stderr
+    assert "  changed: Gateway (gateway.token; " in other.stderr
     assert secret not in other.stderr + other.stdout
 
 

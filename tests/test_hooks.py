@@ -293,7 +293,7 @@ def test_up_on_a_running_stack_names_a_changed_hook(stack: Stack) -> None:
     stack.write(service + hook.replace("fatal", "unhealthy") + hook)
     result = stack.cli("up")
     assert result.returncode == 1
-    assert "  changed: [[hooks]] (hooks[0], hooks[1])\n" in result.stderr
+    assert "  refused: [[hooks]] hooks[0], hooks[1] (" in result.stderr  # not live: down/up
 
 
 def test_hooks_reach_the_daemon_as_written(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 `common` holds the exit codes, shared options and helpers and imports no command;
 `lifecycle` (up, down, status, start, stop, restart, init), `logs` (logs, events),
-`services` (call, services), `jobs` (`job ...`) and `export` each register their commands
+`services` (call, services), `jobs` (`job ...`), `export`, `signals` (signal) and
+`operate` (reload, scale) each register their commands
 here. User errors print one line to stderr and exit non-zero, never a traceback.
 Exit codes: 0 fine, 1 the daemon is not running (or a refused request), 2 bad
 config or usage, 3 some service is not running.
@@ -68,6 +69,7 @@ GROUPS = {
     "logs": ("logs", "events"),
     "services": ("call", "services", "gateway-token"),
     "jobs": ("job", "submit-job"),
+    "operate": ("reload", "scale"),
     "export": ("export",),
     "signals": ("signal",),
 }

@@ -8,6 +8,7 @@ imports back up.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -82,6 +83,28 @@ def ask(run_dir: Path, message: dict[str, Any]) -> dict[str, Any] | None:
         return control.request(RunDir(run_dir).socket, message, timeout=ASK_TIMEOUT)
     except (control.DaemonNotRunning, control.ControlError, OSError):
         return None  # TimeoutError and ConnectionError are OSErrors
+
+
+def wait_settled(cfg: Config, message: dict[str, Any], verb: str, quiet: bool) -> dict[str, Any]:
+    """Send a request that waits, showing its progress on stderr until every process settles."""
+    try:
+        if quiet or not sys.stderr.isatty():
+            return request(cfg, message, timeout=None)
+        from rich.console import Console
+
+        with Console(stderr=True).status(f"{verb}…") as spinner:
+
+            def progress(p: dict[str, Any]) -> None:
+                states = ", ".join(f"{n} {s}" for s, n in sorted(p["states"].items()))
+                spinner.update(f"{verb}: {states} (of {p['total']})")
+
+            return request(cfg, message, timeout=None, on_progress=progress)
+    except KeyboardInterrupt:
+        fail(
+            f"interrupted; the daemon keeps running and goes on {verb} in the background "
+            "(`procorch status` shows it, `procorch down` stops everything)",
+            EXIT_INTERRUPTED,
+        )
 
 
 def existing_run_dir(cfg: Config) -> RunDir:

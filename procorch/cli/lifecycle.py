@@ -16,7 +16,6 @@ from procorch.cli import complete
 from procorch.cli.common import (
     EXIT_CONFIG,
     EXIT_DAEMON_DOWN,
-    EXIT_INTERRUPTED,
     ConfigOpt,
     JsonOpt,
     RunDirOpt,
@@ -25,6 +24,7 @@ from procorch.cli.common import (
     request,
     show,
     status_code,
+    wait_settled,
 )
 from procorch.config import AUTO_TOKEN, CONFIG_FILENAME, Config
 from procorch.supervisor import control
@@ -57,6 +57,12 @@ def up(
             '(`procorch gateway-token` prints it); as [gateway] token = "auto".',
         ),
     ] = False,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload", help="On a daemon running another config: apply it live (as `reload`)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Start the supervisor daemon and every service; return once they are all running."""
@@ -68,8 +74,8 @@ def up(
     if foreground:
         raise typer.Exit(_up_foreground(cfg))
     if rundir.daemon_alive() or not _spawn_daemon(cfg, rundir):
-        _already_running(cfg, config, run_dir, as_json)
-    status = _wait_settled(cfg, {"cmd": "wait"}, "starting", quiet=as_json)
+        _already_running(cfg, config, run_dir, as_json, reload)
+    status = wait_settled(cfg, {"cmd": "wait"}, "starting", quiet=as_json)
     show(status, as_json)
     code = status_code(status)
     if not as_json:
@@ -80,24 +86,35 @@ def up(
 
 
 def _already_running(
-    cfg: Config, config: Path | None, run_dir: Path | None, as_json: bool
+    cfg: Config, config: Path | None, run_dir: Path | None, as_json: bool, reload: bool
 ) -> NoReturn:
-    """`up` on a running daemon: fine (exit 0) if it runs this config, else say what differs."""
-    from procorch.confdiff import describe, diff
+    """`up` on a running daemon: fine (exit 0) if it runs this config; else the plan
+    that `reload` would carry out, carried out with `up --reload`."""
+    from procorch.cli.operate import apply_reload
+    from procorch.supervisor.reloadplan import Plan, describe
 
-    running = request(cfg, {"cmd": "config"})["config"]
-    if running["gateway"]["enabled"] and not cfg.gateway.enabled:
+    if reload:
+        raise typer.Exit(apply_reload(cfg, config, run_dir, False, as_json))
+    running = Config.from_json(json.dumps(request(cfg, {"cmd": "config"})["config"]))
+    if running.gateway.enabled and not cfg.gateway.enabled:
         cfg = load(config, run_dir, gateway=True)  # not asking for the gateway keeps it
     # nor does not asking for a token drop the one `up --token` gave it
-    cfg = _with_token(cfg, running["gateway"]["token"] == AUTO_TOKEN)
-    differences = describe(diff(running, json.loads(cfg.to_json())))
+    wanted = json.loads(_with_token(cfg, running.gateway.token == AUTO_TOKEN).to_json())
+    plan = Plan.from_json(
+        request(cfg, {"cmd": "reload", "config": wanted, "dry_run": True})["plan"]
+    )
     status = request(cfg, {"cmd": "status"})
     pid = status["supervisor"]["pid"]
-    if differences:
+    if not plan.empty or plan.refused:
+        how = (
+            "to run this one: `procorch down`, then `procorch up`"
+            if plan.refused
+            else "to apply it live: `procorch up --reload` (or `procorch reload`)"
+        )
         fail(
-            f"procorch is already running (pid {pid}) with another config; it differs in:"
-            + "".join(f"\n  {line}" for line in differences)
-            + "\nto run this one: `procorch down`, then `procorch up`",
+            f"procorch is already running (pid {pid}) with another config; the difference:"
+            + "".join(f"\n  {line}" for line in describe(plan) if not line.startswith("unch"))
+            + f"\n{how}",
             EXIT_DAEMON_DOWN,
         )
     if not as_json:
@@ -234,28 +251,6 @@ def _spawn_daemon(cfg: Config, rundir: RunDir) -> bool:
     fail(detail + ("".join(f"\n  {t}" for t in tail)), 1)
 
 
-def _wait_settled(cfg: Config, message: dict[str, Any], verb: str, quiet: bool) -> dict[str, Any]:
-    """Send a request that waits, showing its progress on stderr until every process settles."""
-    try:
-        if quiet or not sys.stderr.isatty():
-            return request(cfg, message, timeout=None)
-        from rich.console import Console
-
-        with Console(stderr=True).status(f"{verb}…") as spinner:
-
-            def progress(p: dict[str, Any]) -> None:
-                states = ", ".join(f"{n} {s}" for s, n in sorted(p["states"].items()))
-                spinner.update(f"{verb}: {states} (of {p['total']})")
-
-            return request(cfg, message, timeout=None, on_progress=progress)
-    except KeyboardInterrupt:
-        fail(
-            f"interrupted; the daemon keeps running and goes on {verb} in the background "
-            "(`procorch status` shows it, `procorch down` stops everything)",
-            EXIT_INTERRUPTED,
-        )
-
-
 def _explain_failures(cfg: Config, status: dict[str, Any]) -> None:
     """Each failed replica: why, and the last lines its last process wrote (none older)."""
     from procorch.render import FAILED
@@ -380,7 +375,7 @@ def _control(
     cmd: str, names: list[str], config: Path | None, run_dir: Path | None, as_json: bool
 ) -> NoReturn:
     cfg = load(config, run_dir)
-    result = _wait_settled(cfg, {"cmd": cmd, "names": names}, f"{cmd}ing", quiet=as_json)
+    result = wait_settled(cfg, {"cmd": cmd, "names": names}, f"{cmd}ing", quiet=as_json)
     show(result, as_json)
     if cmd == "stop":
         raise typer.Exit(0)
@@ -397,9 +392,26 @@ def restart(
     ] = None,
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
+    rolling: Annotated[
+        bool,
+        typer.Option(
+            "--rolling",
+            help="One replica at a time: start a replacement, wait until it is ready, "
+            "then stop the old one (no moment without a running replica).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Restart services (all by default); also clears FATAL."""
+    if rolling:
+        if not names:
+            fail("restart --rolling needs the services to restart", EXIT_CONFIG)
+        cfg = load(config, run_dir)
+        message = {"cmd": "restart", "names": names, "rolling": True}
+        result = wait_settled(cfg, message, "restarting", quiet=as_json)
+        from procorch.cli.operate import report
+
+        raise typer.Exit(report(result, as_json))
     _control("restart", names or [], config, run_dir, as_json)
 
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from procorch.config import Config
+from procorch.config import Config, ServiceConfig
 from procorch.jobs.job import FINISHED
 from procorch.services.protocol import CallTimeout, ServiceError, Unavailable
 from procorch.services.registry import Endpoint, Registry
@@ -119,17 +119,27 @@ class Backend:
         return endpoints[0].service, [self._view(ep, now) for ep in endpoints]
 
     def heartbeat_timeout(self, service: str) -> float:
-        try:
-            svc = self.config.service(service)
-        except KeyError:
+        svc = self._service_config(service)
+        if svc is None:
             return self.config.settings.heartbeat_timeout
         return svc.heartbeat_timeout or self.config.settings.heartbeat_timeout
 
     def is_python(self, service: str) -> bool:
+        svc = self._service_config(service)
+        return svc is not None and svc.is_python
+
+    def _service_config(self, service: str) -> ServiceConfig | None:
+        """A service's config; one added by a reload is in the daemon's config.json,
+        read again only when the name is not known yet."""
         try:
-            return self.config.service(service).is_python
+            return self.config.service(service)
         except KeyError:
-            return False
+            pass
+        try:
+            services = Config.from_json((self.run_dir / "config.json").read_text()).services
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return next((svc for svc in services if svc.name.lower() == service.lower()), None)
 
     def _view(self, ep: Endpoint, now: float) -> ReplicaView:
         stats = self._slot(ep)
@@ -145,8 +155,13 @@ class Backend:
                 self._stats = StatsTable(self.run_dir / "stats.bin")
             except OSError:
                 return None
-        if ep.slot >= self._stats.slots:
-            return None
+        if ep.slot >= self._stats.slots:  # added by a reload or scale: the file grew
+            try:
+                self._stats = StatsTable(self.run_dir / "stats.bin")
+            except OSError:
+                return None
+            if ep.slot >= self._stats.slots:
+                return None
         return self._stats.read(ep.slot)
 
 

@@ -42,14 +42,18 @@ class RequestServer:
         finally:
             os.umask(old_umask)
         listener.listen(512)
+        self._inode = os.stat(self.path).st_ino
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), name="accept", daemon=True).start()
 
     def close(self, grace: float = 2.0) -> None:
         """Stop accepting, let requests in progress finish (up to `grace` s), hang up."""
         if self._listener is not None:
+            # only our own file: during a rolling restart a replacement for this replica
+            # has bound the same path already, and its callers are on their way
             with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+                if os.stat(self.path).st_ino == self._inode:
+                    self.path.unlink()
             self._listener.close()
         deadline = time.monotonic() + grace
         while self._busy and time.monotonic() < deadline:

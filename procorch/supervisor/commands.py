@@ -5,7 +5,9 @@ hands it to `Commands.handle`. Each command is one method, found by name in
 `Commands.HANDLERS`; it acts through the supervisor's public methods (start, stop,
 status, shutdown) and answers on the client's connection. A command that waits for
 replicas to settle (start, stop, restart, wait) leaves a `Waiter`, answered by
-`serve_waiters` when the loop sees a change.
+`serve_waiters` when the loop sees a change. Live changes (reload, scale, restart
+--rolling) are carried out by the daemon's `LiveChanges` (supervisor/live.py); their
+waiters are done when it says the services concerned have settled.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from procorch.config import Config, parse_signal
+from procorch.config import MAX_SOCKET_PATH, Config, parse_signal, service_socket
 from procorch.supervisor import control
 from procorch.supervisor.lifeline import release_free_memory
+from procorch.supervisor.live import LiveChanges, Refused
 from procorch.supervisor.process import Replica
 
 PROGRESS_EVERY = 0.1  # a waiting CLI gets a progress line at most this often
@@ -58,11 +61,39 @@ class Waiter:
     def settled(self) -> bool:
         return all(r.settled for r in self.targets)
 
+    def final(self, sup: Supervisor) -> dict[str, Any]:
+        """The answer once settled."""
+        return sup.status(self.targets)
+
     def progress(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
         for r in self.targets:
             counts[r.state.value] = counts.get(r.state.value, 0) + 1
         return {"total": len(self.targets), "states": counts}
+
+
+class ChangeWaiter(Waiter):
+    """A client waiting until a live change to `services` is over (rollouts finished,
+    replicas that leave gone, those that join settled)."""
+
+    def __init__(
+        self, client: Client, live: LiveChanges, services: set[str], extra: dict[str, Any]
+    ) -> None:
+        super().__init__(client, [])
+        self.live = live
+        self.services = services
+        self.extra = extra
+
+    def settled(self) -> bool:
+        return self.live.settled(self.services)
+
+    def final(self, sup: Supervisor) -> dict[str, Any]:
+        now = [r for r in sup.replicas if r.name in self.services]
+        return {**self.extra, "failures": self.live.failures(self.services), **sup.status(now)}
+
+    def progress(self) -> dict[str, Any]:
+        self.targets = [r for r in self.live.fleet.replicas if r.name in self.services]
+        return super().progress()
 
 
 def replicas_named(replicas: list[Replica], name: str) -> list[Replica]:
@@ -84,6 +115,7 @@ class Supervisor(Protocol):
     config: Config
     replicas: list[Replica]
     shutting_down: bool
+    live: LiveChanges
 
     def status(self, targets: list[Replica] | None = None) -> dict[str, Any]: ...
     def request_start(self, r: Replica, now: float, restart: bool = False) -> None: ...
@@ -145,6 +177,14 @@ class Commands:
         self._act(client, message, targets, lambda r, now: self.sup.request_start(r, now))
 
     def restart(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
+        if message.get("rolling"):
+            self._change(
+                client,
+                {r.name for r in targets},
+                {},
+                lambda: self.sup.live.rolling_restart(targets),
+            )
+            return
         self._act(
             client, message, targets, lambda r, now: self.sup.request_start(r, now, restart=True)
         )
@@ -155,6 +195,43 @@ class Commands:
     def config(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
         # what this daemon was given, for `up` to tell whether the file changed since
         client.send({"ok": True, "config": json.loads(self.sup.config.to_json())})
+
+    def reload(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
+        """{"config": Config.to_json() data, "dry_run": bool}: the plan, and unless a
+        dry run, the answer once it is carried out; refused: "refused": true."""
+        new = Config.from_json(json.dumps(message["config"]))
+        dry_run = bool(message.get("dry_run"))
+        p = self.sup.live.reload(new, dry_run=True)
+        if dry_run or (p.empty and not p.refused):
+            client.send({"ok": True, "plan": p.to_json(), "applied": False})
+            return
+        services = {*p.added, *p.removed, *p.changed, *p.scaled, *p.retuned}
+        extra = {"plan": p.to_json(), "applied": True}
+        self._change(client, services, extra, lambda: self.sup.live.reload(new))
+
+    def scale(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
+        """{"counts": {"NAME": N, ...}}: each service's replicas, live."""
+        counts = message["counts"]
+        if not isinstance(counts, dict) or not counts:
+            raise ValueError("counts must be an object of service names and numbers")
+        wanted: dict[str, int] = {}
+        for name, count in counts.items():
+            try:
+                svc = self.sup.config.service(name)
+            except KeyError:
+                known = ", ".join(s.name for s in self.sup.config.services)
+                client.send({"ok": False, "error": f"no service named {name!r} (known: {known})"})
+                return
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1000:
+                client.send({"ok": False, "error": f"{name}: replicas must be 1 to 1000"})
+                return
+            path = service_socket(self.sup.config.settings.run_dir, svc.name, count - 1)
+            if svc.is_python and len(os.fsencode(path)) > MAX_SOCKET_PATH:
+                client.send({"ok": False, "error": f"{name}: the run directory is too deep"})
+                return
+            wanted[svc.name] = count
+        extra = {"scaled": wanted}
+        self._change(client, set(wanted), extra, lambda: self.sup.live.scale(wanted))
 
     def shutdown(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
         client.send({"ok": True, "pid": os.getpid()})
@@ -200,9 +277,27 @@ class Commands:
         "stop": stop,
         "config": config,
         "shutdown": shutdown,
+        "reload": reload,
+        "scale": scale,
         "reopen": reopen,
         "signal": signal,
     }
+
+    def _change(
+        self,
+        client: Client,
+        services: set[str],
+        extra: dict[str, Any],
+        change: Callable[[], object],
+    ) -> None:
+        """Make a live change; answer once `services` have settled (or it is refused)."""
+        try:
+            change()
+        except Refused as exc:
+            client.send({"ok": False, "error": str(exc), "refused": True, **extra})
+            return
+        self.waiters.append(ChangeWaiter(client, self.sup.live, services, extra))
+        self.sup.changed()
 
     def _act(
         self,
@@ -240,7 +335,7 @@ class Commands:
             self.sup.snapshot_now(now)
         for w in self.waiters:
             if w.settled():
-                w.client.send({"ok": True, **self.sup.status(w.targets)})
+                w.client.send({"ok": True, **w.final(self.sup)})
             else:
                 if progress_due:
                     w.client.send_progress(w.progress())

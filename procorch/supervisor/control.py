@@ -25,7 +25,12 @@ class DaemonNotRunning(Exception):
 
 
 class ControlError(Exception):
-    """The daemon refused the request (unknown service, ...); str() is its message."""
+    """The daemon refused the request (unknown service, ...); str() is its message,
+    `reply` the whole answer."""
+
+    def __init__(self, message: str, reply: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply or {}
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -62,7 +67,7 @@ def request(
                     on_progress(reply["progress"])
                 continue
             if not reply.pop("ok", False):
-                raise ControlError(reply.get("error", "request failed"))
+                raise ControlError(reply.get("error", "request failed"), reply)
             return reply
         raise DaemonNotRunning("the daemon closed the connection")
     finally:

@@ -1,9 +1,11 @@
 """The supervisor daemon: starts every replica, notices each death at once, restarts by policy.
 
 One thread runs one event loop (selectors/epoll) over: the signal wake-up pipe
-(SIGCHLD means "reap now", SIGTERM/SIGINT mean "shut down"), every child's output
-pipe, and the control socket. Timers (backoff, stop timeouts, readiness, health
-checks) are deadlines the loop sleeps until; nothing sleeps in a polling loop.
+(SIGCHLD means "reap now", SIGTERM/SIGINT mean "shut down", SIGHUP "reload the
+config file"), every child's output pipe, and the control socket. Timers (backoff,
+stop timeouts, readiness, health checks) are deadlines the loop sleeps until;
+nothing sleeps in a polling loop. Replicas join and leave a running stack (reload,
+scale, rollouts: see live.py) through the methods under "replicas joining and leaving".
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from procorch.supervisor.commands import Client, Commands
 from procorch.supervisor.health import Prober, sample, stale_heartbeat
 from procorch.supervisor.hooks import HOOK_EVENTS_REPORTED, Hooks
 from procorch.supervisor.lifeline import become_subreaper
+from procorch.supervisor.live import LiveChanges
 from procorch.supervisor.logs import (
     DaemonLogHandler,
     Echo,
@@ -51,12 +54,16 @@ from procorch.supervisor.process import (
     exited_cleanly,
     spawn_failure,
 )
+from procorch.supervisor.reloadplan import dependents
 from procorch.supervisor.rundir import RunDir, now_iso
 from procorch.supervisor.sockets import (
     LISTEN_FD_ENV,
     BindError,
+    bind_address,
     bind_tcp,
     gateway_expected,
+    handoff_env,
+    release_address,
     unavailable_response,
 )
 from procorch.supervisor.state import ProcessState as S
@@ -69,6 +76,7 @@ SNAPSHOT_EVERY = 0.5  # state.json is rewritten at most this often (a rename cos
 # events logged as warnings (events.log has all)
 PROBLEMS = frozenset(
     {"fatal", "unhealthy", "stop-timeout", "reclaimed", "disk-full", "disk-ok"}
+    | {"reload-failed", "rollout-aborted"}
     | set(HOOK_EVENTS_REPORTED)
 )
 LINGER = 1.0  # seconds a 503 answered for the gateway waits for its client to hang up
@@ -95,13 +103,14 @@ class Supervisor:
         self.foreground = foreground
         self.token = os.urandom(8).hex()
         self.replicas: list[Replica] = []
+        self._slot_owner: dict[int, Replica] = {}  # stats slot -> its replica
+        self._free_slots: list[int] = []  # of replicas that left (reload, scale, rollout)
         for svc in config.services:
             for i in range(svc.replicas):
-                self.replicas.append(Replica(svc, i, slot=len(self.replicas)))
-        self._dependents = {
-            svc.name: {other.name for other in config.services if svc.name in other.depends_on}
-            for svc in config.services
-        }
+                self.replicas.append(self._new_replica(svc, i))
+        self._dependents = dependents(config.services)
+        self._held: dict[str, socket.socket] = {}  # `listen` address -> its socket
+        self.live = LiveChanges(self)
         self._selector = selectors.DefaultSelector()
         self._by_pid: dict[int, Replica] = {}
         self._logs: dict[int, RotatingLog] = {}
@@ -124,6 +133,7 @@ class Supervisor:
         self.disk = diskfull.DiskWatch()  # whether the run directory refuses writes
         self._pending_events: deque[str] = deque()  # lines events.log could not take yet
         self._gateways = [r for r in self.replicas if r.service.module == GATEWAY]
+        self._to_stop_in_order: list[Replica] = []  # removed services: dependents first
         self._standing_in = False  # the daemon answers the gateway's port itself
         self._lingering: dict[socket.socket, float] = {}  # answered: closing when they do
         self._waiters_due = False  # a change not yet told to a waiting CLI
@@ -166,10 +176,15 @@ class Supervisor:
                 self._listener.setblocking(False)
             except BindError as exc:
                 raise StartError(str(exc)) from None
+        try:
+            self.hold(self.config.services)
+        except BindError as exc:
+            raise StartError(str(exc)) from None
         self.rundir.write_atomic(self.rundir.pid_file, f"{os.getpid()}\n")
         self._write_snapshot()  # the run token is on disk before any process exists
         self.rundir.write_atomic(self.rundir.config_file, self.config.to_json())
-        self.stats = StatsTable(self.rundir.stats_file, slots=len(self.replicas))
+        # room to grow: a reload or scale takes spare slots before the file must grow
+        self.stats = StatsTable(self.rundir.stats_file, slots=2 * len(self.replicas) + 16)
         self._listen()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._on_signal)
@@ -180,17 +195,11 @@ class Supervisor:
         _raise_fd_limit()
         if any(r.service.health for r in self.replicas):
             self._prober = Prober(self._probe_done)
-        for r in self.replicas:
-            self._open_logs(r)
         if self.foreground:
-            width = max((len(r.label) for r in self.replicas), default=8)
-            out = sys.stdout.buffer
-            self._colour = wants_colour(out)
-            for r in self.replicas:
-                stamps = r.service.log_timestamps or self.settings.log_timestamps
-                self._echo[r.slot] = Echo(r.label, r.slot, width, out, self._colour, stamps)
-                if r.slot in self._err_logs:  # its own partial lines: never glued to stdout's
-                    self._err_echo[r.slot] = Echo(r.label, r.slot, width, out, self._colour, stamps)
+            self._echo_width = max((len(r.label) for r in self.replicas), default=8)
+            self._colour = wants_colour(sys.stdout.buffer)
+        for r in self.replicas:
+            self._open_io(r)
         self._scheduler = None
         if self.config.jobs.schedules:  # imported only then: the daemon's start stays cheap
             from procorch.jobs.scheduler import Scheduler
@@ -253,6 +262,8 @@ class Supervisor:
             path.unlink(missing_ok=True)
         for sink in [*self._logs.values(), *self._err_logs.values()]:
             sink.close()
+        for address, sock in self._held.items():
+            release_address(address, sock)
         self.hooks.close()
         if self._prober:
             self._prober.shutdown()
@@ -272,8 +283,9 @@ class Supervisor:
         if r.service.is_python:
             self._exit_note(r).unlink(missing_ok=True)  # a note is about its own process only
         listener = self._listener if r.service.module == GATEWAY else None
+        held = tuple(self._held[address].fileno() for address in r.service.listen)
         try:
-            r.spawn(self._env(r), write_fd, listener, self._umask(r), err_w)
+            r.spawn(self._env(r), write_fd, listener, self._umask(r), err_w, held)
         except OSError as exc:
             os.close(read_fd)
             if err_r is not None:
@@ -320,6 +332,8 @@ class Supervisor:
         )
         if svc.module == GATEWAY and self._listener is not None:
             env[LISTEN_FD_ENV] = str(self._listener.fileno())
+        if svc.listen:
+            env.update(handoff_env(len(svc.listen), svc.name))
         if svc.is_python:
             env["PROCORCH_MODULE"] = svc.module
             env["PROCORCH_HEARTBEAT_INTERVAL"] = str(min(1.0, self._heartbeat_timeout(svc) / 4))
@@ -464,6 +478,15 @@ class Supervisor:
                 self._check_ready(r, now)
             if check_due and r.state in (S.STARTING, S.RUNNING):
                 self._check_health(r, now)
+        if self._to_stop_in_order:
+            self._stop_in_order(now)
+        if any(r.retiring and r.state is S.STOPPED for r in self.replicas):
+            for r in [r for r in self.replicas if r.retiring and r.state is S.STOPPED]:
+                self._remove(r)
+        try:
+            self.live.advance()
+        except Exception:  # a bug in a rollout must not orphan every service
+            log.exception("error while advancing live changes")
 
     def _retry_fatal(self, r: Replica, now: float) -> None:
         """Its cool-off is over: a fresh set of tries, as if a human had said `restart`."""
@@ -645,10 +668,19 @@ class Supervisor:
 
     def _advance_shutdown(self, now: float) -> None:
         """Stop dependents before what they depend on."""
+        self._to_stop_in_order = list(self.replicas)
+        self._stop_in_order(now)
+
+    def _stop_in_order(self, now: float) -> None:
+        """Stop those of `_to_stop_in_order` that no running replica depends on."""
         alive = {r.name for r in self.replicas if r.state.has_process}
-        for r in self.replicas:
-            if r.state is not S.STOPPING and not (self._dependents[r.name] & alive):
+        waiting = []
+        for r in self._to_stop_in_order:
+            if self._dependents.get(r.name, set()) & alive:
+                waiting.append(r)
+            elif r.state is not S.STOPPING:
                 self._stop(r, now)
+        self._to_stop_in_order = waiting
 
     def _reclaim_stale(self) -> None:
         """After a daemon died uncleanly, end what it left running. Never touches strangers."""
@@ -849,8 +881,10 @@ class Supervisor:
             data = os.read(self._wake_r, 512)
         except BlockingIOError:
             return
-        if any(b in data for b in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
+        if any(b in data for b in (signal.SIGTERM, signal.SIGINT)):
             self.shutdown()
+        elif signal.SIGHUP in data and not self.shutting_down:
+            self.live.reload_file()
         if signal.SIGUSR2 in data:  # logrotate's postrotate: `kill -USR2 $(cat procorch.pid)`
             self.reopen_logs()
         if signal.SIGCHLD in data:
@@ -886,6 +920,8 @@ class Supervisor:
                 self.hooks.reaped(info.si_pid, status)
 
     def _on_output(self, key: selectors.SelectorKey, slot: int, err: bool = False) -> None:
+        if self._selector.get_map().get(key.fd) is not key:
+            return  # closed by an earlier handler of the same batch (a drain, a removal)
         self._read_output(key.fd, slot, err)
 
     def _read_output(self, fd: int, slot: int, err: bool = False) -> bool:
@@ -902,7 +938,7 @@ class Supervisor:
             if pipes.get(slot) == fd:
                 del pipes[slot]
             return False
-        r = self.replicas[slot]
+        r = self._slot_owner[slot]
         if len(r.output_head) < OUTPUT_HEAD and pipes.get(slot) == fd:
             r.output_head += data[: OUTPUT_HEAD - len(r.output_head)]
         self._write_log(slot, data, err)
@@ -992,6 +1028,10 @@ class Supervisor:
         """Something a waiting client or state.json shows has changed."""
         self._dirty = True
 
+    def event(self, event: str, detail: str = "") -> None:
+        """An event of the daemon itself (not of one replica) in events.log."""
+        self._event(None, event, detail=detail)
+
     def snapshot_now(self, now: float) -> None:
         """Write a state.json that is due at once, not at the next tick."""
         if self._snapshot_due:
@@ -1021,6 +1061,133 @@ class Supervisor:
     def request_stop(self, r: Replica, now: float) -> None:
         r.want_running = False
         self._stop(r, now)
+
+    # == replicas joining and leaving a running stack (supervisor/live.py decides) ====
+
+    def _new_replica(self, svc: ServiceConfig, index: int) -> Replica:
+        slot = self._free_slots.pop() if self._free_slots else len(self._slot_owner)
+        r = self._slot_owner[slot] = Replica(svc, index, slot=slot)
+        return r
+
+    def _open_io(self, r: Replica, like: Replica | None = None) -> None:
+        """Its log file(s), those of `like` (the replica it replaces, while that one is
+        still there: one file per replica number), and its foreground echo."""
+        if like is None or like not in self.replicas:
+            self._open_logs(r)
+        else:
+            self._logs[r.slot] = self._logs[like.slot]
+            if r.service.stderr == "separate":
+                self._err_logs[r.slot] = self._err_logs.get(like.slot) or RotatingLog(
+                    self.rundir.err_log_path(r.name, r.index),
+                    self.settings.log_max_bytes,
+                    self.settings.log_backups,
+                    self.settings.log_rotate,
+                )
+        if self.foreground:
+            out, width = sys.stdout.buffer, self._echo_width
+            stamps = r.service.log_timestamps or self.settings.log_timestamps
+            self._echo[r.slot] = Echo(r.label, r.slot, width, out, self._colour, stamps)
+            if r.slot in self._err_logs:  # its own partial lines: never glued to stdout's
+                self._err_echo[r.slot] = Echo(r.label, r.slot, width, out, self._colour, stamps)
+
+    def add_replica(self, svc: ServiceConfig, index: int) -> Replica:
+        """A new replica, started by the loop once its dependencies have settled."""
+        r = self._new_replica(svc, index)
+        self.stats.grow(len(self._slot_owner))
+        self._open_io(r)
+        self.replicas.append(r)
+        self._joined()
+        return r
+
+    def add_replacement(self, old: Replica, service: ServiceConfig, wanted: bool) -> Replica:
+        """A replica to take `old`'s place (same number, same log file), just after it;
+        `old` may have left already (stop first). `wanted`: whether it is to run."""
+        r = self._new_replica(service, old.index)
+        r.want_running = wanted
+        self.stats.grow(len(self._slot_owner))
+        self._open_io(r, old)
+        self.replicas.append(r)
+        self._joined()  # sorted by service and number: just after `old`, if it is there
+        return r
+
+    def retire(self, r: Replica, in_order: bool = False) -> None:
+        """Stop `r` for good; it leaves the stack once stopped. `in_order`: only after
+        every replica that depends on its service has stopped (a removed service)."""
+        r.retiring = True
+        r.want_running = False
+        if in_order:
+            self._to_stop_in_order.append(r)
+        else:
+            self._stop(r, time.monotonic())
+        self._dirty = True
+
+    def _remove(self, r: Replica) -> None:
+        self.replicas.remove(r)
+        for pipes in (self._pipes, self._err_pipes):
+            fd = pipes.pop(r.slot, None)
+            if fd is not None:  # a grandchild that left its group still holds it
+                self._selector.unregister(fd)
+                os.close(fd)
+        for sinks in (self._logs, self._err_logs):
+            sink = sinks.pop(r.slot, None)
+            if sink is not None and all(other is not sink for other in sinks.values()):
+                sink.close()  # not shared with the replica that replaced it
+        for echoes in (self._echo, self._err_echo):
+            echo = echoes.pop(r.slot, None)
+            if echo is not None:
+                echo.close()
+        del self._slot_owner[r.slot]
+        self._free_slots.append(r.slot)
+        self._joined()
+        self._dirty = True
+
+    def _joined(self) -> None:
+        """The set of replicas changed: what is derived from it follows."""
+        order = {svc.name: i for i, svc in enumerate(self.config.services)}
+        self.replicas.sort(key=lambda r: (order.get(r.name, len(order)), r.index))
+        self._gateways = [r for r in self.replicas if r.service.module == GATEWAY]
+
+    def adopt(self, config: Config) -> None:
+        """Run by `config` from now on: settings, dependencies and config.json follow."""
+        old_services = self.config.services
+        self.config, self.settings = config, config.settings
+        self._limits = Limits(
+            self.settings.max_restarts, self.settings.restart_window, self.settings.backoff_max
+        )
+        self._dependents = dependents(config.services)
+        # removed services stop dependents first, among themselves (no kept one may
+        # depend on them: the new config would not have validated)
+        names = {svc.name for svc in config.services}
+        self._dependents |= dependents(tuple(s for s in old_services if s.name not in names))
+        logging.getLogger().setLevel(self.settings.log_level)
+        settings = self.settings
+        for sink in [*self._logs.values(), *self._err_logs.values()]:
+            sink.set_limits(settings.log_max_bytes, settings.log_backups, settings.log_rotate)
+        if self._prober is None and any(svc.health for svc in config.services):
+            self._prober = Prober(self._probe_done)
+        self.rundir.write_atomic(self.rundir.config_file, config.to_json())
+
+    def hold(self, services: tuple[ServiceConfig, ...]) -> list[str]:
+        """Bind every `listen` address of `services` not held yet; returns those bound.
+        BindError (with none of them kept) if one cannot be."""
+        bound: list[str] = []
+        try:
+            for svc in services:
+                for address in svc.listen:
+                    if address not in self._held:
+                        self._held[address] = bind_address(address)
+                        bound.append(address)
+        except BindError:
+            for address in bound:
+                release_address(address, self._held.pop(address))
+            raise
+        return bound
+
+    def release_unheld(self) -> None:
+        """Close the sockets no service lists any more (replicas keep their own copies)."""
+        wanted = {address for svc in self.config.services for address in svc.listen}
+        for address in [a for a in self._held if a not in wanted]:
+            release_address(address, self._held.pop(address))
 
     def request_start(self, r: Replica, now: float, restart: bool = False) -> None:
         r.want_running = True

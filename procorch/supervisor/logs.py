@@ -184,6 +184,13 @@ class RotatingLog:
         # Whatever the new file gets is the current run's; its start went to the backup.
         self.run_start = 0
 
+    def set_limits(self, max_bytes: int, backups: int, rotate: str) -> None:
+        """New rotation settings (a reload), from the next line on."""
+        self.max_bytes, self.backups = max_bytes, backups
+        if rotate != self.rotate:
+            self.rotate = rotate
+            self._period = period(time.time(), rotate)
+
     def reopen(self) -> None:
         """Write to whatever file is at the path now (created if none is): logrotate
         renamed the old one. Raises OSError if it cannot be opened (the old one stays)."""

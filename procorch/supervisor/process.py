@@ -27,6 +27,7 @@ from procorch.config import ServiceConfig
 from procorch.supervisor import guardrails
 from procorch.supervisor.lifeline import die_with_parent
 from procorch.supervisor.rundir import now_iso
+from procorch.supervisor.sockets import handoff_argv
 from procorch.supervisor.state import ProcessState
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ class Replica:
     retry_at: float | None = None  # BACKOFF: when to start again
     stop_deadline: float | None = None  # STOPPING: when to SIGKILL
     want_running: bool = True  # what the user asked for; `stop NAME` clears it
+    retiring: bool = False  # leaving the stack (reload, scale, rollout): dropped once stopped
     kill_reason: str | None = None  # why the supervisor killed it, for the event log
     last_exit: str | None = None  # why the last process ended: a reason if known, else how
     output_head: bytes = b""  # the first OUTPUT_HEAD bytes the current process wrote
@@ -141,12 +143,14 @@ class Replica:
         listener: socket.socket | None = None,
         umask: int = -1,
         stderr: int | None = None,
+        held: tuple[int, ...] = (),
     ) -> None:
         """Start the OS process. Raises OSError when the program cannot be executed.
 
         `listener`, a listening socket the daemon owns, is inherited by the process;
         `umask` is set in the child (-1: the daemon's own); `stderr`, a pipe of its own
-        (`stderr = "separate"`), else it shares `stdout`."""
+        (`stderr = "separate"`), else it shares `stdout`; `held`, the descriptors of its
+        `listen` sockets, become its fds 3..."""
         svc = self.service
         preexec = None
         command = svc.argv(self.index)
@@ -158,6 +162,8 @@ class Replica:
                 argv = [_SETPRIV, "--pdeathsig", "TERM", *identity, "--", *argv]
             else:
                 preexec = functools.partial(die_with_parent, os.getpid())
+            if held:
+                argv = handoff_argv(held, argv)
         else:
             argv = [sys.executable, "-m", "procorch.services"]  # calls die_with_parent itself
         argv = [*guardrails.limit_args(svc), *argv]  # rlimits: prlimit, outermost
@@ -171,7 +177,7 @@ class Replica:
             start_new_session=True,
             preexec_fn=preexec,
             close_fds=True,
-            pass_fds=(listener.fileno(),) if listener is not None else (),
+            pass_fds=(listener.fileno(),) if listener is not None else held,
             umask=umask,  # set between fork and exec, still on Popen's vfork path
         )
         self.pid = self.popen.pid
