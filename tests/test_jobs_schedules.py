@@ -165,3 +165,17 @@ def test_a_store_that_refuses_is_reported_and_tried_again(tmp_path):
         if server is not None:
             server.kill()
             server.wait()
+
+
+def test_a_reload_that_changes_the_schedules_is_refused(tmp_path):
+    """The scheduler starts with the daemon: schedules change with `down` and `up`."""
+    from procorch.config import load_config
+    from procorch.supervisor.reloadplan import plan
+
+    path = tmp_path / "procorch.toml"
+    path.write_text(schedules_toml(often='function = "fib", every = "1s"'))
+    old = load_config(path)
+    path.write_text(schedules_toml(often='function = "fib", every = "2s"'))
+    assert plan(old, load_config(path)).refused == {
+        "[jobs] schedules": "the scheduler starts with the daemon"
+    }

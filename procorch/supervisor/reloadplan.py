@@ -17,6 +17,7 @@ Which globals can change live, and why:
   [gateway] enabled    refused: the daemon binds the gateway's socket before any start
   [gateway] host/port  refused: the same socket
   [jobs] backend       refused: the queued jobs would stay behind in the old store
+  [jobs] schedules     refused: the daemon's scheduler thread starts with it
   [[hooks]]            refused: each hook's worker thread starts with the daemon
   config file path     refused: the daemon and its replicas run in the file's directory
   every other [procorch] key: live (the daemon reads them at each use)
@@ -38,6 +39,7 @@ REFUSED: dict[tuple[str, str], str] = {
     ("gateway", "host"): "the daemon holds the gateway's socket",
     ("gateway", "port"): "the daemon holds the gateway's socket",
     ("jobs", "backend"): "queued jobs would stay behind in the old store",
+    ("jobs", "schedules"): "the scheduler starts with the daemon",
 }
 # which built-in services read a section's keys at their start
 _READERS = {"gateway": (GATEWAY,), "jobs": (JOB_WORKER, GATEWAY)}
