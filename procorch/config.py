@@ -144,6 +144,7 @@ HOOK_EVENTS = (
     "daemon-stopping",
     "state-rewritten",
     "logs-reopened",
+    "signalled",
 )
 
 
