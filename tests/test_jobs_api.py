@@ -286,7 +286,7 @@ def finish_after(jobs: procorch.Jobs, seconds: float) -> None:
     else:
         store.client.hset(f"procorch:job:{claim.job_id}", "started_time", "0")
         args = (claim.entry, repr(seconds), worker.label, claim.attempts, "done", "1", "0", "")
-        store._run("finish", claim.job_id, *args)
+        store._run("finish", claim.job_id, *args, "output", "-1", "*")
 
 
 def test_a_duration_on_a_bound_is_counted_in_that_bucket():

@@ -166,9 +166,7 @@ _SCHEMA = (
         );
     END""",
 )
-_COLUMNS = ", ".join(
-    f"{name}" if name != "run_at" else "run_after AS run_at" for name in FIELDS
-)
+_COLUMNS = ", ".join(f"{name}" if name != "run_at" else "run_after AS run_at" for name in FIELDS)
 _EXPIRY = """CASE WHEN coalesce(result_ttl, :ttl) < 0 THEN NULL
     ELSE :now + coalesce(result_ttl, :ttl) END"""
 _START = """
@@ -329,9 +327,12 @@ class SQLiteStore(Store):
     @staticmethod
     def _create(db: sqlite3.Connection) -> None:
         (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version < SCHEMA_VERSION and db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
-        ).fetchone():
+        if (
+            version < SCHEMA_VERSION
+            and db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
+            ).fetchone()
+        ):
             _migrate_v1(db)
         statuses = json.dumps([status.value for status in Status])
         for statement in _SCHEMA:
@@ -384,7 +385,6 @@ class SQLiteStore(Store):
                     self.db.execute("ROLLBACK")
                 raise
             return result
-
 
     # -- clients ---------------------------------------------------------------------
 
@@ -522,9 +522,12 @@ class SQLiteStore(Store):
 
     def purge(self, status: Status, before: float) -> int:
         return self._write(
-            lambda db: db.execute(
-                "DELETE FROM jobs WHERE status = ? AND finished_time < ?", (status.value, before)
-            ).rowcount
+            lambda db: (
+                db.execute(
+                    "DELETE FROM jobs WHERE status = ? AND finished_time < ?",
+                    (status.value, before),
+                ).rowcount
+            )
         )
 
     def purge_expired(self, now: float) -> int:
@@ -648,8 +651,9 @@ class SQLiteStore(Store):
         fence = {"job_id": claim.job_id, "label": worker.label, "attempts": claim.attempts}
         sql = f"UPDATE jobs SET progress = :progress, meta = :meta WHERE {_FENCE}"
         return bool(
-            self._write(lambda db: db.execute(sql, {**fence, "progress": fraction, "meta": meta}))
-            .rowcount
+            self._write(
+                lambda db: db.execute(sql, {**fence, "progress": fraction, "meta": meta})
+            ).rowcount
         )
 
     def recover(self, worker: WorkerId) -> int:
