@@ -239,10 +239,12 @@ class Jobs:
         mod: int | None = None,
         function: str | None = None,
         key: str | None = None,
+        **options: Any,
     ) -> builtins.list[int]:
         """Enqueue one Fibonacci-shaped job per n in one transaction (all or none); their
-        ids, in order. A `key` makes the whole submission idempotent, as for `submit`."""
-        return self._submit([self._fib(n, mod, function) for n in ns], key)
+        ids, in order. A `key` makes the whole submission idempotent, and `options`
+        (delay, at, priority, depends_on, queue) apply to each, as for `submit`."""
+        return self._submit([self._fib(n, mod, function, **options) for n in ns], key)
 
     def _submit(self, jobs: builtins.list[NewJob], key: str | None) -> builtins.list[int]:
         if not jobs:

@@ -140,10 +140,14 @@ class Registry:
         if self._imported:
             return
         self._imported = True
-        if self.base is not None and str(self.base) not in sys.path:
-            sys.path.append(str(self.base))
+        self._find_modules_in_base()
         for module in self.settings.modules:
             importlib.import_module(module)
+
+    def _find_modules_in_base(self) -> None:
+        """Modules are found beside the config too (the workers' cwd, usually), last."""
+        if self.base is not None and str(self.base) not in sys.path:
+            sys.path.append(str(self.base))
 
     def _decorated(self) -> dict[str, tuple[Callable[..., Any], dict[str, Any]]]:
         try:
@@ -190,6 +194,7 @@ class Registry:
                 self._calls[name] = fib
             elif name in self.settings.functions:
                 module, _, attr = self.settings.functions[name]["target"].partition(":")
+                self._find_modules_in_base()
                 self._calls[name] = getattr(importlib.import_module(module), attr)
             else:
                 self.import_modules()
