@@ -17,7 +17,7 @@ import builtins
 import math
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,8 @@ MAX_LIMIT = 10_000  # one `list` page at most
 WAIT_SLICE = 0.5  # a waiting client looks again at least this often, woken or not
 THROUGHPUT_EVERY = 0.5  # seconds between two computations of `stats` throughput
 MAX_PRIORITY = 1_000_000
+MAX_DELAY = 10 * 365 * 86400.0  # seconds: a job due later than this is a mistake
+LATEST = 253402300799.0  # 9999-12-31T23:59:59Z, the last time ISO 8601 shows
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
@@ -147,14 +149,19 @@ class Jobs:
         changes["queue"] = policy.queue if queue is None else check_queue(queue)
         run_after = 0.0
         if delay is not None:
-            run_after = time.time() + seconds(delay, "delay")
+            wait = seconds(delay, "delay")
+            if wait > MAX_DELAY:
+                raise InvalidJob(f"delay must be at most {MAX_DELAY:.0f} seconds, got {wait:g}")
+            run_after = time.time() + wait
         if at is not None:
             run_after = max(run_after, when(at))
+            if run_after > LATEST:
+                raise InvalidJob("at must be a time before the year 10000")
         changes["run_after"] = run_after
         if depends_on is not None:
             if isinstance(depends_on, int | str):
                 depends_on = [depends_on]
-            if not isinstance(depends_on, Iterable):
+            if not isinstance(depends_on, list | tuple):
                 raise InvalidJob(f"depends_on must be a list of job ids, got {shown(depends_on)}")
             ids = [check_integer(i, "depends_on", 1, 2**63 - 1) for i in depends_on]
             changes["depends_on"] = tuple(dict.fromkeys(ids))
@@ -174,7 +181,8 @@ class Jobs:
         if function == DEFAULT_FUNCTION:  # the built-in: fib(n, mod), kept as n and mod
             if kwargs or not 1 <= len(args) <= 2:
                 raise InvalidJob("fib takes args [n] or [n, mod]")
-            return self._fib(args[0], args[1] if len(args) > 1 else None, None, **options)
+            mod = check_integer(args[1], "mod", 2, 2**63 - 1) if len(args) > 1 else None
+            return self._fib(args[0], mod, None, **options)
         args_text, kwargs_text = encoded(args, "args"), encoded(kwargs, "kwargs")
         if len(args_text) + len(kwargs_text) > MAX_PAYLOAD:
             size = len(args_text) + len(kwargs_text)

@@ -81,8 +81,8 @@ class JobError(Exception):
 
 
 class JobNotFound(JobError):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(f"no job with id {job_id}")
+    def __init__(self, job_id: int, what: str = "") -> None:
+        super().__init__(f"{what}no job with id {job_id}")
         self.job_id = job_id
 
 

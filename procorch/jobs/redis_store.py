@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 import redis
 
 from procorch.config import JobsSettings
-from procorch.jobs.job import FIELDS, InvalidJob, Status, StoreFull, StoreUnavailable
+from procorch.jobs.job import FIELDS, JobNotFound, Status, StoreFull, StoreUnavailable
 from procorch.jobs.store import (
     DURATION_BUCKETS,
     KEY_TTL,
@@ -646,7 +646,7 @@ class RedisStore(Store):
             args += [str(len(fields) // 2), *fields]
         first, digest = self._guard(lambda: self._run("submit", *args))
         if int(first) < 0:
-            raise InvalidJob(f"depends_on: no job with id {digest.decode()}")
+            raise JobNotFound(int(digest), "depends_on: ")
         ids = list(range(int(first), int(first) + len(jobs)))
         # the same digest means the same jobs, so as many of them as asked now
         return key.replay(digest.decode(), ids) if key else ids

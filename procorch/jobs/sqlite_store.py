@@ -36,7 +36,7 @@ from procorch.config import JobsSettings
 from procorch.jobs.job import (
     CANCELLABLE,
     FIELDS,
-    InvalidJob,
+    JobNotFound,
     Status,
     StoreFull,
     StoreUnavailable,
@@ -420,7 +420,7 @@ class SQLiteStore(Store):
         for parent in job.depends_on:
             row = db.execute("SELECT status FROM jobs WHERE job_id = ?", (parent,)).fetchone()
             if row is None:
-                raise InvalidJob(f"depends_on: no job with id {parent}")
+                raise JobNotFound(parent, "depends_on: ")
             if row[0] in ("failed", "cancelled"):
                 status, why = "cancelled", f"job {parent} it depends on was {row[0]}"
             elif row[0] != "done":
