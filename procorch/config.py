@@ -332,11 +332,26 @@ failure_rate = 0.05            # share of attempts that fail on purpose, 0.0 to 
 # max_n = 1000000000000000000  # largest n a job may ask for
 # mod = 1000000007             # default modulus of F(n) mod m (at least 2)
 # synchronous = "normal"       # SQLite: "normal" survives process crashes, "full" power loss
+# modules = []                 # modules whose @procorch.job functions can be run
+# Every job function's policy, unless its own entry in [jobs.functions] says otherwise:
+# backoff = "exponential"      # the delay before each retry doubles, or "fixed"
+# retry_delay = 0.1            # seconds before the first retry (a duration: "5s", "1m")
+# backoff_max = 10.0           # seconds at most between two attempts
+# jitter = 0.0                 # up to this share of a delay added at random (0.0 to 1.0)
+# priority = 0                 # higher first among due jobs
+# result_ttl = "7d"            # a finished job is deleted this long after (-1: kept forever)
+# queue = "default"            # the queue its jobs go to
+#
+# JobWorker replicas take every queue. To give workers queues of their own, declare
+# JobWorker services (module = "procorch.jobs.worker:JobWorker"), each with e.g.
+# queues = ["default", "mail"]
 
-# Your own job functions, f(n: int, mod: int) -> int, by name: `procorch job submit
-# --function NAME`. Only the functions listed here can ever be run.
+# Your own job functions by name (`procorch job submit NAME --args '[...]'`): only the
+# functions registered here or with @procorch.job in `modules` can ever be run. A string,
+# or a table with `target` and any of the policy keys above.
 # [jobs.functions]
 # square = "myapp.jobs:square"
+# send = { target = "myapp.mail:send", max_attempts = 5, timeout = 30, queue = "mail" }
 """
 
 # What runs when no file (or a file without services) says otherwise; the JobWorker
