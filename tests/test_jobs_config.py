@@ -10,6 +10,7 @@ from procorch.jobs.functions import Policy, Registry, job
 from procorch.jobs.job import InvalidJob
 from tests.conftest import jobs_table
 from tests.test_cli import assert_one_line_error
+from tests.test_jobs_functions import fresh_job_modules  # noqa: F401 (autouse)
 
 
 def load(tmp_path, text: str):
