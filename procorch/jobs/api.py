@@ -118,7 +118,7 @@ class Jobs:
         function = self.registry.known(function or DEFAULT_FUNCTION)
         n = check_integer(n, "n", 0, self.settings.max_n)
         mod = self.settings.mod if mod is None else check_integer(mod, "mod", 2, 2**63 - 1)
-        if function == DEFAULT_FUNCTION and self._plain and not any(options.values()):
+        if self._plain and not any(options.values()) and function == DEFAULT_FUNCTION:
             return NewJob(function, n, mod)  # the hot path: nothing to look up
         return self._with_options(NewJob(function, n, mod), **options)
 
@@ -165,7 +165,9 @@ class Jobs:
                 raise InvalidJob(f"depends_on must be a list of job ids, got {shown(depends_on)}")
             ids = [check_integer(i, "depends_on", 1, 2**63 - 1) for i in depends_on]
             changes["depends_on"] = tuple(dict.fromkeys(ids))
-        return NewJob(**{**job.__dict__, **changes})
+        for name, value in changes.items():
+            setattr(job, name, value)
+        return job
 
     def _any(self, function: Any, args: Any, kwargs: Any, **options: Any) -> NewJob:
         """A job of any registered function, with JSON arguments."""

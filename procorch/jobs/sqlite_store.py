@@ -12,8 +12,9 @@ back jobs whose worker is gone or whose lease lapsed.
 Due jobs are claimed highest priority first, then oldest, from partial indexes of the
 pending jobs only. A job waiting for others has a row per job it waits for in
 `job_deps`; the finish of a parent settles its children in the same transaction.
-Finished jobs carry `expires` (their result_ttl), and workers delete the expired ones
-as they look for lost jobs: an index look-up, never a scan.
+Finished jobs are deleted after their result_ttl by the workers, as they look for lost
+jobs: those of the default TTL by the index of finish times, those of a TTL of their own
+by an index of their expiry (which the others never enter): look-ups, never a scan.
 A jobs.db of the first version (schema 1: Fibonacci jobs only) is rebuilt into this
 schema on first open, in one transaction, keeping every job, id, count and key.
 A full disk fails a write whole (SQLite rolls the transaction back): it raises
@@ -95,8 +96,7 @@ CREATE TABLE IF NOT EXISTS {name} (
     max_attempts INTEGER,  -- the job's policy; NULL: the workers' [jobs] settings
     timeout REAL,
     retry TEXT,
-    result_ttl REAL,
-    expires REAL  -- a finished job is deleted after this
+    result_ttl REAL  -- its own; NULL: [jobs] result_ttl
 )"""
 _V1_COLUMNS = (
     "job_id, status, function, input, mod, output, error, attempts, init_time, started_time,"
@@ -118,7 +118,8 @@ _SCHEMA = (
     WHERE status = 'pending'""",
     """CREATE INDEX IF NOT EXISTS jobs_ready_queue ON jobs (queue, priority DESC, job_id)
     WHERE status = 'pending'""",
-    "CREATE INDEX IF NOT EXISTS jobs_expires ON jobs (expires) WHERE expires IS NOT NULL",
+    """CREATE INDEX IF NOT EXISTS jobs_own_ttl ON jobs (finished_time + result_ttl)
+    WHERE result_ttl >= 0 AND finished_time IS NOT NULL""",
     # a waiting job's parents: a row per (child, parent) not yet done
     """CREATE TABLE IF NOT EXISTS job_deps (
         child INTEGER NOT NULL, parent INTEGER NOT NULL, PRIMARY KEY (parent, child)
@@ -167,8 +168,6 @@ _SCHEMA = (
     END""",
 )
 _COLUMNS = ", ".join(f"{name}" if name != "run_at" else "run_after AS run_at" for name in FIELDS)
-_EXPIRY = """CASE WHEN coalesce(result_ttl, :ttl) < 0 THEN NULL
-    ELSE :now + coalesce(result_ttl, :ttl) END"""
 _START = """
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_time = :now,
     finished_time = NULL, worker = :label, worker_pid = :pid, worker_start = :start,
@@ -190,7 +189,7 @@ _CLAIM_ID = _START.format(which=":job_id")
 _FENCE = "job_id = :job_id AND status = 'running' AND worker = :label AND attempts = :attempts"
 _DONE = f"""
 UPDATE jobs SET status = 'done', output = :output, error = NULL, finished_time = :now,
-    lease_until = NULL, expires = {_EXPIRY}
+    lease_until = NULL
 WHERE {_FENCE}
 """
 _DONE_JSON = _DONE.replace("output = :output", "result = :output")
@@ -203,14 +202,18 @@ WHERE {_FENCE}
 """
 _FAIL = f"""
 UPDATE jobs SET status = 'failed', error = :error, finished_time = :now, lease_until = NULL,
-    {_ERRORS}, expires = {_EXPIRY}
+    {_ERRORS}
 WHERE {_FENCE}
 """
 
 _CANCEL = f"""
 UPDATE jobs SET status = 'cancelled', error = coalesce(:why, error), finished_time = :now,
-    lease_until = NULL, expires = {_EXPIRY}
+    lease_until = NULL
 WHERE job_id = :job_id AND status IN ({", ".join(repr(s) for s in CANCELLABLE)})
+"""
+_INSERT_PLAIN = """
+INSERT INTO jobs (status, function, input, mod, init_time) VALUES ('pending', ?, ?, ?, ?)
+RETURNING job_id
 """
 _INSERT = """
 INSERT INTO jobs (status, function, input, mod, init_time, args, kwargs, priority, queue,
@@ -416,6 +419,8 @@ class SQLiteStore(Store):
         return ids
 
     def _insert(self, db: sqlite3.Connection, job: NewJob, now: float) -> int:
+        if job.plain:  # the hot path: the first version's insert, nothing else to decide
+            return db.execute(_INSERT_PLAIN, (job.function, job.input, job.mod, now)).fetchone()[0]
         status, why, parents = "pending", None, []
         for parent in job.depends_on:
             row = db.execute("SELECT status FROM jobs WHERE job_id = ?", (parent,)).fetchone()
@@ -447,14 +452,15 @@ class SQLiteStore(Store):
         (job_id,) = db.execute(_INSERT, values).fetchone()
         if status == "cancelled":
             self._cancel_in(db, job_id, why, now)
-        rows = [(job_id, parent) for parent in parents]
-        db.executemany("INSERT OR IGNORE INTO job_deps VALUES (?, ?)", rows)
+        if parents:
+            rows = [(job_id, parent) for parent in parents]
+            db.executemany("INSERT OR IGNORE INTO job_deps VALUES (?, ?)", rows)
         return job_id
 
     def get(self, job_id: int) -> dict[str, Any] | None:
         row = self.db.execute(
-            f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ? AND coalesce(expires > ?, 1)",
-            (job_id, time.time()),
+            f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ? AND NOT {_EXPIRED}",
+            {"job_id": job_id, "now": time.time(), "ttl": self.settings.result_ttl},
         ).fetchone()
         return dict(row) if row else None
 
@@ -531,9 +537,22 @@ class SQLiteStore(Store):
         )
 
     def purge_expired(self, now: float) -> int:
-        if not self.db.execute(_ANY_EXPIRED, (now,)).fetchone():
+        ttl = self.settings.result_ttl
+        values = {"now": now, "ttl": ttl, "limit": PURGE_BATCH}
+        batches = _EXPIRED_BATCHES if ttl >= 0 else _EXPIRED_BATCHES[:1]
+
+        def expired(db: sqlite3.Connection) -> list[int]:
+            return [row[0] for sql in batches for row in db.execute(sql, values).fetchall()]
+
+        if not expired(self.db):  # a look without the write lock: usually all there is
             return 0
-        return self._write(lambda db: db.execute(_PURGE_EXPIRED, (now, PURGE_BATCH)).rowcount)
+
+        def delete(db: sqlite3.Connection) -> int:
+            ids = expired(db)  # again, in the transaction: none requeued meanwhile
+            sql = f"DELETE FROM jobs WHERE job_id IN ({', '.join('?' * len(ids))})"
+            return db.execute(sql, ids).rowcount if ids else 0
+
+        return self._write(delete)
 
     def busy(self, queues: Sequence[str] | None) -> bool:
         where = "" if queues is None else f" AND queue IN ({', '.join('?' * len(queues))})"
@@ -711,15 +730,25 @@ WHERE job_id = :child AND status = 'waiting'
 """
 _REQUEUE = """
 UPDATE jobs SET status = 'pending', attempts = 0, run_after = :now, finished_time = NULL,
-    expires = NULL, lease_until = NULL
+    lease_until = NULL
 WHERE job_id = :job_id AND status = 'failed'
 """
-_ANY_EXPIRED = "SELECT 1 FROM jobs INDEXED BY jobs_expires WHERE expires <= ? LIMIT 1"
-_PURGE_EXPIRED = """
-DELETE FROM jobs WHERE job_id IN (
-    SELECT job_id FROM jobs INDEXED BY jobs_expires WHERE expires <= ? LIMIT ?
+# whether a row is past its result_ttl (get hides it until a worker deletes it)
+_EXPIRED = """(finished_time IS NOT NULL AND coalesce(result_ttl, :ttl) >= 0
+    AND finished_time + coalesce(result_ttl, :ttl) <= :now)"""
+# the expired jobs, a batch at a time: of their own TTL, of the default's (done or
+# failed, by the finish times' index; cancelled, by the status index)
+_EXPIRED_BATCHES = (
+    """SELECT job_id FROM jobs INDEXED BY jobs_own_ttl
+    WHERE result_ttl >= 0 AND finished_time IS NOT NULL AND finished_time + result_ttl <= :now
+    LIMIT :limit""",
+    """SELECT job_id FROM jobs INDEXED BY jobs_finished
+    WHERE status IN ('done', 'failed') AND finished_time <= :now - :ttl AND result_ttl IS NULL
+    LIMIT :limit""",
+    """SELECT job_id FROM jobs INDEXED BY jobs_by_status
+    WHERE status = 'cancelled' AND finished_time <= :now - :ttl AND result_ttl IS NULL
+    LIMIT :limit""",
 )
-"""
 
 
 def _migrate_v1(db: sqlite3.Connection) -> None:

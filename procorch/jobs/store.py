@@ -41,7 +41,7 @@ class WorkerId:
 KEY_TTL = KEY_RETENTION  # seconds a submission's idempotency key is remembered
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a batch makes many, and frozen's __init__ is slower
 class NewJob:
     """A job to enqueue, validated already, with the policy it was submitted under.
 
@@ -62,6 +62,21 @@ class NewJob:
     timeout: float | None = None
     retry: str | None = None  # JSON of `Policy.retry`
     result_ttl: float | None = None
+
+    @property
+    def plain(self) -> bool:
+        """Fibonacci-shaped with every default: the first version's job, stored as it was."""
+        return (
+            self.args is None
+            and self.priority == 0
+            and self.queue == DEFAULT_QUEUE
+            and self.run_after == 0.0
+            and not self.depends_on
+            and self.max_attempts is None
+            and self.timeout is None
+            and self.retry is None
+            and self.result_ttl is None
+        )
 
     def identity(self) -> Any:
         """What an idempotency key's digest covers: the job asked for, not when it is due.
