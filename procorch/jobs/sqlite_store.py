@@ -459,7 +459,7 @@ class SQLiteStore(Store):
 
     def get(self, job_id: int) -> dict[str, Any] | None:
         row = self.db.execute(
-            f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ? AND NOT {_EXPIRED}",
+            f"SELECT {_COLUMNS} FROM jobs WHERE job_id = :job_id AND NOT {_EXPIRED}",
             {"job_id": job_id, "now": time.time(), "ttl": self.settings.result_ttl},
         ).fetchone()
         return dict(row) if row else None
