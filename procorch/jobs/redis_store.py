@@ -67,6 +67,8 @@ _T = TypeVar("_T")
 _INTEGERS = ("job_id", "input", "mod", "output", "attempts", "priority")
 _FLOATS = ("init_time", "started_time", "finished_time", "run_at", "progress")
 _NEW_JOB_FIELDS = tuple(f for f in NewJob.__dataclass_fields__ if f != "depends_on")
+_DEFAULTS = {"priority": 0, "queue": "default", "run_after": 0.0}  # not stored: as if absent
+_DEFAULTS.update({f: None for f in _NEW_JOB_FIELDS if f not in _DEFAULTS})
 
 # KEYS: none (one server, no cluster). ARGV[1] is always the prefix. Inputs and moduli
 # stay strings: Lua numbers are doubles, exact only up to 2**53.
@@ -80,13 +82,22 @@ end
 -- the ready queues: a sorted set per queue, by -priority, then by id (padded: members
 -- of one score sort as strings)
 local function member(id) return string.format('%016d', tonumber(id)) end
-local function ready(id)
-  local job = redis.call('HMGET', p .. 'job:' .. id, 'queue', 'priority')
-  local queue = job[1] or 'default'
-  redis.call('ZADD', p .. 'ready:' .. queue, -(tonumber(job[2]) or 0), member(id))
+-- wake up to `count` idle workers of a queue (a token each, at most 64 waiting)
+local function wake(queue, count)
+  local tokens = {}
+  for i = 1, math.min(count, 64) do tokens[i] = 1 end
   redis.call('SADD', p .. 'queues', queue)
-  redis.call('LPUSH', p .. 'wake:' .. queue, 1)
+  redis.call('LPUSH', p .. 'wake:' .. queue, unpack(tokens))
   redis.call('LTRIM', p .. 'wake:' .. queue, 0, 63)
+end
+-- a due job joins its queue; `queue` and `priority` as the job has them, if known
+local function ready(id, queue, priority, quiet)
+  if not queue then
+    local job = redis.call('HMGET', p .. 'job:' .. id, 'queue', 'priority')
+    queue, priority = job[1] or 'default', job[2]
+  end
+  redis.call('ZADD', p .. 'ready:' .. queue, -(tonumber(priority) or 0), member(id))
+  if not quiet then wake(queue, 1) end
 end
 local function unready(id)
   local queue = redis.call('HGET', p .. 'job:' .. id, 'queue') or 'default'
@@ -259,6 +270,7 @@ redis.call('SETNX', p .. 'version', 2)  -- a queue of this version: nothing to m
 local last = redis.call('INCRBY', p .. 'next_id', #jobs)
 local first = last - #jobs + 1
 local now = tonumber(ARGV[2])
+local woken = {}  -- queue -> jobs made ready: their workers are woken once, after
 for n, job in ipairs(jobs) do
   local id = first + n - 1
   local key = p .. 'job:' .. id
@@ -283,9 +295,15 @@ for n, job in ipairs(jobs) do
   else
     redis.call('ZADD', p .. 'status:pending', id, id)
     local due = tonumber(fields.run_after) or 0
-    if due > now then redis.call('ZADD', p .. 'delayed', due, id) else ready(id) end
+    if due > now then redis.call('ZADD', p .. 'delayed', due, id)
+    else
+      local queue = fields.queue or 'default'
+      ready(id, queue, fields.priority, true)
+      woken[queue] = (woken[queue] or 0) + 1
+    end
   end
 end
+for queue, count in pairs(woken) do wake(queue, count) end
 if ARGV[3] ~= '' then
   redis.call('HSET', keyed, 'first', first, 'digest', ARGV[4])
   redis.call('EXPIRE', keyed, ARGV[5])
@@ -639,7 +657,7 @@ class RedisStore(Store):
             fields: list[str] = []
             for name in _NEW_JOB_FIELDS:
                 value = getattr(job, name)
-                if value is not None and not (name == "run_after" and value == 0.0):
+                if value is not None and value != _DEFAULTS[name]:
                     fields += [name, repr(value) if isinstance(value, float) else str(value)]
             if job.depends_on:
                 fields += ["depends_on", json.dumps(list(job.depends_on))]
