@@ -28,6 +28,7 @@ from procorch.jobs.functions import Policy, Registry, seconds
 from procorch.jobs.job import (
     CANCELLABLE,
     DEFAULT_FUNCTION,
+    DEFAULT_QUEUE,
     FINISHED,
     MAX_PAYLOAD,
     InvalidJob,
@@ -77,7 +78,7 @@ class Jobs:
         self.run_dir = run_dir
         self.registry = Registry(settings, base)
         # the default policy puts a job in the default queue at priority 0: NewJob's own
-        self._plain = (settings.priority, settings.queue) == (0, NewJob.queue)
+        self._plain = (settings.priority, settings.queue) == (0, DEFAULT_QUEUE)
         self._store: Store = open_store(settings, run_dir)
         self._waiter: Waiter | None = None  # kept between waits: subscribing costs a round trip
         self._throughput: dict[str, float] = {}

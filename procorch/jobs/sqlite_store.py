@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 from procorch.config import JobsSettings
 from procorch.jobs.job import (
     CANCELLABLE,
+    DEFAULT_QUEUE,
     FIELDS,
     JobNotFound,
     Status,
@@ -61,6 +62,7 @@ LEASE_GRACE = 1.0  # a lease is the job's timeout and this: only a hung worker o
 BUSY_TIMEOUT = 30.0  # give up on the write lock after this long
 _T = TypeVar("_T")
 _PROCESS_WRITER = threading.Lock()  # see SQLiteStore._write
+_NOT_PLAIN = "(priority != 0 OR queue != 'default')"
 SCHEMA_VERSION = 2  # PRAGMA user_version: 0 (none, or the first version's), 2 now
 PURGE_BATCH = 500  # expired jobs deleted per look
 
@@ -96,7 +98,8 @@ CREATE TABLE IF NOT EXISTS {name} (
     max_attempts INTEGER,  -- the job's policy; NULL: the workers' [jobs] settings
     timeout REAL,
     retry TEXT,
-    result_ttl REAL  -- its own; NULL: [jobs] result_ttl
+    result_ttl REAL,  -- its own; NULL: [jobs] result_ttl
+    children INTEGER  -- 1 once a job depends on it: its finish settles them
 )"""
 _V1_COLUMNS = (
     "job_id, status, function, input, mod, output, error, attempts, init_time, started_time,"
@@ -113,11 +116,14 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS job_keys_created ON job_keys (created)",
     _JOBS_TABLE.format(name="jobs"),
     "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, job_id)",
-    # the claim's order, over the pending jobs only: all queues, and one queue
-    """CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (priority DESC, job_id)
-    WHERE status = 'pending'""",
-    """CREATE INDEX IF NOT EXISTS jobs_ready_queue ON jobs (queue, priority DESC, job_id)
-    WHERE status = 'pending'""",
+    # the claim's order in each queue, over the pending jobs that are not plain (plain:
+    # the default queue at priority 0, claimed by id from jobs_by_status as ever, so
+    # that they cost no index more than in the first version)
+    f"""CREATE INDEX IF NOT EXISTS jobs_ready_queue ON jobs (queue, priority DESC, job_id)
+    WHERE status = 'pending' AND {_NOT_PLAIN}""",
+    # every queue a job was ever submitted to, for the workers that take them all
+    "CREATE TABLE IF NOT EXISTS job_queues (name TEXT PRIMARY KEY) WITHOUT ROWID",
+    "INSERT OR IGNORE INTO job_queues VALUES ('default')",
     """CREATE INDEX IF NOT EXISTS jobs_own_ttl ON jobs (finished_time + result_ttl)
     WHERE result_ttl >= 0 AND finished_time IS NOT NULL""",
     # a waiting job's parents: a row per (child, parent) not yet done
@@ -176,21 +182,29 @@ WHERE job_id = {which}
 RETURNING job_id, function, input, mod, attempts, args, kwargs, max_attempts, timeout, retry,
     result_ttl
 """
-_NEXT = """(
-    SELECT job_id FROM jobs INDEXED BY jobs_ready WHERE status = 'pending' AND run_after <= :now
+# a queue's due head (job_id, priority): the best of its plain jobs (the default queue's,
+# oldest first) and of the others (by priority, then oldest)
+_HEAD = f"""
+SELECT job_id, priority FROM (
+    SELECT job_id, priority FROM jobs INDEXED BY jobs_by_status
+    WHERE status = 'pending' AND :queue = 'default' AND run_after <= :now
+        AND priority = 0 AND queue = 'default'
+    ORDER BY job_id LIMIT 1
+) UNION ALL SELECT job_id, priority FROM (
+    SELECT job_id, priority FROM jobs INDEXED BY jobs_ready_queue
+    WHERE status = 'pending' AND {_NOT_PLAIN} AND queue = :queue AND run_after <= :now
     ORDER BY priority DESC, job_id LIMIT 1
-)"""
-_NEXT_IN_QUEUE = """
-SELECT job_id, priority FROM jobs INDEXED BY jobs_ready_queue
-WHERE status = 'pending' AND queue = ? AND run_after <= ? ORDER BY priority DESC, job_id LIMIT 1
+)
+ORDER BY priority DESC, job_id LIMIT 1
 """
-_CLAIM = _START.format(which=_NEXT)
+_CLAIM = _START.format(which=f"(SELECT job_id FROM ({_HEAD}))")
 _CLAIM_ID = _START.format(which=":job_id")
 _FENCE = "job_id = :job_id AND status = 'running' AND worker = :label AND attempts = :attempts"
 _DONE = f"""
 UPDATE jobs SET status = 'done', output = :output, error = NULL, finished_time = :now,
     lease_until = NULL
 WHERE {_FENCE}
+RETURNING children
 """
 _DONE_JSON = _DONE.replace("output = :output", "result = :output")
 _ERRORS = """errors = json_insert(coalesce(errors, '[]'), '$[#]',
@@ -295,6 +309,7 @@ class SQLiteStore(Store):
         self._workers_bell = Bell(self._workers_dir)
         self._waiters_bell = Bell(self._waiters_dir)
         self._sleeper: Sleeper | None = None  # a worker's, bound at its first idle claim
+        self._all_queues: list[str] | None = None  # job_queues, as a worker of all last read
 
     def _open(self) -> sqlite3.Connection:
         self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -450,11 +465,14 @@ class SQLiteStore(Store):
             "result_ttl": job.result_ttl,
         }
         (job_id,) = db.execute(_INSERT, values).fetchone()
+        if job.queue != DEFAULT_QUEUE:
+            db.execute("INSERT OR IGNORE INTO job_queues VALUES (?)", (job.queue,))
         if status == "cancelled":
             self._cancel_in(db, job_id, why, now)
         if parents:
             rows = [(job_id, parent) for parent in parents]
             db.executemany("INSERT OR IGNORE INTO job_deps VALUES (?, ?)", rows)
+            db.executemany("UPDATE jobs SET children = 1 WHERE job_id = ?", [(p,) for p in parents])
         return job_id
 
     def get(self, job_id: int) -> dict[str, Any] | None:
@@ -591,12 +609,17 @@ class SQLiteStore(Store):
             "timeout": self.settings.timeout,
             "grace": LEASE_GRACE,
         }
-        if self.queues is None:
-            row = db.execute(_CLAIM, values).fetchone()
+        queues = self.queues
+        if queues is None:  # every queue: usually just the default one
+            if self._all_queues is None:
+                self._all_queues = [r[0] for r in db.execute("SELECT name FROM job_queues")]
+            queues = self._all_queues
+        if len(queues) == 1:  # the head of the one queue claimed in one statement
+            row = db.execute(_CLAIM, {**values, "queue": queues[0]}).fetchone()
         else:
             best = None  # (priority, -id): each queue's head, by its index
-            for queue in self.queues:
-                head = db.execute(_NEXT_IN_QUEUE, (queue, now)).fetchone()
+            for queue in queues:
+                head = db.execute(_HEAD, {"queue": queue, "now": now}).fetchone()
                 if head is not None and (best is None or (head[1], -head[0]) > best):
                     best = (head[1], -head[0])
             if best is None:
@@ -626,7 +649,7 @@ class SQLiteStore(Store):
     def _until_due(self, block: float) -> float:
         """Seconds until the next pending job is due (a delayed job, a retry's backoff)."""
         (due,) = self.db.execute(
-            "SELECT min(run_after) FROM jobs INDEXED BY jobs_ready WHERE status = 'pending'"
+            "SELECT min(run_after) FROM jobs INDEXED BY jobs_by_status WHERE status = 'pending'"
         ).fetchone()
         return block if due is None else max(0.0, due - time.time())
 
@@ -645,8 +668,8 @@ class SQLiteStore(Store):
         def record(db: sqlite3.Connection) -> Claim | None:
             if error is None:
                 done = _DONE if claim.args is None else _DONE_JSON
-                ttl = self.settings.result_ttl
-                if db.execute(done, {**fence, "output": output, "now": now, "ttl": ttl}).rowcount:
+                row = db.execute(done, {**fence, "output": output, "now": now}).fetchone()
+                if row is not None and row[0]:
                     self._settle(db, claim.job_id, "done", now)
             elif retry_in is not None:
                 args = {**fence, "error": error, "run_after": now + retry_in, "now": now}
@@ -677,6 +700,7 @@ class SQLiteStore(Store):
 
     def recover(self, worker: WorkerId) -> int:
         now = time.time()
+        self._all_queues = None  # looked up again: a new queue's jobs wait at most this long
         self.purge_expired(now)
         running = self.db.execute(
             "SELECT job_id, worker, worker_pid, worker_start, attempts, started_time,"
