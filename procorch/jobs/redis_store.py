@@ -257,14 +257,19 @@ end
 local jobs = {}
 local i = 7
 while i <= #ARGV do
-  local count = tonumber(ARGV[i])
-  local fields = {}
-  for j = 1, count do fields[ARGV[i + 2 * j - 1]] = ARGV[i + 2 * j] end
-  for _, parent in ipairs(fields.depends_on and cjson.decode(fields.depends_on) or {}) do
-    if redis.call('EXISTS', p .. 'job:' .. parent) == 0 then return {-1, tostring(parent)} end
+  if ARGV[i] == 'P' then  -- a plain job: P, function, input, mod (the first version's)
+    table.insert(jobs, {i, 0, {}})
+    i = i + 4
+  else
+    local count = tonumber(ARGV[i])
+    local fields = {}
+    for j = 1, count do fields[ARGV[i + 2 * j - 1]] = ARGV[i + 2 * j] end
+    for _, parent in ipairs(fields.depends_on and cjson.decode(fields.depends_on) or {}) do
+      if redis.call('EXISTS', p .. 'job:' .. parent) == 0 then return {-1, tostring(parent)} end
+    end
+    table.insert(jobs, {i + 1, count, fields})
+    i = i + 1 + 2 * count
   end
-  table.insert(jobs, {i + 1, count, fields})
-  i = i + 1 + 2 * count
 end
 redis.call('SETNX', p .. 'version', 2)  -- a queue of this version: nothing to migrate
 local last = redis.call('INCRBY', p .. 'next_id', #jobs)
@@ -274,8 +279,14 @@ local woken = {}  -- queue -> jobs made ready: their workers are woken once, aft
 for n, job in ipairs(jobs) do
   local id = first + n - 1
   local key = p .. 'job:' .. id
-  redis.call('HSET', key, 'job_id', id, 'status', 'pending', 'attempts', 0, 'init_time', ARGV[2],
-    unpack(ARGV, job[1], job[1] + 2 * job[2] - 1))
+  if job[2] == 0 then
+    local at = job[1]
+    redis.call('HSET', key, 'job_id', id, 'status', 'pending', 'attempts', 0,
+      'init_time', ARGV[2], 'function', ARGV[at + 1], 'input', ARGV[at + 2], 'mod', ARGV[at + 3])
+  else
+    redis.call('HSET', key, 'job_id', id, 'status', 'pending', 'attempts', 0,
+      'init_time', ARGV[2], unpack(ARGV, job[1], job[1] + 2 * job[2] - 1))
+  end
   redis.call('ZADD', p .. 'all', id, id)
   local fields, waiting, why = job[3], 0, nil
   for _, parent in ipairs(fields.depends_on and cjson.decode(fields.depends_on) or {}) do
@@ -654,6 +665,9 @@ class RedisStore(Store):
         args += [key.name, key.digest, str(KEY_TTL)] if key else ["", "", "0"]
         args.append(repr(self.settings.result_ttl))
         for job in jobs:
+            if job.plain:
+                args += ["P", job.function, str(job.input), str(job.mod)]
+                continue
             fields: list[str] = []
             for name in _NEW_JOB_FIELDS:
                 value = getattr(job, name)
