@@ -601,6 +601,11 @@ class SQLiteStore(Store):
     # -- workers -----------------------------------------------------------------------
 
     def _claim_in(self, db: sqlite3.Connection, worker: WorkerId, now: float) -> Claim | None:
+        queues = self.queues
+        if queues is None:  # every queue: usually just the default one
+            if self._all_queues is None:
+                self._all_queues = [r[0] for r in db.execute("SELECT name FROM job_queues")]
+            queues = self._all_queues
         values = {
             "now": now,
             "label": worker.label,
@@ -608,14 +613,10 @@ class SQLiteStore(Store):
             "start": worker.start,
             "timeout": self.settings.timeout,
             "grace": LEASE_GRACE,
+            "queue": queues[0] if queues else DEFAULT_QUEUE,
         }
-        queues = self.queues
-        if queues is None:  # every queue: usually just the default one
-            if self._all_queues is None:
-                self._all_queues = [r[0] for r in db.execute("SELECT name FROM job_queues")]
-            queues = self._all_queues
         if len(queues) == 1:  # the head of the one queue claimed in one statement
-            row = db.execute(_CLAIM, {**values, "queue": queues[0]}).fetchone()
+            row = db.execute(_CLAIM, values).fetchone()
         else:
             best = None  # (priority, -id): each queue's head, by its index
             for queue in queues:

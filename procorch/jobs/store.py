@@ -105,7 +105,7 @@ class Key:
         return ids
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one per job on the hot path, and frozen's __init__ is slower
 class Claim:
     """A job a worker holds: enough to run it and to fence its result."""
 
