@@ -188,27 +188,29 @@ local function promote(now)
     if redis.call('HGET', p .. 'job:' .. id, 'status') == 'pending' then ready(id) end
   end
 end
-local CLAIMED = {'function', 'input', 'mod', 'args', 'kwargs', 'max_attempts', 'timeout',
-  'retry', 'result_ttl'}
--- run a job: delivered through the stream to `consumer`, whose pending entry is its
--- lease -> {id, entry, attempts, CLAIMED...}
+local CLAIMED = {'status', 'attempts', 'function', 'input', 'mod', 'args', 'kwargs',
+  'max_attempts', 'timeout', 'retry', 'result_ttl'}
+-- run a job if it is pending: delivered through the stream to `consumer`, whose pending
+-- entry is its lease -> {id, entry, attempts, CLAIMED[3...]...}, or false
 local function start(id, consumer, now, label)
   local key = p .. 'job:' .. id
-  if redis.call('EXISTS', p .. 'stream') == 0 then  -- flushed: the group went with it
-    redis.call('XGROUP', 'CREATE', p .. 'stream', 'workers', '0', 'MKSTREAM')
-  end
+  local job = redis.call('HMGET', key, unpack(CLAIMED))
+  if job[1] ~= 'pending' then return false end  -- cancelled meanwhile, say
   local entry = redis.call('XADD', p .. 'stream', '*', 'id', id)
   -- the stream holds only entries in flight, delivered as they are added: this one
-  redis.call('XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', 1, 'STREAMS',
-    p .. 'stream', '>')
-  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+  local read = {'XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', 1, 'STREAMS',
+    p .. 'stream', '>'}
+  if redis.pcall(unpack(read)).err then  -- flushed: the group went with the stream
+    redis.call('XGROUP', 'CREATE', p .. 'stream', 'workers', '0', 'MKSTREAM')
+    redis.call(unpack(read))
+  end
+  local attempts = tonumber(job[2] or 0) + 1
   redis.call('HSET', key, 'status', 'running', 'started_time', now, 'worker', label,
-    'entry', entry)
+    'entry', entry, 'attempts', attempts)
   redis.call('HDEL', key, 'finished_time')
   move(id, 'pending', 'running')
   local claim = {id, entry, attempts}
-  local job = redis.call('HMGET', key, unpack(CLAIMED))
-  for i = 1, #CLAIMED do claim[3 + i] = job[i] or '' end
+  for i = 3, #CLAIMED do claim[1 + i] = job[i] or '' end
   return claim
 end
 -- the next due job of `queues` (comma-separated, '*' all): highest priority, then oldest
@@ -230,10 +232,8 @@ local function take(consumer, now, label, queues)
     end
     if not best then return false end
     redis.call('ZREM', p .. 'ready:' .. queue, best)
-    local id = tostring(tonumber(best))
-    if redis.call('HGET', p .. 'job:' .. id, 'status') == 'pending' then
-      return start(id, consumer, now, label)
-    end
+    local claim = start(tostring(tonumber(best)), consumer, now, label)
+    if claim then return claim end
   end
   return false
 end
