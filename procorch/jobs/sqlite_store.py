@@ -225,10 +225,10 @@ UPDATE jobs SET status = 'cancelled', error = coalesce(:why, error), finished_ti
     lease_until = NULL
 WHERE job_id = :job_id AND status IN ({", ".join(repr(s) for s in CANCELLABLE)})
 """
-_INSERT_PLAIN = """
+_INSERT_PLAIN_MANY = """
 INSERT INTO jobs (status, function, input, mod, init_time) VALUES ('pending', ?, ?, ?, ?)
-RETURNING job_id
 """
+_INSERT_PLAIN = _INSERT_PLAIN_MANY + "RETURNING job_id"
 _INSERT = """
 INSERT INTO jobs (status, function, input, mod, init_time, args, kwargs, priority, queue,
     run_after, depends_on, max_attempts, timeout, retry, result_ttl)
@@ -420,7 +420,14 @@ class SQLiteStore(Store):
                 if seen is not None:
                     fresh = False
                     return key.replay(seen["digest"], json.loads(seen["job_ids"]))
-            ids = [self._insert(db, job, now) for job in jobs]
+            if all(job.plain for job in jobs):  # a batch of F(n): one statement for all
+                rows = [(job.function, job.input, job.mod, now) for job in jobs]
+                db.executemany(_INSERT_PLAIN_MANY, rows)
+                # one writer holds the lock: AUTOINCREMENT gave them consecutive ids
+                (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
+                ids = list(range(last - len(jobs) + 1, last + 1))
+            else:
+                ids = [self._insert(db, job, now) for job in jobs]
             if key is not None:
                 db.execute(
                     "INSERT INTO job_keys (key, job_ids, digest, created) VALUES (?, ?, ?, ?)",
