@@ -264,3 +264,19 @@ def test_a_job_past_its_ttl_is_gone(stack, daemon):
         daemon.get(job_id)
     assert daemon.get(kept)["status"] == "done"
     assert daemon.list(function="stamp")["total"] == 1
+
+
+def test_claims_go_by_priority_then_age_across_plain_and_other_jobs(tasks):
+    """The store's claim order, whatever index holds a job: plain F(n) jobs (default queue,
+    priority 0) and the others (a priority, another queue) merge into one order."""
+    from procorch.jobs.store import WorkerId
+
+    low = tasks.submit(1, priority=-1)
+    plain = tasks.submit(2)
+    high = tasks.submit("echo", args=["high"], priority=5)
+    plain_later = tasks.submit(3)
+    elsewhere = tasks.submit("echo", args=["mail"], queue="mail", priority=9)
+    store, me = tasks._store, WorkerId.current("test", 0)
+    order = [store.claim(me, 0).job_id for _ in range(5)]
+    assert order == [elsewhere, high, plain, plain_later, low]  # a worker of all queues
+    assert store.claim(me, 0) is None
