@@ -758,8 +758,22 @@ def test_example_toml_documents_every_key_and_variable() -> None:
 
 def test_example_toml_shows_the_real_defaults(tmp_path: Path) -> None:
     # Uncomment every "# key = value" line except those that are examples, not defaults.
-    examples = ("cwd", "http", "heartbeat_timeout = 10.0     # default: the", "square", "token")
-    examples += ("env_file", "max_rss", "umask", "rlimits", "user", "group", "base_port")
+    examples = (
+        "cwd",
+        "http",
+        "heartbeat_timeout = 10.0     # default: the",
+        "square",
+        "send",
+        "queues",
+        "token",
+        "env_file",
+        "max_rss",
+        "umask",
+        "rlimits",
+        "user",
+        "group",
+        "base_port",
+    )
     lines = [
         line[2:] if re.match(r"# \w+ = ", line) and not line[2:].startswith(examples) else line
         for line in EXAMPLE_TOML.splitlines()
@@ -816,7 +830,7 @@ def test_json_handoff_round_trips_every_field(tmp_path):
     )
     config = load_config(tmp_path / "procorch.toml")
     assert Config.from_json(config.to_json()) == config
-    assert config.jobs.functions == {"square": "myapp.jobs:square"}
+    assert config.jobs.functions == {"square": {"target": "myapp.jobs:square"}}
     assert config.jobs.synchronous == "full"
     assert config.services[-1].replicas == 4  # the JobWorker, added by the [jobs] table
 
