@@ -415,9 +415,10 @@ class ProcorchPeer(JobPeer):
         return self._submit_noop(self._open(), list(ns))
 
     def _submit_noop(self, jobs: Any, ns: list[int]) -> list[Any]:
-        """The no-op jobs, in one transaction. Until jobs carry JSON arguments, procorch
-        calls noop(n, mod): the same function, without the payload the others carry."""
-        return jobs.submit_many(ns, function="noop")
+        """The no-op jobs with their JSON arguments, one call each: `Jobs.submit_many`
+        batches only Fibonacci-shaped jobs."""
+        calls = [self.call(n) for n in ns]
+        return [jobs.submit("noop", args=args, kwargs=kwargs) for _, args, kwargs in calls]
 
     def wait(self, handle: Any, timeout: float) -> None:
         job = self._open().wait(handle, timeout=timeout)
@@ -430,7 +431,7 @@ class ProcorchPeer(JobPeer):
         return int(counts.get("done", 0)), int(counts.get("failed", 0))
 
     def output(self, handle: Any) -> int | None:
-        return self._open().get(handle)["output"]
+        return self._open().get(handle)["result"]  # a Fibonacci job's output too
 
     def close(self) -> None:
         self.stop()

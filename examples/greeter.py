@@ -1,7 +1,7 @@
 """A service of your own, in a few lines: run it with `procorch up -c examples/greeter.toml`.
 
-    procorch call Greeter greet '{"name": "Ada"}'
-    procorch call Greeter greet_user '{"user_id": 1}'
+procorch call Greeter greet '{"name": "Ada"}'
+procorch call Greeter greet_user '{"user_id": 1}'
 """
 
 from procorch.services import NotFound, Service, action

@@ -1,7 +1,7 @@
 """procorch: run a set of services on one machine and keep them alive.
 
-The job queue's API is exported lazily (`from procorch import Jobs, submit, ...`), so
-`import procorch` (and every CLI start) stays free of sqlite3 and redis.
+The job queue's API is exported lazily (`from procorch import Jobs, submit, job, ...`),
+so `import procorch` (and every CLI start) stays free of sqlite3 and redis.
 """
 
 from typing import Any
@@ -17,6 +17,7 @@ _JOBS_API = (
     "JobConflict",
     "StoreUnavailable",
     "StoreFull",
+    "JobFailed",
     "submit",
     "get_job",
     "list_jobs",
@@ -26,6 +27,10 @@ _JOBS_API = (
 
 
 def __getattr__(name: str) -> Any:
+    if name == "job":  # the decorator: registers a job function, imports no store
+        from procorch.jobs.functions import job
+
+        return job
     if name in _JOBS_API:
         from procorch.jobs import api
 
@@ -34,4 +39,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return [*globals(), *_JOBS_API]
+    return [*globals(), *_JOBS_API, "job"]

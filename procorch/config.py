@@ -88,6 +88,7 @@ class ServiceConfig:
     umask: int | None = None  # None: the user's for a command, the daemon's 077 for Python
     rlimits: dict[str, tuple[int, int | None]] = field(default_factory=dict)  # (soft, hard)
     env_file: Path | None = None  # its values are in `env` (see `_service`)
+    queues: tuple[str, ...] | None = None  # a JobWorker's job queues (None: every queue)
 
     @property
     def is_python(self) -> bool:
@@ -144,6 +145,7 @@ HOOK_EVENTS = (
     "daemon-stopping",
     "state-rewritten",
     "logs-reopened",
+    "signalled",
 )
 
 
@@ -219,7 +221,17 @@ class JobsSettings:
     max_n: int = 10**18
     mod: int = 1_000_000_007
     synchronous: str = "normal"  # SQLite: "normal" survives crashes, "full" power loss too
-    functions: dict[str, str] = field(default_factory=dict)  # name -> "module:function"
+    # name -> {"target": "module:function", and any of FUNCTION_POLICY's keys}
+    functions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    modules: tuple[str, ...] = ()  # modules whose @procorch.job functions are registered
+    # the policy of every function, unless its own entry says otherwise
+    backoff: str = "exponential"  # or "fixed": the delay before each retry
+    retry_delay: float = 0.1  # seconds before the first retry (every one, if fixed)
+    backoff_max: float = 10.0  # seconds at most between two attempts
+    jitter: float = 0.0  # up to this share of a delay added at random (0.0 to 1.0)
+    priority: int = 0  # higher first among due jobs
+    result_ttl: float = 7 * 86400.0  # seconds a finished job is kept; -1: forever
+    queue: str = "default"
     # name -> the validated table: function, cron or every (seconds), args, kwargs, timezone
     schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -271,6 +283,7 @@ class Config:
                         "listen": tuple(svc.get("listen", ())),
                         "rlimits": {k: tuple(v) for k, v in svc["rlimits"].items()},
                         "env_file": Path(svc["env_file"]) if svc["env_file"] else None,
+                        "queues": tuple(svc["queues"]) if svc["queues"] else None,
                     }
                 )
             )
@@ -279,7 +292,7 @@ class Config:
             settings=Settings(**{**settings, "run_dir": Path(settings["run_dir"])}),
             services=tuple(services),
             gateway=GatewaySettings(**data["gateway"]),
-            jobs=JobsSettings(**data["jobs"]),
+            jobs=JobsSettings(**{**data["jobs"], "modules": tuple(data["jobs"]["modules"])}),
             hooks=tuple(
                 HookConfig(
                     **{
@@ -413,6 +426,33 @@ failure_rate = 0.05            # share of attempts that fail on purpose, 0.0 to 
 # max_n = 1000000000000000000  # largest n a job may ask for
 # mod = 1000000007             # default modulus of F(n) mod m (at least 2)
 # synchronous = "normal"       # SQLite: "normal" survives process crashes, "full" power loss
+# modules = []                 # modules whose @procorch.job functions can be run
+# Every job function's policy, unless its own entry in [jobs.functions] says otherwise:
+# backoff = "exponential"      # the delay before each retry doubles, or "fixed"
+# retry_delay = 0.1            # seconds before the first retry (a duration: "5s", "1m")
+# backoff_max = 10.0           # seconds at most between two attempts
+# jitter = 0.0                 # up to this share of a delay added at random (0.0 to 1.0)
+# priority = 0                 # higher first among due jobs
+# result_ttl = "7d"            # a finished job is deleted this long after (-1: kept forever)
+# queue = "default"            # the queue its jobs go to
+#
+# JobWorker replicas take every queue. To give workers queues of their own, declare
+# JobWorker services (module = "procorch.jobs.worker:JobWorker"), each with e.g.
+# queues = ["default", "mail"]
+
+# Your own job functions by name (`procorch job submit NAME --args '[...]'`): only the
+# functions registered here or with @procorch.job in `modules` can ever be run. A string,
+# or a table with `target` and any of the policy keys above.
+# [jobs.functions]
+# square = "myapp.jobs:square"
+# send = { target = "myapp.mail:send", max_attempts = 5, timeout = 30, queue = "mail" }
+
+# Jobs the daemon submits on a timetable, each tick exactly once (`procorch job
+# schedules` lists them): `cron` (five fields; UTC, or `timezone = "Europe/Paris"`) or
+# `every` ("30s", "5m", "1h", "1d": multiples of it since 1970, UTC), with `args` and
+# `kwargs`. Only the latest tick missed while no daemon ran fires, at the next start.
+# [jobs.schedules]
+# nightly = { function = "square", cron = "0 3 * * *", args = [12] }
 
 # Hooks: run a command (the event as JSON on stdin) or POST to a URL (the event as the
 # body) when the daemon writes one of the `on` events. Off the event loop, killed after
@@ -424,18 +464,6 @@ failure_rate = 0.05            # share of attempts that fail on purpose, 0.0 to 
 #   timeout = 10.0
 #   max_runs = 10
 #   window = 60.0
-
-# Your own job functions, f(n: int, mod: int) -> int, by name: `procorch job submit
-# --function NAME`. Only the functions listed here can ever be run.
-# [jobs.functions]
-# square = "myapp.jobs:square"
-
-# Jobs the daemon submits on a timetable, each tick exactly once (`procorch job
-# schedules` lists them): `cron` (five fields; UTC, or `timezone = "Europe/Paris"`) or
-# `every` ("30s", "5m", "1h", "1d": multiples of it since 1970, UTC), with `args` and
-# `kwargs`. Only the latest tick missed while no daemon ran fires, at the next start.
-# [jobs.schedules]
-# nightly = { function = "square", cron = "0 3 * * *", args = [12] }
 """
 
 # What runs when no file (or a file without services) says otherwise; the JobWorker
@@ -760,6 +788,8 @@ def _check_service_name(name: str, seen: Mapping[str, str], where: _Where) -> No
 def _service(name: str, value: Any, where: _Where, parsers: Mapping[str, _Parser]) -> ServiceConfig:
     fields = _fields(value, where, parsers)
     _exactly_one(fields, where, "command", "module")
+    if "queues" in fields and fields.get("module") != JOB_WORKER:
+        raise where.key("queues").error(f"only a JobWorker service ({JOB_WORKER}) takes queues")
     if "health" in fields and "module" in fields:
         raise where.key("health").error("only command services can have a health check")
     if "listen" in fields and "module" in fields:
@@ -1192,17 +1222,21 @@ def _backend(value: Any, where: _Where) -> str:
     return text
 
 
-def _functions(value: Any, where: _Where) -> dict[str, str]:
+def _functions(value: Any, where: _Where) -> dict[str, dict[str, Any]]:
+    """`name = "module:function"`, or a table with `target` and policy keys."""
     functions = {}
     for name, spec in _table(value, where).items():
         if not name.isidentifier():
             raise where.error(f"invalid function name {name!r} (use a Python identifier)")
         if name == "fib":
             raise where.key(name).error("'fib' is the built-in job; choose another name")
-        parts = spec.split(":") if isinstance(spec, str) else []
+        fields = _fields(spec, where.key(name), _FUNCTION_PARSERS) if isinstance(spec, dict) else {}
+        target = fields.get("target", spec)
+        parts = target.split(":") if isinstance(target, str) else []
         if len(parts) != 2 or not all(_is_dotted_name(part) for part in parts):
-            raise where.key(name).error(f"expected 'package.module:function', got {_show(spec)}")
-        functions[name] = spec
+            at = where.key(name).key("target") if isinstance(spec, dict) else where.key(name)
+            raise at.error(f"expected 'package.module:function', got {_show(target)}")
+        functions[name] = {**fields, "target": target}
     return functions
 
 
@@ -1219,7 +1253,7 @@ def _schedules(value: Any, where: _Where) -> dict[str, dict[str, Any]]:
         parsers = {
             "function": _string,
             "cron": partial(_checked, check=schedule.check_cron),
-            "every": partial(_checked, check=schedule.parse_every),
+            "every": _every,
             "timezone": partial(_checked, check=schedule.check_timezone),
             "args": partial(_json, kind=list),
             "kwargs": partial(_json, kind=dict),
@@ -1232,6 +1266,14 @@ def _schedules(value: Any, where: _Where) -> dict[str, dict[str, Any]]:
             raise where.key(name).key("timezone").error("only used with `cron`")
         schedules[name] = fields
     return schedules
+
+
+def _every(value: Any, where: _Where) -> int:
+    """A schedule's interval: whole seconds, at least one ("30s", "5m", "1h", "1d", 90)."""
+    seconds = _duration(value, where)
+    if seconds < 1 or seconds != int(seconds):
+        raise where.error(f"expected a whole number of seconds, at least 1, got {_show(value)}")
+    return int(seconds)
 
 
 def _checked(value: Any, where: _Where, *, check: Callable[[Any], Any]) -> Any:
@@ -1258,13 +1300,62 @@ def _check_scheduled_functions(jobs: JobsSettings, where: _Where) -> None:
     """A schedule names a job function the queue knows; checked once all of [jobs] is read."""
     for name, table in jobs.schedules.items():
         function = table["function"]
-        if function != "fib" and function not in jobs.functions:
+        # a function registered with @procorch.job in `modules` is known only to the workers
+        if function != "fib" and function not in jobs.functions and not jobs.modules:
             known = ", ".join(["fib", *jobs.functions])
             raise (
                 where.key(name)
                 .key("function")
                 .error(f"unknown job function {function!r} (known: {known})")
             )
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*")
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from a number or a string like "90", "30s", "10m", "1.5h", "7d"; else None."""
+    if _is_finite_number(value) and value >= 0:
+        return float(value)
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    return float(match[1]) * DURATION_UNITS[match[2] or "s"]
+
+
+def _duration(value: Any, where: _Where) -> float:
+    seconds = parse_duration(value)
+    if seconds is None:
+        example = '"30s", "10m" or "7d"'
+        raise where.error(f"expected seconds or a duration like {example}, got {_show(value)}")
+    return seconds
+
+
+def _ttl(value: Any, where: _Where) -> float:
+    """A duration, or -1 for forever."""
+    return -1.0 if value == -1 else _duration(value, where)
+
+
+def _module_names(value: Any, where: _Where) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(m, str) and m and _is_dotted_name(m) for m in value
+    ):
+        raise where.error(f"expected a list of module names like 'app.tasks', got {_show(value)}")
+    return tuple(value)
+
+
+def _queue(value: Any, where: _Where) -> str:
+    text = _string(value, where)
+    if not _SERVICE_NAME.fullmatch(text):
+        raise where.error(f"invalid queue name {text!r} (use letters, digits, '_', '-' and '.')")
+    return text
+
+
+def _queues(value: Any, where: _Where) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise where.error(f"expected a non-empty list of queue names, got {_show(value)}")
+    return tuple(dict.fromkeys(_queue(q, where) for q in value))
 
 
 AUTO_TOKEN = "auto"  # [gateway] token = "auto": the gateway makes one (gateway/token.py)
@@ -1333,8 +1424,24 @@ _JOBS_PARSERS: dict[str, _Parser] = {
     "mod": partial(_integer, minimum=2, maximum=MAX_INT64),
     "synchronous": partial(_choice, choices=SYNCHRONOUS, normalize=str.lower),
     "functions": _functions,
+    "modules": _module_names,
     "schedules": _schedules,
 }
+# A job function's policy: the [jobs] keys of the same names are the defaults.
+_FUNCTION_PARSERS: dict[str, _Parser] = {
+    "target": _string,
+    "max_attempts": partial(_integer, minimum=1, maximum=1000),
+    "backoff": partial(_choice, choices=("exponential", "fixed"), normalize=str.lower),
+    "retry_delay": _duration,
+    "backoff_max": _duration,
+    "jitter": _fraction,
+    "timeout": _positive,
+    "priority": partial(_integer, minimum=-1_000_000, maximum=1_000_000),
+    "result_ttl": _ttl,
+    "queue": _queue,
+}
+FUNCTION_POLICY = tuple(key for key in _FUNCTION_PARSERS if key != "target")
+_JOBS_PARSERS.update({key: _FUNCTION_PARSERS[key] for key in FUNCTION_POLICY})
 _HEALTH_PARSERS: dict[str, _Parser] = {
     "tcp": _port,
     "http": _url,
@@ -1356,6 +1463,7 @@ _SERVICE_PARSERS: dict[str, _Parser] = {
     "heartbeat_timeout": _positive,
     "fatal_retry": partial(_number, minimum=0),
     "health": _health,
+    "queues": _queues,
     "base_port": _port,
     "max_rss": _size,
     "user": partial(_account, database="user"),

@@ -27,7 +27,7 @@ from pathlib import Path
 from procorch.config import BUILTIN_MODULES, JOB_WORKER, Config
 
 TIMEOUT = 10.0  # seconds: an import that takes longer is not judged (see check_imports)
-SERVICE, FUNCTION = "service", "function"
+SERVICE, FUNCTION, MODULE = "service", "function", "module"
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Target:
     """One thing to resolve, and the config key that named it (for the error line)."""
 
     key: str  # e.g. "services.api.module" or "jobs.functions.square"
-    spec: str  # "pkg.mod:Attr"
+    spec: str  # "pkg.mod:Attr" ("pkg.mod" for a MODULE: it must import, that is all)
     kind: str  # SERVICE or FUNCTION
 
 
@@ -59,8 +59,11 @@ def targets(cfg: Config, daemon_cwd: Path | None) -> dict[Where, list[Target]]:
         if svc.module and svc.module not in BUILTIN_MODULES:
             add(svc.cwd, env, Target(f"services.{svc.name}.module", svc.module, SERVICE))
         if svc.module == JOB_WORKER:
-            for name, spec in cfg.jobs.functions.items():
-                add(svc.cwd, env, Target(f"jobs.functions.{name}", spec, FUNCTION))
+            for name, entry in cfg.jobs.functions.items():
+                target = Target(f"jobs.functions.{name}", entry["target"], FUNCTION)
+                add(svc.cwd, env, target)
+            for module in cfg.jobs.modules:  # their @procorch.job functions register there
+                add(svc.cwd, env, Target("jobs.modules", module, MODULE))
     return groups
 
 
@@ -152,6 +155,8 @@ def problem(spec: str, kind: str) -> str | None:
         return f"importing {module_name!r} raised {exception_line(exc)}"
     except (Exception, SystemExit) as exc:
         return f"importing {module_name!r} raised {exception_line(exc)}"
+    if kind == MODULE:
+        return None
     if not hasattr(module, attr):
         import difflib
 

@@ -758,9 +758,23 @@ def test_example_toml_documents_every_key_and_variable() -> None:
 
 def test_example_toml_shows_the_real_defaults(tmp_path: Path) -> None:
     # Uncomment every "# key = value" line except those that are examples, not defaults.
-    examples = ("cwd", "http", "heartbeat_timeout = 10.0     # default: the", "square", "token")
-    examples += ("env_file", "max_rss", "umask", "rlimits", "user", "group", "base_port")
-    examples += ("nightly",)
+    examples = (
+        "cwd",
+        "http",
+        "heartbeat_timeout = 10.0     # default: the",
+        "square",
+        "send",
+        "queues",
+        "token",
+        "env_file",
+        "max_rss",
+        "umask",
+        "rlimits",
+        "user",
+        "group",
+        "base_port",
+        "nightly",
+    )
     lines = [
         line[2:] if re.match(r"# \w+ = ", line) and not line[2:].startswith(examples) else line
         for line in EXAMPLE_TOML.splitlines()
@@ -820,7 +834,7 @@ def test_json_handoff_round_trips_every_field(tmp_path):
     )
     config = load_config(tmp_path / "procorch.toml")
     assert Config.from_json(config.to_json()) == config
-    assert config.jobs.functions == {"square": "myapp.jobs:square"}
+    assert config.jobs.functions == {"square": {"target": "myapp.jobs:square"}}
     assert config.jobs.schedules["often"] == {
         "function": "fib", "every": 300, "args": [10], "kwargs": {"mod": 7}
     }  # fmt: skip

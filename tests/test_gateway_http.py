@@ -514,6 +514,7 @@ def test_openapi_document_describes_every_endpoint(gw: GatewayStack) -> None:
         ("/job/{id}", "POST"),
         ("/job/{id}", "DELETE"),
         ("/jobs", "GET"),
+        ("/jobs", "POST"),
         ("/list-all", "GET"),
         ("/all", "GET"),
         ("/process", "POST"),

@@ -392,6 +392,12 @@ def test_signal_reaches_each_named_replica(stack) -> None:
     # only what was named got anything, and nothing died of it
     assert not any(f" {int(signal.SIGUSR1)}" in x for x in _recorded(files[0]))
     assert [r["pid"] for r in stack.replicas("rec")] == pids
+    # each signal sent is an event of its replica, saying which and to what
+    sent = [
+        (e["service"], e["pid"], e["detail"]) for e in stack.events() if e["event"] == "signalled"
+    ]
+    assert ("rec", pids[1], "SIGUSR1 to its main process") in sent
+    assert sum(1 for s in sent if s[0] == "rec") == 5  # HUP x2, USR1 x1, USR2 x2
 
 
 def test_signal_goes_to_the_main_process_or_with_group_to_all(stack) -> None:

@@ -68,10 +68,13 @@ def test_transition_table():
         Status.PENDING,
         Status.CANCELLED,
     }
+    assert TRANSITIONS[Status.WAITING] == {Status.PENDING, Status.CANCELLED}
     for status in FINISHED:
-        assert TRANSITIONS[status] == frozenset()  # final
+        # final, but for a requeue of the dead letters
+        assert TRANSITIONS[status] == ({Status.PENDING} if status == Status.FAILED else set())
         assert status.finished
     assert not Status.PENDING.finished
+    assert not Status.WAITING.finished
 
 
 def test_times_are_iso_8601_utc():
@@ -200,7 +203,14 @@ def test_stats_count_every_status(jobs):
     ids = jobs.submit_many([1, 2, 3])
     jobs.cancel(ids[0])
     stats = jobs.stats()
-    assert stats["counts"] == {"pending": 2, "running": 0, "done": 0, "failed": 0, "cancelled": 1}
+    assert stats["counts"] == {
+        "waiting": 0,
+        "pending": 2,
+        "running": 0,
+        "done": 0,
+        "failed": 0,
+        "cancelled": 1,
+    }
     assert stats["total"] == 3
     assert stats["throughput"] == {"last_10s": 0.0, "last_60s": 0.0}
     # the counts kept by triggers are the table's, whatever moved
@@ -276,7 +286,7 @@ def finish_after(jobs: procorch.Jobs, seconds: float) -> None:
     else:
         store.client.hset(f"procorch:job:{claim.job_id}", "started_time", "0")
         args = (claim.entry, repr(seconds), worker.label, claim.attempts, "done", "1", "0", "")
-        store._run("finish", claim.job_id, *args)
+        store._run("finish", claim.job_id, *args, "output", "-1", "*")
 
 
 def test_a_duration_on_a_bound_is_counted_in_that_bucket():

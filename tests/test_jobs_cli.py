@@ -56,12 +56,19 @@ def test_status_list_cancel_and_stats(jobs_stack):
     assert ([j["job_id"] for j in page["jobs"]], page["count"], page["total"]) == ([2], 1, 3)
     table = jobs_stack.cli("job", "list").stdout.splitlines()
     assert table[0].split() == [
-        "job_id", "status", "input", "mod", "output", "attempts", "finished_time"
+        "job_id", "status", "function", "args", "result", "attempts", "finished_time"
     ]  # fmt: skip
     assert table[-1] == "1-3 of 3"
 
     stats = json.loads(jobs_stack.cli("job", "stats", "--json").stdout)
-    assert stats["counts"] == {"pending": 2, "running": 0, "done": 0, "failed": 0, "cancelled": 1}
+    assert stats["counts"] == {
+        "waiting": 0,
+        "pending": 2,
+        "running": 0,
+        "done": 0,
+        "failed": 0,
+        "cancelled": 1,
+    }
     # the histogram as JSON can write it (no Infinity), empty: a cancelled job is no run
     buckets = [[bound, 0] for bound in DURATION_BUCKETS] + [["+Inf", 0]]
     assert stats["durations"] == {"buckets": buckets, "count": 0, "sum": 0.0}

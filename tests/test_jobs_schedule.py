@@ -13,7 +13,6 @@ from procorch.jobs.schedule import (
     ScheduleError,
     check_cron,
     check_timezone,
-    parse_every,
     plan,
 )
 from procorch.services.protocol import KEY_RETENTION, key_problem
@@ -26,19 +25,6 @@ def utc(text: str) -> int:
 
 EVERY_30S = Schedule("often", "fib", every=30)
 NIGHTLY = Schedule("nightly", "backup", cron="0 3 * * *")
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h", 3600), ("1d", 86400), (" 2 m ", 120)]
-)
-def test_durations(text: str, seconds: int) -> None:
-    assert parse_every(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["0s", "30", "1.5s", "1w", "-1s", "", "s", 30])
-def test_bad_durations(text: object) -> None:
-    with pytest.raises(ScheduleError, match="expected a duration"):
-        parse_every(text)  # type: ignore[arg-type]
 
 
 def test_cron_expressions() -> None:

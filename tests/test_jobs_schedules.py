@@ -65,7 +65,7 @@ def test_every_second_for_five_seconds_runs_five_jobs(stack, backend):
     assert all(started - 1 < tick <= stopped for tick in ticks)
     assert sorted(ticks) == list(range(min(ticks), max(ticks) + 1))  # one a second, none left out
     wait_for(lambda: all(j["status"] == "done" for j in all_jobs(stack)) or stack.up(), 10)
-    assert {j["output"] for j in all_jobs(stack)} == {2880067194370816120 % 1_000_000_007}
+    assert {j["result"] for j in all_jobs(stack)} == {2880067194370816120 % 1_000_000_007}
     listed = json.loads(stack.cli("job", "schedules", "--json").stdout)
     assert listed[0]["name"] == "often" and listed[0]["every"] == 1
     assert listed[0]["last_job_id"] == max(j["job_id"] for j in jobs)
@@ -91,13 +91,13 @@ def test_no_tick_runs_twice_or_is_skipped_silently_across_a_kill_9(stack):
 
 
 def test_a_bad_schedule_is_one_line_and_exit_2(stack):
-    stack.write(schedules_toml(bad='function = "fib", every = "1w"'))
+    stack.write(schedules_toml(bad='function = "fib", every = "1.5s"'))
     for command in (["up"], ["job", "schedules"]):
         result = stack.cli(*command)
         assert result.returncode == 2
         assert result.stderr.strip().splitlines() == [
-            "procorch: procorch.toml: jobs.schedules.bad.every: expected a duration like "
-            "'30s', '5m', '1h' or '1d', got '1w'"
+            "procorch: procorch.toml: jobs.schedules.bad.every: expected a whole number of "
+            "seconds, at least 1, got '1.5s'"
         ]
     assert not (stack.run_dir / "procorch.pid").exists()
     stack.write(schedules_toml(bad='function = "nope", cron = "0 3 * * *"'))
@@ -179,3 +179,37 @@ def test_a_reload_that_changes_the_schedules_is_refused(tmp_path):
     assert plan(old, load_config(path)).refused == {
         "[jobs] schedules": "the scheduler starts with the daemon"
     }
+
+
+@pytest.mark.parametrize(
+    ("every", "seconds"),
+    [('"30s"', 30), ('"5m"', 300), ('"1h"', 3600), ('"1d"', 86400), ("90", 90)],
+)
+def test_every_takes_whole_seconds(tmp_path, every, seconds):
+    from procorch.config import load_config
+
+    path = tmp_path / "procorch.toml"
+    path.write_text(schedules_toml(x=f'function = "fib", every = {every}'))
+    assert load_config(path).jobs.schedules["x"]["every"] == seconds
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ('every = "0s"', "x.every: expected a whole number of seconds, at least 1, got '0s'"),
+        ('every = "soon"', "x.every: expected seconds or a duration like"),
+        ('cron = "61 * * * *"', "x.cron: expected a cron expression like '0 3 * * *'"),
+        ('cron = "* * * * *", every = "1s"', "x: give either `cron` or `every`, not both"),
+        ('every = "1s", timezone = "UTC"', "x.timezone: only used with `cron`"),
+        ('cron = "@daily", timezone = "Mars/Base"', "x.timezone: unknown time zone 'Mars/Base'"),
+        ('every = "1s", args = 3', "x.args: expected a list, got 3"),
+        ('every = "1s", args = [1979-05-27]', "x.args: not JSON"),
+    ],
+)
+def test_bad_schedules_name_the_key(tmp_path, body, problem):
+    from procorch.config import ConfigError, load_config
+
+    path = tmp_path / "procorch.toml"
+    path.write_text(schedules_toml(x=f'function = "fib", {body}'))
+    with pytest.raises(ConfigError, match=re.escape(f"jobs.schedules.{problem}")):
+        load_config(path)

@@ -187,6 +187,7 @@ def test_kill_9_of_the_daemon_mid_load_then_up_loses_nothing(stack, run):
     for job_id in [*ids, later]:
         assert jobs.wait(job_id, timeout=30)["status"] == "done"
     assert jobs.stats()["counts"] == {
+        "waiting": 0,
         "pending": 0,
         "running": 0,
         "done": 301,

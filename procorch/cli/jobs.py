@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,12 +28,20 @@ if TYPE_CHECKING:
 NO_DAEMON_NEEDED = "Works without the daemon: jobs wait, pending, until the JobWorker service runs."
 
 job_app = typer.Typer(
-    help="Submit and follow jobs: F(n) mod m, run by the JobWorker service. " + NO_DAEMON_NEEDED,
+    help="Submit and follow jobs (registered functions with JSON arguments, or F(n) mod m),"
+    " run by the JobWorker service. " + NO_DAEMON_NEEDED,
     no_args_is_help=True,
     rich_markup_mode=None,
 )
 
-Numbers = Annotated[list[str], typer.Argument(help="n: integers from 0 to [jobs] max_n.")]
+Numbers = Annotated[
+    list[str],
+    typer.Argument(
+        help="A registered function's name (with --args/--kwargs), or n: integers from 0 to"
+        " [jobs] max_n for F(n) mod m.",
+        metavar="FUNCTION | N...",
+    ),
+]
 JobId = Annotated[str, typer.Argument(help="The job's id.", autocompletion=complete.JOB_IDS)]
 OpenJobId = Annotated[  # a pending or running job: the only ones to wait for or cancel
     str, typer.Argument(help="The job's id.", autocompletion=complete.OPEN_JOB_IDS)
@@ -71,27 +80,74 @@ def _echo_json(value: Any) -> None:
     typer.echo(json.dumps(value))
 
 
+def _short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value, separators=(", ", ": "))
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _call(job: dict[str, Any]) -> str:
+    """How a job reads: F(12) mod 1000, or send("a@b", subject="hi")."""
+    if job["input"] is not None:
+        if job["function"] == "fib":
+            return f"F({job['input']}) mod {job['mod']}"
+        return f"{job['function']}({job['input']}) mod {job['mod']}"
+    parts = [json.dumps(a) for a in job["args"] or []]
+    parts += [f"{k}={json.dumps(v)}" for k, v in (job["kwargs"] or {}).items()]
+    return _short(f"{job['function']}({', '.join(parts)})", 80)
+
+
 def _describe(job: dict[str, Any]) -> str:
-    what = f"{job['function']}({job['input']}) mod {job['mod']}"
-    if job["function"] == "fib":
-        what = f"F({job['input']}) mod {job['mod']}"
-    line = f"job {job['job_id']} {job['status']}: {what}"
+    line = f"job {job['job_id']} {job['status']}: {_call(job)}"
     if job["status"] == "done":
-        line += f" = {job['output']}"
+        line += f" = {_short(job['result'])}"
     if job["error"] and job["status"] != "done":
         line += f" ({job['error']})"
     return line
+
+
+def _json_option(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        fail(f"{what} is not JSON: {exc}", EXIT_CONFIG)
+
+
+def _is_number(text: str) -> bool:
+    return text.strip().lstrip("+-").replace("_", "").isdigit()
 
 
 def submit(
     numbers: Numbers,
     mod: ModOpt = None,
     function: FunctionOpt = None,
+    args: Annotated[
+        str | None, typer.Option("--args", help="The function's arguments: a JSON list.")
+    ] = None,
+    kwargs: Annotated[
+        str | None, typer.Option("--kwargs", help="Its keyword arguments: a JSON object.")
+    ] = None,
+    delay: Annotated[
+        str | None, typer.Option("--delay", help='Not before this long from now: "10s", "5m".')
+    ] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Not before this time (ISO 8601).")] = None,
+    priority: Annotated[
+        str | None, typer.Option("--priority", help="Higher runs first among due jobs.")
+    ] = None,
+    depends_on: Annotated[
+        list[str] | None,
+        typer.Option("--depends-on", help="Run after this job is done (repeatable)."),
+    ] = None,
+    queue: Annotated[
+        str | None, typer.Option("--queue", "-q", help="The queue [default: the function's].")
+    ] = None,
     wait: WaitOpt = False,
     key: Annotated[
         str | None,
         typer.Option(
             "--idempotency-key",
+            "--key",
             "-k",
             help="Submit once: a retry with the same key (within a day) gets the same ids.",
         ),
@@ -100,12 +156,35 @@ def submit(
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Submit one job per N (all or none); prints each job's id.
+    """Submit a job of a registered function (`submit send --args '[1]'`), or one job of
+    F(n) mod m per N (all or none); prints each job's id.
 
     Works without the daemon: jobs wait, pending, until the JobWorker service runs.
     """
+    options = {
+        "delay": delay,
+        "at": at,
+        "priority": priority,
+        "depends_on": depends_on,
+        "queue": queue,
+    }
     with _jobs(config, run_dir) as jobs:
-        ids = jobs.submit_many(numbers, mod=mod, function=function, key=key)
+        if args is not None or kwargs is not None or not _is_number(numbers[0]):
+            if len(numbers) > 1:
+                fail("name one function (its arguments go in --args and --kwargs)", EXIT_CONFIG)
+            ids = [
+                jobs.submit(
+                    numbers[0],
+                    mod=mod,
+                    function=function,
+                    key=key,
+                    args=_json_option(args, "--args"),
+                    kwargs=_json_option(kwargs, "--kwargs"),
+                    **options,
+                )
+            ]
+        else:
+            ids = jobs.submit_many(numbers, mod=mod, function=function, key=key, **options)
         if not wait:
             for job_id in ids:
                 if as_json:
@@ -149,7 +228,7 @@ job_app.command("submit", context_settings=_NUMBERS_MAY_LOOK_LIKE_OPTIONS)(submi
 def status(
     job_id: JobId, config: ConfigOpt = None, run_dir: RunDirOpt = None, as_json: JsonOpt = False
 ) -> None:
-    """Show one job: status, input, mod, output, error, attempts, times, worker."""
+    """Show one job: function, args, result, progress, every attempt's error, times."""
     with _jobs(config, run_dir) as jobs:
         job = jobs.get(job_id)
     if as_json:
@@ -157,10 +236,19 @@ def status(
         return
     width = max(len(key) for key in job)
     for key, value in job.items():
+        if key == "errors":
+            for error in value:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(error["at"]))
+                typer.echo(
+                    f"{key:<{width}}  attempt {error['attempt']} at {when}Z: {error['error']}"
+                )
+            continue
+        if isinstance(value, list | dict):
+            value = _short(value, 200)
         typer.echo(f"{key:<{width}}  {'-' if value is None else value}")
 
 
-_LIST_COLUMNS = ("job_id", "status", "input", "mod", "output", "attempts", "finished_time")
+_LIST_COLUMNS = ("job_id", "status", "function", "args", "result", "attempts", "finished_time")
 
 
 @job_app.command("list")
@@ -175,19 +263,28 @@ def list_(
     ] = None,
     limit: Annotated[str, typer.Option("--limit", "-l", help="At most this many jobs.")] = "50",
     offset: Annotated[str, typer.Option("--offset", "-o", help="Skip this many first.")] = "0",
+    function: Annotated[
+        str | None, typer.Option("--function", "-f", help="Only jobs of this function.")
+    ] = None,
+    queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue.")] = None,
     config: ConfigOpt = None,
     run_dir: RunDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List jobs, oldest first: {"jobs": [...], "count": C, "total": T} with --json."""
     with _jobs(config, run_dir) as jobs:
-        page = jobs.list(status, limit, offset)
+        page = jobs.list(status, limit, offset, function=function, queue=queue)
     if as_json:
         typer.echo(json.dumps(page, indent=2))
         return
-    rows = [
-        [("-" if job[c] is None else str(job[c])) for c in _LIST_COLUMNS] for job in page["jobs"]
-    ]
+
+    def cell(job: dict[str, Any], column: str) -> str:
+        value = job[column]
+        if column in ("args", "result") and (value is not None or column == "args"):
+            return _short(value, 30)
+        return "-" if value is None else str(value)
+
+    rows = [[cell(job, c) for c in _LIST_COLUMNS] for job in page["jobs"]]
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(_LIST_COLUMNS)]
     for row in [list(_LIST_COLUMNS), *rows]:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -256,6 +353,84 @@ def stats(config: ConfigOpt = None, run_dir: RunDirOpt = None, as_json: JsonOpt 
     if durations["count"]:
         mean = durations["sum"] / durations["count"]
         typer.echo(f"duration: {durations['count']} finished jobs ran {mean:.3g} s on average")
+
+
+@job_app.command()
+def requeue(
+    job_id: Annotated[
+        str | None,
+        typer.Argument(help="A failed job's id.", autocompletion=complete.JOB_IDS),
+    ] = None,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Every failed job (the dead letters).")
+    ] = False,
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Put a failed job back (or --failed: all of them), with fresh attempts."""
+    if (job_id is None) == (not failed):
+        fail("give a job id or --failed", EXIT_CONFIG)
+    with _jobs(config, run_dir) as jobs:
+        ids = jobs.requeue(None if failed else job_id)
+    if as_json:
+        _echo_json({"requeued": ids})
+    else:
+        typer.echo(
+            f"requeued {len(ids)} job{'s' * (len(ids) != 1)}"
+            + (f": {', '.join(map(str, ids))}" if ids else "")
+        )
+
+
+@job_app.command()
+def purge(
+    status_: Annotated[str, typer.Option("--status", "-s", help="done, failed or cancelled.")],
+    older_than: Annotated[
+        str, typer.Option("--older-than", help='Finished longer ago than this: "1d", "12h".')
+    ] = "0",
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete finished jobs now (they also go by themselves after their result_ttl)."""
+    with _jobs(config, run_dir) as jobs:
+        count = jobs.purge(status_, older_than)
+    if as_json:
+        _echo_json({"purged": count})
+    else:
+        typer.echo(f"purged {count} job{'s' * (count != 1)}")
+
+
+@job_app.command()
+def work(
+    burst: Annotated[
+        bool, typer.Option("--burst", help="Exit once the queues are empty (else run on).")
+    ] = False,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", "-q", help="Take jobs of this queue (repeatable) [default: all]."),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=64, help="Processes.")] = 1,
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+) -> None:
+    """Run job workers in the foreground, without the daemon: with --burst until the
+    queues are empty, then exit 0 (1 if any job failed), for batch scripts and CI."""
+    from procorch.config import ConfigError, load_config
+    from procorch.jobs.api import check_queue
+    from procorch.jobs.burst import work as run_workers
+    from procorch.jobs.job import InvalidJob
+
+    try:
+        cfg = load_config(config, run_dir=run_dir)
+        queues = [check_queue(q) for q in queue or []]
+    except (ConfigError, InvalidJob) as exc:
+        fail(str(exc), EXIT_CONFIG)
+    try:
+        code = run_workers(cfg, queues, workers, burst=burst)
+    except KeyboardInterrupt:
+        fail("stopped; jobs in hand are taken back by the next worker", EXIT_INTERRUPTED)
+    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,9 +1,11 @@
 """The job queue over HTTP: the first original's endpoints and a paginated list.
 
+    POST /jobs {"function", "args", "kwargs", "delay", "at", "priority", "queue",
+                "depends_on"}   enqueue a registered function's job -> {"status": "taken", ...}
     POST /job/<n>[?mod=M]   enqueue F(n) mod M       -> {"status": "taken", "job_id": 1}
     GET  /job/<id>          the job
     DELETE /job/<id>        cancel it (409 once it has finished)
-    GET  /jobs?status=&limit=&offset=   a page of jobs
+    GET  /jobs?status=&function=&queue=&limit=&offset=   a page of jobs
     GET  /list-all                      every job, as the original listed them
     POST /process {"n"}, GET /info?id=, GET /all: the original worker's own endpoints
 
@@ -19,6 +21,7 @@ from flask import Blueprint, Response, request
 from flask.typing import ResponseReturnValue
 
 from procorch.gateway.http import (
+    _integral,
     fail,
     idempotency_key,
     integer_text,
@@ -29,6 +32,7 @@ from procorch.gateway.http import (
 )
 from procorch.gateway.system import backend
 from procorch.jobs.api import MAX_LIMIT, Jobs
+from procorch.jobs.job import DEFAULT_FUNCTION
 from procorch.services.fields import MAX_INTEGER
 from procorch.services.protocol import dumps
 
@@ -37,10 +41,13 @@ bp = Blueprint("jobs", __name__)
 LIST_ALL_BATCH = MAX_LIMIT  # jobs /list-all reads from the store, and holds, at a time
 
 
+SUBMIT_OPTIONS = ("args", "kwargs", "delay", "at", "priority", "queue", "depends_on")
+
+
 def _taken(n: Any, mod: Any) -> ResponseReturnValue:
     # with an Idempotency-Key, a retry gets the first submission's id (the key is stored
     # with the job, in its transaction); the key with another n or mod is 409
-    job_id = backend().jobs.submit(n, mod, key=idempotency_key())
+    job_id = backend().jobs.submit_many([n], mod, key=idempotency_key())[0]
     return respond({"status": "taken", "job_id": job_id})
 
 
@@ -58,11 +65,6 @@ def _job_id(raw: Any) -> int:
     return job_id
 
 
-def _listed(status: str | None, limit: int, offset: int) -> ResponseReturnValue:
-    page = backend().jobs.list(status, limit, offset)
-    return respond({"status": "success", **page, "limit": limit, "offset": offset})
-
-
 @bp.route("/job/<raw>", methods=["GET", "POST", "DELETE"])
 def job(raw: str) -> ResponseReturnValue:
     if request.method == "POST":
@@ -77,11 +79,37 @@ def job(raw: str) -> ResponseReturnValue:
     return respond(backend().job(job_id))
 
 
+@bp.post("/jobs")
+def submit_job() -> ResponseReturnValue:
+    """A job of any registered function; the body names it, never code."""
+    body = json_body("function")
+    unknown = sorted(set(body) - {"function", *SUBMIT_OPTIONS})
+    if unknown:
+        known = ", ".join(("function", *SUBMIT_OPTIONS))
+        fail(400, f"unknown field {short(repr(unknown[0]))} (known: {known})")
+    if not isinstance(body["function"], str):
+        got = short(repr(body["function"]))
+        fail(400, f"`function` must be a registered function's name, got {got}")
+    options = {name: body.get(name) for name in SUBMIT_OPTIONS}
+    given_null = [name for name in SUBMIT_OPTIONS if name in body and body[name] is None]
+    if given_null:  # not the same as leaving it out: say so rather than guess
+        fail(400, f"`{given_null[0]}` must not be null (leave it out for the default)")
+    # integers where integers are meant (JSON's 2.0 is the document's integer 2); any
+    # other function's arguments are its own, passed on as they came
+    for name in ("args", "depends_on") if body["function"] == DEFAULT_FUNCTION else ("depends_on",):
+        if isinstance(options[name], list):
+            options[name] = [_integral(item) for item in options[name]]
+    job_id = backend().jobs.submit(function=body["function"], key=idempotency_key(), **options)
+    return respond({"status": "taken", "job_id": job_id})
+
+
 @bp.get("/jobs")
 def list_jobs() -> ResponseReturnValue:
     limit = query_int("limit", 50)
     offset = query_int("offset", 0)
-    return _listed(request.args.get("status") or None, limit, offset)
+    filters = {name: request.args.get(name) or None for name in ("function", "queue")}
+    page = backend().jobs.list(request.args.get("status") or None, limit, offset, **filters)
+    return respond({"status": "success", **page, "limit": limit, "offset": offset})
 
 
 @bp.get("/list-all")
@@ -101,8 +129,8 @@ def list_all() -> ResponseReturnValue:
 def _every_job(jobs: Jobs, batch: list[dict[str, Any]]) -> Iterator[bytes]:
     """The JSON of /list-all in pieces, from `batch` (the first) on.
 
-    Pages by offset: job ids only grow and procorch deletes no job, so a job submitted
-    meanwhile can only join the end, and none is listed twice."""
+    Pages by offset: job ids only grow, so a job submitted meanwhile can only join the
+    end, and none is listed twice (a job purged meanwhile may let one be skipped)."""
     yield b'{"status":"success","jobs":['
     count = 0
     while batch:

@@ -16,7 +16,7 @@ from procorch import __version__
 from procorch.config import MAX_INT64, Config
 from procorch.gateway.http import IDEMPOTENCY_KEY, respond
 from procorch.gateway.system import TITLE
-from procorch.jobs.api import MAX_LIMIT
+from procorch.jobs.api import LATEST, MAX_DELAY, MAX_LIMIT
 from procorch.jobs.job import Status
 from procorch.services.fields import MAX_PAGE
 from procorch.services.protocol import MAX_KEY
@@ -154,11 +154,30 @@ def _schemas(config: Config) -> dict[str, Any]:
             job_id=_int(1),
             status={"type": "string", "enum": [s.value for s in Status]},
             function={"type": "string"},
-            input=_int(0),
-            mod=_int(2),
+            args={"type": "array"},
+            kwargs={"type": "object"},
+            # the Fibonacci-shaped jobs' n, m and result; null for any other job
+            input={**_int(0), "type": ["integer", "null"]},
+            mod={**_int(2), "type": ["integer", "null"]},
+            result={},  # any JSON value
             output=_NULLABLE_INT,
             error=_NULLABLE_TEXT,
+            errors={
+                "type": "array",
+                "items": _obj(
+                    ["attempt", "error", "at"],
+                    attempt={"type": "integer"},
+                    error={"type": "string"},
+                    at={"type": "number"},
+                ),
+            },
+            progress={"type": ["number", "null"]},
+            meta={},
+            priority={"type": "integer"},
+            queue={"type": "string"},
+            depends_on={"type": "array", "items": _int(1)},
             attempts={"type": "integer"},
+            run_at=_NULLABLE_TEXT,
             init_time={"type": "string"},
             started_time=_NULLABLE_TEXT,
             finished_time=_NULLABLE_TEXT,
@@ -166,6 +185,7 @@ def _schemas(config: Config) -> dict[str, Any]:
         ),
         # a null `mod` is the config's, as if not given
         "NewJob": _obj(["n"], n=_int(0, config.jobs.max_n), mod=_int(2, type=["integer", "null"])),
+        "NewFunctionJob": _function_job(config),
         "Taken": _obj(
             ["status", "job_id"], status={"type": "string", "enum": ["taken"]}, job_id=_int(1)
         ),
@@ -297,6 +317,62 @@ def _filter(name: str, schema: dict[str, Any]) -> dict:
     return {**_param(name, "query", schema), "allowEmptyValue": True}
 
 
+def _function_job(config: Config) -> dict[str, Any]:
+    """POST /jobs's body: any registered function with JSON arguments (1 MiB at most,
+    with the rest); the built-in fib takes [n] or [n, mod] only."""
+    from procorch.jobs.functions import Registry
+    from procorch.jobs.job import DEFAULT_FUNCTION, JobError
+
+    try:
+        names = Registry(config.jobs, config.path and config.path.parent).names()
+    except JobError:  # [jobs] modules do not import here: the config's names only
+        names = [DEFAULT_FUNCTION, *config.jobs.functions]
+    options = {
+        "delay": {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": MAX_DELAY},
+                {"type": "string", "pattern": r"^\d{1,6}(\.\d+)?(ms|s|m|h|d)?$"},
+            ],
+            "description": 'seconds, or "10s", "5m", "1h"',
+        },
+        "at": {
+            "type": "number",
+            "maximum": LATEST,
+            "description": "epoch seconds (a past time: due now)",
+        },
+        "priority": _int(-1_000_000, 1_000_000),
+        "queue": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,100}$"},
+        "depends_on": {"type": "array", "items": _int(1)},
+    }
+    fib = {
+        **_obj(
+            ["function", "args"],
+            function={"const": DEFAULT_FUNCTION},
+            args={
+                "type": "array",
+                "prefixItems": [_int(0, config.jobs.max_n), _int(2, 2**63 - 1)],
+                "minItems": 1,
+                "maxItems": 2,
+            },
+            kwargs={"type": "object", "maxProperties": 0},
+            **options,
+        ),
+        "additionalProperties": False,
+    }
+    variants = [fib]
+    others = [name for name in dict.fromkeys(names) if name != DEFAULT_FUNCTION]
+    if others:
+        any_function = _obj(
+            ["function"],
+            function={"type": "string", "enum": others},
+            args={"type": "array"},
+            kwargs={"type": "object"},
+            **options,
+        )
+        variants.append({**any_function, "additionalProperties": False})
+    return {"oneOf": variants}
+
+
 def _paths(config: Config) -> dict[str, Any]:
     page = [_filter("limit", _int(1, MAX_PAGE)), _filter("offset", _int(0))]
     by_user = [*page, _filter("user_id", _int(1))]
@@ -392,9 +468,18 @@ def _paths(config: Config) -> dict[str, Any]:
                 store,
                 params=[
                     _filter("status", {"type": "string", "enum": [s.value for s in Status]}),
+                    _filter("function", {"type": "string"}),
+                    _filter("queue", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,100}$"}),
                     *job_page,
                 ],
-            )
+            ),
+            "post": _operation(
+                "Enqueue a job of a registered function, with JSON args and kwargs",
+                "Taken",
+                (404, 409, *store),  # 404: a job in depends_on that does not exist
+                body="NewFunctionJob",
+                params=[_IDEMPOTENCY],
+            ),
         },
         "/list-all": {
             "get": _operation("Every job, by id (the original's list)", "AllJobs", store)

@@ -7,6 +7,7 @@ user sees is always the dict `public()` returns.
 from __future__ import annotations
 
 import enum
+import json
 import math
 import time
 from typing import Any
@@ -15,21 +16,36 @@ FIELDS = (
     "job_id",
     "status",
     "function",
-    "input",
+    "args",
+    "kwargs",
+    "input",  # the Fibonacci-shaped jobs' n and m (f(n, mod) -> int), else null
     "mod",
-    "output",
+    "result",
+    "output",  # the Fibonacci-shaped jobs' result, else null
     "error",
+    "errors",  # every failed attempt: [{"attempt", "error", "at"}, ...]
+    "progress",
+    "meta",
+    "priority",
+    "queue",
+    "depends_on",
     "attempts",
+    "run_at",
     "init_time",
     "started_time",
     "finished_time",
     "worker",
 )
-TIME_FIELDS = ("init_time", "started_time", "finished_time")
+TIME_FIELDS = ("init_time", "started_time", "finished_time", "run_at")
+JSON_FIELDS = ("args", "kwargs", "result", "meta", "errors", "depends_on")
 DEFAULT_FUNCTION = "fib"
+DEFAULT_QUEUE = "default"
+MAX_PAYLOAD = 1024 * 1024  # bytes of a job's JSON args and kwargs together
+MAX_META = 64 * 1024  # bytes of a progress report's JSON meta
 
 
 class Status(enum.StrEnum):
+    WAITING = "waiting"  # for the jobs it depends on
     PENDING = "pending"
     RUNNING = "running"
     DONE = "done"
@@ -43,12 +59,15 @@ class Status(enum.StrEnum):
 
 FINISHED = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})
 
-# running -> pending is a retry (a failed attempt with attempts left, or a dead worker's job).
+# running -> pending is a retry (a failed attempt with attempts left, or a dead worker's job);
+# waiting -> pending when the last job it depends on is done (cancelled if one is not);
+# failed -> pending is a requeue (`job requeue`): the dead letters go back.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.WAITING: frozenset({Status.PENDING, Status.CANCELLED}),
     Status.PENDING: frozenset({Status.RUNNING, Status.CANCELLED}),
     Status.RUNNING: frozenset({Status.DONE, Status.FAILED, Status.PENDING, Status.CANCELLED}),
     Status.DONE: frozenset(),
-    Status.FAILED: frozenset(),
+    Status.FAILED: frozenset({Status.PENDING}),
     Status.CANCELLED: frozenset(),
 }
 
@@ -62,8 +81,8 @@ class JobError(Exception):
 
 
 class JobNotFound(JobError):
-    def __init__(self, job_id: int) -> None:
-        super().__init__(f"no job with id {job_id}")
+    def __init__(self, job_id: int, what: str = "") -> None:
+        super().__init__(f"{what}no job with id {job_id}")
         self.job_id = job_id
 
 
@@ -100,8 +119,23 @@ def iso(t: float | None) -> str | None:
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:
-    """The job as users see it: exactly FIELDS, times as ISO 8601 strings."""
+    """The job as users see it: exactly FIELDS, times as ISO 8601 strings, JSON decoded.
+
+    A Fibonacci-shaped job (n, mod; no JSON args) shows them as args [n, mod] and its
+    output as its result, so every job reads the same way."""
     job = {name: record.get(name) for name in FIELDS}
+    for name in JSON_FIELDS:
+        if isinstance(job[name], str | bytes):
+            job[name] = json.loads(job[name])
+    if job["args"] is None and job["input"] is not None:
+        job["args"], job["kwargs"], job["result"] = [job["input"], job["mod"]], {}, job["output"]
+    job["kwargs"] = job["kwargs"] or {}
+    job["errors"] = job["errors"] or []
+    job["depends_on"] = job["depends_on"] or []
+    job["priority"] = job["priority"] or 0
+    job["queue"] = job["queue"] or DEFAULT_QUEUE
+    if job["run_at"] is not None and job["run_at"] <= (job["init_time"] or 0):
+        job["run_at"] = None  # due at once: no time to show
     for name in TIME_FIELDS:
         job[name] = iso(job[name])
     return job
@@ -176,3 +210,16 @@ def check_status(value: str | None) -> Status | None:
 def backoff(attempts: int) -> float:
     """Seconds before retry number `attempts` (1, 2, ...): 0.1, 0.2, 0.4 ... at most 10."""
     return min(10.0, 0.1 * 2 ** (attempts - 1))
+
+
+def encoded(value: Any, what: str, limit: int = MAX_PAYLOAD) -> str:
+    """`value` as compact JSON, or InvalidJob if it is not JSON or longer than `limit` bytes."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidJob(f"{what} must be JSON: {exc}") from None
+    if len(text) > limit:  # characters <= bytes: a cheap first look
+        size = len(text.encode())
+        if size > limit:
+            raise InvalidJob(f"{what} is {size} bytes encoded, more than {limit}")
+    return text

@@ -1,11 +1,16 @@
 """The shared store: jobs in a Redis server, so daemons on several hosts share one queue.
 
 Layout (every key under `procorch:`): a hash per job (`job:ID`), ids from INCR (never
-reused), a stream of the jobs to run read by the consumer group `workers`, a sorted
-set of ids per status (for list and counts), `delayed` (retries waiting out their
-backoff, by due time), `finished` (the last minute's finish times, for throughput) and
-`durations` (the duration histogram: a count per bucket index, and the sum in seconds).
-Every change of a job is one Lua script, so it is atomic and one round trip.
+reused), `ready:QUEUE` (a sorted set per queue of the due pending jobs, by priority then
+id), `wake:QUEUE` (a short list idle workers BLPOP), a stream of the jobs in flight read
+by the consumer group `workers` (its pending entries are the leases), a sorted set of
+ids per status (for list and counts) and `all`, `delayed` (delayed jobs and retries, by
+due time), `deps:ID` (the jobs waiting on ID), `expiring` (finished jobs by the time
+their result_ttl ends: workers delete them), `finished` (the last minute's finish
+times, for throughput) and `durations` (the duration histogram: a count per bucket
+index, and the sum in seconds). Every change of a job is one Lua script, so it is
+atomic and one round trip. A queue of the first version (one stream of every pending
+job) is migrated on open, once (`version`).
 
 Workers are consumers named after their host, run directory and replica, so a
 replacement worker finds its predecessor's unacknowledged entries (XPENDING) and
@@ -30,20 +35,21 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
 
 from procorch.config import JobsSettings
-from procorch.jobs.job import FIELDS, Status, StoreFull, StoreUnavailable, backoff
+from procorch.jobs.job import FIELDS, JobNotFound, Status, StoreFull, StoreUnavailable
 from procorch.jobs.store import (
     DURATION_BUCKETS,
     KEY_TTL,
     Claim,
     Durations,
     Key,
+    NewJob,
     Store,
     Waiter,
     WorkerId,
@@ -54,12 +60,15 @@ PREFIX = "procorch:"
 GROUP = "workers"
 LEASE = 2.0  # seconds an entry may sit unrenewed before another consumer takes it
 RENEW_EVERY = LEASE / 8
-BLOCK_MAX = 0.25  # XREADGROUP cannot be cut short by a signal: a stop waits at most this
+BLOCK_MAX = 0.25  # BLPOP cannot be cut short by a signal: a stop waits at most this
 FINISHED_WINDOW = 60.0  # seconds of finish times kept for throughput
 _T = TypeVar("_T")
 
-_INTEGERS = ("job_id", "input", "mod", "output", "attempts")
-_TIMES = ("init_time", "started_time", "finished_time")
+_INTEGERS = ("job_id", "input", "mod", "output", "attempts", "priority")
+_FLOATS = ("init_time", "started_time", "finished_time", "run_at", "progress")
+_NEW_JOB_FIELDS = tuple(f for f in NewJob.__dataclass_fields__ if f != "depends_on")
+_DEFAULTS = {"priority": 0, "queue": "default", "run_after": 0.0}  # not stored: as if absent
+_DEFAULTS.update({f: None for f in _NEW_JOB_FIELDS if f not in _DEFAULTS})
 
 # KEYS: none (one server, no cluster). ARGV[1] is always the prefix. Inputs and moduli
 # stay strings: Lua numbers are doubles, exact only up to 2**53.
@@ -70,9 +79,30 @@ local function move(id, from, to)
   redis.call('ZREM', p .. 'status:' .. from, id)
   redis.call('ZADD', p .. 'status:' .. to, id, id)
 end
-local function enqueue(id)
-  local entry = redis.call('XADD', p .. 'stream', '*', 'id', id)
-  redis.call('HSET', p .. 'job:' .. id, 'entry', entry)
+-- the ready queues: a sorted set per queue, by -priority, then by id (padded: members
+-- of one score sort as strings)
+local function member(id) return string.format('%016d', tonumber(id)) end
+-- wake up to `count` idle workers of a queue (a token each, at most 64 waiting)
+local function wake(queue, count)
+  local tokens = {}
+  for i = 1, math.min(count, 64) do tokens[i] = 1 end
+  redis.call('SADD', p .. 'queues', queue)
+  redis.call('LPUSH', p .. 'wake:' .. queue, unpack(tokens))
+  redis.call('LTRIM', p .. 'wake:' .. queue, 0, 63)
+end
+-- a due job joins its queue; `queue` and `priority` as the job has them, if known
+local function ready(id, queue, priority, quiet)
+  if not queue then
+    local job = redis.call('HMGET', p .. 'job:' .. id, 'queue', 'priority')
+    queue, priority = job[1] or 'default', job[2]
+  end
+  redis.call('ZADD', p .. 'ready:' .. queue, -(tonumber(priority) or 0), member(id))
+  if not quiet then wake(queue, 1) end
+end
+local function unready(id)
+  local queue = redis.call('HGET', p .. 'job:' .. id, 'queue') or 'default'
+  redis.call('ZREM', p .. 'ready:' .. queue, member(id))
+  redis.call('ZREM', p .. 'delayed', id)
 end
 local function release(entry)
   redis.call('XACK', p .. 'stream', 'workers', entry)
@@ -95,6 +125,19 @@ local function observe(id, now)
   redis.call('HINCRBY', p .. 'durations', bucket, 1)
   redis.call('HINCRBYFLOAT', p .. 'durations', 'sum', string.format('%.17g', math.max(seconds, 0)))
 end
+-- a finished job is deleted after its result_ttl (the job's, else the default; -1 never)
+local function expire(id, now, ttl)
+  local own = tonumber(redis.call('HGET', p .. 'job:' .. id, 'result_ttl'))
+  ttl = own or tonumber(ttl)
+  if ttl >= 0 then redis.call('ZADD', p .. 'expiring', now + ttl, id) end
+end
+local function add_error(id, err, now)
+  local key = p .. 'job:' .. id
+  local job = redis.call('HMGET', key, 'errors', 'attempts')
+  local list = job[1] and cjson.decode(job[1]) or {}
+  table.insert(list, {attempt = tonumber(job[2]), error = err, at = tonumber(now)})
+  redis.call('HSET', key, 'errors', cjson.encode(list))
+end
 -- done or failed, never a retry or a cancel: each job passes here once
 local function finished(id, now)
   redis.call('ZADD', p .. 'finished', now, id)
@@ -102,28 +145,94 @@ local function finished(id, now)
   observe(id, now)
   announce(id)
 end
--- run the job an entry delivered: {id, entry, function, input, mod, attempts}, or false
-local function start(id, entry, now, label)
+local settle
+-- cancel a waiting, pending or running job and the jobs waiting on it -> 1 if it was
+local function cancel(id, why, now, ttl)
   local key = p .. 'job:' .. id
-  local job = redis.call('HMGET', key, 'status', 'entry', 'function', 'input', 'mod')
-  if job[1] ~= 'pending' or job[2] ~= entry then
-    release(entry)  -- cancelled, or a stale entry of a job re-queued since
-    return false
+  local status = redis.call('HGET', key, 'status')
+  if status ~= 'pending' and status ~= 'running' and status ~= 'waiting' then return 0 end
+  redis.call('HSET', key, 'status', 'cancelled', 'finished_time', now)
+  if why then redis.call('HSET', key, 'error', why) end
+  move(id, status, 'cancelled')
+  unready(id)
+  expire(id, now, ttl)
+  announce(id)
+  settle(id, 'cancelled', now, ttl)
+  return 1
+end
+-- a job finished: its children run once nothing else holds them, or are cancelled
+settle = function(id, status, now, ttl)
+  local children = redis.call('SMEMBERS', p .. 'deps:' .. id)
+  if #children == 0 then return end
+  redis.call('DEL', p .. 'deps:' .. id)
+  for _, child in ipairs(children) do
+    if status == 'done' then
+      local key = p .. 'job:' .. child
+      if redis.call('HINCRBY', key, 'waiting', -1) <= 0
+          and redis.call('HGET', key, 'status') == 'waiting' then
+        redis.call('HSET', key, 'status', 'pending')
+        move(child, 'waiting', 'pending')
+        local due = tonumber(redis.call('HGET', key, 'run_after')) or 0
+        if due > now then redis.call('ZADD', p .. 'delayed', due, child) else ready(child) end
+      end
+    else
+      cancel(child, 'job ' .. id .. ' it depends on was ' .. status, now, ttl)
+    end
   end
-  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-  redis.call('HSET', key, 'status', 'running', 'started_time', now, 'worker', label)
+end
+-- delayed jobs and retries whose time has come join their ready queue
+local function promote(now)
+  local due = redis.call('ZRANGEBYSCORE', p .. 'delayed', '-inf', now, 'LIMIT', 0, 100)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', p .. 'delayed', id)
+    if redis.call('HGET', p .. 'job:' .. id, 'status') == 'pending' then ready(id) end
+  end
+end
+local CLAIMED = {'status', 'attempts', 'function', 'input', 'mod', 'args', 'kwargs',
+  'max_attempts', 'timeout', 'retry', 'result_ttl'}
+-- run a job if it is pending: delivered through the stream to `consumer`, whose pending
+-- entry is its lease -> {id, entry, attempts, CLAIMED[3...]...}, or false
+local function start(id, consumer, now, label)
+  local key = p .. 'job:' .. id
+  local job = redis.call('HMGET', key, unpack(CLAIMED))
+  if job[1] ~= 'pending' then return false end  -- cancelled meanwhile, say
+  local entry = redis.call('XADD', p .. 'stream', '*', 'id', id)
+  -- the stream holds only entries in flight, delivered as they are added: this one
+  local read = {'XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', 1, 'STREAMS',
+    p .. 'stream', '>'}
+  if redis.pcall(unpack(read)).err then  -- flushed: the group went with the stream
+    redis.call('XGROUP', 'CREATE', p .. 'stream', 'workers', '0', 'MKSTREAM')
+    redis.call(unpack(read))
+  end
+  local attempts = tonumber(job[2] or 0) + 1
+  redis.call('HSET', key, 'status', 'running', 'started_time', now, 'worker', label,
+    'entry', entry, 'attempts', attempts)
   redis.call('HDEL', key, 'finished_time')
   move(id, 'pending', 'running')
-  return {id, entry, job[3], job[4], job[5], attempts}
+  local claim = {id, entry, attempts}
+  for i = 3, #CLAIMED do claim[1 + i] = job[i] or '' end
+  return claim
 end
--- read (without blocking) and start the next runnable job, or false
-local function take(consumer, now, label)
-  for _ = 1, 16 do  -- past the entries of cancelled jobs
-    local got = redis.call('XREADGROUP', 'GROUP', 'workers', consumer, 'COUNT', 1,
-      'STREAMS', p .. 'stream', '>')
-    if not got then return false end
-    local message = got[1][2][1]
-    local claim = start(message[2][2], message[1], now, label)
+-- the next due job of `queues` (comma-separated, '*' all): highest priority, then oldest
+local function take(consumer, now, label, queues)
+  promote(now)
+  local names
+  if queues == '*' then names = redis.call('SMEMBERS', p .. 'queues')
+  else names = {} for q in string.gmatch(queues, '[^,]+') do table.insert(names, q) end end
+  for _ = 1, 16 do  -- past the ids of jobs no longer pending
+    local best, score, queue
+    for _, q in ipairs(names) do
+      local head = redis.call('ZRANGE', p .. 'ready:' .. q, 0, 0, 'WITHSCORES')
+      if #head > 0 then
+        local s = tonumber(head[2])
+        if not best or s < score or (s == score and head[1] < best) then
+          best, score, queue = head[1], s, q
+        end
+      end
+    end
+    if not best then return false end
+    redis.call('ZREM', p .. 'ready:' .. queue, best)
+    local claim = start(tostring(tonumber(best)), consumer, now, label)
     if claim then return claim end
   end
   return false
@@ -133,8 +242,10 @@ end
     "{" + ", ".join(map(repr, DURATION_BUCKETS)) + "}",  # Python's list
 )
 
-# ARGV: prefix, now, key ('' for none), its digest, its ttl, then (function, n, mod) per
-# job -> {first id, digest}: the first submission's under that key if there was one
+# ARGV: prefix, now, key ('' for none), its digest, its ttl, default result_ttl, then per
+# job: the number of its fields, and its fields and values (function, input, mod, args,
+# ...; depends_on as JSON) -> {first id, digest}: the first submission's under that key
+# if there was one; {-1, parent} for a depends_on naming no job (nothing written)
 _SUBMIT = (
     _LIB
     + """
@@ -143,17 +254,67 @@ if ARGV[3] ~= '' then
   local seen = redis.call('HMGET', keyed, 'first', 'digest')
   if seen[1] then return {tonumber(seen[1]), seen[2]} end
 end
-local count = (#ARGV - 5) / 3
-local last = redis.call('INCRBY', p .. 'next_id', count)
-local first = last - count + 1
-for i = 0, count - 1 do
-  local id = first + i
-  redis.call('HSET', p .. 'job:' .. id, 'job_id', id, 'status', 'pending',
-    'function', ARGV[6 + 3 * i], 'input', ARGV[7 + 3 * i], 'mod', ARGV[8 + 3 * i],
-    'attempts', 0, 'init_time', ARGV[2])
-  redis.call('ZADD', p .. 'status:pending', id, id)
-  enqueue(id)
+local jobs = {}
+local i = 7
+while i <= #ARGV do
+  if ARGV[i] == 'P' then  -- a plain job: P, function, input, mod (the first version's)
+    table.insert(jobs, {i, 0, {}})
+    i = i + 4
+  else
+    local count = tonumber(ARGV[i])
+    local fields = {}
+    for j = 1, count do fields[ARGV[i + 2 * j - 1]] = ARGV[i + 2 * j] end
+    for _, parent in ipairs(fields.depends_on and cjson.decode(fields.depends_on) or {}) do
+      if redis.call('EXISTS', p .. 'job:' .. parent) == 0 then return {-1, tostring(parent)} end
+    end
+    table.insert(jobs, {i + 1, count, fields})
+    i = i + 1 + 2 * count
+  end
 end
+redis.call('SETNX', p .. 'version', 2)  -- a queue of this version: nothing to migrate
+local last = redis.call('INCRBY', p .. 'next_id', #jobs)
+local first = last - #jobs + 1
+local now = tonumber(ARGV[2])
+local woken = {}  -- queue -> jobs made ready: their workers are woken once, after
+for n, job in ipairs(jobs) do
+  local id = first + n - 1
+  local key = p .. 'job:' .. id
+  if job[2] == 0 then
+    local at = job[1]
+    redis.call('HSET', key, 'job_id', id, 'status', 'pending', 'attempts', 0,
+      'init_time', ARGV[2], 'function', ARGV[at + 1], 'input', ARGV[at + 2], 'mod', ARGV[at + 3])
+  else
+    redis.call('HSET', key, 'job_id', id, 'status', 'pending', 'attempts', 0,
+      'init_time', ARGV[2], unpack(ARGV, job[1], job[1] + 2 * job[2] - 1))
+  end
+  redis.call('ZADD', p .. 'all', id, id)
+  local fields, waiting, why = job[3], 0, nil
+  for _, parent in ipairs(fields.depends_on and cjson.decode(fields.depends_on) or {}) do
+    local status = redis.call('HGET', p .. 'job:' .. parent, 'status')
+    if status == 'failed' or status == 'cancelled' then
+      why = 'job ' .. parent .. ' it depends on was ' .. status
+    elseif status ~= 'done' then
+      if redis.call('SADD', p .. 'deps:' .. parent, id) == 1 then waiting = waiting + 1 end
+    end
+  end
+  if why then
+    redis.call('ZADD', p .. 'status:pending', id, id)
+    cancel(id, why, now, ARGV[6])
+  elseif waiting > 0 then
+    redis.call('HSET', key, 'status', 'waiting', 'waiting', waiting)
+    redis.call('ZADD', p .. 'status:waiting', id, id)
+  else
+    redis.call('ZADD', p .. 'status:pending', id, id)
+    local due = tonumber(fields.run_after) or 0
+    if due > now then redis.call('ZADD', p .. 'delayed', due, id)
+    else
+      local queue = fields.queue or 'default'
+      ready(id, queue, fields.priority, true)
+      woken[queue] = (woken[queue] or 0) + 1
+    end
+  end
+end
+for queue, count in pairs(woken) do wake(queue, count) end
 if ARGV[3] ~= '' then
   redis.call('HSET', keyed, 'first', first, 'digest', ARGV[4])
   redis.call('EXPIRE', keyed, ARGV[5])
@@ -162,12 +323,13 @@ return {first, ARGV[4]}
 """
 )
 
-# ARGV: prefix, job id, entry, now, worker label -> a claim (see `start`) or false
-_START = _LIB + "return start(ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
+# ARGV: prefix, now, consumer, worker label, queues -> a claim (see `start`) or false
+_CLAIM = _LIB + "return take(ARGV[3], ARGV[2], ARGV[4], ARGV[5])"
 
 # ARGV: prefix, job id, entry, now, worker label, attempts, outcome, value, run_after,
-# consumer. outcome: done (value = output), retry or failed (value = error). Records the
-# attempt, then (if consumer is not empty) claims the next job in the same call.
+# consumer, the result's field, default result_ttl, queues. outcome: done (value = the
+# result), retry or failed (value = error). Records the attempt, then (if consumer is not
+# empty) claims the next job in the same call.
 _FINISH = (
     _LIB
     + """
@@ -183,72 +345,132 @@ local function record()
   release(ARGV[3])
   local now = tonumber(ARGV[4])
   if ARGV[7] == 'done' then
-    redis.call('HSET', key, 'status', 'done', 'output', ARGV[8], 'finished_time', ARGV[4])
+    redis.call('HSET', key, 'status', 'done', ARGV[11], ARGV[8], 'finished_time', ARGV[4])
     redis.call('HDEL', key, 'error')
     move(id, 'running', 'done')
     finished(id, now)
+    expire(id, now, ARGV[12])
+    settle(id, 'done', now, ARGV[12])
   elseif ARGV[7] == 'retry' then
     redis.call('HSET', key, 'status', 'pending', 'error', ARGV[8])
+    add_error(id, ARGV[8], now)
     move(id, 'running', 'pending')
     redis.call('ZADD', p .. 'delayed', ARGV[9], id)
   else
     redis.call('HSET', key, 'status', 'failed', 'error', ARGV[8], 'finished_time', ARGV[4])
+    add_error(id, ARGV[8], now)
     move(id, 'running', 'failed')
     finished(id, now)
+    expire(id, now, ARGV[12])
+    settle(id, 'failed', now, ARGV[12])
   end
 end
 record()
 if ARGV[10] == '' then return false end
-return take(ARGV[10], ARGV[4], ARGV[5])
+return take(ARGV[10], ARGV[4], ARGV[5], ARGV[13])
 """
 )
 
-# ARGV: prefix, job id, entry, now, max_attempts, timeout, taker label, what happened
-# The entry's consumer is gone (or hung): put its job back, or fail it. -> 1 if taken back
+# ARGV: prefix, job id, entry, now, max_attempts, timeout, taker label, what happened,
+# default result_ttl. The entry's consumer is gone (or hung): put its job back, or fail
+# it. -> 1 if taken back
 _RECOVER = (
     _LIB
     + """
 local id = ARGV[2]
 local key = p .. 'job:' .. id
-local job = redis.call('HMGET', key, 'status', 'entry', 'worker', 'attempts', 'started_time')
+local job = redis.call('HMGET', key, 'status', 'entry', 'worker', 'attempts', 'started_time',
+  'max_attempts', 'timeout')
 if job[2] ~= ARGV[3] then release(ARGV[3]) return 0 end  -- a stale entry
-if job[1] ~= 'running' then  -- delivered, never started: deliver again
+if job[1] ~= 'running' then  -- the first version's: delivered, never started
   release(ARGV[3])
-  if job[1] == 'pending' then enqueue(id) end
+  if job[1] == 'pending' then ready(id) end
   return 0
 end
 if job[3] == ARGV[7] then return 0 end  -- the taker's own job
 release(ARGV[3])
 local now = tonumber(ARGV[4])
+local timeout = job[7] or ARGV[6]
 local why = 'worker ' .. job[3] .. ' ' .. ARGV[8]
-if now - tonumber(job[5]) >= tonumber(ARGV[6]) then
-  why = 'timed out after ' .. ARGV[6] .. 's (worker killed)'
+if now - tonumber(job[5]) >= tonumber(timeout) then
+  why = 'timed out after ' .. timeout .. 's (worker killed)'
 end
-if tonumber(job[4]) < tonumber(ARGV[5]) then
+if tonumber(job[4]) < tonumber(job[6] or ARGV[5]) then
   redis.call('HSET', key, 'status', 'pending', 'error', why)
+  add_error(id, why, now)
   move(id, 'running', 'pending')
-  enqueue(id)
+  ready(id)
 else
   redis.call('HSET', key, 'status', 'failed', 'error', why, 'finished_time', ARGV[4])
+  add_error(id, why, now)
   move(id, 'running', 'failed')
   finished(id, now)
+  expire(id, now, ARGV[9])
+  settle(id, 'failed', now, ARGV[9])
 end
 return 1
 """
 )
 
-# ARGV: prefix, job id, now -> 1 if cancelled
-_CANCEL = (
+# ARGV: prefix, job id, now, default result_ttl -> 1 if cancelled
+_CANCEL = _LIB + "return cancel(ARGV[2], false, tonumber(ARGV[3]), ARGV[4])"
+
+# ARGV: prefix, now, job ids -> the ids of failed jobs now pending again
+_REQUEUE = (
     _LIB
     + """
-local id = ARGV[2]
-local key = p .. 'job:' .. id
-local status = redis.call('HGET', key, 'status')
-if status ~= 'pending' and status ~= 'running' then return 0 end  -- job.CANCELLABLE
-redis.call('HSET', key, 'status', 'cancelled', 'finished_time', ARGV[3])
-move(id, status, 'cancelled')
-redis.call('ZREM', p .. 'delayed', id)
-announce(id)
+local done = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local key = p .. 'job:' .. id
+  if redis.call('HGET', key, 'status') == 'failed' then
+    redis.call('HSET', key, 'status', 'pending', 'attempts', 0, 'run_after', ARGV[2])
+    redis.call('HDEL', key, 'finished_time')
+    redis.call('ZREM', p .. 'expiring', id)
+    move(id, 'failed', 'pending')
+    ready(id)
+    table.insert(done, tonumber(id))
+  end
+end
+return done
+"""
+)
+
+# ARGV: prefix, now, job ids ('' : the expired ones, a batch) -> how many finished jobs
+# were deleted
+_DELETE = (
+    _LIB
+    + """
+local ids = {}
+for i = 3, #ARGV do table.insert(ids, ARGV[i]) end
+if #ids == 0 then
+  ids = redis.call('ZRANGEBYSCORE', p .. 'expiring', '-inf', ARGV[2], 'LIMIT', 0, 500)
+end
+local deleted = 0
+for _, id in ipairs(ids) do
+  local status = redis.call('HGET', p .. 'job:' .. id, 'status')
+  redis.call('ZREM', p .. 'expiring', id)
+  if status == 'done' or status == 'failed' or status == 'cancelled' then
+    redis.call('DEL', p .. 'job:' .. id)
+    redis.call('ZREM', p .. 'status:' .. status, id)
+    redis.call('ZREM', p .. 'all', id)
+    deleted = deleted + 1
+  end
+end
+return deleted
+"""
+)
+
+# ARGV: prefix, job id, worker label, attempts, progress, meta ('' none) -> 1 if recorded
+_PROGRESS = (
+    _LIB
+    + """
+local key = p .. 'job:' .. ARGV[2]
+local job = redis.call('HMGET', key, 'status', 'worker', 'attempts')
+if job[1] ~= 'running' or job[2] ~= ARGV[3] or job[3] ~= ARGV[4] then return 0 end
+redis.call('HSET', key, 'progress', ARGV[5])
+if ARGV[6] == '' then redis.call('HDEL', key, 'meta')
+else redis.call('HSET', key, 'meta', ARGV[6]) end
 return 1
 """
 )
@@ -266,18 +488,33 @@ return 0
 """
 )
 
-# ARGV: prefix, now -> seconds until the next delayed job is due (-1: none)
-_PROMOTE = (
+# ARGV: prefix. The first version's queue (a stream of every pending job, read in order)
+# becomes this one's: pending jobs join the default ready queue, their undelivered or
+# never started entries leave the stream (running jobs keep theirs: their leases), and
+# the index of all jobs is made. Once: `version` says it is done. -> 1 if it migrated
+_MIGRATE = (
     _LIB
     + """
-local due = redis.call('ZRANGEBYSCORE', p .. 'delayed', '-inf', ARGV[2], 'LIMIT', 0, 100)
-for _, id in ipairs(due) do
-  redis.call('ZREM', p .. 'delayed', id)
-  if redis.call('HGET', p .. 'job:' .. id, 'status') == 'pending' then enqueue(id) end
+if redis.call('GET', p .. 'version') then return 0 end
+redis.call('SET', p .. 'version', 2)
+if not redis.call('GET', p .. 'next_id') then return 0 end
+for _, entry in ipairs(redis.call('XRANGE', p .. 'stream', '-', '+')) do
+  local id = entry[2][2]
+  local job = redis.call('HMGET', p .. 'job:' .. id, 'status', 'entry')
+  if job[1] ~= 'running' or job[2] ~= entry[1] then release(entry[1]) end
 end
-local next = redis.call('ZRANGE', p .. 'delayed', 0, 0, 'WITHSCORES')
-if #next == 0 then return '-1' end
-return tostring(tonumber(next[2]) - tonumber(ARGV[2]))
+for _, id in ipairs(redis.call('ZRANGE', p .. 'status:pending', 0, -1)) do
+  if not redis.call('ZSCORE', p .. 'delayed', id) then
+    redis.call('ZADD', p .. 'ready:default', 0, member(id))
+  end
+end
+redis.call('SADD', p .. 'queues', 'default')
+local sets = {}
+for _, status in ipairs({'pending', 'running', 'done', 'failed', 'cancelled'}) do
+  table.insert(sets, p .. 'status:' .. status)
+end
+redis.call('ZUNIONSTORE', p .. 'all', #sets, unpack(sets))
+return 1
 """
 )
 
@@ -292,11 +529,12 @@ def _record(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
     if not raw:
         return None
     data = {k.decode(): v.decode() for k, v in raw.items()}
+    data["run_at"] = data.get("run_after")
     record: dict[str, Any] = {name: data.get(name) for name in FIELDS}
     for name in _INTEGERS:
         if record[name] is not None:
             record[name] = int(record[name])
-    for name in _TIMES:
+    for name in _FLOATS:
         if record[name] is not None:
             record[name] = float(record[name])
     return record
@@ -351,16 +589,20 @@ class RedisStore(Store):
             name: self.client.register_script(body)
             for name, body in (
                 ("submit", _SUBMIT),
-                ("start", _START),
+                ("claim", _CLAIM),
                 ("finish", _FINISH),
                 ("recover", _RECOVER),
                 ("cancel", _CANCEL),
-                ("promote", _PROMOTE),
+                ("requeue", _REQUEUE),
+                ("delete", _DELETE),
+                ("progress", _PROGRESS),
                 ("renew", _RENEW),
+                ("migrate", _MIGRATE),
             )
         }
         try:
             self._guard(self._create_group)
+            self._guard(lambda: self._run("migrate"))
         except StoreUnavailable:
             self.client.close()  # a worker tries again and again while Redis is full
             raise
@@ -418,12 +660,25 @@ class RedisStore(Store):
 
     # -- clients ---------------------------------------------------------------------
 
-    def submit_many(self, jobs: list[tuple[str, int, int]], key: Key | None = None) -> list[int]:
+    def submit_many(self, jobs: list[NewJob], key: Key | None = None) -> list[int]:
         args = [repr(time.time())]
         args += [key.name, key.digest, str(KEY_TTL)] if key else ["", "", "0"]
-        for function, n, mod in jobs:
-            args += [function, str(n), str(mod)]
+        args.append(repr(self.settings.result_ttl))
+        for job in jobs:
+            if job.plain:
+                args += ["P", job.function, str(job.input), str(job.mod)]
+                continue
+            fields: list[str] = []
+            for name in _NEW_JOB_FIELDS:
+                value = getattr(job, name)
+                if value is not None and value != _DEFAULTS[name]:
+                    fields += [name, repr(value) if isinstance(value, float) else str(value)]
+            if job.depends_on:
+                fields += ["depends_on", json.dumps(list(job.depends_on))]
+            args += [str(len(fields) // 2), *fields]
         first, digest = self._guard(lambda: self._run("submit", *args))
+        if int(first) < 0:
+            raise JobNotFound(int(digest), "depends_on: ")
         ids = list(range(int(first), int(first) + len(jobs)))
         # the same digest means the same jobs, so as many of them as asked now
         return key.replay(digest.decode(), ids) if key else ids
@@ -438,21 +693,77 @@ class RedisStore(Store):
         return [r for r in map(_record, self._guard(pipe.execute)) if r is not None]
 
     def list(
-        self, status: Status | None, limit: int, offset: int
+        self,
+        status: Status | None,
+        limit: int,
+        offset: int,
+        function: str | None = None,
+        queue: str | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        if status is None:  # ids run from 1 with none missing: no index needed
-            total = int(self._guard(lambda: self.client.get(PREFIX + "next_id")) or 0)
-            ids = list(range(offset + 1, min(total, offset + limit) + 1))
-        else:
-            key = f"{PREFIX}status:{status.value}"
+        key = PREFIX + ("all" if status is None else f"status:{status.value}")
+        if function is None and queue is None:
             total = self._guard(lambda: self.client.zcard(key))
             raw = self._guard(lambda: self.client.zrange(key, offset, offset + limit - 1))
-            ids = [int(i) for i in raw] if limit else []
-        return self._many(ids), total
+            return self._many([int(i) for i in raw] if limit else []), total
+        # no index by function or queue: the jobs of the status, read a batch at a time
+        matching: list[dict[str, Any]] = []
+        total, start = 0, 0
+        while batch := self._guard(lambda s=start: self.client.zrange(key, s, s + 999)):
+            start += len(batch)
+            for record in self._many([int(i) for i in batch]):
+                if function is not None and record["function"] != function:
+                    continue
+                if queue is not None and (record["queue"] or "default") != queue:
+                    continue
+                if offset <= total < offset + limit:
+                    matching.append(record)
+                total += 1
+        return matching, total
 
     def cancel(self, job_id: int) -> dict[str, Any] | None:
-        self._guard(lambda: self._run("cancel", job_id, repr(time.time())))
+        ttl = repr(self.settings.result_ttl)
+        self._guard(lambda: self._run("cancel", job_id, repr(time.time()), ttl))
         return self.get(job_id)
+
+    def requeue(self, job_ids: Sequence[int]) -> list[int]:
+        if not job_ids:
+            return []
+        done = self._guard(lambda: self._run("requeue", repr(time.time()), *job_ids))
+        return [int(i) for i in done]
+
+    def failed_ids(self) -> list[int]:
+        raw = self._guard(lambda: self.client.zrange(PREFIX + "status:failed", 0, -1))
+        return [int(i) for i in raw]
+
+    def purge(self, status: Status, before: float) -> int:
+        ids = [
+            int(i)
+            for i in self._guard(
+                lambda: self.client.zrange(f"{PREFIX}status:{status.value}", 0, -1)
+            )
+        ]
+        deleted = 0
+        for start in range(0, len(ids), 1000):
+            old = [
+                r["job_id"]
+                for r in self._many(ids[start : start + 1000])
+                if r["finished_time"] is not None and r["finished_time"] < before
+            ]
+            if old:
+                deleted += self._guard(lambda old=old: self._run("delete", "0", *old))
+        return deleted
+
+    def purge_expired(self, now: float) -> int:
+        return self._run("delete", repr(now))
+
+    def busy(self, queues: Sequence[str] | None) -> bool:
+        pipe = self.client.pipeline(transaction=False)
+        for status in ("waiting", "pending", "running"):
+            pipe.zrange(f"{PREFIX}status:{status}", 0, 999)
+        ids = [int(i) for batch in self._guard(pipe.execute) for i in batch]
+        if queues is None:
+            return bool(ids)
+        return any((r["queue"] or "default") in queues for r in self._many(ids))
 
     def counts(self) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)
@@ -477,35 +788,63 @@ class RedisStore(Store):
     def _consumer(self, worker: WorkerId) -> str:
         return self._consumer_prefix + worker.replica
 
+    @property
+    def _queue_list(self) -> str:
+        return "*" if self.queues is None else ",".join(self.queues)
+
     def _claim(self, worker: WorkerId, got: Any, now: float) -> Claim | None:
         """The claim a `start` (Lua) returned, now held under a renewed lease."""
         if not got:
             return None
-        job_id, entry, function, n, mod, attempts = got
-        entry = entry.decode()
+        job_id, entry, attempts, function, n, mod, args, kwargs, *policy = (
+            value.decode() if isinstance(value, bytes) else value for value in got
+        )
         self._hold(entry, self._consumer(worker))
-        return Claim(int(job_id), function.decode(), int(n), int(mod), int(attempts), now, entry)
+        max_attempts, timeout, retry, result_ttl = (value or None for value in policy)
+        return Claim(
+            int(job_id),
+            function,
+            int(n) if n else None,
+            int(mod) if mod else None,
+            int(attempts),
+            now,
+            entry,
+            args or None,
+            kwargs or None,
+            int(max_attempts) if max_attempts else None,
+            float(timeout) if timeout else None,
+            retry,
+            float(result_ttl) if result_ttl else None,
+        )
 
     def claim(self, worker: WorkerId, block: float) -> Claim | None:
-        due = float(self._run("promote", repr(time.time())))
-        block = min(block, BLOCK_MAX) if due < 0 else min(block, BLOCK_MAX, due)
-        try:
-            entries = self.client.xreadgroup(
-                GROUP,
-                self._consumer(worker),
-                {PREFIX + "stream": ">"},
-                count=1,
-                block=max(1, int(block * 1000)),
-            )
-        except redis.ResponseError as exc:
-            self._lost_group(exc)
-            return None
-        if not entries or not entries[0][1]:
-            return None
-        entry, fields = entries[0][1][0]
-        now = time.time()
-        got = self._run("start", int(fields[b"id"]), entry.decode(), repr(now), worker.label)
-        return self._claim(worker, got, now)
+        consumer = self._consumer(worker)
+        for _ in range(2):  # before sleeping, and once woken
+            now = time.time()
+            try:
+                got = self._run("claim", repr(now), consumer, worker.label, self._queue_list)
+            except redis.ResponseError as exc:
+                self._lost_group(exc)
+                return None
+            if got:
+                return self._claim(worker, got, now)
+            if not self._sleep(block):
+                return None
+        return None
+
+    def _sleep(self, block: float) -> bool:
+        """Wait for a submit to one of our queues, or a delayed job's time; True if woken."""
+        queues = self.queues
+        if queues is None:
+            queues = sorted(q.decode() for q in self.client.smembers(PREFIX + "queues"))
+        due = self.client.zrange(PREFIX + "delayed", 0, 0, withscores=True)
+        block = min(block, BLOCK_MAX)
+        if due:
+            block = min(block, max(0.0, due[0][1] - time.time()))
+        if block <= 0.001:
+            return True
+        keys = [f"{PREFIX}wake:{q}" for q in queues or ["default"]]
+        return self.client.blpop(keys, timeout=block) is not None
 
     def interrupt(self) -> None:
         """Nothing to do: a blocking read lasts at most BLOCK_MAX."""
@@ -514,15 +853,16 @@ class RedisStore(Store):
         self,
         worker: WorkerId,
         claim: Claim,
-        output: int | None,
+        output: int | str | None,
         error: str | None,
         claim_next: bool,
+        retry_in: float | None = None,
     ) -> Claim | None:
         now = time.time()
         if error is None:
             outcome, value, run_after = "done", str(output), 0.0
-        elif claim.attempts < self.settings.max_attempts:
-            outcome, value, run_after = "retry", error, now + backoff(claim.attempts)
+        elif retry_in is not None:
+            outcome, value, run_after = "retry", error, now + retry_in
         else:
             outcome, value, run_after = "failed", error, 0.0
         self._held = None
@@ -540,11 +880,18 @@ class RedisStore(Store):
                 value,
                 repr(run_after),
                 consumer,
+                "output" if claim.args is None else "result",
+                repr(self.settings.result_ttl),
+                self._queue_list,
             )
         except redis.ResponseError as exc:  # the result is recorded: the read failed after
             self._lost_group(exc)
             return None
         return self._claim(worker, got, now)
+
+    def progress(self, worker: WorkerId, claim: Claim, fraction: float, meta: str | None) -> bool:
+        args = (claim.job_id, worker.label, claim.attempts, repr(fraction), meta or "")
+        return bool(self._run("progress", *args))
 
     def _lost_group(self, exc: redis.ResponseError) -> None:
         """The stream and its group are gone (FLUSHDB, say): create them again."""
@@ -555,6 +902,7 @@ class RedisStore(Store):
 
     def recover(self, worker: WorkerId) -> int:
         try:
+            self.purge_expired(time.time())
             return self._recover(worker)
         except redis.ResponseError as exc:
             self._lost_group(exc)
@@ -594,6 +942,7 @@ class RedisStore(Store):
                 repr(self.settings.timeout),
                 worker.label,
                 what,
+                repr(self.settings.result_ttl),
             )
         return taken
 

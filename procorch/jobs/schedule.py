@@ -27,21 +27,11 @@ from procorch.services.protocol import KEY_RETENTION
 CATCH_UP = KEY_RETENTION // 2  # seconds: a missed tick older than this is only counted
 MAX_COUNTED = 100_000  # missed cron ticks counted one by one at most ("at least N")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"\s*(\d+)\s*([smhd])\s*")
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # fits in a key, with the tick, and reads well
 
 
 class ScheduleError(ValueError):
     """A schedule that cannot be: str() says why, in a few words."""
-
-
-def parse_every(text: str) -> int:
-    """'30s', '5m', '1h', '1d' as whole seconds (at least 1); ScheduleError otherwise."""
-    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
-    seconds = int(match[1]) * _UNITS[match[2]] if match else 0
-    if seconds < 1:
-        raise ScheduleError(f"expected a duration like '30s', '5m', '1h' or '1d', got {text!r}")
-    return seconds
 
 
 def check_cron(expression: str) -> str:

@@ -70,9 +70,9 @@ def _write_state(run_dir: Path, state: dict[str, dict[str, Any]]) -> None:
 
 
 def _submit(jobs: Jobs, schedule: Schedule, key: str) -> int:
-    """The one call that enqueues a tick's job. Today's API takes F(n) mod m jobs: args
-    [n] and kwargs {mod}."""
-    return jobs.submit(*schedule.args, **dict(schedule.kwargs), function=schedule.function, key=key)
+    """The one call that enqueues a tick's job."""
+    args, kwargs = list(schedule.args), dict(schedule.kwargs)
+    return jobs.submit(schedule.function, args=args, kwargs=kwargs, key=key)
 
 
 class Scheduler:

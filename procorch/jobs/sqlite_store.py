@@ -9,6 +9,14 @@ processes crash, since committed pages are in the OS's cache; synchronous=FULL a
 fsyncs every commit, so committed jobs survive a power loss too.
 A running job carries its worker's (pid, start time) and a lease; `recover` puts
 back jobs whose worker is gone or whose lease lapsed.
+Due jobs are claimed highest priority first, then oldest, from partial indexes of the
+pending jobs only. A job waiting for others has a row per job it waits for in
+`job_deps`; the finish of a parent settles its children in the same transaction.
+Finished jobs are deleted after their result_ttl by the workers, as they look for lost
+jobs: those of the default TTL by the index of finish times, those of a TTL of their own
+by an index of their expiry (which the others never enter): look-ups, never a scan.
+A jobs.db of the first version (schema 1: Fibonacci jobs only) is rebuilt into this
+schema on first open, in one transaction, keeping every job, id, count and key.
 A full disk fails a write whole (SQLite rolls the transaction back): it raises
 `StoreFull`, and the same call succeeds once there is room again. jobs.db (and its
 -wal and -shm, which SQLite creates with the database's mode) is the owner's alone.
@@ -21,18 +29,27 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from procorch.config import JobsSettings
-from procorch.jobs.job import CANCELLABLE, FIELDS, Status, StoreFull, StoreUnavailable, backoff
+from procorch.jobs.job import (
+    CANCELLABLE,
+    DEFAULT_QUEUE,
+    FIELDS,
+    JobNotFound,
+    Status,
+    StoreFull,
+    StoreUnavailable,
+)
 from procorch.jobs.store import (
     DURATION_BUCKETS,
     KEY_TTL,
     Claim,
     Durations,
     Key,
+    NewJob,
     Store,
     Waiter,
     WorkerId,
@@ -45,6 +62,49 @@ LEASE_GRACE = 1.0  # a lease is the job's timeout and this: only a hung worker o
 BUSY_TIMEOUT = 30.0  # give up on the write lock after this long
 _T = TypeVar("_T")
 _PROCESS_WRITER = threading.Lock()  # see SQLiteStore._write
+_NOT_PLAIN = "(priority != 0 OR queue != 'default')"
+SCHEMA_VERSION = 2  # PRAGMA user_version: 0 (none, or the first version's), 2 now
+PURGE_BATCH = 500  # expired jobs deleted per look
+
+# The jobs table; the first version's had input and mod NOT NULL and none of the columns
+# after `worker`'s group. Kept apart from _SCHEMA: a migration creates it under another name.
+_JOBS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    job_id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an id is never reused
+    status TEXT NOT NULL,
+    function TEXT NOT NULL,
+    input INTEGER,
+    mod INTEGER,
+    output INTEGER,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    init_time REAL NOT NULL,
+    started_time REAL,
+    finished_time REAL,
+    worker TEXT,
+    worker_pid INTEGER,
+    worker_start INTEGER,
+    lease_until REAL,
+    run_after REAL NOT NULL DEFAULT 0,
+    args TEXT,  -- JSON: any other job's arguments and result
+    kwargs TEXT,
+    result TEXT,
+    errors TEXT,  -- JSON: every failed attempt's error
+    progress REAL,
+    meta TEXT,
+    priority INTEGER NOT NULL DEFAULT 0,
+    queue TEXT NOT NULL DEFAULT 'default',
+    depends_on TEXT,
+    max_attempts INTEGER,  -- the job's policy; NULL: the workers' [jobs] settings
+    timeout REAL,
+    retry TEXT,
+    result_ttl REAL,  -- its own; NULL: [jobs] result_ttl
+    children INTEGER  -- 1 once a job depends on it: its finish settles them
+)"""
+_V1_COLUMNS = (
+    "job_id, status, function, input, mod, output, error, attempts, init_time, started_time,"
+    " finished_time, worker, worker_pid, worker_start, lease_until, run_after"
+)
 
 _SCHEMA = (
     # idempotency keys of submissions, written in the transaction that enqueues the jobs
@@ -54,26 +114,23 @@ _SCHEMA = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS job_keys_created ON job_keys (created)",
-    """
-    CREATE TABLE IF NOT EXISTS jobs (
-        job_id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: an id is never reused
-        status TEXT NOT NULL,
-        function TEXT NOT NULL,
-        input INTEGER NOT NULL,
-        mod INTEGER NOT NULL,
-        output INTEGER,
-        error TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        init_time REAL NOT NULL,
-        started_time REAL,
-        finished_time REAL,
-        worker TEXT,
-        worker_pid INTEGER,
-        worker_start INTEGER,
-        lease_until REAL,
-        run_after REAL NOT NULL DEFAULT 0
-    )""",
+    _JOBS_TABLE.format(name="jobs"),
     "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, job_id)",
+    # the claim's order in each queue, over the pending jobs that are not plain (plain:
+    # the default queue at priority 0, claimed by id from jobs_by_status as ever, so
+    # that they cost no index more than in the first version)
+    f"""CREATE INDEX IF NOT EXISTS jobs_ready_queue ON jobs (queue, priority DESC, job_id)
+    WHERE status = 'pending' AND {_NOT_PLAIN}""",
+    # every queue a job was ever submitted to, for the workers that take them all
+    "CREATE TABLE IF NOT EXISTS job_queues (name TEXT PRIMARY KEY) WITHOUT ROWID",
+    "INSERT OR IGNORE INTO job_queues VALUES ('default')",
+    """CREATE INDEX IF NOT EXISTS jobs_own_ttl ON jobs (finished_time + result_ttl)
+    WHERE result_ttl >= 0 AND finished_time IS NOT NULL""",
+    # a waiting job's parents: a row per (child, parent) not yet done
+    """CREATE TABLE IF NOT EXISTS job_deps (
+        child INTEGER NOT NULL, parent INTEGER NOT NULL, PRIMARY KEY (parent, child)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS job_deps_child ON job_deps (child)",
     # throughput counts the recent finishes only, not the whole table
     """CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_time)
     WHERE status IN ('done', 'failed')""",
@@ -116,35 +173,85 @@ _SCHEMA = (
         );
     END""",
 )
-_COLUMNS = ", ".join(FIELDS)
-_CLAIM = """
+_COLUMNS = ", ".join(f"{name}" if name != "run_at" else "run_after AS run_at" for name in FIELDS)
+_START = """
 UPDATE jobs SET status = 'running', attempts = attempts + 1, started_time = :now,
     finished_time = NULL, worker = :label, worker_pid = :pid, worker_start = :start,
-    lease_until = :lease
-WHERE job_id = (
-    SELECT job_id FROM jobs WHERE status = 'pending' AND run_after <= :now
-    ORDER BY job_id LIMIT 1
-)
-RETURNING job_id, function, input, mod, attempts
+    lease_until = :now + coalesce(timeout, :timeout) + :grace
+WHERE job_id = {which}
+RETURNING job_id, function, input, mod, attempts, args, kwargs, max_attempts, timeout, retry,
+    result_ttl
 """
+# a queue's due head (job_id, priority): the best of its plain jobs (the default queue's,
+# oldest first) and of the others (by priority, then oldest)
+_HEAD = f"""
+SELECT job_id, priority FROM (
+    SELECT job_id, priority FROM jobs INDEXED BY jobs_by_status
+    WHERE status = 'pending' AND :queue = 'default' AND run_after <= :now
+        AND priority = 0 AND queue = 'default'
+    ORDER BY job_id LIMIT 1
+) UNION ALL SELECT job_id, priority FROM (
+    SELECT job_id, priority FROM jobs INDEXED BY jobs_ready_queue
+    WHERE status = 'pending' AND {_NOT_PLAIN} AND queue = :queue AND run_after <= :now
+    ORDER BY priority DESC, job_id LIMIT 1
+)
+ORDER BY priority DESC, job_id LIMIT 1
+"""
+# the same head for the claim, cheaper than the union: the others above priority 0, else
+# the plain jobs (all of the default queue's at priority 0), else the others at 0 or
+# below; coalesce stops at the first that finds one
+_SPECIAL = f"""(
+    SELECT job_id FROM jobs INDEXED BY jobs_ready_queue
+    WHERE status = 'pending' AND {_NOT_PLAIN} AND queue = :queue AND run_after <= :now
+        AND priority {{}}
+    ORDER BY priority DESC, job_id LIMIT 1
+)"""
+_PLAIN = """(
+    SELECT job_id FROM jobs INDEXED BY jobs_by_status
+    WHERE status = 'pending' AND :queue = 'default' AND run_after <= :now
+        AND priority = 0 AND queue = 'default'
+    ORDER BY job_id LIMIT 1
+)"""
+_CLAIM = _START.format(
+    which=f"coalesce({_SPECIAL.format('> 0')}, {_PLAIN}, {_SPECIAL.format('<= 0')})"
+)
+_CLAIM_ID = _START.format(which=":job_id")
 _FENCE = "job_id = :job_id AND status = 'running' AND worker = :label AND attempts = :attempts"
 _DONE = f"""
 UPDATE jobs SET status = 'done', output = :output, error = NULL, finished_time = :now,
     lease_until = NULL
 WHERE {_FENCE}
+RETURNING children
 """
+_DONE_JSON = _DONE.replace("output = :output", "result = :output")
+_ERRORS = """errors = json_insert(coalesce(errors, '[]'), '$[#]',
+    json_object('attempt', attempts, 'error', :error, 'at', :now))"""
 _RETRY = f"""
-UPDATE jobs SET status = 'pending', error = :error, run_after = :run_after, lease_until = NULL
+UPDATE jobs SET status = 'pending', error = :error, run_after = :run_after, lease_until = NULL,
+    {_ERRORS}
 WHERE {_FENCE}
 """
 _FAIL = f"""
-UPDATE jobs SET status = 'failed', error = :error, finished_time = :now, lease_until = NULL
+UPDATE jobs SET status = 'failed', error = :error, finished_time = :now, lease_until = NULL,
+    {_ERRORS}
 WHERE {_FENCE}
 """
 
 _CANCEL = f"""
-UPDATE jobs SET status = 'cancelled', finished_time = ?, lease_until = NULL
-WHERE job_id = ? AND status IN ({", ".join("?" * len(CANCELLABLE))})
+UPDATE jobs SET status = 'cancelled', error = coalesce(:why, error), finished_time = :now,
+    lease_until = NULL
+WHERE job_id = :job_id AND status IN ({", ".join(repr(s) for s in CANCELLABLE)})
+"""
+_INSERT_PLAIN_MANY = """
+INSERT INTO jobs (status, function, input, mod, init_time) VALUES ('pending', ?, ?, ?, ?)
+"""
+_INSERT_PLAIN = _INSERT_PLAIN_MANY + "RETURNING job_id"
+_INSERT = """
+INSERT INTO jobs (status, function, input, mod, init_time, args, kwargs, priority, queue,
+    run_after, depends_on, max_attempts, timeout, retry, result_ttl)
+VALUES (:status, :function, :input, :mod, :now, :args, :kwargs, :priority, :queue,
+    :run_after, :depends_on, :max_attempts, :timeout, :retry, :result_ttl)
+RETURNING job_id
 """
 
 
@@ -219,6 +326,7 @@ class SQLiteStore(Store):
         self._workers_bell = Bell(self._workers_dir)
         self._waiters_bell = Bell(self._waiters_dir)
         self._sleeper: Sleeper | None = None  # a worker's, bound at its first idle claim
+        self._all_queues: list[str] | None = None  # job_queues, as a worker of all last read
 
     def _open(self) -> sqlite3.Connection:
         self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -253,6 +361,14 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _create(db: sqlite3.Connection) -> None:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if (
+            version < SCHEMA_VERSION
+            and db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
+            ).fetchone()
+        ):
+            _migrate_v1(db)
         statuses = json.dumps([status.value for status in Status])
         for statement in _SCHEMA:
             db.execute(statement, (statuses,) if "?" in statement else ())
@@ -261,6 +377,8 @@ class SQLiteStore(Store):
             "INSERT OR IGNORE INTO durations VALUES (?, ?, 0, 0.0)",
             enumerate([*DURATION_BUCKETS, None]),
         )
+        if version < SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         if self._sleeper is not None:
@@ -305,7 +423,7 @@ class SQLiteStore(Store):
 
     # -- clients ---------------------------------------------------------------------
 
-    def submit_many(self, jobs: list[tuple[str, int, int]], key: Key | None = None) -> list[int]:
+    def submit_many(self, jobs: list[NewJob], key: Key | None = None) -> list[int]:
         now = time.time()
         fresh = True
 
@@ -319,11 +437,14 @@ class SQLiteStore(Store):
                 if seen is not None:
                     fresh = False
                     return key.replay(seen["digest"], json.loads(seen["job_ids"]))
-            sql = (
-                "INSERT INTO jobs (status, function, input, mod, init_time)"
-                " VALUES ('pending', ?, ?, ?, ?) RETURNING job_id"
-            )
-            ids = [db.execute(sql, (f, n, m, now)).fetchone()[0] for f, n, m in jobs]
+            if all(job.plain for job in jobs):  # a batch of F(n): one statement for all
+                rows = [(job.function, job.input, job.mod, now) for job in jobs]
+                db.executemany(_INSERT_PLAIN_MANY, rows)
+                # one writer holds the lock: AUTOINCREMENT gave them consecutive ids
+                (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
+                ids = list(range(last - len(jobs) + 1, last + 1))
+            else:
+                ids = [self._insert(db, job, now) for job in jobs]
             if key is not None:
                 db.execute(
                     "INSERT INTO job_keys (key, job_ids, digest, created) VALUES (?, ?, ?, ?)",
@@ -336,27 +457,152 @@ class SQLiteStore(Store):
             self._workers_bell.ring()
         return ids
 
+    def _insert(self, db: sqlite3.Connection, job: NewJob, now: float) -> int:
+        if job.plain:  # the hot path: the first version's insert, nothing else to decide
+            return db.execute(_INSERT_PLAIN, (job.function, job.input, job.mod, now)).fetchone()[0]
+        status, why, parents = "pending", None, []
+        for parent in job.depends_on:
+            row = db.execute("SELECT status FROM jobs WHERE job_id = ?", (parent,)).fetchone()
+            if row is None:
+                raise JobNotFound(parent, "depends_on: ")
+            if row[0] in ("failed", "cancelled"):
+                status, why = "cancelled", f"job {parent} it depends on was {row[0]}"
+            elif row[0] != "done":
+                parents.append(parent)
+        if parents and status != "cancelled":
+            status = "waiting"
+        values = {
+            "status": "pending" if status == "cancelled" else status,  # cancelled just below
+            "function": job.function,
+            "input": job.input,
+            "mod": job.mod,
+            "now": now,
+            "args": job.args,
+            "kwargs": job.kwargs,
+            "priority": job.priority,
+            "queue": job.queue,
+            "run_after": job.run_after,
+            "depends_on": json.dumps(job.depends_on) if job.depends_on else None,
+            "max_attempts": job.max_attempts,
+            "timeout": job.timeout,
+            "retry": job.retry,
+            "result_ttl": job.result_ttl,
+        }
+        (job_id,) = db.execute(_INSERT, values).fetchone()
+        if job.queue != DEFAULT_QUEUE:
+            db.execute("INSERT OR IGNORE INTO job_queues VALUES (?)", (job.queue,))
+        if status == "cancelled":
+            self._cancel_in(db, job_id, why, now)
+        if parents:
+            rows = [(job_id, parent) for parent in parents]
+            db.executemany("INSERT OR IGNORE INTO job_deps VALUES (?, ?)", rows)
+            db.executemany("UPDATE jobs SET children = 1 WHERE job_id = ?", [(p,) for p in parents])
+        return job_id
+
     def get(self, job_id: int) -> dict[str, Any] | None:
-        row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE job_id = :job_id AND NOT {_EXPIRED}",
+            {"job_id": job_id, "now": time.time(), "ttl": self.settings.result_ttl},
+        ).fetchone()
         return dict(row) if row else None
 
     def list(
-        self, status: Status | None, limit: int, offset: int
+        self,
+        status: Status | None,
+        limit: int,
+        offset: int,
+        function: str | None = None,
+        queue: str | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        where, args = ("WHERE status = ?", (status.value,)) if status else ("", ())
+        wanted = {"status": status.value if status else None, "function": function, "queue": queue}
+        wanted = {k: v for k, v in wanted.items() if v is not None}
+        where = ("WHERE " + " AND ".join(f"{k} = :{k}" for k in wanted)) if wanted else ""
         rows = self.db.execute(
-            f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY job_id LIMIT ? OFFSET ?",
-            (*args, limit, offset),
+            f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY job_id LIMIT :limit OFFSET :offset",
+            {**wanted, "limit": limit, "offset": offset},
         ).fetchall()
-        (total,) = self.db.execute(f"SELECT count(*) FROM jobs {where}", args).fetchone()
+        (total,) = self.db.execute(f"SELECT count(*) FROM jobs {where}", wanted).fetchone()
         return [dict(row) for row in rows], total
 
     def cancel(self, job_id: int) -> dict[str, Any] | None:
         now = time.time()
-        changed = self._write(lambda db: db.execute(_CANCEL, (now, job_id, *CANCELLABLE)).rowcount)
+        changed = self._write(lambda db: self._cancel_in(db, job_id, None, now))
         if changed:
             self._waiters_bell.ring()
         return self.get(job_id)
+
+    def _cancel_in(self, db: sqlite3.Connection, job_id: int, why: str | None, now: float) -> int:
+        """Cancel a job and, with the reason, every job waiting on it (and on those)."""
+        changed = db.execute(
+            _CANCEL, {"job_id": job_id, "why": why, "now": now, "ttl": self.settings.result_ttl}
+        ).rowcount
+        if changed:
+            self._settle(db, job_id, "cancelled", now)
+        return changed
+
+    def _settle(self, db: sqlite3.Connection, parent: int, status: str, now: float) -> None:
+        """A job finished: its children run once nothing else holds them, or are cancelled."""
+        children = [r[0] for r in db.execute(_CHILDREN, (parent,)).fetchall()]
+        for child in children:
+            if status == "done":
+                db.execute(_RELEASE, {"child": child, "now": now})
+            else:
+                self._cancel_in(db, child, f"job {parent} it depends on was {status}", now)
+
+    def requeue(self, job_ids: Sequence[int]) -> list[int]:
+        now = time.time()
+
+        def back(db: sqlite3.Connection) -> list[int]:
+            return [
+                job_id
+                for job_id in job_ids
+                if db.execute(_REQUEUE, {"job_id": job_id, "now": now}).rowcount
+            ]
+
+        done = self._write(back)
+        if done:
+            self._workers_bell.ring()
+        return done
+
+    def failed_ids(self) -> list[int]:
+        rows = self.db.execute("SELECT job_id FROM jobs WHERE status = 'failed' ORDER BY job_id")
+        return [row[0] for row in rows.fetchall()]
+
+    def purge(self, status: Status, before: float) -> int:
+        return self._write(
+            lambda db: (
+                db.execute(
+                    "DELETE FROM jobs WHERE status = ? AND finished_time < ?",
+                    (status.value, before),
+                ).rowcount
+            )
+        )
+
+    def purge_expired(self, now: float) -> int:
+        ttl = self.settings.result_ttl
+        values = {"now": now, "ttl": ttl, "limit": PURGE_BATCH}
+        batches = _EXPIRED_BATCHES if ttl >= 0 else _EXPIRED_BATCHES[:1]
+
+        def expired(db: sqlite3.Connection) -> list[int]:
+            return [row[0] for sql in batches for row in db.execute(sql, values).fetchall()]
+
+        if not expired(self.db):  # a look without the write lock: usually all there is
+            return 0
+
+        def delete(db: sqlite3.Connection) -> int:
+            ids = expired(db)  # again, in the transaction: none requeued meanwhile
+            sql = f"DELETE FROM jobs WHERE job_id IN ({', '.join('?' * len(ids))})"
+            return db.execute(sql, ids).rowcount if ids else 0
+
+        return self._write(delete)
+
+    def busy(self, queues: Sequence[str] | None) -> bool:
+        where = "" if queues is None else f" AND queue IN ({', '.join('?' * len(queues))})"
+        row = self.db.execute(
+            f"SELECT 1 FROM jobs WHERE status IN ('waiting', 'pending', 'running'){where} LIMIT 1",
+            tuple(queues or ()),
+        ).fetchone()
+        return row is not None
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT status, n FROM counts").fetchall())
@@ -379,19 +625,34 @@ class SQLiteStore(Store):
     # -- workers -----------------------------------------------------------------------
 
     def _claim_in(self, db: sqlite3.Connection, worker: WorkerId, now: float) -> Claim | None:
-        row = db.execute(
-            _CLAIM,
-            {
-                "now": now,
-                "label": worker.label,
-                "pid": worker.pid,
-                "start": worker.start,
-                "lease": now + self.settings.timeout + LEASE_GRACE,
-            },
-        ).fetchone()
+        queues = self.queues
+        if queues is None:  # every queue: usually just the default one
+            if self._all_queues is None:
+                self._all_queues = [r[0] for r in db.execute("SELECT name FROM job_queues")]
+            queues = self._all_queues
+        values = {
+            "now": now,
+            "label": worker.label,
+            "pid": worker.pid,
+            "start": worker.start,
+            "timeout": self.settings.timeout,
+            "grace": LEASE_GRACE,
+            "queue": queues[0] if queues else DEFAULT_QUEUE,
+        }
+        if len(queues) == 1:  # the head of the one queue claimed in one statement
+            row = db.execute(_CLAIM, values).fetchone()
+        else:
+            best = None  # (priority, -id): each queue's head, by its index
+            for queue in queues:
+                head = db.execute(_HEAD, {"queue": queue, "now": now}).fetchone()
+                if head is not None and (best is None or (head[1], -head[0]) > best):
+                    best = (head[1], -head[0])
+            if best is None:
+                return None
+            row = db.execute(_CLAIM_ID, {**values, "job_id": -best[1]}).fetchone()
         if row is None:
             return None
-        return Claim(row[0], row[1], row[2], row[3], row[4], now)
+        return Claim(row[0], row[1], row[2], row[3], row[4], now, None, *row[5:])
 
     def claim(self, worker: WorkerId, block: float) -> Claim | None:
         if self._sleeper is None:
@@ -411,9 +672,9 @@ class SQLiteStore(Store):
                 pass  # full: it is about to wake anyway
 
     def _until_due(self, block: float) -> float:
-        """Seconds until the next retry is due (pending jobs whose backoff has not ended)."""
+        """Seconds until the next pending job is due (a delayed job, a retry's backoff)."""
         (due,) = self.db.execute(
-            "SELECT min(run_after) FROM jobs WHERE status = 'pending'"
+            "SELECT min(run_after) FROM jobs INDEXED BY jobs_by_status WHERE status = 'pending'"
         ).fetchone()
         return block if due is None else max(0.0, due - time.time())
 
@@ -421,32 +682,54 @@ class SQLiteStore(Store):
         self,
         worker: WorkerId,
         claim: Claim,
-        output: int | None,
+        output: int | str | None,
         error: str | None,
         claim_next: bool,
+        retry_in: float | None = None,
     ) -> Claim | None:
         now = time.time()
         fence = {"job_id": claim.job_id, "label": worker.label, "attempts": claim.attempts}
 
         def record(db: sqlite3.Connection) -> Claim | None:
             if error is None:
-                db.execute(_DONE, {**fence, "output": output, "now": now})
-            elif claim.attempts < self.settings.max_attempts:
-                run_after = now + backoff(claim.attempts)
-                db.execute(_RETRY, {**fence, "error": error, "run_after": run_after})
+                done = _DONE if claim.args is None else _DONE_JSON
+                row = db.execute(done, {**fence, "output": output, "now": now}).fetchone()
+                if row is not None and row[0]:
+                    self._settle(db, claim.job_id, "done", now)
+            elif retry_in is not None:
+                args = {**fence, "error": error, "run_after": now + retry_in, "now": now}
+                db.execute(_RETRY, args)
             else:
-                db.execute(_FAIL, {**fence, "error": error, "now": now})
+                self._fail(db, fence, error, now)
             return self._claim_in(db, worker, now) if claim_next else None
 
         following = self._write(record)
         self._waiters_bell.ring()
         return following
 
+    def _fail(self, db: sqlite3.Connection, fence: dict[str, Any], error: str, now: float) -> int:
+        args = {**fence, "error": error, "now": now, "ttl": self.settings.result_ttl}
+        failed = db.execute(_FAIL, args).rowcount
+        if failed:
+            self._settle(db, fence["job_id"], "failed", now)
+        return failed
+
+    def progress(self, worker: WorkerId, claim: Claim, fraction: float, meta: str | None) -> bool:
+        fence = {"job_id": claim.job_id, "label": worker.label, "attempts": claim.attempts}
+        sql = f"UPDATE jobs SET progress = :progress, meta = :meta WHERE {_FENCE}"
+        return bool(
+            self._write(
+                lambda db: db.execute(sql, {**fence, "progress": fraction, "meta": meta})
+            ).rowcount
+        )
+
     def recover(self, worker: WorkerId) -> int:
         now = time.time()
+        self._all_queues = None  # looked up again: a new queue's jobs wait at most this long
+        self.purge_expired(now)
         running = self.db.execute(
             "SELECT job_id, worker, worker_pid, worker_start, attempts, started_time,"
-            " lease_until FROM jobs WHERE status = 'running'"
+            " lease_until, max_attempts, timeout FROM jobs WHERE status = 'running'"
         ).fetchall()
         lost = []
         for row in running:
@@ -464,11 +747,11 @@ class SQLiteStore(Store):
             for row, error in lost:
                 fence = {"job_id": row["job_id"], "label": row["worker"]}
                 fence["attempts"] = row["attempts"]
-                if row["attempts"] < self.settings.max_attempts:
-                    args = {**fence, "error": error, "run_after": now}
+                if row["attempts"] < (row["max_attempts"] or self.settings.max_attempts):
+                    args = {**fence, "error": error, "run_after": now, "now": now}
                     taken += db.execute(_RETRY, args).rowcount
                 else:
-                    taken += db.execute(_FAIL, {**fence, "error": error, "now": now}).rowcount
+                    taken += self._fail(db, fence, error, now)
             return taken
 
         taken = self._write(requeue)
@@ -478,10 +761,60 @@ class SQLiteStore(Store):
 
     def _death(self, row: sqlite3.Row, now: float) -> str:
         """Why a dead worker's attempt failed: its timeout (it was killed for it), or not."""
-        if row["started_time"] is not None and now - row["started_time"] >= self.settings.timeout:
-            return f"timed out after {self.settings.timeout:g}s (worker killed)"
+        timeout = row["timeout"] or self.settings.timeout
+        if row["started_time"] is not None and now - row["started_time"] >= timeout:
+            return f"timed out after {timeout:g}s (worker killed)"
         return f"worker {row['worker']} died"
 
     def cancelled(self, claim: Claim) -> bool:
         row = self.db.execute("SELECT status FROM jobs WHERE job_id = ?", (claim.job_id,))
         return row.fetchone()[0] == Status.CANCELLED
+
+
+_CHILDREN = "DELETE FROM job_deps WHERE parent = ? RETURNING child"
+_RELEASE = """
+UPDATE jobs SET status = 'pending', run_after = max(run_after, :now)
+WHERE job_id = :child AND status = 'waiting'
+    AND NOT EXISTS (SELECT 1 FROM job_deps WHERE child = :child)
+"""
+_REQUEUE = """
+UPDATE jobs SET status = 'pending', attempts = 0, run_after = :now, finished_time = NULL,
+    lease_until = NULL
+WHERE job_id = :job_id AND status = 'failed'
+"""
+# whether a row is past its result_ttl (get hides it until a worker deletes it)
+_EXPIRED = """(finished_time IS NOT NULL AND coalesce(result_ttl, :ttl) >= 0
+    AND finished_time + coalesce(result_ttl, :ttl) <= :now)"""
+# the expired jobs, a batch at a time: of their own TTL, of the default's (done or
+# failed, by the finish times' index; cancelled, by the status index)
+_EXPIRED_BATCHES = (
+    """SELECT job_id FROM jobs INDEXED BY jobs_own_ttl
+    WHERE result_ttl >= 0 AND finished_time IS NOT NULL AND finished_time + result_ttl <= :now
+    LIMIT :limit""",
+    """SELECT job_id FROM jobs INDEXED BY jobs_finished
+    WHERE status IN ('done', 'failed') AND finished_time <= :now - :ttl AND result_ttl IS NULL
+    LIMIT :limit""",
+    """SELECT job_id FROM jobs INDEXED BY jobs_by_status
+    WHERE status = 'cancelled' AND finished_time <= :now - :ttl AND result_ttl IS NULL
+    LIMIT :limit""",
+)
+
+
+def _migrate_v1(db: sqlite3.Connection) -> None:
+    """Rebuild the first version's jobs table into this one, in the open transaction.
+
+    SQLite cannot drop a NOT NULL, so the table is copied: every row keeps its id, the
+    AUTOINCREMENT counter is carried over (no id is ever reused), the old table's
+    triggers are dropped first (so the copy leaves `counts` as it was) and recreated
+    by the schema after. Keys and durations are tables of their own, kept as they are.
+    """
+    (sequence,) = db.execute(
+        "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'jobs'"
+    ).fetchone()
+    for trigger in ("jobs_inserted", "jobs_moved", "jobs_deleted", "jobs_durations"):
+        db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    db.execute(_JOBS_TABLE.format(name="jobs_v2"))
+    db.execute(f"INSERT INTO jobs_v2 ({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM jobs")
+    db.execute("DROP TABLE jobs")
+    db.execute("ALTER TABLE jobs_v2 RENAME TO jobs")
+    db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'jobs'", (sequence,))

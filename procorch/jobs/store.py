@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from procorch.config import JobsSettings
-from procorch.jobs.job import JobConflict, Status
+from procorch.jobs.job import DEFAULT_QUEUE, JobConflict, Status
 from procorch.services.protocol import KEY_RETENTION
 
 
@@ -41,6 +41,51 @@ class WorkerId:
 KEY_TTL = KEY_RETENTION  # seconds a submission's idempotency key is remembered
 
 
+@dataclass(slots=True)  # not frozen: a batch makes many, and frozen's __init__ is slower
+class NewJob:
+    """A job to enqueue, validated already, with the policy it was submitted under.
+
+    Fibonacci-shaped (the built-in job, and `f(n, mod) -> int` functions): `input` and
+    `mod`, result in `output`. Any other: JSON `args` and `kwargs`, result in `result`.
+    """
+
+    function: str
+    input: int | None = None
+    mod: int | None = None
+    args: str | None = None  # JSON text
+    kwargs: str | None = None
+    priority: int = 0
+    queue: str = DEFAULT_QUEUE
+    run_after: float = 0.0  # epoch seconds: not before
+    depends_on: tuple[int, ...] = ()
+    max_attempts: int | None = None  # None: the workers' [jobs] settings
+    timeout: float | None = None
+    retry: str | None = None  # JSON of `Policy.retry`
+    result_ttl: float | None = None
+
+    @property
+    def plain(self) -> bool:
+        """Fibonacci-shaped with every default: the first version's job, stored as it was."""
+        return (
+            self.args is None
+            and self.priority == 0
+            and self.queue == DEFAULT_QUEUE
+            and self.run_after == 0.0
+            and not self.depends_on
+            and self.max_attempts is None
+            and self.timeout is None
+            and self.retry is None
+            and self.result_ttl is None
+        )
+
+    def identity(self) -> Any:
+        """What an idempotency key's digest covers: the job asked for, not when it is due.
+        A Fibonacci-shaped job's is (function, n, mod), as before: keys stay valid."""
+        if self.args is None:
+            return (self.function, self.input, self.mod)
+        return (self.function, self.args, self.kwargs, self.priority, self.queue, self.depends_on)
+
+
 @dataclass(frozen=True)
 class Key:
     """An idempotency key and a digest of what was submitted under it."""
@@ -49,8 +94,9 @@ class Key:
     digest: str
 
     @classmethod
-    def of(cls, name: str, jobs: Sequence[tuple[str, int, int]]) -> Key:
-        return cls(name, hashlib.sha256(repr(list(jobs)).encode()).hexdigest())
+    def of(cls, name: str, jobs: Sequence[NewJob]) -> Key:
+        identities = [job.identity() for job in jobs]
+        return cls(name, hashlib.sha256(repr(identities).encode()).hexdigest())
 
     def replay(self, digest: str, ids: list[int]) -> list[int]:
         """The ids a first submission under this key got, if it asked for the same jobs."""
@@ -59,17 +105,23 @@ class Key:
         return ids
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one per job on the hot path, and frozen's __init__ is slower
 class Claim:
     """A job a worker holds: enough to run it and to fence its result."""
 
     job_id: int
     function: str
-    n: int
-    mod: int
+    n: int | None  # a Fibonacci-shaped job's; else args and kwargs
+    mod: int | None
     attempts: int  # this attempt's number, from 1
     started: float
     entry: str | None = None  # Redis: the stream entry that delivered it
+    args: str | None = None  # JSON text
+    kwargs: str | None = None
+    max_attempts: int | None = None  # None: [jobs] max_attempts
+    timeout: float | None = None
+    retry: str | None = None
+    result_ttl: float | None = None
 
 
 # Upper bounds (seconds) of the job duration histogram's buckets, Prometheus's defaults
@@ -151,12 +203,14 @@ class Store(ABC):
     # -- clients ------------------------------------------------------------------
 
     @abstractmethod
-    def submit_many(self, jobs: list[tuple[str, int, int]], key: Key | None = None) -> list[int]:
-        """Enqueue (function, n, mod) jobs, validated already, in one transaction; their ids.
+    def submit_many(self, jobs: list[NewJob], key: Key | None = None) -> list[int]:
+        """Enqueue jobs, validated already, in one transaction; their ids.
 
         With a `key`, a submission is made once: the same key again returns the first
         one's ids and enqueues nothing (JobConflict if it asked for other jobs). The key
         is stored in the same transaction as the jobs, and kept `KEY_TTL` seconds.
+        A job that depends on others waits for them (InvalidJob for an unknown id), or
+        is cancelled at once if one of them failed or was cancelled.
         """
 
     @abstractmethod
@@ -164,13 +218,41 @@ class Store(ABC):
 
     @abstractmethod
     def list(
-        self, status: Status | None, limit: int, offset: int
+        self,
+        status: Status | None,
+        limit: int,
+        offset: int,
+        function: str | None = None,
+        queue: str | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
         """Jobs by id (oldest first), and how many match in all."""
 
     @abstractmethod
     def cancel(self, job_id: int) -> dict[str, Any] | None:
-        """Cancel a pending or running job; the record after (unchanged if finished)."""
+        """Cancel a waiting, pending or running job, and the jobs that depend on it; the
+        record after (unchanged if finished)."""
+
+    @abstractmethod
+    def requeue(self, job_ids: Sequence[int]) -> list[int]:
+        """Put failed jobs back, pending, with a fresh set of attempts (their errors
+        kept); the ids that were failed and are now pending."""
+
+    @abstractmethod
+    def failed_ids(self) -> list[int]:
+        """The dead letters: every failed job's id."""
+
+    @abstractmethod
+    def purge(self, status: Status, before: float) -> int:
+        """Delete the jobs in a finished `status` that finished before `before`; how many."""
+
+    @abstractmethod
+    def purge_expired(self, now: float) -> int:
+        """Delete finished jobs past their result_ttl (a batch of them); how many. Workers
+        call it every few hundred ms: an index look-up when there is nothing to do."""
+
+    @abstractmethod
+    def busy(self, queues: Sequence[str] | None) -> bool:
+        """Whether any job of these queues (None: all) is waiting, pending or running."""
 
     @abstractmethod
     def counts(self) -> dict[str, int]: ...
@@ -194,9 +276,12 @@ class Store(ABC):
 
     # -- workers -------------------------------------------------------------------
 
+    queues: tuple[str, ...] | None = None  # a worker's queues (None: all), before its claims
+
     @abstractmethod
     def claim(self, worker: WorkerId, block: float) -> Claim | None:
-        """The next due job, now running for `worker`; None after up to `block` s of nothing."""
+        """The next due job of the worker's `queues`, highest priority first, then oldest;
+        now running for `worker`. None after up to `block` s of nothing."""
 
     @abstractmethod
     def interrupt(self) -> None:
@@ -207,15 +292,23 @@ class Store(ABC):
         self,
         worker: WorkerId,
         claim: Claim,
-        output: int | None,
+        output: int | str | None,
         error: str | None,
         claim_next: bool,
+        retry_in: float | None = None,
     ) -> Claim | None:
-        """Record an attempt (output, or error: retried or failed) and maybe claim the next.
+        """Record an attempt and maybe claim the next: done with `output` (an int for a
+        Fibonacci-shaped job, else the result as JSON text), or failed with `error`,
+        retried `retry_in` s later (None: failed for good).
 
         A result is dropped when the job is no longer this attempt's (cancelled, or
         taken back after its lease lapsed).
         """
+
+    @abstractmethod
+    def progress(self, worker: WorkerId, claim: Claim, fraction: float, meta: str | None) -> bool:
+        """Record a running attempt's progress (0.0 to 1.0) and JSON meta; False if the
+        job is no longer this attempt's."""
 
     @abstractmethod
     def recover(self, worker: WorkerId) -> int:

@@ -16,17 +16,19 @@ by themselves once there is room. Crashing instead would only crash-loop.
 
 from __future__ import annotations
 
-import importlib
+import json
 import logging
 import random
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from procorch.config import MAX_INT64
+from procorch.config import MAX_INT64, JobsSettings
+from procorch.jobs import context
 from procorch.jobs.backend import open_store
-from procorch.jobs.fib import fib
-from procorch.jobs.job import DEFAULT_FUNCTION, StoreFull, StoreUnavailable, backoff
+from procorch.jobs.functions import Policy, Registry
+from procorch.jobs.job import StoreFull, StoreUnavailable, backoff, encoded
 from procorch.jobs.store import Claim, Store, WorkerId
 from procorch.services.base import Service
 
@@ -34,22 +36,89 @@ RECOVER_EVERY = 0.5  # seconds between looks for dead workers' jobs and lapsed l
 FULL_RETRY_MAX = 2.0  # seconds at most between two tries of a full store
 
 log = logging.getLogger("procorch.jobs.worker")
-Outcome = tuple[int | None, str | None]  # an attempt's (output, error)
+Outcome = tuple[int | str | None, str | None]  # an attempt's (output, error)
 
 
 class SimulatedFailure(Exception):
     """The configured `failure_rate` struck (the original's simulated workload)."""
 
 
+def retry_in(settings: JobsSettings, claim: Claim, rand: Callable[[], float]) -> float | None:
+    """Seconds before the failed attempt `claim` is tried again; None: it has failed for
+    good. The job's own policy (kept with it at submission) or else `[jobs]`'s."""
+    max_attempts = claim.max_attempts or settings.max_attempts
+    if claim.attempts >= max_attempts:
+        return None
+    policy = Policy.of(settings)
+    if claim.retry is not None:
+        policy = policy.with_retry(json.loads(claim.retry))
+    return policy.retry_in(claim.attempts, rand)
+
+
+class Runner:
+    """Runs one claimed attempt: the code the job names, under its timeout, with the
+    job as `procorch.jobs.current()`. Shared by the JobWorker service and burst mode."""
+
+    def __init__(self, settings: JobsSettings, registry: Registry, me: WorkerId) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.me = me
+        self.random = random.Random()
+
+    def attempt(
+        self, store: Store, claim: Claim, before: Callable[[], bool] | None = None
+    ) -> Outcome:
+        """(output, None) or (None, why it failed); `before` (the simulated work) may say
+        the job was cancelled meanwhile. The output is an int for a Fibonacci-shaped
+        job, else the result as JSON text."""
+        signal.setitimer(signal.ITIMER_REAL, claim.timeout or self.settings.timeout)
+        try:
+            if before is not None and not before():
+                return None, "cancelled"  # dropped by the store's fence anyway
+            if self.random.random() < self.settings.failure_rate:  # exact at 0.0 and 1.0
+                raise SimulatedFailure("simulated failure (failure_rate)")
+            function = self.registry.call(claim.function)
+            if claim.args is None:
+                return self.fibonacci_shaped(claim, function), None
+            with context.running(store, self.me, claim):
+                result = function(*json.loads(claim.args), **json.loads(claim.kwargs or "{}"))
+            return encoded(result, f"the result of {claim.function}"), None
+        except Exception as exc:  # a job's failure is the job's, never the worker's
+            return None, f"{type(exc).__name__}: {exc}"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    @staticmethod
+    def fibonacci_shaped(claim: Claim, function: Callable[[int, int], int]) -> int:
+        output = function(claim.n, claim.mod)  # type: ignore[arg-type]
+        if isinstance(output, bool) or not isinstance(output, int):
+            raise TypeError(f"{claim.function} returned {output!r}, not an integer")
+        if not -MAX_INT64 - 1 <= output <= MAX_INT64:
+            raise ValueError(f"{claim.function} returned {output}, beyond 64 bits")
+        return output
+
+    def finish(
+        self, store: Store, claim: Claim, outcome: Outcome, claim_next: bool
+    ) -> Claim | None:
+        output, error = outcome
+        again = None if error is None else retry_in(self.settings, claim, self.random.random)
+        return store.finish(self.me, claim, output, error, claim_next, again)
+
+
 class JobWorker(Service):
     def setup(self) -> None:
-        self.settings = self.context.config.jobs
+        config = self.context.config
+        self.settings = config.jobs
         self.me = WorkerId.current(self.context.name, self.context.replica)
-        self.functions: dict[str, Callable[[int, int], int]] = {DEFAULT_FUNCTION: fib}
-        self.random = random.Random()
+        base = None if config.path is None else Path(config.path).parent
+        self.runner = Runner(self.settings, Registry(self.settings, base), self.me)
+        try:
+            self.queues = config.service(self.context.name).queues
+        except KeyError:
+            self.queues = None
         self.store: Store | None = None
         try:
-            self.store = open_store(self.settings, self.context.run_dir)
+            self.store = self.open()
         except StoreFull:
             pass  # the run loop opens it once there is room, and says why meanwhile
         # first thing in the loop: a predecessor killed mid-job (or by its timeout) left
@@ -98,7 +167,7 @@ class JobWorker(Service):
         and claim the next. Raises StoreFull with nothing lost: a claim the store refused
         was not made, and a refused outcome stays in `self.outcome`, to record, not rerun."""
         if self.store is None:
-            self.store = open_store(self.settings, self.context.run_dir)
+            self.store = self.open()
         now = time.monotonic()
         if now >= self.next_recover:
             self.store.recover(self.me)
@@ -108,15 +177,21 @@ class JobWorker(Service):
             return
         if self.outcome is None:
             began = time.perf_counter()
-            self.outcome = self.attempt(self.claim)
+            claim = self.claim
+            work = (lambda: self.simulate_work(claim)) if self.settings.delay else None
+            self.outcome = self.runner.attempt(self.store, claim, work)
             # the status table's requests/errors columns count this replica's attempts
             failed = self.outcome[1] is not None
             self.stats.count_request(self.context.slot, time.perf_counter() - began, failed)
-        output, error = self.outcome
-        self.claim = self.store.finish(
-            self.me, self.claim, output, error, claim_next=not self.stopping
+        self.claim = self.runner.finish(
+            self.store, self.claim, self.outcome, claim_next=not self.stopping
         )
         self.outcome = None
+
+    def open(self) -> Store:
+        store = open_store(self.settings, self.context.run_dir)
+        store.queues = self.queues
+        return store
 
     def wait_for_room(self, exc: StoreFull) -> None:
         """Back off while the store is full, heartbeating: the replica is healthy, and a
@@ -131,25 +206,6 @@ class JobWorker(Service):
         while not self.stopping and (left := end - time.monotonic()) > 0:
             self.heartbeat()
             self._stopping.wait(min(left, self.context.heartbeat_interval))
-
-    def attempt(self, claim: Claim) -> Outcome:
-        """Run one attempt: (output, None) or (None, why it failed)."""
-        signal.setitimer(signal.ITIMER_REAL, self.settings.timeout)
-        try:
-            if self.settings.delay and not self.simulate_work(claim):
-                return None, "cancelled"  # dropped by the store's fence anyway
-            if self.random.random() < self.settings.failure_rate:  # exact at 0.0 and 1.0
-                raise SimulatedFailure("simulated failure (failure_rate)")
-            output = self.function(claim.function)(claim.n, claim.mod)
-            if isinstance(output, bool) or not isinstance(output, int):
-                raise TypeError(f"{claim.function} returned {output!r}, not an integer")
-            if not -MAX_INT64 - 1 <= output <= MAX_INT64:
-                raise ValueError(f"{claim.function} returned {output}, beyond 64 bits")
-            return output, None
-        except Exception as exc:  # a job's failure is the job's, never the worker's
-            return None, f"{type(exc).__name__}: {exc}"
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
 
     def simulate_work(self, claim: Claim) -> bool:
         """Sleep `delay` in heartbeat-sized slices; False if the job was cancelled meanwhile."""
@@ -170,13 +226,3 @@ class JobWorker(Service):
             return self.store.cancelled(claim)
         except StoreUnavailable:
             return False
-
-    def function(self, name: str) -> Callable[[int, int], int]:
-        """A job function by name: the built-in, or one the config's allow-list names."""
-        if name not in self.functions:
-            spec = self.settings.functions.get(name)
-            if spec is None:  # only the config can name code: a job carries a name
-                raise LookupError(f"job function {name!r} is not in [jobs.functions]")
-            module, _, attr = spec.partition(":")
-            self.functions[name] = getattr(importlib.import_module(module), attr)
-        return self.functions[name]

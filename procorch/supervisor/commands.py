@@ -124,6 +124,9 @@ class Supervisor(Protocol):
     def snapshot_now(self, now: float) -> None: ...
     def shutdown(self) -> None: ...
     def reopen_logs(self) -> int: ...
+    def event(
+        self, event: str, detail: str = "", replica: Replica | None = None, pid: int | None = None
+    ) -> None: ...
 
 
 class UnknownName(ValueError):
@@ -258,6 +261,9 @@ class Commands:
                     r.signal_group(sig)
                 else:
                     sent = r.signal_leader(sig)
+            if sent:  # who sent what, for whoever reads events.log later
+                how = "process group" if message.get("group") else "main process"
+                self.sup.event("signalled", f"{sig.name} to its {how}", replica=r, pid=r.pid)
             results.append(
                 {
                     "name": r.name,

@@ -1028,9 +1028,11 @@ class Supervisor:
         """Something a waiting client or state.json shows has changed."""
         self._dirty = True
 
-    def event(self, event: str, detail: str = "") -> None:
-        """An event of the daemon itself (not of one replica) in events.log."""
-        self._event(None, event, detail=detail)
+    def event(
+        self, event: str, detail: str = "", replica: Replica | None = None, pid: int | None = None
+    ) -> None:
+        """An event in events.log: of the daemon itself, or of one replica."""
+        self._event(replica, event, pid=pid, detail=detail)
 
     def snapshot_now(self, now: float) -> None:
         """Write a state.json that is due at once, not at the next tick."""

@@ -1,0 +1,107 @@
+"""Burst mode (`procorch job work --burst`): workers in the foreground, without a daemon.
+
+For batch scripts and CI: N worker processes (forked from the command) take jobs of
+their queues until none of those queues has a job waiting, pending or running, then
+exit; the command's status is 0, or 1 if any job of those queues failed meanwhile.
+Each worker is the service's loop without the supervisor: the same claims, leases,
+timeouts (SIGALRM ends the process, as in the service) and retries. A worker that dies
+(a job's timeout) is replaced, and the replacement takes its job back as the service's
+would. Without `burst`, the workers run until interrupted.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import wait
+
+from procorch.config import Config
+from procorch.jobs.backend import open_store
+from procorch.jobs.functions import Registry
+from procorch.jobs.job import Status
+from procorch.jobs.store import WorkerId
+from procorch.jobs.worker import RECOVER_EVERY, Runner
+
+SERVICE = "burst"  # the workers' service name in their labels: host:burst.N:pid
+IDLE_BLOCK = 0.1  # seconds an idle worker sleeps before it looks again
+MAX_REPLACEMENTS = 100  # dead workers replaced at most, in all (a job killing every one)
+
+
+def work(config: Config, queues: Sequence[str] | None, workers: int, burst: bool = True) -> int:
+    """Run `workers` processes until the queues are empty (`burst`) or Ctrl-C; the exit
+    status: 0, or 1 if any job of these queues failed since the start."""
+    started = time.time()
+    wanted = None if not queues else tuple(queues)
+    context = multiprocessing.get_context("fork")
+    running = {}
+    for index in range(workers):
+        running[index] = _start(context, config, wanted, index, burst)
+    replaced = 0
+    while running:
+        wait([proc.sentinel for proc in running.values()])
+        for index, proc in list(running.items()):
+            if proc.exitcode is None:
+                continue
+            del running[index]
+            if proc.exitcode < 0 and replaced < MAX_REPLACEMENTS:  # killed: a job's timeout
+                replaced += 1
+                running[index] = _start(context, config, wanted, index, burst)
+    return 1 if _failed_since(config, wanted, started) else 0
+
+
+def _start(
+    context: multiprocessing.context.BaseContext,
+    config: Config,
+    queues: tuple[str, ...] | None,
+    index: int,
+    burst: bool,
+) -> multiprocessing.process.BaseProcess:
+    proc = context.Process(target=_worker, args=(config, queues, index, burst), daemon=True)  # type: ignore[attr-defined]
+    proc.start()
+    return proc
+
+
+def _worker(config: Config, queues: tuple[str, ...] | None, index: int, burst: bool) -> None:
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # the command says so once
+    settings = config.jobs
+    me = WorkerId.current(SERVICE, index)
+    base = None if config.path is None else config.path.parent
+    runner = Runner(settings, Registry(settings, base), me)
+    store = open_store(settings, config.settings.run_dir)
+    store.queues = queues
+    simulate = (lambda: time.sleep(settings.delay) or True) if settings.delay else None
+    claim, next_recover = None, 0.0
+    while True:
+        if time.monotonic() >= next_recover:
+            store.recover(me)
+            next_recover = time.monotonic() + RECOVER_EVERY
+        if claim is None:
+            claim = store.claim(me, IDLE_BLOCK)
+            if claim is None and burst and not store.busy(queues):
+                break
+            continue
+        outcome = runner.attempt(store, claim, simulate)
+        claim = runner.finish(store, claim, outcome, claim_next=True)
+    store.close()
+    os._exit(0)  # a forked child: none of the command's exit handlers
+
+
+def _failed_since(config: Config, queues: tuple[str, ...] | None, since: float) -> bool:
+    store = open_store(config.jobs, config.settings.run_dir)
+    try:
+        offset = 0
+        while True:
+            page, total = store.list(Status.FAILED, 1000, offset)
+            for job in page:
+                if (job["finished_time"] or 0) >= since and (
+                    queues is None or (job["queue"] or "default") in queues
+                ):
+                    return True
+            offset += len(page)
+            if not page or offset >= total:
+                return False
+    finally:
+        store.close()
