@@ -213,3 +213,21 @@ def test_bad_schedules_name_the_key(tmp_path, body, problem):
     path.write_text(schedules_toml(x=f'function = "fib", {body}'))
     with pytest.raises(ConfigError, match=re.escape(f"jobs.schedules.{problem}")):
         load_config(path)
+
+
+def test_a_schedule_of_a_decorated_function_passes_its_json_arguments(stack):
+    (stack.root / "tasks.py").write_text(
+        "import procorch\n\n\n"
+        "@procorch.job(name='echo')\n"
+        "def echo(*args, **kwargs):\n"
+        "    return {'args': list(args), 'kwargs': kwargs}\n"
+    )
+    toml = schedules_toml(
+        e='function = "echo", every = "1s", args = [1, "a"], kwargs = { to = "x" }'
+    )
+    stack.write(toml.replace("[jobs]\n", '[jobs]\nmodules = ["tasks"]\n'))
+    stack.up()
+    with Jobs.open(stack.config) as jobs:
+        job = jobs.wait(wait_for(lambda: jobs.list()["jobs"], timeout=10)[0]["job_id"], timeout=10)
+    assert (job["function"], job["status"]) == ("echo", "done")
+    assert job["result"] == {"args": [1, "a"], "kwargs": {"to": "x"}}
