@@ -323,9 +323,13 @@ def integer_slots(doc: dict[str, Any]) -> list[tuple[str, str, str, dict[str, An
             if "requestBody" in op:
                 ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
                 schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
-                for name, prop in schema["properties"].items():
-                    if is_int(prop):
-                        cases.append((method.upper(), "body", path, {name: BIG}))
+                # a body of several shapes (POST /jobs: fib, or another function): each
+                # shape's integers, with the constants that pick that shape
+                for shape in schema.get("oneOf", [schema]):
+                    fixed = {k: p["const"] for k, p in shape["properties"].items() if "const" in p}
+                    for name, prop in shape["properties"].items():
+                        if is_int(prop):
+                            cases.append((method.upper(), "body", path, {**fixed, name: BIG}))
     return cases
 
 
