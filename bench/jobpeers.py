@@ -407,21 +407,18 @@ class ProcorchPeer(JobPeer):
     def submit(self, n: int) -> Any:
         if self.workload == "fib":
             return self._open().submit(n)
-        return self._submit_noop(self._open(), [n])[0]
+        _, args, kwargs = self.call(n)
+        return self._open().submit("noop", args=args, kwargs=kwargs)
 
     def submit_many(self, ns: Sequence[int]) -> list[Any]:
         if self.workload == "fib":
             return self._open().submit_many(list(ns))
-        return self._submit_noop(self._open(), list(ns))
-
-    def _submit_noop(self, jobs: Any, ns: list[int]) -> list[Any]:
-        """The no-op jobs with their JSON arguments, one call each: `Jobs.submit_many`
-        batches only Fibonacci-shaped jobs."""
+        # one transaction (SQLite) or round trip (Redis), as RQ's enqueue_many
         calls = [self.call(n) for n in ns]
-        return [jobs.submit("noop", args=args, kwargs=kwargs) for _, args, kwargs in calls]
+        return self._open().map("noop", [(args, kwargs) for _, args, kwargs in calls])
 
     def wait(self, handle: Any, timeout: float) -> None:
-        job = self._open().wait(handle, timeout=timeout)
+        job = self._open().wait_job(handle, timeout=timeout)
         if job["status"] != "done":
             raise PeerError(f"procorch job {handle} is {job['status']}: {job.get('error')}")
 

@@ -195,8 +195,8 @@ def test_cancel_pending_and_not_twice(jobs):
 def test_wait_times_out_without_workers(jobs):
     job_id = jobs.submit(5)
     with pytest.raises(procorch.JobTimeout, match=f"job {job_id} is still pending after 0.2s"):
-        jobs.wait(job_id, timeout=0.2)
-    assert jobs.wait(jobs.cancel(job_id)["job_id"])["status"] == "cancelled"
+        jobs.wait_job(job_id, timeout=0.2)
+    assert jobs.wait_job(jobs.cancel(job_id)["job_id"])["status"] == "cancelled"
 
 
 def test_stats_count_every_status(jobs):

@@ -125,7 +125,7 @@ def test_a_full_disk_holds_jobs_until_room_is_made_without_a_restart(disk_stack)
         settled_workers(stack, pids)
 
         filler.unlink()  # room again: no `up`, no restart
-        finished = [jobs.wait(job_id, timeout=15) for job_id in ids]
+        finished = [jobs.wait_job(job_id, timeout=15) for job_id in ids]
     expected = [("done", fib(n, 1_000_000_007)) for n in (5, 6, 7, 8)]
     assert [(j["status"], j["output"]) for j in finished] == expected
     # the held results were recorded, not the jobs run again; the refused submits left nothing
@@ -219,7 +219,7 @@ def test_redis_at_maxmemory_is_store_full_and_workers_wait_for_it(stack, redis_u
             time.sleep(2.5)
             settled_workers(stack, pids)
             assert [j["status"] for j in jobs.list()["jobs"]] == ["pending"] * 3
-        finished = [jobs.wait(job_id, timeout=15) for job_id in ids]
+        finished = [jobs.wait_job(job_id, timeout=15) for job_id in ids]
     assert [(j["status"], j["output"]) for j in finished] == [("done", n) for n in (5, 8, 13)]
     assert jobs_total(stack) == 3
     settled_workers(stack, pids)
@@ -424,7 +424,7 @@ def test_the_job_store_and_wake_sockets_are_owner_only_whatever_the_umask(tmp_pa
         with Jobs.open(tmp_path / "procorch.toml", run_dir=run_dir) as jobs:
             jobs.submit(1)
             with pytest.raises(JobTimeout):
-                jobs.wait(1, timeout=0.01)  # binds a socket in done/
+                jobs.wait_job(1, timeout=0.01)  # binds a socket in done/
             files = ["jobs.db", "jobs.db-wal", "jobs.db-shm"]
             assert {name: mode(run_dir / name) for name in files} == dict.fromkeys(files, 0o600)
         for directory in ("wake", "done"):

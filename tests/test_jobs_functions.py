@@ -89,7 +89,7 @@ def when(text: str) -> float:
 def test_a_dict_result_round_trips(stack, tasks):
     job_id = tasks.submit("echo", args=[1, "two", [3]], kwargs={"k": {"v": True}})
     assert burst(stack).returncode == 0
-    assert tasks.result(job_id, timeout=5) == {
+    assert tasks.wait(job_id, timeout=5) == {
         "args": [1, "two", [3]],
         "kwargs": {"k": {"v": True}},
         "nested": [1, {"x": None}],
@@ -105,6 +105,24 @@ def test_a_dict_result_round_trips(stack, tasks):
     fib = tasks.submit("fib", args=[10])
     assert burst(stack).returncode == 0
     assert tasks.get(fib)["result"] == tasks.get(fib)["output"] == 55
+
+
+def test_map_enqueues_many_calls_at_once_and_wait_raises_a_failure(stack, tasks):
+    ids = tasks.map("echo", [[1], ([2], {"k": "v"}), ()], priority=3)
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    failed = tasks.submit("boom", kwargs={"why": "disk on fire"})
+    assert burst(stack).returncode == 1  # a job failed
+    assert [tasks.wait(i, timeout=5)["args"] for i in ids] == [[1], [2], []]
+    assert tasks.get(ids[1])["kwargs"] == {"k": "v"}
+    assert {tasks.get(i)["priority"] for i in ids} == {3}
+    with pytest.raises(procorch.JobFailed, match="disk on fire"):
+        tasks.wait(failed, timeout=5)
+    assert tasks.wait_job(failed, timeout=5)["status"] == "failed"
+    # all or none: one bad call enqueues nothing
+    before = tasks.list()["total"]
+    with pytest.raises(procorch.InvalidJob):
+        tasks.map("echo", [[1], "not a list"])
+    assert tasks.list()["total"] == before
 
 
 def test_bad_submissions_are_one_line_and_change_nothing(tasks):
@@ -244,19 +262,19 @@ def test_progress_is_visible_while_a_job_runs_and_queues_isolate_slow_work(stack
     )
     # the slow queue's one worker is held: the default queue's jobs run all the same
     fast = [daemon.submit("echo", args=[i]) for i in range(5)]
-    assert [daemon.wait(i, timeout=10)["status"] for i in fast] == ["done"] * 5
+    assert [daemon.wait_job(i, timeout=10)["status"] for i in fast] == ["done"] * 5
     assert daemon.get(slow)["status"] == "running"
     shown = stack.cli("job", "status", str(slow)).stdout
     assert "progress       0.4" in shown and '{"rows": 400}' in shown
     gate.touch()
-    assert daemon.result(slow, timeout=10) == "opened"
+    assert daemon.wait(slow, timeout=10) == "opened"
 
 
 def test_a_job_past_its_ttl_is_gone(stack, daemon):
     job_id = daemon.submit("short", args=["brief"])
     kept = daemon.submit("stamp", args=["kept"])  # the default result_ttl: 7 days
-    assert daemon.wait(job_id, timeout=10)["status"] == "done"
-    daemon.wait(kept, timeout=10)
+    assert daemon.wait_job(job_id, timeout=10)["status"] == "done"
+    daemon.wait_job(kept, timeout=10)
 
     # the workers delete it a second after it finished: from the store, not only from view
     wait_for(lambda: daemon.list(function="short")["total"] == 0, timeout=5)

@@ -39,7 +39,7 @@ def test_two_daemons_share_the_queue_and_finish_each_others_jobs(tmp_path, redis
                 os.kill(pid, signal.SIGKILL)
             wait_for(lambda: not any(psutil.pid_exists(p) for p in pids[a]))
 
-            finished = [jobs.wait(job_id, timeout=30) for job_id in ids]
+            finished = [jobs.wait_job(job_id, timeout=30) for job_id in ids]
         for job in finished:
             assert (job["status"], job["output"]) == ("done", fib(job["input"], 1_000_000_007))
             if job["job_id"] in orphans:  # taken back from the dead consumer, run by b
@@ -54,8 +54,8 @@ def test_workers_carry_on_after_the_redis_data_is_flushed(stack, redis_url, redi
     stack.write(jobs_table(backend=redis_url))
     stack.up()
     with Jobs.open(stack.config) as jobs:
-        assert jobs.wait(jobs.submit(10), timeout=10)["output"] == 55
+        assert jobs.wait_job(jobs.submit(10), timeout=10)["output"] == 55
         redis_server.client.flushall()  # the stream and its consumer group are gone
-        job = jobs.wait(jobs.submit(11), timeout=10)
+        job = jobs.wait_job(jobs.submit(11), timeout=10)
     assert (job["job_id"], job["output"]) == (1, 89)  # a new queue, from id 1
     assert all(r["restarts"] == 0 for r in stack.replicas("JobWorker"))

@@ -228,6 +228,7 @@ def test_a_schedule_of_a_decorated_function_passes_its_json_arguments(stack):
     stack.write(toml.replace("[jobs]\n", '[jobs]\nmodules = ["tasks"]\n'))
     stack.up()
     with Jobs.open(stack.config) as jobs:
-        job = jobs.wait(wait_for(lambda: jobs.list()["jobs"], timeout=10)[0]["job_id"], timeout=10)
+        first = wait_for(lambda: jobs.list()["jobs"], timeout=10)[0]
+        job = jobs.wait_job(first["job_id"], timeout=10)
     assert (job["function"], job["status"]) == ("echo", "done")
     assert job["result"] == {"args": [1, "a"], "kwargs": {"to": "x"}}

@@ -57,8 +57,8 @@ def running(jobs: Jobs, job_id: int) -> dict | None:
 def test_a_job_runs_once_with_every_field(stack, run):
     jobs = run()
     first, second = jobs.submit(100), jobs.submit(100, mod=1000)
-    job = jobs.wait(first, timeout=10)
-    assert jobs.wait(second, timeout=10)["output"] == 75
+    job = jobs.wait_job(first, timeout=10)
+    assert jobs.wait_job(second, timeout=10)["output"] == 75
     assert job["output"] == 687995182
     assert (job["status"], job["attempts"], job["error"], job["input"]) == ("done", 1, None, 100)
     assert when(job["init_time"]) <= when(job["started_time"]) <= when(job["finished_time"])
@@ -68,7 +68,7 @@ def test_a_job_runs_once_with_every_field(stack, run):
 
 def test_failures_are_retried_with_backoff_then_failed(run):
     jobs = run(failure_rate=1.0, max_attempts=3)
-    job = jobs.wait(jobs.submit(7), timeout=10)
+    job = jobs.wait_job(jobs.submit(7), timeout=10)
     assert (job["status"], job["attempts"], job["output"]) == ("failed", 3, None)
     assert "simulated failure" in job["error"]
     # backoff 0.1 s then 0.2 s between the three attempts
@@ -77,7 +77,7 @@ def test_failures_are_retried_with_backoff_then_failed(run):
 
 def test_a_job_past_its_timeout_is_killed_with_its_worker_and_retried(stack, run):
     jobs = run(delay=5, timeout=0.5, max_attempts=2)
-    job = jobs.wait(jobs.submit(7), timeout=20)
+    job = jobs.wait_job(jobs.submit(7), timeout=20)
     assert (job["status"], job["attempts"]) == ("failed", 2)
     assert job["error"].startswith("timed out after 0.5s")
     exits = [e for e in stack.events() if e["event"] == "exited" and e["service"] == "JobWorker"]
@@ -90,7 +90,7 @@ def test_cancel_a_running_job(run):
     wait_for(lambda: running(jobs, job_id))
     cancelled = jobs.cancel(job_id)
     assert (cancelled["status"], cancelled["output"]) == ("cancelled", None)
-    after = jobs.wait(jobs.submit(8), timeout=10)  # the workers go on
+    after = jobs.wait_job(jobs.submit(8), timeout=10)  # the workers go on
     assert after["status"] == "done"
     assert jobs.get(job_id) == cancelled  # its result, if any, was dropped
 
@@ -101,7 +101,7 @@ def test_kill_9_of_a_worker_mid_job_reruns_it_within_a_second(run):
     first = wait_for(lambda: running(jobs, job_id))
     os.kill(worker_pid(first), signal.SIGKILL)
     killed = time.time()
-    job = jobs.wait(job_id, timeout=10)
+    job = jobs.wait_job(job_id, timeout=10)
     assert (job["status"], job["output"], job["attempts"]) == ("done", 687995182, 2)
     assert worker_pid(job) != worker_pid(first)
     assert when(job["started_time"]) - killed < 1.0
@@ -112,16 +112,16 @@ def test_a_job_that_kills_its_worker_fails_after_max_attempts(stack, run):
         "import os, signal\n\ndef die(n, mod):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     jobs = run(max_attempts=2, functions={"die": "poison:die"})
-    job = jobs.wait(jobs.submit(1, function="die"), timeout=15)
+    job = jobs.wait_job(jobs.submit(1, function="die"), timeout=15)
     assert (job["status"], job["attempts"], job["output"]) == ("failed", 2, None)
     assert re.fullmatch(r"worker .+:JobWorker\.[01]:\d+ died.*", job["error"])
-    assert jobs.wait(jobs.submit(10), timeout=10)["output"] == 55  # the pool is fine
+    assert jobs.wait_job(jobs.submit(10), timeout=10)["output"] == 55  # the pool is fine
 
 
 def test_a_long_job_keeps_its_lease_and_runs_once(run):
     # longer than a Redis lease (2 s): renewed while it runs, so no idle worker takes it
     jobs = run(delay=2.6)
-    job = jobs.wait(jobs.submit(20), timeout=15)
+    job = jobs.wait_job(jobs.submit(20), timeout=15)
     assert (job["status"], job["output"], job["attempts"]) == ("done", 6765, 1)
 
 
@@ -133,7 +133,7 @@ def test_a_hung_workers_lapsed_lease_is_retried(run):
     hung = worker_pid(first)
     os.kill(hung, signal.SIGSTOP)
     try:
-        job = jobs.wait(job_id, timeout=15)
+        job = jobs.wait_job(job_id, timeout=15)
     finally:
         os.kill(hung, signal.SIGCONT)  # its timer fired meanwhile: SIGALRM ends it now
     assert (job["status"], job["output"], job["attempts"]) == ("done", 687995182, 2)
@@ -161,7 +161,7 @@ def test_500_jobs_submitted_concurrently_each_run_exactly_once(stack, run):
         assert submitted == sorted(submitted)  # one submitter's ids grow
     assert sorted(ids) == list(range(1, 501))
     for job_id in ids:
-        jobs.wait(job_id, timeout=30)
+        jobs.wait_job(job_id, timeout=30)
     page = jobs.list(limit=1000)
     assert page["total"] == 500
     for job in page["jobs"]:
@@ -185,7 +185,7 @@ def test_kill_9_of_the_daemon_mid_load_then_up_loses_nothing(stack, run):
     later = jobs.submit(5)  # accepted with no daemon at all: it waits, pending
     stack.up()
     for job_id in [*ids, later]:
-        assert jobs.wait(job_id, timeout=30)["status"] == "done"
+        assert jobs.wait_job(job_id, timeout=30)["status"] == "done"
     assert jobs.stats()["counts"] == {
         "waiting": 0,
         "pending": 0,
@@ -198,12 +198,12 @@ def test_kill_9_of_the_daemon_mid_load_then_up_loses_nothing(stack, run):
 
 def test_down_and_up_keeps_every_job(stack, run):
     jobs = run()
-    done = jobs.wait(jobs.submit(10), timeout=10)
+    done = jobs.wait_job(jobs.submit(10), timeout=10)
     assert stack.cli("down").returncode == 0
     waiting = jobs.submit(11)
     assert jobs.get(waiting)["status"] == "pending"
     stack.up()
-    assert jobs.wait(waiting, timeout=10)["output"] == 89
+    assert jobs.wait_job(waiting, timeout=10)["output"] == 89
     assert jobs.get(done["job_id"]) == done
 
 
@@ -223,9 +223,9 @@ def test_job_functions_come_only_from_the_allow_list(stack):
     stack.write(jobs_table(max_attempts=1) + functions)
     stack.up()
     with Jobs.open(stack.config) as jobs:
-        square = jobs.wait(jobs.submit(12, 100, function="square"), timeout=10)
+        square = jobs.wait_job(jobs.submit(12, 100, function="square"), timeout=10)
         assert (square["status"], square["function"], square["output"]) == ("done", "square", 44)
-        broken = jobs.wait(jobs.submit(1, function="broken"), timeout=10)
+        broken = jobs.wait_job(jobs.submit(1, function="broken"), timeout=10)
         assert (broken["status"], broken["error"]) == ("failed", "RuntimeError: no luck")
         with pytest.raises(procorch.InvalidJob, match="unknown job function 'myjobs:square'"):
             jobs.submit(1, function="myjobs:square")  # a job names a function, never code
@@ -262,7 +262,7 @@ def test_the_duration_histogram_counts_each_finished_job_once(stack, run):
 
     ids = jobs.submit_many(list(range(10, 16)))
     flaky, broken = jobs.submit(20, function="flaky"), jobs.submit(21, function="broken")
-    finished = {job_id: jobs.wait(job_id, timeout=10) for job_id in [*ids, flaky, broken]}
+    finished = {job_id: jobs.wait_job(job_id, timeout=10) for job_id in [*ids, flaky, broken]}
     assert [finished[i]["status"] for i in ids] == ["done"] * 6
     # retried once each: one observation each, of the last attempt alone
     assert (finished[flaky]["status"], finished[flaky]["attempts"]) == ("done", 2)

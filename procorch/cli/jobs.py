@@ -195,7 +195,7 @@ def submit(
         # The ids at once, on stderr: stdout keeps one line per finished job, for scripts.
         typer.echo(f"job{'s' * (len(ids) > 1)} {', '.join(map(str, ids))} taken", err=True)
         _say_if_no_worker(jobs.run_dir)
-        finished = [jobs.wait(job_id) for job_id in ids]
+        finished = [jobs.wait_job(job_id) for job_id in ids]
     for job in finished:
         _echo_json(job) if as_json else typer.echo(_describe(job))
     raise typer.Exit(0 if all(job["status"] == "done" for job in finished) else 1)
@@ -311,7 +311,7 @@ def wait(
     """
     with _jobs(config, run_dir) as jobs:
         if as_json or not sys.stderr.isatty():
-            job = jobs.wait(job_id, timeout)
+            job = jobs.wait_job(job_id, timeout)
         else:
             from rich.console import Console
 
@@ -321,7 +321,7 @@ def wait(
                     attempt = f", attempt {current['attempts']}" if current["attempts"] else ""
                     spinner.update(f"job {job_id}: {current['status']}{attempt}")
 
-                job = jobs.wait(job_id, timeout, on_change=show)
+                job = jobs.wait_job(job_id, timeout, on_change=show)
     typer.echo(json.dumps(job, indent=2) if as_json else _describe(job))
     raise typer.Exit(0 if job["status"] == "done" else 1)
 

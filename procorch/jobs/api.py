@@ -3,9 +3,9 @@
     from procorch import Jobs
     jobs = Jobs.open()                 # as the CLI: -c / --run-dir / ./procorch.toml
     job_id = jobs.submit(100)
-    print(jobs.wait(job_id)["output"])  # 687995182
+    print(jobs.wait(job_id))           # 687995182: the result, or JobFailed with its error
     job_id = jobs.submit("send", args=["a@example.com"], kwargs={"subject": "hi"}, delay=10)
-    print(jobs.result(job_id))         # the function's return value, or JobFailed
+    print(jobs.wait_job(job_id))       # the whole job once it has finished, however it ended
 
 It talks to the store directly, so it works whether or not the daemon runs: jobs
 submitted while no worker runs wait, pending, until workers start.
@@ -17,7 +17,7 @@ import builtins
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 class JobFailed(JobError):
-    """`result` found the job failed or cancelled; str() says why."""
+    """`wait` found the job failed or cancelled; str() says why."""
 
     def __init__(self, job: dict[str, Any]) -> None:
         why = job["error"] or job["status"]
@@ -257,6 +257,23 @@ class Jobs:
         (delay, at, priority, depends_on, queue) apply to each, as for `submit`."""
         return self._submit([self._fib(n, mod, function, **options) for n in ns], key)
 
+    def map(
+        self,
+        function: str,
+        calls: Iterable[Any],
+        key: str | None = None,
+        **options: Any,
+    ) -> builtins.list[int]:
+        """Enqueue one job of `function` per call, in one transaction (all or none); their
+        ids, in order. A call is an args list, or a pair `(args, kwargs)`. `key` and
+        `options` (delay, at, priority, depends_on, queue) as for `submit`, for all."""
+        jobs = []
+        for call in calls:
+            pair = isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)
+            args, kwargs = call if pair else (call, None)
+            jobs.append(self._any(function, args, kwargs, **options))
+        return self._submit(jobs, key)
+
     def _submit(self, jobs: builtins.list[NewJob], key: str | None) -> builtins.list[int]:
         if not jobs:
             return []
@@ -296,7 +313,7 @@ class Jobs:
         jobs = [public(r) for r in records]
         return {"jobs": jobs, "count": len(jobs), "total": total}
 
-    def wait(
+    def wait_job(
         self,
         job_id: int,
         timeout: float | None = None,
@@ -329,9 +346,10 @@ class Jobs:
             else:
                 record = self._record(job_id)
 
-    def result(self, job_id: int, timeout: float | None = None) -> Any:
-        """Wait for the job; its result (any JSON value), or JobFailed with its error."""
-        job = self.wait(job_id, timeout)
+    def wait(self, job_id: int, timeout: float | None = None) -> Any:
+        """Wait for the job; its result (any JSON value), or JobFailed with its error
+        (JobTimeout after `timeout` seconds). `wait_job` gives the whole job instead."""
+        job = self.wait_job(job_id, timeout)
         if job["status"] != Status.DONE:
             raise JobFailed(job)
         return job["result"]
@@ -430,7 +448,7 @@ def wait_job(
     job_id: int, timeout: float | None = None, *, config: Path | None = None
 ) -> dict[str, Any]:
     with Jobs.open(config) as jobs:
-        return jobs.wait(job_id, timeout)
+        return jobs.wait_job(job_id, timeout)
 
 
 def cancel_job(job_id: int, *, config: Path | None = None) -> dict[str, Any]:
