@@ -284,6 +284,22 @@ def test_a_job_past_its_ttl_is_gone(stack, daemon):
     assert daemon.list(function="stamp")["total"] == 1
 
 
+def test_a_job_past_its_ttl_is_gone_even_with_no_worker_left_to_delete_it(stack, tasks):
+    job_id = tasks.submit("short", args=["brief"])
+    assert burst(stack).returncode == 0  # the workers finish it, and are gone
+    assert tasks.get(job_id)["status"] == "done"
+
+    def gone() -> bool:
+        try:
+            tasks.get(job_id)
+        except procorch.JobNotFound:
+            return True
+        return False
+
+    wait_for(gone, timeout=5)  # its result_ttl is 1 s
+    assert stack.cli("job", "status", str(job_id)).returncode == 1
+
+
 def test_claims_go_by_priority_then_age_across_plain_and_other_jobs(tasks):
     """The store's claim order, whatever index holds a job: plain F(n) jobs (default queue,
     priority 0) and the others (a priority, another queue) merge into one order."""

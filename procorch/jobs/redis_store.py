@@ -684,7 +684,17 @@ class RedisStore(Store):
         return key.replay(digest.decode(), ids) if key else ids
 
     def get(self, job_id: int) -> dict[str, Any] | None:
-        return _record(self._guard(lambda: self.client.hgetall(f"{PREFIX}job:{job_id}")))
+        raw = self._guard(lambda: self.client.hgetall(f"{PREFIX}job:{job_id}"))
+        # past its result_ttl a job is gone, as on SQLite, also before a worker deletes it
+        return None if self._expired(raw, time.time()) else _record(raw)
+
+    def _expired(self, raw: dict[bytes, bytes], now: float) -> bool:
+        finished = raw.get(b"finished_time")
+        if not finished:
+            return False
+        own = raw.get(b"result_ttl")
+        ttl = float(own) if own else self.settings.result_ttl
+        return ttl >= 0 and float(finished) + ttl <= now
 
     def _many(self, ids: list[int]) -> list[dict[str, Any]]:
         pipe = self.client.pipeline(transaction=False)
