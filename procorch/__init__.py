@@ -28,7 +28,7 @@ _JOBS_API = (
 
 def __getattr__(name: str) -> Any:
     if name == "job":  # the decorator: registers a job function, imports no store
-        from procorch.jobs.functions import job
+        from procorch.jobs.decorator import job
 
         return job
     if name in _JOBS_API:

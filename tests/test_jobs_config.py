@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from procorch.config import ConfigError, JobsSettings, load_config
-from procorch.jobs.functions import Policy, Registry, job
+from procorch.jobs.decorator import job
+from procorch.jobs.functions import Policy, Registry
 from procorch.jobs.job import InvalidJob
 from tests.conftest import jobs_table
 from tests.test_cli import assert_one_line_error

@@ -5,7 +5,7 @@ supervised service that runs them, burst.py the same without a daemon; `job.py` 
 record and its states; functions.py the registry of runnable names and their policy;
 context.py the running job's `current()`; the stores (store.py the interface,
 sqlite_store.py, redis_store.py, chosen by backend.py) keep them; wake.py wakes
-sleepers without polling; fib.py is the built-in job.
+sleepers without polling; fib.py is the built-in job; decorator.py is `@procorch.job`.
 Nothing is imported here until asked for, so the CLI's start stays cheap.
 """
 

@@ -10,7 +10,6 @@ Decisions (the delay before a retry) are pure functions of the policy.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import random
 import sys
@@ -83,41 +82,11 @@ def _check_policy(name: str, policy: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def job(name: str | None = None, **policy: Any) -> Callable[[Callable[..., Any]], Any]:
-    """Register a function as a job under `name` (default: its own name), with policy
-    keys as in `[jobs.functions]` (max_attempts, backoff, timeout, queue, ...).
-
-        @procorch.job(name="send", max_attempts=5, timeout=30)
-        def send(to, subject): ...
-
-        send.submit("a@example.com", subject="hi")            # a job id
-        send.options(delay="10s", priority=5).submit("b@example.com", subject="hi")
-    """
-
-    def register(fn: Callable[..., Any]) -> Any:
-        registered = name or fn.__name__
-        if registered == DEFAULT_FUNCTION:
-            raise TypeError("@procorch.job: 'fib' is the built-in job; choose another name")
-        _DECORATED[registered] = (fn, _check_policy(registered, policy))
-        fn.submit = Submitter(registered).submit  # type: ignore[attr-defined]
-        fn.options = functools.partial(Submitter, registered)  # type: ignore[attr-defined]
-        fn.job_name = registered  # type: ignore[attr-defined]
-        return fn
-
-    return register
-
-
-class Submitter:
-    """`fn.submit(*args, **kwargs)` for a decorated function, with submission options."""
-
-    def __init__(self, name: str, *, config: Path | None = None, **options: Any) -> None:
-        self.name, self.config, self.options = name, config, options
-
-    def submit(self, *args: Any, **kwargs: Any) -> int:
-        from procorch.jobs.api import Jobs
-
-        with Jobs.open(self.config) as jobs:
-            return jobs.submit(self.name, args=list(args), kwargs=kwargs, **self.options)
+def register(name: str, fn: Callable[..., Any], policy: dict[str, Any]) -> None:
+    """Make `fn` runnable as `name`, with its own policy keys (checked as the config's)."""
+    if name == DEFAULT_FUNCTION:
+        raise TypeError("@procorch.job: 'fib' is the built-in job; choose another name")
+    _DECORATED[name] = (fn, _check_policy(name, policy))
 
 
 class Registry:
