@@ -1134,8 +1134,8 @@ def _rlimits(value: Any, where: _Where) -> dict[str, tuple[int, int | None]]:
         if len(pair) not in (1, 2):
             raise at.error(f"expected a value or [soft, hard], got {_show(item)}")
         soft, *hard = (_limit(v, at, size=RLIMITS[name]) for v in pair)
-        ceiling = hard[0] if hard else _current_hard_limit(name)
-        if ceiling is not None and _above(soft, ceiling):
+        ceiling = hard[0] if hard else current_hard_limit(name)
+        if ceiling is not None and above_limit(soft, ceiling):
             which = "the hard limit" if hard else "the current hard limit"
             raise at.error(f"soft limit {_show(pair[0])} is above {which} ({ceiling})")
         limits[name] = (soft, hard[0] if hard else None)
@@ -1156,11 +1156,11 @@ def _limit(value: Any, where: _Where, *, size: bool) -> int:
     raise where.error(f"expected an integer ≥ 0{sized} or 'unlimited', got {_show(value)}")
 
 
-def _above(value: int, limit: int) -> bool:
+def above_limit(value: int, limit: int) -> bool:
     return limit != UNLIMITED and (value == UNLIMITED or value > limit)
 
 
-def _current_hard_limit(name: str) -> int | None:
+def current_hard_limit(name: str) -> int | None:
     """The hard limit procorch (and so the daemon it starts) has now, if Python knows it."""
     import resource
 

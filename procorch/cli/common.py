@@ -141,3 +141,19 @@ def recorded_replicas(cfg: Config) -> list[tuple[str, int]]:
     if state and state.get("processes"):
         return [(p["service"], p["replica"]) for p in state["processes"]]
     return [(s.name, i) for s in cfg.services for i in range(s.replicas)]
+
+
+def daemon_cwd(cfg: Config, foreground: bool = False) -> Path | None:
+    """Where the daemon (and so every replica without a cwd) runs: the config's folder
+    when detached, this process's own folder in the foreground (None: unchanged)."""
+    return cfg.path.parent if cfg.path and not foreground else None
+
+
+def refuse_broken_imports(cfg: Config, config: Path | None, foreground: bool = False) -> None:
+    """A service module or job function that does not import is a bad config: exit 2,
+    before anything starts or changes. Replicas run where the daemon does."""
+    from procorch.importcheck import check_imports
+
+    problem = check_imports(cfg, str(config or CONFIG_FILENAME), daemon_cwd(cfg, foreground))
+    if problem:
+        fail(problem, EXIT_CONFIG)

@@ -166,7 +166,7 @@ def _ports(svc: ServiceConfig) -> list[str]:
     if svc.health and svc.health.http:
         parts = urlsplit(svc.health.http)
         ports.append(parts.port or (443 if parts.scheme == "https" else 80))
-    for address in getattr(svc, "listen", ()) or ():  # `listen` sockets, where configured
+    for address in svc.listen:  # `listen` sockets, where configured
         match = re.fullmatch(r"tcp://.*:(\d+)", str(address))
         if match:
             ports.append(int(match[1]))

@@ -19,8 +19,10 @@ from procorch.cli.common import (
     ConfigOpt,
     JsonOpt,
     RunDirOpt,
+    daemon_cwd,
     fail,
     load,
+    refuse_broken_imports,
     request,
     show,
     status_code,
@@ -69,7 +71,7 @@ def up(
     cfg = _with_token(load(config, run_dir, gateway), token)
     rundir = RunDir(cfg.settings.run_dir)
     _warn_if_exposed(cfg)
-    _check_imports(cfg, config, foreground)
+    refuse_broken_imports(cfg, config, foreground)
     _check_guardrails(cfg)
     if foreground:
         raise typer.Exit(_up_foreground(cfg))
@@ -113,7 +115,7 @@ def _already_running(
         )
         fail(
             f"procorch is already running (pid {pid}) with another config; the difference:"
-            + "".join(f"\n  {line}" for line in describe(plan) if not line.startswith("unch"))
+            + "".join(f"\n  {line}" for line in describe(replace(plan, unchanged=())))
             + f"\n{how}",
             EXIT_DAEMON_DOWN,
         )
@@ -152,17 +154,6 @@ def _next_steps(cfg: Config) -> None:
     )
 
 
-def _check_imports(cfg: Config, config: Path | None, foreground: bool) -> None:
-    """A service module or job function that does not import is a bad config: exit 2,
-    before anything starts. Replicas run where the daemon does: the config's directory,
-    or here in the foreground (see `_spawn_daemon`)."""
-    from procorch.importcheck import check_imports
-
-    problem = check_imports(cfg, str(config or CONFIG_FILENAME), _daemon_cwd(cfg, foreground))
-    if problem:
-        fail(problem, EXIT_CONFIG)
-
-
 def _check_guardrails(cfg: Config) -> None:
     """`user`/`group` without root, a raised hard limit without the capability: exit 2
     before anything starts (the daemon checks again: it is what has to run them)."""
@@ -171,12 +162,6 @@ def _check_guardrails(cfg: Config) -> None:
     problem = start_problem(cfg.services)
     if problem:
         fail(problem, EXIT_CONFIG)
-
-
-def _daemon_cwd(cfg: Config, foreground: bool) -> Path | None:
-    """Where the daemon (and so every replica without a cwd) runs: the config's folder
-    when detached, this process's own folder in the foreground (None: unchanged)."""
-    return cfg.path.parent if cfg.path and not foreground else None
 
 
 def _warn_if_exposed(cfg: Config) -> None:
@@ -224,7 +209,7 @@ def _spawn_daemon(cfg: Config, rundir: RunDir) -> bool:
             stderr=log_fd,
             start_new_session=True,
             close_fds=True,
-            cwd=_daemon_cwd(cfg, foreground=False),
+            cwd=daemon_cwd(cfg),
         )
     finally:
         os.close(log_fd)

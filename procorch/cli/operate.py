@@ -18,6 +18,7 @@ from procorch.cli.common import (
     RunDirOpt,
     fail,
     load,
+    refuse_broken_imports,
     request,
     show,
     status_code,
@@ -68,27 +69,18 @@ def apply_reload(
         if as_json:
             typer.echo(json.dumps({"plan": answer["plan"], "applied": False}, indent=2))
         what = ", ".join(plan.refused)
-        fail(f"nothing changed: {what} cannot change live (`procorch down`, then `up`)", 2)
+        fail(
+            f"nothing changed: {what} cannot change live (`procorch down`, then `up`)", EXIT_CONFIG
+        )
     if dry_run or plan.empty:
         if as_json:
             typer.echo(json.dumps(answer, indent=2))
         elif plan.empty:
             typer.echo("nothing to change: the daemon runs this config")
         return EXIT_OK
-    _check_imports(new, config)
+    refuse_broken_imports(new, config)
     result = wait_settled(cfg, {"cmd": "reload", "config": wanted}, "reloading", quiet=as_json)
     return report(result, as_json)
-
-
-def _check_imports(cfg: Config, config: Path | None) -> None:
-    """A Python service that does not import is a bad config: nothing changes (exit 2)."""
-    from procorch.config import CONFIG_FILENAME
-    from procorch.importcheck import check_imports
-
-    cwd = cfg.path.parent if cfg.path else None
-    problem = check_imports(cfg, str(config or CONFIG_FILENAME), cwd)
-    if problem:
-        fail(problem, EXIT_CONFIG)
 
 
 def report(result: dict[str, Any], as_json: bool) -> int:
@@ -142,7 +134,7 @@ def _parse_counts(counts: list[str]) -> dict[str, int]:
     for item in counts:
         name, sep, number = item.partition("=")
         if not sep or not name or not number.isascii() or not number.isdigit():
-            fail(f"expected NAME=N (a service and a number of replicas), got {item!r}", 2)
+            fail(f"expected NAME=N (a service and a number of replicas), got {item!r}", EXIT_CONFIG)
         if not 1 <= int(number) <= 1000:
             fail(f"{name}: replicas must be 1 to 1000, got {number}", EXIT_CONFIG)
         wanted[name] = int(number)
@@ -154,7 +146,7 @@ def _saved_text(cfg: Config, wanted: dict[str, int]) -> str:
     from procorch.tomledit import EditError, set_replicas
 
     if cfg.path is None:
-        fail("--save needs a config file (none was found: the built-in stack runs)", 2)
+        fail("--save needs a config file (none was found: the built-in stack runs)", EXIT_CONFIG)
     try:
         text = cfg.path.read_text()
         for name, n in wanted.items():
@@ -184,7 +176,7 @@ def _check_saved(cfg: Config, text: str, wanted: dict[str, int]) -> None:
 
 
 def _refuse_save(path: Path) -> NoReturn:
-    fail(f"cannot save to {path}: set `replicas` there by hand (nothing was changed)", 2)
+    fail(f"cannot save to {path}: set `replicas` there by hand (nothing was changed)", EXIT_CONFIG)
 
 
 def _write(path: Path, text: str) -> None:

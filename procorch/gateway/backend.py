@@ -56,6 +56,8 @@ class Backend:
         self.client = Client(self.run_dir, sender="Gateway", timeout=config.gateway.timeout)
         self.registry = Registry(self.run_dir)
         self._stats: StatsTable | None = None
+        self._running = config  # the config the daemon runs now (see _service_config)
+        self._running_stamp: int | None = None
         self._local = threading.local()
         self._finished = FinishedJobs()
         self._bulkheads = Bulkheads(config.gateway.service_limit)
@@ -129,17 +131,24 @@ class Backend:
         return svc is not None and svc.is_python
 
     def _service_config(self, service: str) -> ServiceConfig | None:
-        """A service's config; one added by a reload is in the daemon's config.json,
-        read again only when the name is not known yet."""
+        """A service's config as the daemon runs it now: its config.json, read again only
+        when a reload or scale has rewritten it (a stat per call, not a parse)."""
+        path = self.run_dir / "config.json"
         try:
-            return self.config.service(service)
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        if stamp is not None and stamp != self._running_stamp:
+            try:
+                self._running = Config.from_json(path.read_text())
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # a file being replaced: the last one read holds meanwhile
+            else:
+                self._running_stamp = stamp
+        try:
+            return self._running.service(service)
         except KeyError:
-            pass
-        try:
-            services = Config.from_json((self.run_dir / "config.json").read_text()).services
-        except (OSError, ValueError, KeyError, TypeError):
             return None
-        return next((svc for svc in services if svc.name.lower() == service.lower()), None)
 
     def _view(self, ep: Endpoint, now: float) -> ReplicaView:
         stats = self._slot(ep)
@@ -150,19 +159,12 @@ class Backend:
     def _slot(self, ep: Endpoint) -> SlotStats | None:
         if ep.slot is None:
             return None
-        if self._stats is None:
-            try:
+        if self._stats is None or ep.slot >= self._stats.slots:  # none yet, or grown by a
+            try:  # reload or scale; the old map is left to readers still holding it
                 self._stats = StatsTable(self.run_dir / "stats.bin")
             except OSError:
                 return None
-        if ep.slot >= self._stats.slots:  # added by a reload or scale: the file grew
-            try:
-                self._stats = StatsTable(self.run_dir / "stats.bin")
-            except OSError:
-                return None
-            if ep.slot >= self._stats.slots:
-                return None
-        return self._stats.read(ep.slot)
+        return self._stats.read(ep.slot) if ep.slot < self._stats.slots else None
 
 
 class Bulkheads:

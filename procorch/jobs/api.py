@@ -24,7 +24,7 @@ from typing import Any
 
 from procorch.config import Config, JobsSettings, load_config
 from procorch.jobs.backend import open_store
-from procorch.jobs.functions import Policy, Registry, seconds
+from procorch.jobs.functions import Registry, seconds
 from procorch.jobs.job import (
     CANCELLABLE,
     DEFAULT_FUNCTION,
@@ -135,8 +135,8 @@ class Jobs:
         """The job with its function's policy and the submission's options, checked."""
         policy = self.registry.policy(job.function)
         changes: dict[str, Any] = {}
-        if policy is not self.registry.policy(DEFAULT_FUNCTION):  # its own policy: kept with it
-            defaults = Policy.of(self.settings)
+        defaults = self.registry.policy(DEFAULT_FUNCTION)  # [jobs]'s
+        if policy is not defaults:  # its own policy: kept with it
             retry = None if policy.retry == defaults.retry else encoded(policy.retry, "retry")
             changes.update(
                 max_attempts=policy.max_attempts,

@@ -767,13 +767,21 @@ class RedisStore(Store):
         return self._run("delete", repr(now))
 
     def busy(self, queues: Sequence[str] | None) -> bool:
-        pipe = self.client.pipeline(transaction=False)
-        for status in ("waiting", "pending", "running"):
-            pipe.zrange(f"{PREFIX}status:{status}", 0, 999)
-        ids = [int(i) for batch in self._guard(pipe.execute) for i in batch]
+        unfinished = [f"{PREFIX}status:{status}" for status in ("waiting", "pending", "running")]
         if queues is None:
-            return bool(ids)
-        return any((r["queue"] or "default") in queues for r in self._many(ids))
+            pipe = self.client.pipeline(transaction=False)
+            for key in unfinished:
+                pipe.zcard(key)
+            return any(self._guard(pipe.execute))
+        for key in unfinished:  # no index by queue: a batch at a time, to the first found
+            start = 0
+            while batch := self._guard(lambda k=key, s=start: self.client.zrange(k, s, s + 999)):
+                start += len(batch)
+                if any(
+                    (r["queue"] or "default") in queues for r in self._many(list(map(int, batch)))
+                ):
+                    return True
+        return False
 
     def counts(self) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)

@@ -212,15 +212,13 @@ class Supervisor:
 
     def _open_logs(self, r: Replica) -> None:
         """The log file(s) of a replica: its output, and its stderr apart if so configured."""
-        max_bytes, backups = self.settings.log_max_bytes, self.settings.log_backups
-        rotate = self.settings.log_rotate
-        self._logs[r.slot] = RotatingLog(
-            self.rundir.log_path(r.name, r.index), max_bytes, backups, rotate
-        )
+        self._logs[r.slot] = self._new_log(self.rundir.log_path(r.name, r.index))
         if r.service.stderr == "separate":
-            self._err_logs[r.slot] = RotatingLog(
-                self.rundir.err_log_path(r.name, r.index), max_bytes, backups, rotate
-            )
+            self._err_logs[r.slot] = self._new_log(self.rundir.err_log_path(r.name, r.index))
+
+    def _new_log(self, path: Path) -> RotatingLog:
+        s = self.settings
+        return RotatingLog(path, s.log_max_bytes, s.log_backups, s.log_rotate)
 
     def run(self) -> int:
         """The event loop; returns when every replica is stopped after a shutdown."""
@@ -1043,19 +1041,19 @@ class Supervisor:
 
     def reopen_logs(self) -> int:
         """Open every log file again at its path (logrotate renamed them); how many."""
-        sinks = [*self._logs.values(), *self._err_logs.values()]
+        # a replacement shares its predecessor's file: each file once
+        sinks = dict.fromkeys([*self._logs.values(), *self._err_logs.values()])
+        reopens: list[Callable[[], object]] = [sink.reopen for sink in sinks]
+        reopens.append(self._events.reopen)
+        if self.daemon_log_fd is not None:
+            reopens.append(partial(reopen_fd, self.rundir.daemon_log, self.daemon_log_fd))
         reopened = 0
-        try:
-            for sink in sinks:
-                sink.reopen()
+        for reopen in reopens:  # one that fails does not keep the others on the old files
+            try:
+                reopen()
                 reopened += 1
-            self._events.reopen()
-            reopened += 1
-            if self.daemon_log_fd is not None:
-                reopen_fd(self.rundir.daemon_log, self.daemon_log_fd)
-                reopened += 1
-        except OSError as exc:
-            self._refused("a reopened log file", exc)
+            except OSError as exc:
+                self._refused("a reopened log file", exc)
         self.hooks.reopen()  # hooks.log: at its next run
         self._event(None, "logs-reopened", detail=f"{reopened} files")
         return reopened
@@ -1079,11 +1077,8 @@ class Supervisor:
         else:
             self._logs[r.slot] = self._logs[like.slot]
             if r.service.stderr == "separate":
-                self._err_logs[r.slot] = self._err_logs.get(like.slot) or RotatingLog(
-                    self.rundir.err_log_path(r.name, r.index),
-                    self.settings.log_max_bytes,
-                    self.settings.log_backups,
-                    self.settings.log_rotate,
+                self._err_logs[r.slot] = self._err_logs.get(like.slot) or self._new_log(
+                    self.rundir.err_log_path(r.name, r.index)
                 )
         if self.foreground:
             out, width = sys.stdout.buffer, self._echo_width

@@ -22,7 +22,7 @@ import pwd
 import shutil
 from collections.abc import Iterable
 
-from procorch.config import UNLIMITED, ServiceConfig
+from procorch.config import UNLIMITED, ServiceConfig, above_limit, current_hard_limit
 from procorch.sizes import format_size
 
 RSS_CHECKS = 2  # consecutive checks over max_rss before a restart
@@ -128,14 +128,9 @@ def _may_raise_hard_limits() -> bool:
 
 
 def _raised_hard_limit(svc: ServiceConfig) -> str | None:
-    import resource
-
     for name, (_, hard) in sorted(svc.rlimits.items()):
-        number = getattr(resource, f"RLIMIT_{name.upper()}", None)
-        if hard is None or number is None:
-            continue
-        current = resource.getrlimit(number)[1]
-        if current != resource.RLIM_INFINITY and (hard == UNLIMITED or hard > current):
+        current = current_hard_limit(name)
+        if hard is not None and current is not None and above_limit(hard, current):
             return name
     return None
 

@@ -32,7 +32,6 @@ class Fleet(Protocol):
     shutting_down: bool
 
     def add_replica(self, svc: ServiceConfig, index: int) -> Replica: ...
-    def add_replacement(self, old: Replica, service: ServiceConfig) -> Replica: ...
     def retire(self, r: Replica, in_order: bool = False) -> None: ...
     def adopt(self, config: Config) -> None: ...
     def hold(self, services: tuple[ServiceConfig, ...]) -> list[str]: ...
@@ -99,11 +98,7 @@ class LiveChanges:
         if p.refused:
             what, why = next(iter(p.refused.items()))
             raise Refused(f"{what} cannot change live ({why}): use `procorch down`, then `up`")
-        if self.fleet.shutting_down:
-            raise Refused("the supervisor is shutting down")
-        busy = self.busy()
-        if busy:
-            raise Refused(f"{busy}: try again when it is over")
+        self._check_free()
         try:
             self.fleet.hold(new.services)  # first: a port in use changes nothing
         except BindError as exc:
@@ -127,15 +122,19 @@ class LiveChanges:
         self.fleet.changed()
         return p
 
-    # -- scale -------------------------------------------------------------------------
-
-    def scale(self, counts: dict[str, int]) -> None:
-        """Set services' replica counts live (until the next reload); Refused if busy."""
+    def _check_free(self) -> None:
+        """Refused while the daemon stops, or while another live change is under way."""
         if self.fleet.shutting_down:
             raise Refused("the supervisor is shutting down")
         busy = self.busy()
         if busy:
             raise Refused(f"{busy}: try again when it is over")
+
+    # -- scale -------------------------------------------------------------------------
+
+    def scale(self, counts: dict[str, int]) -> None:
+        """Set services' replica counts live (until the next reload); Refused if busy."""
+        self._check_free()
         services = tuple(
             replace(svc, replicas=counts[svc.name]) if svc.name in counts else svc
             for svc in self.fleet.config.services
@@ -150,11 +149,7 @@ class LiveChanges:
 
     def rolling_restart(self, targets: list[Replica]) -> None:
         """Replace each of `targets`, one replica of a service at a time, surge first."""
-        if self.fleet.shutting_down:
-            raise Refused("the supervisor is shutting down")
-        busy = self.busy()
-        if busy:
-            raise Refused(f"{busy}: try again when it is over")
+        self._check_free()
         for svc in self.fleet.config.services:
             olds = [r for r in targets if r.name == svc.name and not r.retiring]
             if olds:
