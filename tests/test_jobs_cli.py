@@ -145,3 +145,14 @@ def test_help_says_no_daemon_is_needed_and_imports_stay_light(jobs_stack):
         assert not {"sqlite3", "redis", "procorch.jobs.api", "procorch.jobs.worker"} & imported
         # other commands do not even build the job commands
         assert ("procorch.cli.jobs" in imported) == (args[0] != "status")
+
+
+def test_a_finished_job_reads_as_its_call_and_result_unquoted():
+    from procorch.cli.jobs import _describe
+
+    job = {"job_id": 4, "status": "done", "function": "send", "args": ["a@b"]}
+    job |= {"kwargs": {"subject": "hi"}, "input": None, "mod": None, "error": None}
+    job["result"] = {"sent": "a@b"}
+    assert _describe(job) == 'job 4 done: send("a@b", subject="hi") = {"sent": "a@b"}'
+    job["args"] = ["x" * 100]
+    assert len(_describe(job)) <= 80  # long calls and results are cut to an 80-column line

@@ -10,6 +10,7 @@ failed or cancelled while waited for, store unreachable), 2 bad input or config.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -81,7 +82,10 @@ def _echo_json(value: Any) -> None:
 
 
 def _short(value: Any, width: int = 60) -> str:
-    text = json.dumps(value, separators=(", ", ": "))
+    return _cut(json.dumps(value, separators=(", ", ": ")), width)
+
+
+def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -93,13 +97,13 @@ def _call(job: dict[str, Any]) -> str:
         return f"{job['function']}({job['input']}) mod {job['mod']}"
     parts = [json.dumps(a) for a in job["args"] or []]
     parts += [f"{k}={json.dumps(v)}" for k, v in (job["kwargs"] or {}).items()]
-    return _short(f"{job['function']}({', '.join(parts)})", 80)
+    return _cut(f"{job['function']}({', '.join(parts)})", 40)
 
 
 def _describe(job: dict[str, Any]) -> str:
     line = f"job {job['job_id']} {job['status']}: {_call(job)}"
     if job["status"] == "done":
-        line += f" = {_short(job['result'])}"
+        line += f" = {_short(job['result'], 30)}"
     if job["error"] and job["status"] != "done":
         line += f" ({job['error']})"
     return line
@@ -278,14 +282,24 @@ def list_(
         typer.echo(json.dumps(page, indent=2))
         return
 
-    def cell(job: dict[str, Any], column: str) -> str:
+    def cell(job: dict[str, Any], column: str, cap: int) -> str:
         value = job[column]
         if column in ("args", "result") and (value is not None or column == "args"):
-            return _short(value, 30)
+            return _short(value, cap)
         return "-" if value is None else str(value)
 
-    rows = [[cell(job, c) for c in _LIST_COLUMNS] for job in page["jobs"]]
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(_LIST_COLUMNS)]
+    def table(cap: int) -> tuple[list[list[str]], list[int]]:
+        rows = [[cell(job, c, cap) for c in _LIST_COLUMNS] for job in page["jobs"]]
+        widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(_LIST_COLUMNS)]
+        return rows, widths
+
+    # args and result give way (down to 10 characters) until a row fits the terminal
+    room = shutil.get_terminal_size().columns
+    cap = 30
+    rows, widths = table(cap)
+    while cap > 10 and sum(widths) + 2 * (len(widths) - 1) > room:
+        cap -= 1
+        rows, widths = table(cap)
     for row in [list(_LIST_COLUMNS), *rows]:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     first = int(offset) + 1 if rows else 0
