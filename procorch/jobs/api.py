@@ -172,25 +172,41 @@ class Jobs:
 
     def _any(self, function: Any, args: Any, kwargs: Any, **options: Any) -> NewJob:
         """A job of any registered function, with JSON arguments."""
+        return self._calls(function, [(args, kwargs)], **options)[0]
+
+    def _calls(
+        self, function: Any, calls: Iterable[tuple[Any, Any]], **options: Any
+    ) -> builtins.list[NewJob]:
+        """Jobs of one registered function, one per (args, kwargs), all with the same
+        options: the function's policy and the options are checked once."""
         function = self.registry.known(function)
-        args = [] if args is None else args
-        kwargs = {} if kwargs is None else kwargs
-        if isinstance(args, tuple):
-            args = list(args)
-        if not isinstance(args, list):
-            raise InvalidJob(f"args must be a list, got {shown(args)}")
-        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-            raise InvalidJob(f"kwargs must be an object with string keys, got {shown(kwargs)}")
-        if function == DEFAULT_FUNCTION:  # the built-in: fib(n, mod), kept as n and mod
-            if kwargs or not 1 <= len(args) <= 2:
-                raise InvalidJob("fib takes args [n] or [n, mod]")
-            mod = check_integer(args[1], "mod", 2, 2**63 - 1) if len(args) > 1 else None
-            return self._fib(args[0], mod, None, **options)
-        args_text, kwargs_text = encoded(args, "args"), encoded(kwargs, "kwargs")
-        if len(args_text) + len(kwargs_text) > MAX_PAYLOAD:
-            size = len(args_text) + len(kwargs_text)
-            raise InvalidJob(f"args and kwargs are {size} bytes encoded, more than {MAX_PAYLOAD}")
-        return self._with_options(NewJob(function, args=args_text, kwargs=kwargs_text), **options)
+        template = None
+        jobs = []
+        for call_args, call_kwargs in calls:
+            args = [] if call_args is None else call_args
+            kwargs = {} if call_kwargs is None else call_kwargs
+            if isinstance(args, tuple):
+                args = list(args)
+            if not isinstance(args, list):
+                raise InvalidJob(f"args must be a list, got {shown(args)}")
+            if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+                raise InvalidJob(f"kwargs must be an object with string keys, got {shown(kwargs)}")
+            if function == DEFAULT_FUNCTION:  # the built-in: fib(n, mod), kept as n and mod
+                if kwargs or not 1 <= len(args) <= 2:
+                    raise InvalidJob("fib takes args [n] or [n, mod]")
+                mod = check_integer(args[1], "mod", 2, 2**63 - 1) if len(args) > 1 else None
+                jobs.append(self._fib(args[0], mod, None, **options))
+                continue
+            args_text, kwargs_text = encoded(args, "args"), encoded(kwargs, "kwargs")
+            if len(args_text) + len(kwargs_text) > MAX_PAYLOAD:
+                size = len(args_text) + len(kwargs_text)
+                raise InvalidJob(
+                    f"args and kwargs are {size} bytes encoded, more than {MAX_PAYLOAD}"
+                )
+            if template is None:
+                template = self._with_options(NewJob(function), **options)
+            jobs.append(template.called(args_text, kwargs_text))
+        return jobs
 
     def submit(
         self,
@@ -267,12 +283,11 @@ class Jobs:
         """Enqueue one job of `function` per call, in one transaction (all or none); their
         ids, in order. A call is an args list, or a pair `(args, kwargs)`. `key` and
         `options` (delay, at, priority, depends_on, queue) as for `submit`, for all."""
-        jobs = []
+        pairs = []
         for call in calls:
             pair = isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)
-            args, kwargs = call if pair else (call, None)
-            jobs.append(self._any(function, args, kwargs, **options))
-        return self._submit(jobs, key)
+            pairs.append(call if pair else (call, None))
+        return self._submit(self._calls(function, pairs, **options), key)
 
     def _submit(self, jobs: builtins.list[NewJob], key: str | None) -> builtins.list[int]:
         if not jobs:

@@ -20,10 +20,12 @@ from multiprocessing.connection import wait
 
 from procorch.config import Config
 from procorch.jobs.backend import open_store
+from procorch.jobs.batch import Batch
 from procorch.jobs.functions import Registry
 from procorch.jobs.job import Status
+from procorch.jobs.runner import Runner
 from procorch.jobs.store import WorkerId
-from procorch.jobs.worker import RECOVER_EVERY, Runner
+from procorch.jobs.worker import RECOVER_EVERY
 
 SERVICE = "burst"  # the workers' service name in their labels: host:burst.N:pid
 IDLE_BLOCK = 0.1  # seconds an idle worker sleeps before it looks again
@@ -72,19 +74,15 @@ def _worker(config: Config, queues: tuple[str, ...] | None, index: int, burst: b
     runner = Runner(settings, Registry(settings, base), me)
     store = open_store(settings, config.settings.run_dir)
     store.queues = queues
-    simulate = (lambda: time.sleep(settings.delay) or True) if settings.delay else None
-    claim, next_recover = None, 0.0
+    simulate = (lambda _: time.sleep(settings.delay) or True) if settings.delay else None
+    batch, next_recover = Batch(runner), 0.0
     while True:
         if time.monotonic() >= next_recover:
             store.recover(me)
             next_recover = time.monotonic() + RECOVER_EVERY
-        if claim is None:
-            claim = store.claim(me, IDLE_BLOCK)
-            if claim is None and burst and not store.busy(queues):
-                break
-            continue
-        outcome = runner.attempt(store, claim, simulate)
-        claim = runner.finish(store, claim, outcome, claim_next=True)
+        batch.step(store, IDLE_BLOCK, False, simulate)
+        if batch.empty and burst and not store.busy(queues):
+            break
     store.close()
     os._exit(0)  # a forked child: none of the command's exit handlers
 

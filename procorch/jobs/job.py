@@ -212,10 +212,13 @@ def backoff(attempts: int) -> float:
     return min(10.0, 0.1 * 2 ** (attempts - 1))
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # one, not one per call
+
+
 def encoded(value: Any, what: str, limit: int = MAX_PAYLOAD) -> str:
     """`value` as compact JSON, or InvalidJob if it is not JSON or longer than `limit` bytes."""
     try:
-        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        text = _COMPACT.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidJob(f"{what} must be JSON: {exc}") from None
     if len(text) > limit:  # characters <= bytes: a cheap first look

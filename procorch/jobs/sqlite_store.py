@@ -46,6 +46,7 @@ from procorch.jobs.job import (
 from procorch.jobs.store import (
     DURATION_BUCKETS,
     KEY_TTL,
+    Attempt,
     Claim,
     Durations,
     Key,
@@ -216,10 +217,12 @@ _CLAIM = _START.format(
     which=f"coalesce({_SPECIAL.format('> 0')}, {_PLAIN}, {_SPECIAL.format('<= 0')})"
 )
 _CLAIM_ID = _START.format(which=":job_id")
+# when the attempt began: a job claimed in a batch begins after the ones before it
+_BEGAN = "started_time = coalesce(:started, started_time)"
 _FENCE = "job_id = :job_id AND status = 'running' AND worker = :label AND attempts = :attempts"
 _DONE = f"""
 UPDATE jobs SET status = 'done', output = :output, error = NULL, finished_time = :now,
-    lease_until = NULL
+    lease_until = NULL, {_BEGAN}
 WHERE {_FENCE}
 RETURNING children
 """
@@ -228,12 +231,18 @@ _ERRORS = """errors = json_insert(coalesce(errors, '[]'), '$[#]',
     json_object('attempt', attempts, 'error', :error, 'at', :now))"""
 _RETRY = f"""
 UPDATE jobs SET status = 'pending', error = :error, run_after = :run_after, lease_until = NULL,
-    {_ERRORS}
+    {_BEGAN}, {_ERRORS}
 WHERE {_FENCE}
 """
 _FAIL = f"""
 UPDATE jobs SET status = 'failed', error = :error, finished_time = :now, lease_until = NULL,
-    {_ERRORS}
+    {_BEGAN}, {_ERRORS}
+WHERE {_FENCE}
+"""
+# a claim handed back unstarted: pending as it was, its attempt not counted
+_UNCLAIM = f"""
+UPDATE jobs SET status = 'pending', attempts = attempts - 1, started_time = NULL, worker = NULL,
+    worker_pid = NULL, worker_start = NULL, lease_until = NULL
 WHERE {_FENCE}
 """
 
@@ -246,13 +255,12 @@ _INSERT_PLAIN_MANY = """
 INSERT INTO jobs (status, function, input, mod, init_time) VALUES ('pending', ?, ?, ?, ?)
 """
 _INSERT_PLAIN = _INSERT_PLAIN_MANY + "RETURNING job_id"
-_INSERT = """
+_INSERT_MANY = """
 INSERT INTO jobs (status, function, input, mod, init_time, args, kwargs, priority, queue,
     run_after, depends_on, max_attempts, timeout, retry, result_ttl)
-VALUES (:status, :function, :input, :mod, :now, :args, :kwargs, :priority, :queue,
-    :run_after, :depends_on, :max_attempts, :timeout, :retry, :result_ttl)
-RETURNING job_id
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+_INSERT = _INSERT_MANY + "RETURNING job_id"
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -439,10 +447,12 @@ class SQLiteStore(Store):
                     return key.replay(seen["digest"], json.loads(seen["job_ids"]))
             if all(job.plain for job in jobs):  # a batch of F(n): one statement for all
                 rows = [(job.function, job.input, job.mod, now) for job in jobs]
-                db.executemany(_INSERT_PLAIN_MANY, rows)
-                # one writer holds the lock: AUTOINCREMENT gave them consecutive ids
-                (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
-                ids = list(range(last - len(jobs) + 1, last + 1))
+                ids = self._insert_many(db, _INSERT_PLAIN_MANY, rows)
+            elif not any(job.depends_on for job in jobs):  # nothing to look up per job
+                rows = [_row(job, "pending", now) for job in jobs]
+                ids = self._insert_many(db, _INSERT_MANY, rows)
+                queues = [(q,) for q in {job.queue for job in jobs} if q != DEFAULT_QUEUE]
+                db.executemany("INSERT OR IGNORE INTO job_queues VALUES (?)", queues)
             else:
                 ids = [self._insert(db, job, now) for job in jobs]
             if key is not None:
@@ -456,6 +466,13 @@ class SQLiteStore(Store):
         if fresh:
             self._workers_bell.ring()
         return ids
+
+    @staticmethod
+    def _insert_many(db: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> list[int]:
+        db.executemany(sql, rows)
+        # one writer holds the lock: AUTOINCREMENT gave them consecutive ids
+        (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
+        return list(range(last - len(rows) + 1, last + 1))
 
     def _insert(self, db: sqlite3.Connection, job: NewJob, now: float) -> int:
         if job.plain:  # the hot path: the first version's insert, nothing else to decide
@@ -471,24 +488,8 @@ class SQLiteStore(Store):
                 parents.append(parent)
         if parents and status != "cancelled":
             status = "waiting"
-        values = {
-            "status": "pending" if status == "cancelled" else status,  # cancelled just below
-            "function": job.function,
-            "input": job.input,
-            "mod": job.mod,
-            "now": now,
-            "args": job.args,
-            "kwargs": job.kwargs,
-            "priority": job.priority,
-            "queue": job.queue,
-            "run_after": job.run_after,
-            "depends_on": json.dumps(job.depends_on) if job.depends_on else None,
-            "max_attempts": job.max_attempts,
-            "timeout": job.timeout,
-            "retry": job.retry,
-            "result_ttl": job.result_ttl,
-        }
-        (job_id,) = db.execute(_INSERT, values).fetchone()
+        row = _row(job, "pending" if status == "cancelled" else status, now)  # cancelled below
+        (job_id,) = db.execute(_INSERT, row).fetchone()
         if job.queue != DEFAULT_QUEUE:
             db.execute("INSERT OR IGNORE INTO job_queues VALUES (?)", (job.queue,))
         if status == "cancelled":
@@ -624,7 +625,16 @@ class SQLiteStore(Store):
 
     # -- workers -----------------------------------------------------------------------
 
-    def _claim_in(self, db: sqlite3.Connection, worker: WorkerId, now: float) -> Claim | None:
+    def _claim_in(
+        self, db: sqlite3.Connection, worker: WorkerId, now: float, limit: int
+    ) -> list[Claim]:
+        """Up to `limit` claims, one statement each, in the open transaction."""
+        claims = []
+        while len(claims) < limit and (claim := self._claim_one(db, worker, now)) is not None:
+            claims.append(claim)
+        return claims
+
+    def _claim_one(self, db: sqlite3.Connection, worker: WorkerId, now: float) -> Claim | None:
         queues = self.queues
         if queues is None:  # every queue: usually just the default one
             if self._all_queues is None:
@@ -655,14 +665,18 @@ class SQLiteStore(Store):
         return Claim(row[0], row[1], row[2], row[3], row[4], now, None, *row[5:])
 
     def claim(self, worker: WorkerId, block: float) -> Claim | None:
+        claims = self.claim_batch(worker, block, 1)
+        return claims[0] if claims else None
+
+    def claim_batch(self, worker: WorkerId, block: float, limit: int) -> list[Claim]:
         if self._sleeper is None:
             # bound before the first look, so a submit after it cannot go unheard
             self._sleeper = Sleeper(self._workers_dir)
         self._sleeper.drain()
-        claim = self._write(lambda db: self._claim_in(db, worker, time.time()))
-        if claim is None:
+        claims = self._write(lambda db: self._claim_in(db, worker, time.time(), limit))
+        if not claims:
             self._sleeper.wait(min(block, self._until_due(block)))
-        return claim
+        return claims
 
     def interrupt(self) -> None:
         if self._sleeper is not None and self._sleeper.sock is not None:
@@ -687,25 +701,48 @@ class SQLiteStore(Store):
         claim_next: bool,
         retry_in: float | None = None,
     ) -> Claim | None:
-        now = time.time()
-        fence = {"job_id": claim.job_id, "label": worker.label, "attempts": claim.attempts}
+        attempt = Attempt(claim, output, error, retry_in)
+        following = self.finish_batch(worker, [attempt], 1 if claim_next else 0)
+        return following[0] if following else None
 
-        def record(db: sqlite3.Connection) -> Claim | None:
-            if error is None:
-                done = _DONE if claim.args is None else _DONE_JSON
-                row = db.execute(done, {**fence, "output": output, "now": now}).fetchone()
-                if row is not None and row[0]:
-                    self._settle(db, claim.job_id, "done", now)
-            elif retry_in is not None:
-                args = {**fence, "error": error, "run_after": now + retry_in, "now": now}
-                db.execute(_RETRY, args)
-            else:
-                self._fail(db, fence, error, now)
-            return self._claim_in(db, worker, now) if claim_next else None
+    def finish_batch(
+        self,
+        worker: WorkerId,
+        attempts: Sequence[Attempt],
+        claim_next: int,
+        release: Sequence[Claim] = (),
+    ) -> list[Claim]:
+        now = time.time()
+
+        def record(db: sqlite3.Connection) -> list[Claim]:
+            for attempt in attempts:
+                self._record_in(db, worker, attempt, now)
+            for claim in release:
+                db.execute(_UNCLAIM, _fence(worker, claim))
+            return self._claim_in(db, worker, now, claim_next)
 
         following = self._write(record)
-        self._waiters_bell.ring()
+        if attempts:
+            self._waiters_bell.ring()
+        if release:
+            self._workers_bell.ring()
         return following
+
+    def _record_in(
+        self, db: sqlite3.Connection, worker: WorkerId, attempt: Attempt, now: float
+    ) -> None:
+        claim, error = attempt.claim, attempt.error
+        fence = {**_fence(worker, claim), "started": attempt.started}
+        if error is None:
+            done = _DONE if claim.args is None else _DONE_JSON
+            row = db.execute(done, {**fence, "output": attempt.output, "now": now}).fetchone()
+            if row is not None and row[0]:
+                self._settle(db, claim.job_id, "done", now)
+        elif attempt.retry_in is not None:
+            args = {**fence, "error": error, "run_after": now + attempt.retry_in, "now": now}
+            db.execute(_RETRY, args)
+        else:
+            self._fail(db, fence, error, now)
 
     def _fail(self, db: sqlite3.Connection, fence: dict[str, Any], error: str, now: float) -> int:
         args = {**fence, "error": error, "now": now, "ttl": self.settings.result_ttl}
@@ -715,7 +752,7 @@ class SQLiteStore(Store):
         return failed
 
     def progress(self, worker: WorkerId, claim: Claim, fraction: float, meta: str | None) -> bool:
-        fence = {"job_id": claim.job_id, "label": worker.label, "attempts": claim.attempts}
+        fence = _fence(worker, claim)
         sql = f"UPDATE jobs SET progress = :progress, meta = :meta WHERE {_FENCE}"
         return bool(
             self._write(
@@ -745,7 +782,7 @@ class SQLiteStore(Store):
         def requeue(db: sqlite3.Connection) -> int:
             taken = 0
             for row, error in lost:
-                fence = {"job_id": row["job_id"], "label": row["worker"]}
+                fence = {"job_id": row["job_id"], "label": row["worker"], "started": None}
                 fence["attempts"] = row["attempts"]
                 if row["attempts"] < (row["max_attempts"] or self.settings.max_attempts):
                     args = {**fence, "error": error, "run_after": now, "now": now}
@@ -769,6 +806,33 @@ class SQLiteStore(Store):
     def cancelled(self, claim: Claim) -> bool:
         row = self.db.execute("SELECT status FROM jobs WHERE job_id = ?", (claim.job_id,))
         return row.fetchone()[0] == Status.CANCELLED
+
+
+def _row(job: NewJob, status: str, now: float) -> tuple[Any, ...]:
+    """The values of `_INSERT`, in its order."""
+    depends_on = json.dumps(job.depends_on) if job.depends_on else None
+    return (
+        status,
+        job.function,
+        job.input,
+        job.mod,
+        now,
+        job.args,
+        job.kwargs,
+        job.priority,
+        job.queue,
+        job.run_after,
+        depends_on,
+        job.max_attempts,
+        job.timeout,
+        job.retry,
+        job.result_ttl,
+    )
+
+
+def _fence(worker: WorkerId, claim: Claim) -> dict[str, Any]:
+    """What a write about an attempt matches: the job, held by this worker, at this attempt."""
+    return {"job_id": claim.job_id, "label": worker.label, "attempts": claim.attempts}
 
 
 _CHILDREN = "DELETE FROM job_deps WHERE parent = ? RETURNING child"

@@ -78,6 +78,23 @@ class NewJob:
             and self.result_ttl is None
         )
 
+    def called(self, args: str, kwargs: str) -> NewJob:
+        """This job (its function and options) with these JSON arguments: a batch's
+        jobs share everything else, checked once."""
+        return NewJob(
+            function=self.function,
+            args=args,
+            kwargs=kwargs,
+            priority=self.priority,
+            queue=self.queue,
+            run_after=self.run_after,
+            depends_on=self.depends_on,
+            max_attempts=self.max_attempts,
+            timeout=self.timeout,
+            retry=self.retry,
+            result_ttl=self.result_ttl,
+        )
+
     def identity(self) -> Any:
         """What an idempotency key's digest covers: the job asked for, not when it is due.
         A Fibonacci-shaped job's is (function, n, mod), as before: keys stay valid."""
@@ -122,6 +139,17 @@ class Claim:
     timeout: float | None = None
     retry: str | None = None
     result_ttl: float | None = None
+
+
+@dataclass(slots=True)
+class Attempt:
+    """A claim's attempt, run and not yet recorded: its outcome and when it began."""
+
+    claim: Claim
+    output: int | str | None  # done: an int for a Fibonacci-shaped job, else JSON text
+    error: str | None  # failed: why
+    retry_in: float | None = None  # failed: seconds before it is tried again; None: for good
+    started: float | None = None  # epoch seconds it began; None: when it was claimed
 
 
 # Upper bounds (seconds) of the job duration histogram's buckets, Prometheus's defaults
@@ -304,6 +332,40 @@ class Store(ABC):
         A result is dropped when the job is no longer this attempt's (cancelled, or
         taken back after its lease lapsed).
         """
+
+    def claim_batch(self, worker: WorkerId, block: float, limit: int) -> list[Claim]:
+        """Up to `limit` due jobs, in claim order, now running for `worker`; [] after up
+        to `block` s of nothing. A store that holds one lease at a time (Redis) claims one."""
+        claim = self.claim(worker, block)
+        return [] if claim is None else [claim]
+
+    def finish_batch(
+        self,
+        worker: WorkerId,
+        attempts: Sequence[Attempt],
+        claim_next: int,
+        release: Sequence[Claim] = (),
+    ) -> list[Claim]:
+        """Record `attempts` (fenced as `finish`), hand back `release`d claims that were
+        never started (pending again, their attempt not counted), and claim up to
+        `claim_next` more: in one transaction where the store can. Here: one `finish`
+        after another, for a store whose claims come one at a time (none to release)."""
+        if release:
+            raise NotImplementedError(f"{type(self).__name__} claims one job at a time")
+        following: Claim | None = None
+        for index, attempt in enumerate(attempts):
+            last = index == len(attempts) - 1
+            following = self.finish(
+                worker,
+                attempt.claim,
+                attempt.output,
+                attempt.error,
+                claim_next > 0 and last,
+                attempt.retry_in,
+            )
+        if not attempts and claim_next:
+            return self.claim_batch(worker, 0.0, claim_next)
+        return [] if following is None else [following]
 
     @abstractmethod
     def progress(self, worker: WorkerId, claim: Claim, fraction: float, meta: str | None) -> bool:

@@ -1,0 +1,162 @@
+"""Claims and records in batches: the size rule alone, then on a real jobs.db, with a
+real worker process killed while it holds a batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from procorch.config import JobsSettings
+from procorch.jobs.batch import HOLD_MAX, MAX_BATCH, Batch, next_size
+from procorch.jobs.functions import Registry
+from procorch.jobs.runner import Runner
+from procorch.jobs.sqlite_store import SQLiteStore
+from procorch.jobs.store import Attempt, NewJob, WorkerId
+
+QUICK = 0.00001  # seconds: a no-op job's pace
+
+
+def test_a_batch_doubles_while_jobs_are_quick_up_to_the_cap():
+    sizes = [1]
+    for _ in range(7):
+        sizes.append(next_size(sizes[-1], QUICK))
+    assert sizes == [1, 2, 4, 8, 16, 32, 32, 32]
+    assert MAX_BATCH == 32
+
+
+def test_a_slow_job_drops_the_batch_to_what_fits_the_budget():
+    assert next_size(32, 0.01) == 1  # slower than the whole budget: one at a time
+    assert next_size(32, 0.0005) == 4  # four such jobs fit 2 ms
+    assert next_size(2, 0.0005) == 4  # and it still grows no faster than doubling
+    assert next_size(8, None) == 8  # nothing ran (all handed back): unchanged
+
+
+@pytest.fixture
+def store(tmp_path):
+    settings = JobsSettings(functions={"nap": {"target": "time:sleep"}})
+    store = SQLiteStore(settings, tmp_path)
+    yield store
+    store.close()
+
+
+def naps(store: SQLiteStore, *seconds: float, priority: int = 0) -> list[int]:
+    jobs = [NewJob("nap", args=json.dumps([s]), kwargs="{}", priority=priority) for s in seconds]
+    return store.submit_many(jobs)
+
+
+def test_a_batch_is_claimed_in_priority_order_up_to_its_limit(store):
+    low = naps(store, 0, 0, 0)
+    high = naps(store, 0, priority=5)
+    me = WorkerId.current("W", 0)
+    claims = store.claim_batch(me, 0, 3)
+    assert [c.job_id for c in claims] == [*high, *low[:2]]
+    assert {store.get(c.job_id)["status"] for c in claims} == {"running"}
+    assert store.get(low[2])["status"] == "pending"
+
+
+def test_one_write_records_a_batch_hands_back_the_unstarted_and_claims_more(store):
+    ids = naps(store, 0, 0, 0, 0, 0, 0)
+    me = WorkerId.current("W", 0)
+    first = store.claim_batch(me, 0, 4)
+    began = time.time() - 5  # as if the first attempt began 5 s ago
+    ran = [Attempt(first[0], "null", None, None, began), Attempt(first[1], None, "boom", None)]
+    following = store.finish_batch(me, ran, claim_next=1, release=first[2:])
+    done, failed = store.get(ids[0]), store.get(ids[1])
+    assert (done["status"], failed["status"], failed["error"]) == ("done", "failed", "boom")
+    assert done["finished_time"] - done["started_time"] >= 5  # the attempt's own start
+    assert store.durations().sum >= 5
+    # handed back: pending again, the attempt not counted, first in line once more
+    assert [c.job_id for c in following] == [ids[2]]
+    assert following[0].attempts == 1
+    released = store.get(ids[3])
+    assert (released["status"], released["attempts"], released["worker"]) == ("pending", 0, None)
+    other = WorkerId.current("W", 1)
+    assert [c.job_id for c in store.claim_batch(other, 0, 8)] == ids[3:]
+
+
+def test_a_result_is_fenced_in_a_batch_as_alone(store):
+    (job_id,) = naps(store, 0)
+    me = WorkerId.current("W", 0)
+    (claim,) = store.claim_batch(me, 0, 1)
+    store.cancel(job_id)
+    store.finish_batch(me, [Attempt(claim, "null", None)], claim_next=0)
+    assert store.get(job_id)["status"] == "cancelled"
+
+
+def runner(store: SQLiteStore) -> Runner:
+    return Runner(store.settings, Registry(store.settings), WorkerId.current("W", 0))
+
+
+def test_claims_held_behind_a_slow_job_go_back_unrun(store):
+    slow = HOLD_MAX * 2
+    ids = naps(store, slow, 0, 0, 0)
+    batch = Batch(runner(store))
+    batch.size = 4
+    batch.step(store, 0, stopping=False)  # claims all four
+    assert len(batch.held) == 4
+    attempt, seconds = batch.step(store, 0, stopping=False)  # runs the slow one
+    assert attempt.claim.job_id == ids[0] and seconds >= slow
+    batch.step(store, 0, stopping=False)  # held too long: recorded, the rest handed back
+    assert store.get(ids[0])["status"] == "done"
+    assert batch.size == 1  # and the next batch is one job
+    assert [c.job_id for c in batch.held] == [ids[1]]
+    assert [store.get(i)["attempts"] for i in ids[1:]] == [1, 0, 0]
+    while not batch.empty:
+        batch.step(store, 0, stopping=False)
+    assert [store.get(i)["status"] for i in ids] == ["done"] * 4
+    assert [store.get(i)["attempts"] for i in ids] == [1] * 4  # none ran twice
+
+
+def test_a_stopping_worker_records_what_ran_and_hands_back_the_rest(store):
+    ids = naps(store, 0, 0, 0)
+    batch = Batch(runner(store))
+    batch.size = 3
+    batch.step(store, 0, stopping=False)
+    batch.step(store, 0, stopping=False)  # one ran
+    batch.step(store, 0, stopping=True)
+    assert batch.empty
+    assert [store.get(i)["status"] for i in ids] == ["done", "pending", "pending"]
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from procorch.config import JobsSettings
+    from procorch.jobs.sqlite_store import SQLiteStore
+    from procorch.jobs.store import WorkerId
+    store = SQLiteStore(JobsSettings(), Path(sys.argv[1]))
+    claims = store.claim_batch(WorkerId.current("Holder", 0), 0, 5)
+    print(len(claims), flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_a_worker_killed_holding_a_batch_has_every_claim_back_within_a_second(store, tmp_path):
+    ids = naps(store, 0, 0, 0, 0, 0)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "5"
+        assert {store.get(i)["status"] for i in ids} == {"running"}
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=10)
+        killed = time.monotonic()
+        taken = store.recover(WorkerId.current("W", 0))
+        assert time.monotonic() - killed < 1.0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert taken == 5
+    jobs = [store.get(i) for i in ids]
+    assert {job["status"] for job in jobs} == {"pending"}
+    assert all("Holder.0" in job["error"] and "died" in job["error"] for job in jobs)
