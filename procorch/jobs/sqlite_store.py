@@ -673,9 +673,13 @@ class SQLiteStore(Store):
             # bound before the first look, so a submit after it cannot go unheard
             self._sleeper = Sleeper(self._workers_dir)
         self._sleeper.drain()
-        claims = self._write(lambda db: self._claim_in(db, worker, time.time(), limit))
-        if not claims:
-            self._sleeper.wait(min(block, self._until_due(block)))
+
+        def claim(db: sqlite3.Connection) -> list[Claim]:
+            return self._claim_in(db, worker, time.time(), limit)
+
+        claims = self._write(claim)
+        if not claims and self._sleeper.wait(min(block, self._until_due(block))):
+            claims = self._write(claim)  # woken, by a submit most likely: its job at once
         return claims
 
     def interrupt(self) -> None:
