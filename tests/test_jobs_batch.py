@@ -125,6 +125,35 @@ def test_a_stopping_worker_records_what_ran_and_hands_back_the_rest(store):
     assert [store.get(i)["status"] for i in ids] == ["done", "pending", "pending"]
 
 
+def test_a_batch_waiting_before_its_first_job_is_not_handed_back(store):
+    ids = naps(store, 0, 0)
+    batch = Batch(runner(store))
+    batch.size = 2
+    batch.step(store, 0, stopping=False)
+    time.sleep(HOLD_MAX * 2)  # a slow turn of the loop, say: nothing of it ran yet
+    batch.step(store, 0, stopping=False)
+    batch.step(store, 0, stopping=False)
+    assert [store.get(i)["attempts"] for i in ids] == [1, 1]
+
+
+def test_on_redis_a_worker_holds_one_job_and_runs_it_even_when_stopping(tmp_path, redis_url):
+    from procorch.jobs.redis_store import RedisStore
+
+    settings = JobsSettings(backend=redis_url, functions={"nap": {"target": "time:sleep"}})
+    redis_store = RedisStore(settings, tmp_path)
+    try:
+        ids = naps(redis_store, 0, 0)
+        batch = Batch(runner(redis_store))
+        batch.size = 8
+        batch.step(redis_store, 0, stopping=False)
+        assert len(batch.held) == 1
+        while not batch.empty:
+            batch.step(redis_store, 0, stopping=True)
+        assert [redis_store.get(i)["status"] for i in ids] == ["done", "pending"]
+    finally:
+        redis_store.close()
+
+
 HOLDER = textwrap.dedent(
     """
     import sys, time

@@ -12,7 +12,8 @@ one slow job: claims held longer than HOLD_MAX without being started, and every 
 claim when the worker stops, go back to the queue unrun, their attempt not counted.
 A worker killed while holding claims has them all taken back by `recover`, as its
 running job (each counted as an attempt, as that job's is).
-A store that holds one lease per worker (Redis) claims one job at a time: batches of one.
+A store that holds one lease per worker (Redis) claims one job at a time: batches of
+one, and the job it holds is run, even by a worker that stops.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class Batch:
         self.slowest: float | None = None  # of the attempts in `ran`
         self.claimed_at = 0.0  # monotonic time of the claims in `held`
 
+    def __len__(self) -> int:
+        """Jobs held or run and not yet recorded."""
+        return len(self.held) + len(self.ran)
+
     @property
     def empty(self) -> bool:
         return not self.held and not self.ran
@@ -70,7 +75,7 @@ class Batch:
             if not stopping:
                 self._hold(store.claim_batch(self.runner.me, block, self.size))
             return None
-        if self.held and not stopping and time.monotonic() - self.claimed_at <= HOLD_MAX:
+        if self.held and not self._hand_back(store, stopping):
             return self._run_next(store, before)
         size = next_size(self.size, self.slowest)
         following = store.finish_batch(
@@ -81,6 +86,14 @@ class Batch:
         self.held.clear()
         self._hold(following)
         return None
+
+    def _hand_back(self, store: Store, stopping: bool) -> bool:
+        """Whether the held claims go back to the queue now, unrun: the worker stops, or
+        they waited too long behind jobs of their batch. A store that claims one job at
+        a time holds none behind another, and runs the one it holds, as it always did."""
+        if not store.batches:
+            return False
+        return stopping or (bool(self.ran) and time.monotonic() - self.claimed_at > HOLD_MAX)
 
     def _hold(self, claims: list[Claim]) -> None:
         self.held.extend(claims)

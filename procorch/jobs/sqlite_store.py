@@ -1,9 +1,11 @@
 """The embedded store: `jobs.db` in the run directory (SQLite, WAL).
 
 Claiming is atomic: `BEGIN IMMEDIATE` takes the single write lock, and one
-`UPDATE … RETURNING` moves the oldest due pending job to running; a worker finishes
-its job and claims the next in the same transaction, so a job costs one write
-transaction in the worker and one (or a share of a batch) in the submitter.
+`UPDATE … RETURNING` moves the best due pending job to running; a worker records its
+jobs and claims the next in the same transaction, a batch of quick ones at a time
+(`batch.py`), so a job costs a share of a write transaction in the worker and one (or
+a share of a batch) in the submitter. Claims handed back unstarted are pending again
+with their attempt uncounted.
 Durability: WAL with synchronous=NORMAL (the default) loses nothing committed when
 processes crash, since committed pages are in the OS's cache; synchronous=FULL also
 fsyncs every commit, so committed jobs survive a power loss too.
@@ -322,6 +324,7 @@ class _SQLiteWaiter(Waiter):
 
 
 class SQLiteStore(Store):
+    batches = True
     def __init__(self, settings: JobsSettings, run_dir: Path) -> None:
         super().__init__(settings, run_dir)
         self.path = run_dir / DB_NAME

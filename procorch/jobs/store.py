@@ -305,6 +305,9 @@ class Store(ABC):
     # -- workers -------------------------------------------------------------------
 
     queues: tuple[str, ...] | None = None  # a worker's queues (None: all), before its claims
+    # whether it claims several jobs in one transaction and can hand unstarted ones back
+    # (`claim_batch`, `finish_batch`); if not, a worker holds one job at a time
+    batches: bool = False
 
     @abstractmethod
     def claim(self, worker: WorkerId, block: float) -> Claim | None:
@@ -349,9 +352,8 @@ class Store(ABC):
         """Record `attempts` (fenced as `finish`), hand back `release`d claims that were
         never started (pending again, their attempt not counted), and claim up to
         `claim_next` more: in one transaction where the store can. Here: one `finish`
-        after another, for a store whose claims come one at a time (none to release)."""
-        if release:
-            raise NotImplementedError(f"{type(self).__name__} claims one job at a time")
+        after another, for a store that claims one job at a time (nothing to release)."""
+        assert not release, f"{type(self).__name__} claims one job at a time"
         following: Claim | None = None
         for index, attempt in enumerate(attempts):
             last = index == len(attempts) - 1

@@ -79,7 +79,7 @@ class JobWorker(Service):
                     log.warning(
                         "stopping without recording %d job(s) (%s);"
                         " they run again once the store has room",
-                        len(self.batch.held) + len(self.batch.ran),
+                        len(self.batch),
                         exc,
                     )
                     return
@@ -118,8 +118,7 @@ class JobWorker(Service):
         FULL_RETRY_MAX s later, so jobs carry on soon after room is made."""
         if self.full_since is None:
             self.full_since, self.full_tries = time.monotonic(), 0
-            count = len(self.batch.held) + len(self.batch.ran)
-            held = f"; {count} job(s) stay claimed" if count else ""
+            held = f"; {len(self.batch)} job(s) stay claimed" if self.batch else ""
             log.warning("%s; retrying until it has room%s", exc, held)
         self.full_tries += 1
         end = time.monotonic() + min(FULL_RETRY_MAX, backoff(self.full_tries))
