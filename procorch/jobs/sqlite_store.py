@@ -325,6 +325,7 @@ class _SQLiteWaiter(Waiter):
 
 class SQLiteStore(Store):
     batches = True
+
     def __init__(self, settings: JobsSettings, run_dir: Path) -> None:
         super().__init__(settings, run_dir)
         self.path = run_dir / DB_NAME
