@@ -22,7 +22,6 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +29,13 @@ sys.path.insert(0, str(ROOT))
 
 from report import publish  # noqa: E402  (bench/ is on the path: this script is in it)
 
-from tests.conftest import PY, Stack, command_service  # noqa: E402  (the root, only now)
+from tests.conftest import (  # noqa: E402  (the root, only now)
+    PY,
+    Stack,
+    command_service,
+    epoch,
+    events_log,
+)
 
 REPLICAS = 4
 SLEEPER = str(ROOT / "bench" / "sleeper.py")
@@ -38,26 +43,17 @@ HANG = "import sys, time; sys.stdin.read(); time.sleep(1e6)"
 TARGET_MS = 5.0
 
 
-def _events(stack: Stack) -> list[dict]:
-    lines = (stack.run_dir / "events.log").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def _epoch(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 def _replaced(stack: Stack, replica: int, old: int, killed_at: float) -> float:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        for e in reversed(_events(stack)):
+        for e in reversed(events_log(stack.run_dir)):
             if (
                 e["event"] == "spawned"
                 and e.get("replica") == replica
                 and e["pid"] != old
-                and _epoch(e["time"]) >= killed_at - 0.001
+                and epoch(e["time"]) >= killed_at - 0.001
             ):
-                return _epoch(e["time"]) + 0.001  # the stamp is cut to the millisecond
+                return epoch(e["time"]) + 0.001  # the stamp is cut to the millisecond
         time.sleep(0.002)
     raise SystemExit(f"replica {replica} was not replaced within 10 s")
 

@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,43 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def epoch(stamp: str) -> float:
+    """Seconds since the epoch of an ISO 8601 time as procorch writes them (UTC, `Z`)."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def events_log(run_dir: Path) -> list[dict[str, Any]]:
+    """A run directory's events.log read directly (faster to poll than `procorch events`,
+    and readable when the CLI cannot load the config); [] before it exists."""
+    path = run_dir / "events.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def load_toml(folder: Path, text: str, **kwargs: Any) -> Any:
+    """`text` (dedented) written to folder/procorch.toml and loaded as procorch would, with
+    an empty environment unless `environ` is given: the Config."""
+    from procorch.config import load_config
+
+    path = folder / "procorch.toml"
+    path.write_text(textwrap.dedent(text))
+    kwargs.setdefault("environ", {})
+    return load_config(path, **kwargs)
+
+
+def config_error(folder: Path, text: str, **kwargs: Any) -> str:
+    """The one-line ConfigError `load_toml` raises, without its leading "<path>: "."""
+    from procorch.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_toml(folder, text, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message, message
+    prefix = f"{folder / 'procorch.toml'}: "
+    assert message.startswith(prefix), message
+    return message.removeprefix(prefix)
 
 
 def processes_with_env(key: str, value: str) -> list[psutil.Process]:

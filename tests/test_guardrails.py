@@ -6,15 +6,23 @@ from __future__ import annotations
 import json
 import os
 import signal
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from procorch.config import Config, ConfigError, ServiceConfig, load_config
+from procorch.config import Config, ServiceConfig, load_config
 from procorch.sizes import format_size, parse_size
 from procorch.supervisor import guardrails
-from tests.conftest import FIXTURES, PY, SLEEP_FOREVER, command_service, python_service, wait_for
+from tests.conftest import (
+    FIXTURES,
+    PY,
+    SLEEP_FOREVER,
+    command_service,
+    config_error,
+    load_toml,
+    python_service,
+    wait_for,
+)
 
 ROOT = os.geteuid() == 0
 MAY_RAISE = guardrails._may_raise_hard_limits()
@@ -94,27 +102,12 @@ def test_wrappers() -> None:
 # == at config load ===================================================================
 
 
-def _load(tmp_path: Path, body: str) -> Config:
-    path = tmp_path / "procorch.toml"
-    path.write_text(textwrap.dedent(body))
-    return load_config(path, environ={})
-
-
-def _error(tmp_path: Path, body: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        _load(tmp_path, body)
-    message = str(info.value)
-    assert "\n" not in message
-    return message.removeprefix(f"{tmp_path / 'procorch.toml'}: ")
-
-
 def test_keys_are_parsed_and_survive_the_trip_to_the_daemon(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / ".env.web").write_text("A=from-file\nB=from-file\nEMPTY\n")
-    cfg = load_config(
-        _write(
-            tmp_path / "conf" / "procorch.toml",
-            """
+    cfg = load_toml(
+        tmp_path / "conf",
+        """
             [services.web]
             command = ["x"]
             max_rss = "300M"
@@ -125,8 +118,6 @@ def test_keys_are_parsed_and_survive_the_trip_to_the_daemon(tmp_path: Path) -> N
             env_file = ".env.web"
             env = { B = "from-env" }
             """,
-        ),
-        environ={},
     )
     web = cfg.service("web")
     assert web.max_rss == 300 * 1024**2
@@ -143,20 +134,15 @@ def test_keys_are_parsed_and_survive_the_trip_to_the_daemon(tmp_path: Path) -> N
     assert Config.from_json(cfg.to_json()) == cfg  # the daemon runs what was checked
 
 
-def _write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
 def test_an_edited_env_file_makes_a_different_config(tmp_path: Path) -> None:
     """pm2 #3192: a reload comparing configs must see the file's new content."""
     env_file = tmp_path / ".env.web"
     env_file.write_text("A=1\n")
     body = '[services.web]\ncommand = ["x"]\nenv_file = ".env.web"\n'
-    before = _load(tmp_path, body)
-    assert _load(tmp_path, body) == before
+    before = load_toml(tmp_path, body)
+    assert load_toml(tmp_path, body) == before
     env_file.write_text("A=2\n")
-    after = _load(tmp_path, body)
+    after = load_toml(tmp_path, body)
     assert after != before and after.service("web").environment(0) == {"A": "2"}
 
 
@@ -180,12 +166,12 @@ def test_an_edited_env_file_makes_a_different_config(tmp_path: Path) -> None:
     ],
 )
 def test_config_errors(tmp_path: Path, body: str, expected: str) -> None:
-    message = _error(tmp_path, f'[services.s]\ncommand = ["x"]\n{body}\n')
+    message = config_error(tmp_path, f'[services.s]\ncommand = ["x"]\n{body}\n')
     assert message.startswith(expected), message
 
 
 def test_a_python_service_cannot_switch_user(tmp_path: Path) -> None:
-    message = _error(tmp_path, '[services.s]\nmodule = "a.b:C"\nuser = "nobody"\n')
+    message = config_error(tmp_path, '[services.s]\nmodule = "a.b:C"\nuser = "nobody"\n')
     assert message == "services.s.user: only command services can run as another user or group"
 
 

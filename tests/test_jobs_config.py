@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from procorch.config import ConfigError, JobsSettings, load_config
+from procorch.config import JobsSettings, load_config
 from procorch.jobs.decorator import job
 from procorch.jobs.functions import Policy, Registry
 from procorch.jobs.job import InvalidJob
-from tests.conftest import jobs_table
+from tests.conftest import config_error, jobs_table, load_toml
 from tests.test_cli import assert_one_line_error
 from tests.test_jobs_functions import fresh_job_modules  # noqa: F401 (autouse)
 
 
-def load(tmp_path, text: str):
-    (tmp_path / "procorch.toml").write_text(text)
-    return load_config(tmp_path / "procorch.toml")
-
-
 def test_a_function_table_overrides_the_jobs_defaults(tmp_path):
-    config = load(
+    config = load_toml(
         tmp_path,
         jobs_table(max_attempts=2, result_ttl="1d")
         + '[jobs.functions]\nplain = "app.tasks:plain"\n'
@@ -49,18 +44,16 @@ def test_a_function_table_overrides_the_jobs_defaults(tmp_path):
     ],
 )
 def test_a_bad_function_table_is_one_line(tmp_path, table, problem):
-    with pytest.raises(ConfigError, match=problem):
-        load(tmp_path, jobs_table() + "[jobs.functions]\n" + table + "\n")
+    assert problem in config_error(tmp_path, jobs_table() + "[jobs.functions]\n" + table + "\n")
 
 
 def test_queues_belong_to_job_workers_only(tmp_path):
     service = '[services.api]\ncommand = "true"\nqueues = ["mail"]\n'
-    with pytest.raises(ConfigError, match="only a JobWorker service"):
-        load(tmp_path, service)
+    assert "only a JobWorker service" in config_error(tmp_path, service)
     worker = (
         '[services.Mail]\nmodule = "procorch.jobs.worker:JobWorker"\nqueues = ["mail", "mail"]\n'
     )
-    config = load(tmp_path, worker + jobs_table())
+    config = load_toml(tmp_path, worker + jobs_table())
     assert config.service("Mail").queues == ("mail",)
     assert [s.name for s in config.services] == ["Mail"]  # no second, default JobWorker
 

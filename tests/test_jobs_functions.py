@@ -7,14 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from datetime import datetime
 
 import pytest
 
 import procorch
 from procorch import Jobs
 from procorch.jobs.functions import _DECORATED
-from tests.conftest import Stack, jobs_table, wait_for
+from tests.conftest import Stack, epoch, jobs_table, wait_for
 
 TASKS = """
 import os, time
@@ -82,10 +81,6 @@ def burst(stack: Stack, *args: str) -> subprocess.CompletedProcess:
     return stack.cli("job", "work", "--burst", *args, timeout=60)
 
 
-def when(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 def test_a_dict_result_round_trips(stack, tasks):
     job_id = tasks.submit("echo", args=[1, "two", [3]], kwargs={"k": {"v": True}})
     assert burst(stack).returncode == 0
@@ -146,7 +141,7 @@ def test_a_delayed_job_starts_no_earlier_than_its_time(stack, tasks):
     soon = tasks.submit("stamp", args=["soon"])
     assert burst(stack).returncode == 0
     late, first = tasks.get(job_id), tasks.get(soon)
-    assert when(late["started_time"]) >= when(late["init_time"]) + 1.0
+    assert epoch(late["started_time"]) >= epoch(late["init_time"]) + 1.0
     assert late["result"]["at"] > first["result"]["at"]
 
 

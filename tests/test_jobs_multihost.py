@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import FIXTURES, PY, processes_with_env, wait_for
+from tests.conftest import FIXTURES, PY, events_log, processes_with_env, wait_for
 from tests.test_jobs_schedules import FIRED
 
 SUBNET = "10.213.7"
@@ -133,8 +133,7 @@ class Host:
         return json.loads(result.stdout)["jobs"]
 
     def events(self) -> list[dict[str, Any]]:
-        path = self.run_dir / "events.log"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return events_log(self.run_dir)
 
     def processes(self) -> list[psutil.Process]:
         found = processes_with_env("PROCORCH_RUN_DIR", str(self.run_dir))

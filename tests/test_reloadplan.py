@@ -4,26 +4,17 @@ pure functions, tested alone (no daemon, no process)."""
 from __future__ import annotations
 
 import json
-import textwrap
 import tomllib
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from procorch.config import load_config
 from procorch.supervisor.process import Replica
 from procorch.supervisor.reloadplan import Plan, dependents, describe, plan
 from procorch.supervisor.rollout import STOP_FIRST, SURGE_FIRST, Event, Phase, Rollout, event
 from procorch.supervisor.state import ProcessState as S
 from procorch.tomledit import EditError, set_replicas
-
-
-def resolved(tmp_path: Path, toml: str, **kwargs):
-    path = tmp_path / "procorch.toml"
-    path.write_text(textwrap.dedent(toml))
-    return load_config(path, environ={}, **kwargs)
-
+from tests.conftest import load_toml
 
 A = """
 [services.a]
@@ -32,18 +23,18 @@ command = "sleep 1"
 
 
 def test_the_same_config_is_an_empty_plan(tmp_path):
-    p = plan(resolved(tmp_path, A), resolved(tmp_path, A))
+    p = plan(load_toml(tmp_path, A), load_toml(tmp_path, A))
     assert p.empty and not p.refused and p.unchanged == ("a",)
     assert describe(p) == ["unchanged: a"]
 
 
 def test_added_removed_changed_scaled_and_unchanged(tmp_path):
-    old = resolved(
+    old = load_toml(
         tmp_path,
         A + "[services.b]\ncommand = 'sleep 1'\n[services.c]\ncommand = 'sleep 1'\n"
         "[services.d]\ncommand = 'sleep 1'\nreplicas = 2\n",
     )
-    new = resolved(
+    new = load_toml(
         tmp_path,
         "[services.e]\ncommand = 'sleep 2'\n[services.a]\ncommand = 'sleep 1'\n"
         "[services.c]\ncommand = 'sleep 2'\nreplicas = 3\nenv = { X = '1' }\n"
@@ -66,12 +57,12 @@ def test_added_removed_changed_scaled_and_unchanged(tmp_path):
 
 
 def test_removed_services_stop_dependents_first_added_start_in_order(tmp_path):
-    old = resolved(
+    old = load_toml(
         tmp_path,
         A + "[services.top]\ncommand = 'x'\ndepends_on = ['mid']\n"
         "[services.mid]\ncommand = 'x'\ndepends_on = ['a']\n",
     )
-    new = resolved(
+    new = load_toml(
         tmp_path,
         "[services.n2]\ncommand = 'x'\ndepends_on = ['n1']\n[services.n1]\ncommand = 'x'\n" + A,
     )
@@ -81,26 +72,28 @@ def test_removed_services_stop_dependents_first_added_start_in_order(tmp_path):
 
 
 def test_keys_only_the_daemon_reads_apply_without_a_restart(tmp_path):
-    old = resolved(tmp_path, A)
-    p = plan(old, resolved(tmp_path, A + "stop_timeout = 2\nmax_rss = '300M'\nrestart = 'never'\n"))
+    old = load_toml(tmp_path, A)
+    p = plan(
+        old, load_toml(tmp_path, A + "stop_timeout = 2\nmax_rss = '300M'\nrestart = 'never'\n")
+    )
     assert p.retuned == {"a": ("max_rss", "restart", "stop_timeout")} and not p.changed
     assert describe(p) == ["changed: a (max_rss, restart, stop_timeout; live)"]
-    both = plan(old, resolved(tmp_path, A + "stop_timeout = 2\nenv = { X = '1' }\n"))
+    both = plan(old, load_toml(tmp_path, A + "stop_timeout = 2\nenv = { X = '1' }\n"))
     assert both.changed == {"a": ("env", "stop_timeout")} and not both.retuned
 
 
 def test_one_replica_is_stopped_then_started_unless_it_has_held_sockets(tmp_path):
-    old = resolved(tmp_path, A)
-    plain = plan(old, resolved(tmp_path, A + "cwd = '.'\n"))
+    old = load_toml(tmp_path, A)
+    plain = plan(old, load_toml(tmp_path, A + "cwd = '.'\n"))
     assert plain.changed == {"a": ("cwd",)} and plain.rolling == ()
-    held = plan(old, resolved(tmp_path, A + "listen = ['tcp://127.0.0.1:8000']\n"))
+    held = plan(old, load_toml(tmp_path, A + "listen = ['tcp://127.0.0.1:8000']\n"))
     assert held.changed == {"a": ("listen",)} and held.rolling == ("a",)
 
 
 def test_settings_that_cannot_change_live_are_refused_by_name_never_value(tmp_path):
     secret = "redis://:hunter2-secret@localhost:6379/0"
-    old = resolved(tmp_path, A + "[jobs]\n")
-    new = resolved(
+    old = load_toml(tmp_path, A + "[jobs]\n")
+    new = load_toml(
         tmp_path,
         A + f"[procorch]\nrun_dir = 'elsewhere'\nmax_restarts = 9\n"
         f"[gateway]\nenabled = true\nport = 5001\n[jobs]\nbackend = '{secret}'\n",
@@ -121,9 +114,9 @@ def test_settings_that_cannot_change_live_are_refused_by_name_never_value(tmp_pa
 
 
 def test_gateway_and_jobs_keys_replace_the_services_that_read_them(tmp_path):
-    old = resolved(tmp_path, A + "[gateway]\nenabled = true\n[jobs]\n")
+    old = load_toml(tmp_path, A + "[gateway]\nenabled = true\n[jobs]\n")
     token = "a-very-secret-token-123"
-    new = resolved(
+    new = load_toml(
         tmp_path, A + f"[gateway]\nenabled = true\ntoken = '{token}'\n[jobs]\nmax_attempts = 5\n"
     )
     p = plan(old, new)
@@ -136,16 +129,16 @@ def test_gateway_and_jobs_keys_replace_the_services_that_read_them(tmp_path):
 
 def test_a_changed_hook_is_refused_by_index(tmp_path):
     hook = "[[hooks]]\non = ['fatal']\ncommand = ['true']\n"
-    old = resolved(tmp_path, A + hook)
-    p = plan(old, resolved(tmp_path, A + hook.replace("fatal", "unhealthy") + hook))
+    old = load_toml(tmp_path, A + hook)
+    p = plan(old, load_toml(tmp_path, A + hook.replace("fatal", "unhealthy") + hook))
     assert p.refused == {"[[hooks]] hooks[0], hooks[1]": "hook workers start with the daemon"}
 
 
 def test_another_file_is_refused_and_named(tmp_path):
-    old = resolved(tmp_path, A)
+    old = load_toml(tmp_path, A)
     other = tmp_path / "other"
     other.mkdir()
-    new = resolved(other, A, run_dir=tmp_path / ".procorch")
+    new = load_toml(other, A, run_dir=tmp_path / ".procorch")
     p = plan(old, new)
     assert p.refused == {
         "config file": f"running {tmp_path / 'procorch.toml'}, asked {other / 'procorch.toml'}"
@@ -154,13 +147,13 @@ def test_another_file_is_refused_and_named(tmp_path):
 
 def test_long_lists_wrap_within_80_columns(tmp_path):
     many = "".join(f"[services.service{i:02}]\ncommand = 'x'\n" for i in range(30))
-    lines = describe(plan(resolved(tmp_path, many), resolved(tmp_path, many)))
+    lines = describe(plan(load_toml(tmp_path, many), load_toml(tmp_path, many)))
     assert len(lines) > 1 and all(len(line) <= 78 for line in lines)
     assert lines[1].startswith("  ")
 
 
 def test_dependents_are_the_services_that_depend_on_each(tmp_path):
-    cfg = resolved(
+    cfg = load_toml(
         tmp_path, A + "[services.b]\ncommand = 'x'\ndepends_on = ['a']\n[services.c]\ncommand='x'\n"
     )
     assert dependents(cfg.services) == {"a": {"b"}, "b": set(), "c": set()}
@@ -195,7 +188,7 @@ def running(svc, index: int) -> Replica:
 
 
 def test_surge_first_starts_a_replacement_before_stopping_each_old_replica(tmp_path):
-    svc = resolved(tmp_path, A).services[0]
+    svc = load_toml(tmp_path, A).services[0]
     olds = [running(svc, 0), running(svc, 1)]
     fleet = FakeFleet()
     rollout = Rollout(service=replace(svc, env={"X": "1"}), pending=list(olds), surge=True)
@@ -217,7 +210,7 @@ def test_surge_first_starts_a_replacement_before_stopping_each_old_replica(tmp_p
 
 
 def test_a_replacement_that_fails_aborts_and_keeps_the_old_replicas(tmp_path):
-    svc = resolved(tmp_path, A).services[0]
+    svc = load_toml(tmp_path, A).services[0]
     olds = [running(svc, 0), running(svc, 1)]
     fleet = FakeFleet()
     rollout = Rollout(service=svc, pending=list(olds), surge=True)
@@ -230,7 +223,7 @@ def test_a_replacement_that_fails_aborts_and_keeps_the_old_replicas(tmp_path):
 
 
 def test_stop_first_and_idle_replicas(tmp_path):
-    svc = resolved(tmp_path, A).services[0]
+    svc = load_toml(tmp_path, A).services[0]
     stopped = Replica(svc, 0, slot=0)
     stopped.want_running = False  # `procorch stop a.0`: replaced, and stays stopped
     old = running(svc, 1)
@@ -254,7 +247,7 @@ def test_every_transition_leads_somewhere_the_table_knows(table):
 
 
 def test_event_is_a_pure_reading_of_states(tmp_path):
-    svc = resolved(tmp_path, A).services[0]
+    svc = load_toml(tmp_path, A).services[0]
     new = Replica(svc, 0, slot=1)
     assert event(Phase.SURGING, None, new) is None  # STOPPED, wanted: about to start
     new.state = S.RUNNING
