@@ -10,7 +10,6 @@ import signal
 import textwrap
 import threading
 import time
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,16 @@ import pytest
 
 from procorch.config import EXAMPLE_TOML, HookConfig
 from procorch.supervisor.hooks import admitted, describe
-from tests.conftest import PY, SLEEP_FOREVER, Stack, command_service, wait_for
+from tests.conftest import (
+    PY,
+    SLEEP_FOREVER,
+    Stack,
+    command_service,
+    epoch,
+    events_log,
+    load_toml,
+    wait_for,
+)
 from tests.test_cli import assert_one_line_error
 
 # -- pure parts ----------------------------------------------------------------------
@@ -97,21 +105,17 @@ HANGING_HOOK = textwrap.dedent(
 )
 
 
-def events_log(stack: Stack) -> list[dict[str, Any]]:
-    """events.log read directly: faster to poll than `procorch events`."""
-    text = (stack.run_dir / "events.log").read_text()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def epoch(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+def reported(stack: Stack, kind: str) -> list[str]:
+    """The details of the `kind` events so far."""
+    return [e["detail"] for e in events_log(stack.run_dir) if e["event"] == kind]
 
 
 REPLICAS = 6
 MAX_RUNS = 2
 # A correctness bound, not a timing target (bench/hooks.py measures ~1-2 ms): a loop that
-# waited for the hook even once would take its 1 s timeout, or forever.
-GENEROUS = 0.25
+# waited for the hook even once would take its 1 s timeout, or forever. Room below that
+# for six hook interpreters starting at once on a loaded machine.
+GENEROUS = 0.8
 
 
 def test_a_hanging_hook_never_delays_a_restart_and_is_rate_limited(stack: Stack) -> None:
@@ -140,7 +144,7 @@ def test_a_hanging_hook_never_delays_a_restart_and_is_rate_limited(stack: Stack)
             return next(
                 (
                     e
-                    for e in events_log(stack)
+                    for e in events_log(stack.run_dir)
                     if e["event"] == "spawned"
                     and e.get("replica") == index
                     and e["pid"] != old
@@ -167,19 +171,17 @@ def test_a_hanging_hook_never_delays_a_restart_and_is_rate_limited(stack: Stack)
     # the first hung past its timeout: its process group is gone, killed, and reaped
     wait_for(lambda: not psutil.pid_exists(first["hook_pid"]), timeout=5)
 
-    def reported(kind: str) -> list[str]:
-        return [e["detail"] for e in events_log(stack) if e["event"] == kind]
-
     def dropped() -> int:
-        return sum(int(detail.split(": ")[1].split()[0]) for detail in reported("hook-dropped"))
+        details = reported(stack, "hook-dropped")
+        return sum(int(detail.split(": ")[1].split()[0]) for detail in details)
 
     wait_for(lambda: dropped() == REPLICAS - MAX_RUNS, timeout=5)
     assert all(
         d.startswith("hooks[0] (command ") and d.endswith("(at most 2 per 60s)")
-        for d in reported("hook-dropped")
+        for d in reported(stack, "hook-dropped")
     )
-    wait_for(lambda: reported("hook-failed"), timeout=5)
-    assert "killed after 1s" in reported("hook-failed")[0]
+    wait_for(lambda: reported(stack, "hook-failed"), timeout=5)
+    assert "killed after 1s" in reported(stack, "hook-failed")[0]
     time.sleep(0.5)  # nothing more runs: the limit holds whatever comes later
     assert len(hook_runs()) == MAX_RUNS
     assert all(r["state"] == "running" for r in stack.replicas("api"))
@@ -273,12 +275,9 @@ def test_a_url_hook_posts_the_event_and_keeps_its_secrets(stack: Stack, receiver
     wait_for(lambda: any(json.loads(b)["event"] == "exited" for _, _, b in good.received))
 
     # the one answering 500 is reported as failed, named without its path
-    def failed() -> list[str]:
-        return [e["detail"] for e in events_log(stack) if e["event"] == "hook-failed"]
-
-    wait_for(failed, timeout=10)
+    failed = wait_for(lambda: reported(stack, "hook-failed"), timeout=10)
     named = re.escape(f"hooks[1] (url http://127.0.0.1:{bad.port}/…)")
-    assert re.fullmatch(rf"{named}: \d failed \(last: HTTP 500\)", failed()[0]), failed()
+    assert re.fullmatch(rf"{named}: \d failed \(last: HTTP 500\)", failed[0]), failed
     written = everything_written(stack)
     for secret in ("pa%40ss", "pa@ss", "w0rd", "secret-path", "another-secret", "T123"):
         assert secret not in written, secret
@@ -297,15 +296,14 @@ def test_up_on_a_running_stack_names_a_changed_hook(stack: Stack) -> None:
 
 
 def test_hooks_reach_the_daemon_as_written(tmp_path: Path) -> None:
-    from procorch.config import Config, load_config
+    from procorch.config import Config
 
-    path = tmp_path / "procorch.toml"
-    path.write_text(
+    config = load_toml(
+        tmp_path,
         '[services.api]\ncommand = "sleep 1"\n'
         '[[hooks]]\non = ["fatal", "exited", "fatal"]\ncommand = "page-me --now"\ntimeout = 2\n'
-        '[[hooks]]\non = ["running"]\nurl = "https://h.example.com/x"\nmax_runs = 3\nwindow = 5\n'
+        '[[hooks]]\non = ["running"]\nurl = "https://h.example.com/x"\nmax_runs = 3\nwindow = 5\n',
     )
-    config = load_config(path, environ={})
     assert config.hooks == (
         HookConfig(on=("fatal", "exited"), command=("page-me", "--now"), timeout=2.0),
         HookConfig(on=("running",), url="https://h.example.com/x", max_runs=3, window=5.0),
@@ -320,11 +318,7 @@ def test_a_hook_that_cannot_run_is_reported(stack: Stack) -> None:
     )
     stack.up()
 
-    def failed() -> list[str]:
-        return [e["detail"] for e in events_log(stack) if e["event"] == "hook-failed"]
-
-    wait_for(failed)
-    assert failed() == [
+    assert wait_for(lambda: reported(stack, "hook-failed")) == [
         "hooks[0] (command hook): 1 failed (last: cannot execute /no/such/hook: "
         "No such file or directory)"
     ]
