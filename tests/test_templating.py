@@ -4,14 +4,14 @@ checks at config load, and real replicas that each get their own arguments."""
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from procorch import templating
-from procorch.config import Config, ConfigError, load_config
-from tests.conftest import PY, wait_for
+from procorch.config import Config
+from tests.conftest import PY, config_error, load_toml, wait_for
+from tests.test_cli import assert_one_line_error
 
 # == the pure functions ===============================================================
 
@@ -59,20 +59,8 @@ def test_problems(template: str, base_port: int | None, expected: str) -> None:
 # == at config load ===================================================================
 
 
-def _load(tmp_path: Path, body: str) -> Config:
-    path = tmp_path / "procorch.toml"
-    path.write_text(textwrap.dedent(body))
-    return load_config(path, environ={})
-
-
-def _error(tmp_path: Path, body: str) -> str:
-    with pytest.raises(ConfigError) as info:
-        _load(tmp_path, body)
-    return str(info.value)
-
-
 def test_each_replica_gets_its_command_and_env(tmp_path: Path) -> None:
-    cfg = _load(
+    cfg = load_toml(
         tmp_path,
         """
         [services.w]
@@ -115,26 +103,14 @@ def test_each_replica_gets_its_command_and_env(tmp_path: Path) -> None:
 def test_config_errors_name_the_key_and_the_placeholder(
     tmp_path: Path, body: str, expected: str
 ) -> None:
-    message = _error(tmp_path, "[services.w]\n" + body + "\n")
-    assert message.startswith(f"{tmp_path / 'procorch.toml'}: {expected}"), message
-    assert "\n" not in message
+    message = config_error(tmp_path, "[services.w]\n" + body + "\n")
+    assert message.startswith(expected), message
 
 
-def test_a_bad_placeholder_is_exit_2_in_one_line(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    (tmp_path / "procorch.toml").write_text('[services.w]\ncommand = ["w", "{nope}"]\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "procorch", "up"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "unknown placeholder {nope}" in result.stderr
-    assert not (tmp_path / ".procorch").exists()  # nothing started
+def test_a_bad_placeholder_is_exit_2_in_one_line(stack) -> None:
+    stack.write('[services.w]\ncommand = ["w", "{nope}"]\n')
+    assert_one_line_error(stack.cli("up"), 2, "unknown placeholder {nope}")
+    assert not stack.run_dir.exists()  # nothing started
 
 
 # == real replicas ====================================================================
@@ -160,10 +136,16 @@ def test_real_replicas_get_their_own_arguments_and_env(stack) -> None:
         """
     )
     stack.up()
-    wait_for(lambda: len(list(out.iterdir())) == 3, timeout=10)
-    for i in range(3):
-        written = json.loads((out / f"w{i}.json").read_text())
-        assert written == [
+
+    def written() -> list | None:
+        """What each replica wrote, once all three have (a file may be empty at first)."""
+        try:
+            return [json.loads((out / f"w{i}.json").read_text()) for i in range(3)]
+        except (OSError, ValueError):
+            return None
+
+    for i, arguments in enumerate(wait_for(written, timeout=10)):
+        assert arguments == [
             ["--name", f"w{i:02d}", "--port", str(18000 + i), "{x}"],
             f"http://127.0.0.1:{18000 + i}/r{i}",
         ]
