@@ -16,12 +16,13 @@ from tests.test_logs import STAMP, read_until, stop
 
 # Prints a numbered line every 20 ms, forever.
 TICKER = "import itertools, time\nfor i in itertools.count():\n    print('tick', i, flush=True)\n    time.sleep(0.02)"  # noqa: E501
-# Alternates stdout and stderr lines, 10 ms apart, then sleeps.
+# Alternates stdout and stderr lines, then sleeps. 0.2 s apart: the daemon reads the two
+# pipes in turn, and a stall of a few ms on a loaded machine must not reorder them.
 BOTH = (
     "import sys, time\n"
     "for i in range(3):\n"
-    "    print('out', i, flush=True); time.sleep(0.01)\n"
-    "    print('err', i, file=sys.stderr, flush=True); time.sleep(0.01)\n"
+    "    print('out', i, flush=True); time.sleep(0.2)\n"
+    "    print('err', i, file=sys.stderr, flush=True); time.sleep(0.2)\n"
     "time.sleep(1e6)"
 )
 
