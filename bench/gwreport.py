@@ -4,14 +4,13 @@ of RESULTS.md (report.write_section)."""
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
 from datetime import UTC, datetime
 
 from gateway import Plan, Results
 from gwwrk import Load, WrkResult
-from report import _cpu_model, _git_rev, markers
-from svcreport import _div, _mark, _rate, _row, _times
+from report import _git_rev, machine, markers, met, table_row
+from svcreport import _div, _rate, _times
 
 SECTION = "gateway"
 FLOOR, OURS, ORIGINAL = "hello", "procorch", "original"
@@ -41,7 +40,7 @@ def _figures(results: Results, peers: list[str]) -> list[str]:
     for peer in peers:
         head += [f"{LABELS[peer]} req/s", f"{LABELS[peer]} p99 (ms)"]
     head += ["procorch ÷ hello (req/s)", "procorch ÷ original (req/s)"]
-    lines = [_row(head), "|---" * len(head) + "|"]
+    lines = [table_row(head), "|---" * len(head) + "|"]
     floor = _rps(results.get(FLOOR, "hello"))
     for key, label in results.labels.items():
         cells = [label]
@@ -56,7 +55,7 @@ def _figures(results: Results, peers: list[str]) -> list[str]:
             cells += ["—", "—"]
         else:
             cells += [_pct(_div(ours, floor)), _times(_div(ours, _rps(results.get(ORIGINAL, key))))]
-        lines.append(_row(cells))
+        lines.append(table_row(cells))
     return lines
 
 
@@ -65,17 +64,17 @@ def _targets(results: Results, load: Load) -> list[str]:
     # The floor's own p99 beside each: on a busy machine it shows how much of a tail is the
     # machine's (scheduling) rather than the gateway's.
     floor_p99 = f" (bare hello: {_ms(results.get(FLOOR, 'hello'))} ms)"
-    lines = [_row(["target", "procorch", "met"]), "|---|---|---|"]
+    lines = [table_row(["target", "procorch", "met"]), "|---|---|---|"]
     for key in ONE_HOP:
         ours = _rps(results.get(OURS, key))
         share = _div(ours, floor)
         lines.append(
-            _row(
+            table_row(
                 [
                     f"{results.labels.get(key, key)}: ≥ {ONE_HOP_SHARE:.0%} of the bare hello's "
                     "requests/s",
                     f"{_rate(ours)} req/s = {_pct(share)} of {_rate(floor)}",
-                    _mark(None if share is None else share >= ONE_HOP_SHARE),
+                    met(None if share is None else share >= ONE_HOP_SHARE),
                 ]
             )
         )
@@ -83,11 +82,11 @@ def _targets(results: Results, load: Load) -> list[str]:
         got = results.get(OURS, key)
         if key != "hello":
             lines.append(
-                _row(
+                table_row(
                     [
                         f"{label}: p99 < {P99_LIMIT_MS:g} ms at {load.connections} connections",
                         f"{_ms(got)} ms{floor_p99}",
-                        _mark(None if got is None else got.p99_ms < P99_LIMIT_MS),
+                        met(None if got is None else got.p99_ms < P99_LIMIT_MS),
                     ]
                 )
             )
@@ -105,13 +104,11 @@ def _versions(results: Results) -> str:
 
 
 def _header(results: Results, plan: Plan, load: Load, command: str) -> list[str]:
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     warm = f"after a {plan.warmup} s warm-up run" if plan.warmup else "without a warm-up run"
     loads = ", ".join(f"{x:.2f}" for x in results.load)
     return [
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {os.cpu_count()} cores ({_cpu_model()}), {mem:.0f} GiB RAM, "
-        f"Linux {platform.release()}; wrk and the server under test share these cores",
+        f"- machine: {machine()}; wrk and the server under test share these cores",
         f"- load average (1 min) at the start and the end: {loads}",
         f"- python {platform.python_version()}; {_versions(results)}",
         f"- reproduce: `{command}`",

@@ -14,7 +14,7 @@ from statistics import median, quantiles
 
 from jobpeers import ALL_PEERS, HUEY_PEERS, PROCORCH_PEERS, RQ_PEERS
 from jobplan import FIB, Plan, Results, Workload, throughput_metric
-from report import _cpu_model, _git_rev, markers
+from report import _git_rev, machine, markers, met
 
 LABELS = {p.name: p.label for p in ALL_PEERS}
 SQLITE_TARGET = 2000.0  # jobs/s with 2 workers, and 5x SimpleWorker
@@ -133,10 +133,6 @@ def _ratios_table(results: Results, peers: Sequence[str], rows: Sequence[Row]) -
     return lines
 
 
-def _mark(ok: bool | None) -> str:
-    return "n/a" if ok is None else "✓" if ok else "✗"
-
-
 def _targets(results: Results, plan: Plan) -> list[str]:
     workers = max(plan.pools)
     tp = Row("", throughput_metric(workers), median, True)
@@ -151,20 +147,20 @@ def _targets(results: Results, plan: Plan) -> list[str]:
         rate = _value(results, tp, peer)
         lines.append(
             f"| {LABELS[peer]}, {workers} workers: ≥ {floor:,.0f} jobs/s end to end | "
-            f"{_fmt(rate, tp)} jobs/s | {_mark(None if rate is None else rate >= floor)} |"
+            f"{_fmt(rate, tp)} jobs/s | {met(None if rate is None else rate >= floor)} |"
         )
         ratio = None if rate is None or not simple_tp else rate / simple_tp
         lines.append(
             f"| {LABELS[peer]}, {workers} workers: ≥ {factor}× SimpleWorker | "
             f"{_ratio(rate, simple_tp)} ({_fmt(simple_tp, tp)} jobs/s) | "
-            f"{_mark(None if ratio is None else ratio >= factor)} |"
+            f"{met(None if ratio is None else ratio >= factor)} |"
         )
     for peer in ("procorch-sqlite", "procorch-redis"):  # the defaults the targets are for
         mine = _value(results, p50, peer)
         ok = None if mine is None or simple_p50 is None else mine <= simple_p50 / 2
         lines.append(
             f"| {LABELS[peer]}: p50 submit to done ≤ ½ SimpleWorker's | "
-            f"{_fmt(mine, p50)} vs {_fmt(simple_p50, p50)} | {_mark(ok)} |"
+            f"{_fmt(mine, p50)} vs {_fmt(simple_p50, p50)} | {met(ok)} |"
         )
     return lines
 
@@ -180,14 +176,14 @@ def _noop_targets(results: Results, plan: Plan, peers: Sequence[str]) -> list[st
     lines.append(
         f"| {LABELS['procorch-sqlite']}, {workers} workers: ≥ {NOOP_SQLITE_TARGET:,.0f} jobs/s "
         f"end to end | {_fmt(rate, tp)} jobs/s | "
-        f"{_mark(None if rate is None else rate >= NOOP_SQLITE_TARGET)} |"
+        f"{met(None if rate is None else rate >= NOOP_SQLITE_TARGET)} |"
     )
     ratio = None if rate is None or huey is None or not huey[1] else rate / huey[1]
     lines.append(
         f"| {LABELS['procorch-sqlite']}, {workers} workers: ≥ 5× Huey's best | "
         f"{_ratio(rate, huey[1] if huey else None)} "
         f"({LABELS[huey[0]] if huey else 'n/a'}: {_fmt(huey[1] if huey else None, tp)} jobs/s) "
-        f"| {_mark(None if ratio is None else ratio >= 5)} |"
+        f"| {met(None if ratio is None else ratio >= 5)} |"
     )
     rivals = [p for group in RIVALS.values() for p in group if p in peers]
     for mine in (p for p in ("procorch-sqlite", "procorch-redis") if p in peers):
@@ -202,7 +198,7 @@ def _noop_targets(results: Results, plan: Plan, peers: Sequence[str]) -> list[st
                 behind.append(f"{row.label}: {LABELS[best[0]]}")
         lines.append(
             f"| {LABELS[mine]}: every figure ahead of every peer | "
-            f"{'; '.join(behind) or 'all ahead'} | {_mark(not behind)} |"
+            f"{'; '.join(behind) or 'all ahead'} | {met(not behind)} |"
         )
     return lines
 
@@ -231,11 +227,9 @@ def _header(
     versions = [v + (f" (git {_git_rev()})" if v.startswith("procorch") else "") for v in versions]
     versions.append("redis-py " + redis.__version__)
     versions.append("redis-server " + results.versions.get("redis-server", "?"))
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return [
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {os.cpu_count()} cores ({_cpu_model()}), {mem:.0f} GiB RAM, "
-        f"Linux {platform.release()}; work directory on {_filesystem(workdir.parent)}",
+        f"- machine: {machine()}; work directory on {_filesystem(workdir.parent)}",
         f"- python: {platform.python_version()}; {', '.join(versions)}",
         f"- load average (1 min): {' at the start, '.join(f'{x:.1f}' for x in results.load)}"
         f" at the end, on {os.cpu_count()} cores (the end includes the benchmark's own load; "

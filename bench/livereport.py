@@ -40,6 +40,17 @@ RESTART_COMMANDS = {
 }
 
 
+# The times set side by side as procorch ÷ peer (label: metric), per part.
+RATIOS = {
+    "reload": {"change live": "live", "done": "done", "command(s) returned": "returned"},
+    "rolling": {
+        "longest without a 2xx": "longest_gap",
+        "command returned": "returned",
+        "both copies new": "replaced",
+    },
+}
+
+
 def _ms(samples: list[float]) -> str:
     """Median and range of samples in seconds, in ms."""
     if not samples:
@@ -54,8 +65,27 @@ def _counts(samples: Sequence[float]) -> str:
     return ", ".join(f"{x:.0f}" for x in samples) if samples else "n/a"
 
 
-def _row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
+def _ratios(results: Results, peers: Sequence[str], metrics: dict[str, str]) -> list[str]:
+    """procorch's median time ÷ each other peer's: below 1× procorch took less time."""
+    others = [peer for peer in peers if peer != OURS]
+    if OURS not in peers or not others:
+        return []
+
+    def mid(metric: str, peer: str) -> float | None:
+        samples = results.get(metric, peer)
+        return median(samples) if samples else None
+
+    lines = [
+        "",
+        f"{OURS} ÷ peer, of the medians (below 1×: {OURS} took less time):",
+        "",
+        report.table_row([f"{OURS} ÷", *metrics]),
+        "|---|" + "---|" * len(metrics),
+    ]
+    for peer in others:
+        ratios = [report._ratio(mid(m, OURS), mid(m, peer)) for m in metrics.values()]
+        lines.append(report.table_row([peer, *ratios]))
+    return lines
 
 
 def _failed_per_run(results: Results, peer: str) -> list[float]:
@@ -85,7 +115,7 @@ def _reload(results: Results, peers: Sequence[str], runs: int) -> list[str]:
         f"`{livereload.REMOVED}` gone. Done: also the old `{livereload.CHANGED}` gone and the "
         "command(s) returned. Times from issuing the (first) command.",
         "",
-        _row(
+        report.table_row(
             [
                 "peer",
                 "command(s)",
@@ -99,7 +129,7 @@ def _reload(results: Results, peers: Sequence[str], runs: int) -> list[str]:
     ]
     for peer in peers:
         lines.append(
-            _row(
+            report.table_row(
                 [
                     peer,
                     RELOAD_COMMANDS[peer],
@@ -120,7 +150,7 @@ def _rolling(results: Results, peers: Sequence[str], runs: int) -> list[str]:
         f"the restart command until {liveroll.TAIL:g} s after it returned and both copies were "
         "new. Failed connections and non-2xx count over that whole load run; per run.",
         "",
-        _row(
+        report.table_row(
             [
                 "peer",
                 "restart",
@@ -138,7 +168,7 @@ def _rolling(results: Results, peers: Sequence[str], runs: int) -> list[str]:
     for peer in peers:
         served = results.get("served", peer)
         lines.append(
-            _row(
+            report.table_row(
                 [
                     peer,
                     RESTART_COMMANDS[peer],
@@ -155,10 +185,6 @@ def _rolling(results: Results, peers: Sequence[str], runs: int) -> list[str]:
     return lines
 
 
-def _mark(ok: bool | None) -> str:
-    return "n/a" if ok is None else "✓" if ok else "✗"
-
-
 def _target(part: str, results: Results) -> list[str]:
     lines = ["| target (from the issue) | procorch | met |", "|---|---|---|"]
     if part == "reload":
@@ -167,7 +193,7 @@ def _target(part: str, results: Results) -> list[str]:
         lines.append(
             f"| no untouched program restarted | "
             f"{'n/a' if worst is None else f'{worst:.0f} at most'} | "
-            f"{_mark(None if worst is None else worst == 0)} |"
+            f"{report.met(None if worst is None else worst == 0)} |"
         )
     else:
         failed = _failed_per_run(results, OURS)
@@ -176,7 +202,7 @@ def _target(part: str, results: Results) -> list[str]:
         got = f"{sum(failed):.0f} failed, {sum(non_2xx):.0f} non-2xx" if known else "n/a"
         lines.append(
             "| zero failed connections and zero non-2xx during the rolling restart | "
-            f"{got} | {_mark(sum(failed) + sum(non_2xx) == 0 if known else None)} |"
+            f"{got} | {report.met(sum(failed) + sum(non_2xx) == 0 if known else None)} |"
         )
     return lines
 
@@ -213,7 +239,7 @@ def render(
     begin, end = report.markers(SECTION.format(part=part))
     lines = [begin, f"## {TITLES[part]}", "", *_header(peers, loads, command), ""]
     table = _reload if part == "reload" else _rolling
-    lines += table(results, peers, runs) + [""]
+    lines += table(results, peers, runs) + _ratios(results, peers, RATIOS[part]) + [""]
     lines += ["### Target", "", *_target(part, results), ""]
     notes = [f"- {peer} skipped: {why}" for peer, why in results.skipped.items()]
     if notes:

@@ -89,6 +89,16 @@ def _mark(ok: bool | None) -> str:
     return "n/a" if ok is None else "yes" if ok else "**no**"
 
 
+def met(ok: bool | None) -> str:
+    """A target's "met" cell: ✓ or ✗, or n/a where it could not be measured."""
+    return "n/a" if ok is None else "✓" if ok else "✗"
+
+
+def table_row(cells: Sequence[str]) -> str:
+    """One row of a markdown table."""
+    return "| " + " | ".join(cells) + " |"
+
+
 def _table(results: Results, peers: Sequence[str], rows: Sequence[Row]) -> list[str]:
     unit = rows[0].unit
     head = ["", *(f"{p} ({unit})" for p in peers)]

@@ -55,21 +55,11 @@ def _div(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
-def _mark(ok: bool | None) -> str:
-    return "n/a" if ok is None else "✓" if ok else "✗"
-
-
-def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
 def _header(plan: Any, command: str, loads: tuple[float, ...]) -> list[str]:
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     rounds = f"Median of {plan.rounds} rounds" if plan.rounds > 1 else "1 round"
     return [
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {os.cpu_count()} cores ({report._cpu_model()}), {mem:.0f} GiB RAM, "
-        f"Linux {platform.release()}; caller(s) and server share these cores",
+        f"- machine: {report.machine()}; caller(s) and server share these cores",
         f"- load average (1 min) at the start and the end of the run: {loads[0]:.2f}, "
         f"{os.getloadavg()[0]:.2f} (other work on the machine competes for the same cores)",
         f"- python: {platform.python_version()}; procorch git {report._git_rev()}",
@@ -98,12 +88,12 @@ def render(
         "",
         "### Figures",
         "",
-        _row(["peer", *(title for _, title, _ in COLUMNS)]),
+        report.table_row(["peer", *(title for _, title, _ in COLUMNS)]),
         "|---" * (len(COLUMNS) + 1) + "|",
     ]
     for name in names:
         cells = [_us(val(name, m)) if lower else _rate(val(name, m)) for m, _, lower in COLUMNS]
-        lines.append(_row([name, *cells]))
+        lines.append(report.table_row([name, *cells]))
     lines += [
         "",
         "### procorch against each peer",
@@ -111,7 +101,7 @@ def render(
         "How many times faster procorch is: the peer's round trip ÷ procorch's, and "
         "procorch's calls/s ÷ the peer's. Above 1×: procorch is faster; below: slower.",
         "",
-        _row(["peer", *(title.replace(" (µs)", "") for _, title, _ in COLUMNS)]),
+        report.table_row(["peer", *(title.replace(" (µs)", "") for _, title, _ in COLUMNS)]),
         "|---" * (len(COLUMNS) + 1) + "|",
     ]
     for name in names:
@@ -122,7 +112,7 @@ def render(
                 )
                 for m, _, lower in COLUMNS
             ]
-            lines.append(_row([name, *cells]))
+            lines.append(report.table_row([name, *cells]))
     if plan.rounds > 1:
         lines += [
             "",
@@ -131,7 +121,7 @@ def render(
             "The figures above are medians of these; on a busy machine the two-core ones "
             "swing most.",
             "",
-            _row(["peer", *(place for place in PLACES.values())]),
+            report.table_row(["peer", *(place for place in PLACES.values())]),
             "|---" * (len(PLACES) + 1) + "|",
         ]
         for name in names:
@@ -140,26 +130,31 @@ def render(
                 or "n/a"
                 for w in PLACES
             ]
-            lines.append(_row([name, *rounds]))
-    lines += ["", "### Targets (from the issue)", "", _row(["target", "procorch", "met"])]
+            lines.append(report.table_row([name, *rounds]))
+    lines += [
+        "",
+        "### Targets (from the issue)",
+        "",
+        report.table_row(["target", "procorch", "met"]),
+    ]
     lines.append("|---|---|---|")
     for where, place in PLACES.items():
         metric = f"p50_{where}"
         ours, floor, original = val(OURS, metric), val(FLOOR, metric), val(ORIGINAL, metric)
         vs_floor, vs_original = _div(ours, floor), _div(original, ours)
         lines += [
-            _row(
+            report.table_row(
                 [
                     f"p50 round trip within 3× the raw socket's ({place})",
                     f"{_us(ours)} µs = {_times(vs_floor)} the raw socket's {_us(floor)} µs",
-                    _mark(None if vs_floor is None else vs_floor <= 3),
+                    report.met(None if vs_floor is None else vs_floor <= 3),
                 ]
             ),
-            _row(
+            report.table_row(
                 [
                     f"p50 round trip at least 10× faster than {ORIGINAL} ({place})",
                     f"{_us(ours)} µs, {_times(vs_original)} faster than {_us(original)} µs",
-                    _mark(None if vs_original is None else vs_original >= 10),
+                    report.met(None if vs_original is None else vs_original >= 10),
                 ]
             ),
         ]
