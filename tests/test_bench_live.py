@@ -9,25 +9,36 @@ at a time on a socket held throughout. The figures' arithmetic is checked alone.
 
 from __future__ import annotations
 
+import importlib
 import json
 import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from tests.conftest import wait_for
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-sys.path.insert(0, str(BENCH))
-
-import httpload  # noqa: E402  (bench/ is on the path only now)
-import liveroll  # noqa: E402
 
 
-def test_summarize_counts_failures_and_the_longest_gap():
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], ModuleType]]:
+    """An importer of bench/'s modules (not a package: they import each other by their
+    bare names), with bench/ on the path for this test only."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    yield importlib.import_module
+    for name, module in list(sys.modules.items()):  # names such as `report` freed again
+        if str(getattr(module, "__file__", None) or "").startswith(str(BENCH)):
+            del sys.modules[name]
+
+
+def test_summarize_counts_failures_and_the_longest_gap(bench):
+    liveroll = bench("liveroll")
     records = [
         (0.0, 0.1, 200),
         (0.3, 0.4, 200),
@@ -46,7 +57,8 @@ def test_summarize_counts_failures_and_the_longest_gap():
     assert got["gap_before"] == pytest.approx(0.3)  # between the replies before the restart
 
 
-def test_a_port_with_no_listener_counts_as_refused():
+def test_a_port_with_no_listener_counts_as_refused(bench):
+    httpload = bench("httpload")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
@@ -102,3 +114,18 @@ def test_copies_replaced_one_at_a_time_on_a_held_socket_lose_nothing():
             proc.kill()
             proc.wait()
         listener.close()
+
+
+def test_the_live_report_sets_procorch_beside_each_peer(bench):
+    livereport, metrics = bench("livereport"), bench("metrics")
+    results = metrics.Results()
+    for peer, live, done in (("procorch", 0.1, 0.3), ("supervisord", 0.4, 0.2), ("circus", 0.2, 0)):
+        for scale in (1, 2, 3):  # medians: the middle run
+            results.add("live", peer, live * scale / 2)
+            results.add("done", peer, done * scale / 2)
+    results.add("returned", "procorch", 0.05)
+    peers = ["procorch", "supervisord", "circus"]
+    text = livereport.render("reload", results, peers, 3, [(0.0, 0.0, 0.0)], "bench/live.py")
+    assert "| procorch ÷ | change live | done | command(s) returned |" in text
+    assert "| supervisord | 0.25× | 1.50× | n/a |" in text
+    assert "| circus | 0.50× | ∞ | n/a |" in text
