@@ -88,6 +88,7 @@ class ServiceConfig:
     umask: int | None = None  # None: the user's for a command, the daemon's 077 for Python
     rlimits: dict[str, tuple[int, int | None]] = field(default_factory=dict)  # (soft, hard)
     env_file: Path | None = None  # its values are in `env` (see `_service`)
+    env_from_file: tuple[str, ...] = ()  # the keys of `env` that only `env_file` sets
     queues: tuple[str, ...] | None = None  # a JobWorker's job queues (None: every queue)
 
     @property
@@ -283,6 +284,7 @@ class Config:
                         "listen": tuple(svc.get("listen", ())),
                         "rlimits": {k: tuple(v) for k, v in svc["rlimits"].items()},
                         "env_file": Path(svc["env_file"]) if svc["env_file"] else None,
+                        "env_from_file": tuple(svc.get("env_from_file", ())),
                         "queues": tuple(svc["queues"]) if svc["queues"] else None,
                     }
                 )
@@ -804,7 +806,9 @@ def _service(name: str, value: Any, where: _Where, parsers: Mapping[str, _Parser
         # braces are escaped, not placeholders. `env` wins over it.
         fields["env_file"], values = fields["env_file"]
         escaped = {k: v.replace("{", "{{").replace("}", "}}") for k, v in values.items()}
-        fields["env"] = {**escaped, **fields.get("env", {})}
+        own = fields.get("env", {})
+        fields["env"] = {**escaped, **own}
+        fields["env_from_file"] = tuple(k for k in escaped if k not in own)
     _check_templates(fields, where)
     return ServiceConfig(name=name, **fields)
 
