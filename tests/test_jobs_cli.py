@@ -104,6 +104,9 @@ def test_bad_jobs_config_and_unreachable_redis(stack):
     assert_one_line_error(stack.cli("job", "stats"), 2, "jobs.failure_rate")
     stack.write(jobs_table(backend="redis://127.0.0.1:1/0"))
     assert_one_line_error(stack.cli("job", "submit", "5"), 1, "cannot reach redis at")
+    # the foreground workers: one line before forking, not a traceback per worker
+    work = stack.cli("job", "work", "--burst", "--workers", "2")
+    assert_one_line_error(work, 1, "cannot reach redis at redis://127.0.0.1:1/0")
     stack.write(jobs_table())
     stack.run_dir.write_text("a file where the run directory should be")
     assert_one_line_error(stack.cli("job", "list"), 1, "cannot open the job queue")

@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from procorch.cli import complete
-from procorch.cli.common import EXIT_CONFIG, EXIT_INTERRUPTED, ConfigOpt, JsonOpt, RunDirOpt, fail
+from procorch.cli.common import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    ConfigOpt,
+    JsonOpt,
+    RunDirOpt,
+    fail,
+    load,
+)
 
 if TYPE_CHECKING:
     from procorch.jobs.api import Jobs
@@ -430,18 +438,22 @@ def work(
 ) -> None:
     """Run job workers in the foreground, without the daemon: with --burst until the
     queues are empty, then exit 0 (1 if any job failed), for batch scripts and CI."""
-    from procorch.config import ConfigError, load_config
     from procorch.jobs.api import check_queue
+    from procorch.jobs.backend import open_store
     from procorch.jobs.burst import work as run_workers
-    from procorch.jobs.job import InvalidJob
+    from procorch.jobs.job import InvalidJob, JobError
 
+    cfg = load(config, run_dir)
     try:
-        cfg = load_config(config, run_dir=run_dir)
         queues = [check_queue(q) for q in queue or []]
-    except (ConfigError, InvalidJob) as exc:
+    except InvalidJob as exc:
         fail(str(exc), EXIT_CONFIG)
     try:
+        # once here, so an unreachable store is one line, not a traceback per worker
+        open_store(cfg.jobs, cfg.settings.run_dir).close()
         code = run_workers(cfg, queues, workers, burst=burst)
+    except JobError as exc:  # StoreUnavailable: before the start, or after the run
+        fail(str(exc))
     except KeyboardInterrupt:
         fail("stopped; jobs in hand are taken back by the next worker", EXIT_INTERRUPTED)
     raise typer.Exit(code)
