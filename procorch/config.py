@@ -551,15 +551,30 @@ def load_config(
     )
 
 
-def load_like(running: Config, path: Path | None, run_dir: Path | None = None) -> Config:
+def load_like(
+    running: Config,
+    path: Path | None,
+    run_dir: Path | None = None,
+    *,
+    gateway: bool = False,
+    token: bool = False,
+    loaded: Config | None = None,
+) -> Config:
     """`path` read again for a daemon running `running` (a reload): what `up` was told
-    beyond the file (`--gateway`, `--token`, `--run-dir`) still holds. ConfigError if bad."""
-    cfg = load_config(
-        path,
-        run_dir=run_dir or running.settings.run_dir,
-        enable_gateway=running.gateway.enabled,
-    )
-    if running.gateway.token == AUTO_TOKEN and not cfg.gateway.token:
+    beyond the file (`--gateway`, `--token`, `--run-dir`) still holds, and `gateway` and
+    `token` (this `up`'s own flags) are added. `loaded`, the file as just read with
+    `gateway`, is reused when the daemon asks for nothing it lacks. ConfigError if bad."""
+    run_dir = run_dir or running.settings.run_dir
+    gateway = gateway or running.gateway.enabled
+    if (
+        loaded is not None
+        and (loaded.gateway.enabled or not gateway)
+        and loaded.settings.run_dir == running.settings.run_dir
+    ):
+        cfg = loaded
+    else:
+        cfg = load_config(path, run_dir=run_dir, enable_gateway=gateway)
+    if (token or running.gateway.token == AUTO_TOKEN) and not cfg.gateway.token:
         cfg = replace(cfg, gateway=replace(cfg.gateway, token=AUTO_TOKEN))
     return cfg
 

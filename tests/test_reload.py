@@ -303,3 +303,15 @@ def test_a_key_only_the_daemon_reads_changes_without_a_restart(stack: Stack) -> 
     assert pids(stack) == before
     os.kill(before[("a", 0)], signal.SIGKILL)  # restart = "never" holds now
     wait_for(lambda: stack.replicas("a")[0]["state"] == "exited")
+
+
+def test_up_reload_takes_its_gateway_flag(stack: Stack) -> None:
+    stack.write(sleeper("a"))
+    stack.up()
+    before = pids(stack)
+    # the flag asks for a change a reload cannot make: said so, not "nothing to change"
+    applied = stack.cli("up", "--reload", "--gateway")
+    assert applied.returncode == 2, applied.stdout
+    assert "nothing changed: [gateway] enabled cannot change live" in applied.stderr
+    assert pids(stack) == before
+    assert stack.cli("up", "--reload").stdout.endswith("the daemon runs this config\n")
