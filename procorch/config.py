@@ -88,7 +88,6 @@ class ServiceConfig:
     umask: int | None = None  # None: the user's for a command, the daemon's 077 for Python
     rlimits: dict[str, tuple[int, int | None]] = field(default_factory=dict)  # (soft, hard)
     env_file: Path | None = None  # its values are in `env` (see `_service`)
-    env_from_file: tuple[str, ...] = ()  # the keys of `env` that only `env_file` sets
     queues: tuple[str, ...] | None = None  # a JobWorker's job queues (None: every queue)
 
     @property
@@ -206,6 +205,8 @@ class GatewaySettings:
 JOB_WORKER = "procorch.jobs.worker:JobWorker"
 JOB_WORKER_NAME = "JobWorker"
 MAX_INT64 = 2**63 - 1  # job inputs, moduli and outputs are SQLite INTEGERs
+MAX_PRIORITY = 1_000_000  # a job's priority is from -MAX_PRIORITY to MAX_PRIORITY
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # a job queue's name
 SYNCHRONOUS = ("normal", "full")
 
 
@@ -284,7 +285,6 @@ class Config:
                         "listen": tuple(svc.get("listen", ())),
                         "rlimits": {k: tuple(v) for k, v in svc["rlimits"].items()},
                         "env_file": Path(svc["env_file"]) if svc["env_file"] else None,
-                        "env_from_file": tuple(svc.get("env_from_file", ())),
                         "queues": tuple(svc["queues"]) if svc["queues"] else None,
                     }
                 )
@@ -820,10 +820,7 @@ def _service(name: str, value: Any, where: _Where, parsers: Mapping[str, _Parser
         # as a changed service (pm2 #3192). Its values are taken as written: their
         # braces are escaped, not placeholders. `env` wins over it.
         fields["env_file"], values = fields["env_file"]
-        escaped = {k: v.replace("{", "{{").replace("}", "}}") for k, v in values.items()}
-        own = fields.get("env", {})
-        fields["env"] = {**escaped, **own}
-        fields["env_from_file"] = tuple(k for k in escaped if k not in own)
+        fields["env"] = {**escape_braces(values), **fields.get("env", {})}
     _check_templates(fields, where)
     return ServiceConfig(name=name, **fields)
 
@@ -1196,9 +1193,18 @@ def _env_file(value: Any, where: _Where, *, base: Path) -> tuple[Path, dict[str,
     if not path.is_file():
         what = "not a file" if path.exists() else "no such file"
         raise where.error(f"{what}: {str(path)!r}")
-    values = _read_dotenv(path)
+    return path, read_env_file(path)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables an `env_file` sets; ConfigError if it cannot be read."""
     # a line with a name but no '=' sets nothing (python-dotenv gives it None)
-    return path, {k: v for k, v in values.items() if v is not None}
+    return {k: v for k, v in _read_dotenv(path).items() if v is not None}
+
+
+def escape_braces(values: Mapping[str, str]) -> dict[str, str]:
+    """`env_file` values as `env` keeps them: taken as written, braces no placeholders."""
+    return {k: v.replace("{", "{{").replace("}", "}}") for k, v in values.items()}
 
 
 def _url(value: Any, where: _Where) -> str:
@@ -1366,7 +1372,7 @@ def _module_names(value: Any, where: _Where) -> tuple[str, ...]:
 
 def _queue(value: Any, where: _Where) -> str:
     text = _string(value, where)
-    if not _SERVICE_NAME.fullmatch(text):
+    if not QUEUE_NAME.fullmatch(text):
         raise where.error(f"invalid queue name {text!r} (use letters, digits, '_', '-' and '.')")
     return text
 
@@ -1437,8 +1443,6 @@ _JOBS_PARSERS: dict[str, _Parser] = {
     "workers": partial(_integer, minimum=1, maximum=1000),
     "delay": partial(_number, minimum=0),
     "failure_rate": _fraction,
-    "max_attempts": partial(_integer, minimum=1, maximum=1000),
-    "timeout": _positive,
     "max_n": partial(_integer, minimum=0, maximum=MAX_INT64),
     "mod": partial(_integer, minimum=2, maximum=MAX_INT64),
     "synchronous": partial(_choice, choices=SYNCHRONOUS, normalize=str.lower),
@@ -1446,7 +1450,8 @@ _JOBS_PARSERS: dict[str, _Parser] = {
     "modules": _module_names,
     "schedules": _schedules,
 }
-# A job function's policy: the [jobs] keys of the same names are the defaults.
+# A job function's policy: the [jobs] keys of the same names (added to _JOBS_PARSERS
+# below) are the defaults.
 _FUNCTION_PARSERS: dict[str, _Parser] = {
     "target": _string,
     "max_attempts": partial(_integer, minimum=1, maximum=1000),
@@ -1455,7 +1460,7 @@ _FUNCTION_PARSERS: dict[str, _Parser] = {
     "backoff_max": _duration,
     "jitter": _fraction,
     "timeout": _positive,
-    "priority": partial(_integer, minimum=-1_000_000, maximum=1_000_000),
+    "priority": partial(_integer, minimum=-MAX_PRIORITY, maximum=MAX_PRIORITY),
     "result_ttl": _ttl,
     "queue": _queue,
 }

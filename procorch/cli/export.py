@@ -22,13 +22,20 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from procorch.cli.common import EXIT_CONFIG, ConfigOpt, RunDirOpt, fail, load
-from procorch.config import Config, ServiceConfig
+from procorch.config import (
+    Config,
+    ConfigError,
+    ServiceConfig,
+    escape_braces,
+    read_env_file,
+)
 
 app = typer.Typer(
     help="Write this stack as a systemd unit or a compose file.", no_args_is_help=True
@@ -185,9 +192,12 @@ def per_replica(svc: ServiceConfig) -> bool:
     return svc.argv(0) != svc.argv(1) or svc.environment(0) != svc.environment(1)
 
 
-def compose_file(cfg: Config) -> tuple[str, list[str], list[str]]:
+def compose_file(
+    cfg: Config, env_files: Mapping[Path, Mapping[str, str]]
+) -> tuple[str, list[str], list[str]]:
     """The compose file for `cfg`'s command services, the Python services left out, and
-    the command services left out because their replicas differ (`per_replica`)."""
+    the command services left out because their replicas differ (`per_replica`).
+    `env_files`: what each service's `env_file` sets (compose reads it itself)."""
     exported = [svc for svc in cfg.services if svc.command and not per_replica(svc)]
     names = {svc.name for svc in exported}
     lines = [
@@ -206,7 +216,12 @@ def compose_file(cfg: Config) -> tuple[str, list[str], list[str]]:
             lines.append(f"    working_dir: {_q(str(svc.cwd))}")
         if svc.env_file:  # compose reads it where it runs: its values stay out of the file
             lines.append(f"    env_file: [{_q(str(svc.env_file))}]")
-        environment = {k: v for k, v in svc.environment(0).items() if k not in svc.env_from_file}
+        from_file = escape_braces(env_files[svc.env_file]) if svc.env_file else {}
+        environment = {
+            k: v
+            for k, v in svc.environment(0).items()
+            if k not in from_file or svc.env[k] != from_file[k]  # else the file gives it
+        }
         if environment:
             lines.append("    environment:")
             lines += [f"      {json.dumps(k)}: {_q(v)}" for k, v in environment.items()]
@@ -232,7 +247,11 @@ def compose_file(cfg: Config) -> tuple[str, list[str], list[str]]:
 def compose(config: ConfigOpt = None, run_dir: RunDirOpt = None, output: OutputOpt = None) -> None:
     """A compose file with one service per command service of this stack."""
     cfg = _file_config(config, run_dir)
-    text, python, differing = compose_file(cfg)
+    try:
+        env_files = {s.env_file: read_env_file(s.env_file) for s in cfg.services if s.env_file}
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    text, python, differing = compose_file(cfg, env_files)
     notes = []
     if python:
         notes.append(_python_services(python))
