@@ -119,9 +119,12 @@ def test_scale_save_edits_the_file_keeping_its_comments(stack: Stack) -> None:
     )
     text = stack.config.read_text().replace("replicas = 1\n", "")
     stack.config.write_text(text + "\n[services.b]  # no replicas line\ncommand = 'sleep 1000'\n")
+    stack.config.chmod(0o640)  # a file that may hold a token: its mode is kept
     stack.up()
     result = stack.cli("scale", "a=3", "B=2", "--save")
     assert result.returncode == 0, result.stderr
+    assert stack.config.stat().st_mode & 0o777 == 0o640
+    assert not list(stack.config.parent.glob(f".{stack.config.name}*"))  # no temp file left
     saved = stack.config.read_text()
     assert "replicas = 3  # web workers" in saved and "# my stack" in saved
     assert "[services.b]  # no replicas line\nreplicas = 2\n" in saved

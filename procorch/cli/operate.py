@@ -193,15 +193,11 @@ def _refuse_save(path: Path) -> NoReturn:
 
 def _write(path: Path, text: str) -> None:
     """Replace the file at once, keeping its mode: an editor or `reload` never reads half."""
-    import os
+    from procorch.supervisor.rundir import write_atomic
 
-    tmp = path.with_name(f".{path.name}.procorch-tmp")
     try:
-        tmp.write_text(text)
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
+        write_atomic(path, text, mode=path.stat().st_mode & 0o7777)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         fail(f"scaled, but cannot write {path}: {exc.strerror or exc}")
 
 
