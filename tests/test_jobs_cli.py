@@ -159,3 +159,15 @@ def test_a_finished_job_reads_as_its_call_and_result_unquoted():
     assert _describe(job) == 'job 4 done: send("a@b", subject="hi") = {"sent": "a@b"}'
     job["args"] = ["x" * 100]
     assert len(_describe(job)) <= 80  # long calls and results are cut to an 80-column line
+
+
+def test_a_number_as_text_is_an_n_without_importing_the_job_modules(stack):
+    from procorch.jobs.api import Jobs
+
+    stack.write(jobs_table(modules=["no_such_module_here"]))  # importing it would fail
+    assert stack.cli("job", "submit", "100").returncode == 0
+    with Jobs.open(stack.config, stack.run_dir) as jobs:
+        job_id = jobs.submit(" 1_0 ")  # the same test of integer text as the command's
+        assert jobs.get(job_id)["input"] == 10
+    result = stack.cli("job", "submit", "send")  # a name: the modules are imported
+    assert_one_line_error(result, 2, "[jobs] modules: importing failed")

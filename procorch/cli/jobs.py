@@ -131,10 +131,6 @@ def _json_option(text: str | None, what: str) -> Any:
         fail(f"{what} is not JSON: {exc}", EXIT_CONFIG)
 
 
-def _is_number(text: str) -> bool:
-    return text.strip().lstrip("+-").replace("_", "").isdigit()
-
-
 def submit(
     numbers: Numbers,
     mod: ModOpt = None,
@@ -185,8 +181,10 @@ def submit(
         "depends_on": depends_on,
         "queue": queue,
     }
+    from procorch.jobs.api import integer_text
+
     with _jobs(config, run_dir) as jobs:
-        if args is not None or kwargs is not None or not _is_number(numbers[0]):
+        if args is not None or kwargs is not None or not integer_text(numbers[0]):
             if len(numbers) > 1:
                 fail("name one function (its arguments go in --args and --kwargs)", EXIT_CONFIG)
             ids = [

@@ -247,12 +247,15 @@ class Jobs:
             "depends_on": depends_on,
             "queue": queue,
         }
-        named = isinstance(target, str) and self.registry.registered(target)
+        # an integer's text is never a function's name: the registry (which may import
+        # [jobs] modules) is asked about the rest only
+        number = not isinstance(target, str) or integer_text(target)
+        named = not number and self.registry.registered(target)
         if target is not None and not named and args is None and kwargs is None:
             try:  # n: an int, or text of one; anything else is no job either way
                 job = self._fib(target, mod, function, **options)
             except InvalidJob as exc:
-                if not isinstance(target, str) or target.strip().lstrip("+-").isdigit():
+                if number:
                     raise
                 known = ", ".join(dict.fromkeys(self.registry.names()))
                 raise InvalidJob(f"{exc} (nor is it a job function: {known})") from None
@@ -473,6 +476,11 @@ def wait_job(
 def cancel_job(job_id: int, *, config: Path | None = None) -> dict[str, Any]:
     with Jobs.open(config) as jobs:
         return jobs.cancel(job_id)
+
+
+def integer_text(text: str) -> bool:
+    """Whether `text` reads as an integer (an n, as in `submit("100")`), not a name."""
+    return text.strip().lstrip("+-").replace("_", "").isdigit()
 
 
 def check_queue(value: Any) -> str:
