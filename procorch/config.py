@@ -1267,19 +1267,19 @@ def _functions(value: Any, where: _Where) -> dict[str, dict[str, Any]]:
 
 def _schedules(value: Any, where: _Where) -> dict[str, dict[str, Any]]:
     """`[jobs.schedules]`: NAME = { function, cron | every, args, kwargs, timezone }."""
-    from procorch.jobs import schedule  # pure; croniter is imported only for a cron entry
+    from procorch import schedulespec  # croniter is imported only for a cron entry
 
     schedules = {}
     for name, body in _table(value, where).items():
-        if not schedule.NAME.fullmatch(name):
+        if not schedulespec.NAME.fullmatch(name):
             raise where.error(
                 f"invalid schedule name {name!r} (1 to 64 letters, digits, '_', '-' and '.')"
             )
         parsers = {
             "function": _string,
-            "cron": partial(_checked, check=schedule.check_cron),
+            "cron": partial(_checked, check=schedulespec.check_cron),
             "every": _every,
-            "timezone": partial(_checked, check=schedule.check_timezone),
+            "timezone": partial(_checked, check=schedulespec.check_timezone),
             "args": partial(_json, kind=list),
             "kwargs": partial(_json, kind=dict),
         }
