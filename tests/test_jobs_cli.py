@@ -171,3 +171,18 @@ def test_a_number_as_text_is_an_n_without_importing_the_job_modules(stack):
         assert jobs.get(job_id)["input"] == 10
     result = stack.cli("job", "submit", "send")  # a name: the modules are imported
     assert_one_line_error(result, 2, "[jobs] modules: importing failed")
+
+
+@pytest.mark.parametrize(("columns", "args_width"), [(200, 30), (75, 15), (40, 10)])
+def test_job_list_cuts_args_to_the_terminal(jobs_stack, columns, args_width):
+    long_args = json.dumps(["x" * 50])
+    assert jobs_stack.cli("job", "submit", "fib", "--args", "[5]").returncode == 0
+    jobs_stack.write(jobs_table(functions={"echo": "json:dumps"}))
+    assert jobs_stack.cli("job", "submit", "echo", "--args", long_args).returncode == 0
+    table = jobs_stack.cli("job", "list", env={"COLUMNS": str(columns)}).stdout.splitlines()
+    header, _, echo = table[:3]
+    start = header.index("args")
+    assert echo[start : start + args_width].endswith("...")  # cut to the widest that fits
+    assert echo[start + args_width : start + args_width + 2] == "  "
+    if columns > 40:
+        assert max(map(len, table)) <= columns

@@ -293,30 +293,37 @@ def list_(
         typer.echo(json.dumps(page, indent=2))
         return
 
-    def cell(job: dict[str, Any], column: str, cap: int) -> str:
-        value = job[column]
-        if column in ("args", "result") and (value is not None or column == "args"):
-            return _short(value, cap)
-        return "-" if value is None else str(value)
+    # each cell encoded once; args and result (`cut`) give way, down to 10 characters,
+    # until a row fits the terminal
+    cells = [[_list_cell(job, column) for column in _LIST_COLUMNS] for job in page["jobs"]]
 
-    def table(cap: int) -> tuple[list[list[str]], list[int]]:
-        rows = [[cell(job, c, cap) for c in _LIST_COLUMNS] for job in page["jobs"]]
-        widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(_LIST_COLUMNS)]
-        return rows, widths
+    def widths(cap: int) -> list[int]:
+        return [
+            max([len(c)] + [min(len(r[i][0]), cap) if r[i][1] else len(r[i][0]) for r in cells])
+            for i, c in enumerate(_LIST_COLUMNS)
+        ]
 
-    # args and result give way (down to 10 characters) until a row fits the terminal
+    def fits(cap: int) -> bool:
+        return sum(widths(cap)) + 2 * (len(_LIST_COLUMNS) - 1) <= room
+
     room = shutil.get_terminal_size().columns
-    cap = 30
-    rows, widths = table(cap)
-    while cap > 10 and sum(widths) + 2 * (len(widths) - 1) > room:
-        cap -= 1
-        rows, widths = table(cap)
+    cap = next((c for c in range(30, 10, -1) if fits(c)), 10)  # widths only: nothing re-encoded
+    rows = [[_cut(text, cap) if cut else text for text, cut in row] for row in cells]
+    shown = widths(cap)
     for row in [list(_LIST_COLUMNS), *rows]:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, shown, strict=True)).rstrip())
     first = int(offset) + 1 if rows else 0
     typer.echo(
         f"{first}-{int(offset) + len(rows)} of {page['total']}" if rows else f"0 of {page['total']}"
     )
+
+
+def _list_cell(job: dict[str, Any], column: str) -> tuple[str, bool]:
+    """A `job list` cell's full text, and whether it may be cut to fit."""
+    value = job[column]
+    if column in ("args", "result") and (value is not None or column == "args"):
+        return json.dumps(value, separators=(", ", ": ")), True
+    return ("-" if value is None else str(value)), False
 
 
 @job_app.command()
