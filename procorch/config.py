@@ -205,6 +205,8 @@ class GatewaySettings:
 JOB_WORKER = "procorch.jobs.worker:JobWorker"
 JOB_WORKER_NAME = "JobWorker"
 MAX_INT64 = 2**63 - 1  # job inputs, moduli and outputs are SQLite INTEGERs
+MAX_PRIORITY = 1_000_000  # a job's priority is from -MAX_PRIORITY to MAX_PRIORITY
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # a job queue's name
 SYNCHRONOUS = ("normal", "full")
 
 
@@ -549,15 +551,30 @@ def load_config(
     )
 
 
-def load_like(running: Config, path: Path | None, run_dir: Path | None = None) -> Config:
+def load_like(
+    running: Config,
+    path: Path | None,
+    run_dir: Path | None = None,
+    *,
+    gateway: bool = False,
+    token: bool = False,
+    loaded: Config | None = None,
+) -> Config:
     """`path` read again for a daemon running `running` (a reload): what `up` was told
-    beyond the file (`--gateway`, `--token`, `--run-dir`) still holds. ConfigError if bad."""
-    cfg = load_config(
-        path,
-        run_dir=run_dir or running.settings.run_dir,
-        enable_gateway=running.gateway.enabled,
-    )
-    if running.gateway.token == AUTO_TOKEN and not cfg.gateway.token:
+    beyond the file (`--gateway`, `--token`, `--run-dir`) still holds, and `gateway` and
+    `token` (this `up`'s own flags) are added. `loaded`, the file as just read with
+    `gateway`, is reused when the daemon asks for nothing it lacks. ConfigError if bad."""
+    run_dir = run_dir or running.settings.run_dir
+    gateway = gateway or running.gateway.enabled
+    if (
+        loaded is not None
+        and (loaded.gateway.enabled or not gateway)
+        and loaded.settings.run_dir == running.settings.run_dir
+    ):
+        cfg = loaded
+    else:
+        cfg = load_config(path, run_dir=run_dir, enable_gateway=gateway)
+    if (token or running.gateway.token == AUTO_TOKEN) and not cfg.gateway.token:
         cfg = replace(cfg, gateway=replace(cfg.gateway, token=AUTO_TOKEN))
     return cfg
 
@@ -803,8 +820,7 @@ def _service(name: str, value: Any, where: _Where, parsers: Mapping[str, _Parser
         # as a changed service (pm2 #3192). Its values are taken as written: their
         # braces are escaped, not placeholders. `env` wins over it.
         fields["env_file"], values = fields["env_file"]
-        escaped = {k: v.replace("{", "{{").replace("}", "}}") for k, v in values.items()}
-        fields["env"] = {**escaped, **fields.get("env", {})}
+        fields["env"] = {**escape_braces(values), **fields.get("env", {})}
     _check_templates(fields, where)
     return ServiceConfig(name=name, **fields)
 
@@ -1177,9 +1193,18 @@ def _env_file(value: Any, where: _Where, *, base: Path) -> tuple[Path, dict[str,
     if not path.is_file():
         what = "not a file" if path.exists() else "no such file"
         raise where.error(f"{what}: {str(path)!r}")
-    values = _read_dotenv(path)
+    return path, read_env_file(path)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables an `env_file` sets; ConfigError if it cannot be read."""
     # a line with a name but no '=' sets nothing (python-dotenv gives it None)
-    return path, {k: v for k, v in values.items() if v is not None}
+    return {k: v for k, v in _read_dotenv(path).items() if v is not None}
+
+
+def escape_braces(values: Mapping[str, str]) -> dict[str, str]:
+    """`env_file` values as `env` keeps them: taken as written, braces no placeholders."""
+    return {k: v.replace("{", "{{").replace("}", "}}") for k, v in values.items()}
 
 
 def _url(value: Any, where: _Where) -> str:
@@ -1242,19 +1267,19 @@ def _functions(value: Any, where: _Where) -> dict[str, dict[str, Any]]:
 
 def _schedules(value: Any, where: _Where) -> dict[str, dict[str, Any]]:
     """`[jobs.schedules]`: NAME = { function, cron | every, args, kwargs, timezone }."""
-    from procorch.jobs import schedule  # pure; croniter is imported only for a cron entry
+    from procorch import schedulespec  # croniter is imported only for a cron entry
 
     schedules = {}
     for name, body in _table(value, where).items():
-        if not schedule.NAME.fullmatch(name):
+        if not schedulespec.NAME.fullmatch(name):
             raise where.error(
                 f"invalid schedule name {name!r} (1 to 64 letters, digits, '_', '-' and '.')"
             )
         parsers = {
             "function": _string,
-            "cron": partial(_checked, check=schedule.check_cron),
+            "cron": partial(_checked, check=schedulespec.check_cron),
             "every": _every,
-            "timezone": partial(_checked, check=schedule.check_timezone),
+            "timezone": partial(_checked, check=schedulespec.check_timezone),
             "args": partial(_json, kind=list),
             "kwargs": partial(_json, kind=dict),
         }
@@ -1347,7 +1372,7 @@ def _module_names(value: Any, where: _Where) -> tuple[str, ...]:
 
 def _queue(value: Any, where: _Where) -> str:
     text = _string(value, where)
-    if not _SERVICE_NAME.fullmatch(text):
+    if not QUEUE_NAME.fullmatch(text):
         raise where.error(f"invalid queue name {text!r} (use letters, digits, '_', '-' and '.')")
     return text
 
@@ -1418,8 +1443,6 @@ _JOBS_PARSERS: dict[str, _Parser] = {
     "workers": partial(_integer, minimum=1, maximum=1000),
     "delay": partial(_number, minimum=0),
     "failure_rate": _fraction,
-    "max_attempts": partial(_integer, minimum=1, maximum=1000),
-    "timeout": _positive,
     "max_n": partial(_integer, minimum=0, maximum=MAX_INT64),
     "mod": partial(_integer, minimum=2, maximum=MAX_INT64),
     "synchronous": partial(_choice, choices=SYNCHRONOUS, normalize=str.lower),
@@ -1427,7 +1450,8 @@ _JOBS_PARSERS: dict[str, _Parser] = {
     "modules": _module_names,
     "schedules": _schedules,
 }
-# A job function's policy: the [jobs] keys of the same names are the defaults.
+# A job function's policy: the [jobs] keys of the same names (added to _JOBS_PARSERS
+# below) are the defaults.
 _FUNCTION_PARSERS: dict[str, _Parser] = {
     "target": _string,
     "max_attempts": partial(_integer, minimum=1, maximum=1000),
@@ -1436,7 +1460,7 @@ _FUNCTION_PARSERS: dict[str, _Parser] = {
     "backoff_max": _duration,
     "jitter": _fraction,
     "timeout": _positive,
-    "priority": partial(_integer, minimum=-1_000_000, maximum=1_000_000),
+    "priority": partial(_integer, minimum=-MAX_PRIORITY, maximum=MAX_PRIORITY),
     "result_ttl": _ttl,
     "queue": _queue,
 }

@@ -189,3 +189,42 @@ def test_export_refusals_are_one_line(stack: Stack) -> None:
         stack.cli("export", "systemd", "--output", "nowhere"), 2, "nowhere: not a directory"
     )
     assert not (stack.root / "nowhere").exists()
+
+
+def test_compose_fills_placeholders_and_names_the_env_file(stack: Stack) -> None:
+    (stack.root / ".env.web").write_text("SECRET=hunter2-{not-a-placeholder}\nSHARED=file\n")
+    code = "print({'a': 1})"  # braces written {{ }} in the file
+    stack.write(
+        command_service(
+            "web",
+            code,
+            extra=textwrap.dedent(
+                """
+                base_port = 8100
+                env_file = ".env.web"
+                env = { PORT = "{port}", NAME = "w{replica}", SHARED = "table" }
+                """
+            ),
+        )
+        + command_service(
+            "workers",
+            "import sys; print(sys.argv)",
+            replicas=2,
+            extra='env = { WORKER = "w{replica}" }\n',
+        )
+        + command_service("plain", SLEEP_FOREVER, replicas=2, extra='env = { X = "{{x}}" }\n')
+    )
+    result = stack.cli("export", "compose")
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr  # the file is named, not inlined
+    assert result.stderr == (
+        "procorch: not exported: workers (its replicas' commands or environments differ by "
+        "{replica} or {port}; compose runs identical replicas)\n"
+    )
+    services = yaml.safe_load(result.stdout)["services"]
+    assert list(services) == ["web", "plain"]
+    web, plain = services["web"], services["plain"]
+    assert web["command"] == [PY, "-c", code]  # {{ and }} are single braces again
+    assert web["env_file"] == [str(stack.root / ".env.web")]
+    assert web["environment"] == {"PORT": "8100", "NAME": "w0", "SHARED": "table"}
+    assert plain["environment"] == {"X": "{x}"} and plain["deploy"] == {"replicas": 2}

@@ -104,6 +104,9 @@ def test_bad_jobs_config_and_unreachable_redis(stack):
     assert_one_line_error(stack.cli("job", "stats"), 2, "jobs.failure_rate")
     stack.write(jobs_table(backend="redis://127.0.0.1:1/0"))
     assert_one_line_error(stack.cli("job", "submit", "5"), 1, "cannot reach redis at")
+    # the foreground workers: one line before forking, not a traceback per worker
+    work = stack.cli("job", "work", "--burst", "--workers", "2")
+    assert_one_line_error(work, 1, "cannot reach redis at redis://127.0.0.1:1/0")
     stack.write(jobs_table())
     stack.run_dir.write_text("a file where the run directory should be")
     assert_one_line_error(stack.cli("job", "list"), 1, "cannot open the job queue")
@@ -156,3 +159,30 @@ def test_a_finished_job_reads_as_its_call_and_result_unquoted():
     assert _describe(job) == 'job 4 done: send("a@b", subject="hi") = {"sent": "a@b"}'
     job["args"] = ["x" * 100]
     assert len(_describe(job)) <= 80  # long calls and results are cut to an 80-column line
+
+
+def test_a_number_as_text_is_an_n_without_importing_the_job_modules(stack):
+    from procorch.jobs.api import Jobs
+
+    stack.write(jobs_table(modules=["no_such_module_here"]))  # importing it would fail
+    assert stack.cli("job", "submit", "100").returncode == 0
+    with Jobs.open(stack.config, stack.run_dir) as jobs:
+        job_id = jobs.submit(" 1_0 ")  # the same test of integer text as the command's
+        assert jobs.get(job_id)["input"] == 10
+    result = stack.cli("job", "submit", "send")  # a name: the modules are imported
+    assert_one_line_error(result, 2, "[jobs] modules: importing failed")
+
+
+@pytest.mark.parametrize(("columns", "args_width"), [(200, 30), (75, 15), (40, 10)])
+def test_job_list_cuts_args_to_the_terminal(jobs_stack, columns, args_width):
+    long_args = json.dumps(["x" * 50])
+    assert jobs_stack.cli("job", "submit", "fib", "--args", "[5]").returncode == 0
+    jobs_stack.write(jobs_table(functions={"echo": "json:dumps"}))
+    assert jobs_stack.cli("job", "submit", "echo", "--args", long_args).returncode == 0
+    table = jobs_stack.cli("job", "list", env={"COLUMNS": str(columns)}).stdout.splitlines()
+    header, _, echo = table[:3]
+    start = header.index("args")
+    assert echo[start : start + args_width].endswith("...")  # cut to the widest that fits
+    assert echo[start + args_width : start + args_width + 2] == "  "
+    if columns > 40:
+        assert max(map(len, table)) <= columns

@@ -119,9 +119,12 @@ def test_scale_save_edits_the_file_keeping_its_comments(stack: Stack) -> None:
     )
     text = stack.config.read_text().replace("replicas = 1\n", "")
     stack.config.write_text(text + "\n[services.b]  # no replicas line\ncommand = 'sleep 1000'\n")
+    stack.config.chmod(0o640)  # a file that may hold a token: its mode is kept
     stack.up()
     result = stack.cli("scale", "a=3", "B=2", "--save")
     assert result.returncode == 0, result.stderr
+    assert stack.config.stat().st_mode & 0o777 == 0o640
+    assert not list(stack.config.parent.glob(f".{stack.config.name}*"))  # no temp file left
     saved = stack.config.read_text()
     assert "replicas = 3  # web workers" in saved and "# my stack" in saved
     assert "[services.b]  # no replicas line\nreplicas = 2\n" in saved
@@ -303,3 +306,15 @@ def test_a_key_only_the_daemon_reads_changes_without_a_restart(stack: Stack) -> 
     assert pids(stack) == before
     os.kill(before[("a", 0)], signal.SIGKILL)  # restart = "never" holds now
     wait_for(lambda: stack.replicas("a")[0]["state"] == "exited")
+
+
+def test_up_reload_takes_its_gateway_flag(stack: Stack) -> None:
+    stack.write(sleeper("a"))
+    stack.up()
+    before = pids(stack)
+    # the flag asks for a change a reload cannot make: said so, not "nothing to change"
+    applied = stack.cli("up", "--reload", "--gateway")
+    assert applied.returncode == 2, applied.stdout
+    assert "nothing changed: [gateway] enabled cannot change live" in applied.stderr
+    assert pids(stack) == before
+    assert stack.cli("up", "--reload").stdout.endswith("the daemon runs this config\n")

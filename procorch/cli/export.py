@@ -4,9 +4,12 @@
 daemon itself is supervised (`Type=notify`: the daemon sends READY=1 once its control
 socket answers; `KillMode=mixed`: systemd's SIGTERM goes to the daemon alone, which
 stops services dependents first, and only what is left at the timeout is killed).
-`export compose` writes a compose file with one service per command service. Python
-services (`module = ...`) are not exported: they talk to each other and beat their
-hearts through the supervisor's run directory, so they stay under procorch.
+`export compose` writes a compose file with one service per command service, its
+command and environment as replica 0 gets them, an `env_file` named, not inlined (its
+values may be secrets). Python services (`module = ...`) are not exported: they talk to
+each other and beat their hearts through the supervisor's run directory, so they stay
+under procorch; nor are services whose replicas differ ({replica} or {port}), as compose
+runs identical replicas.
 
 The texts are built by pure functions (`systemd_unit`, `compose_file`); the YAML is
 written by hand for its one fixed shape, every scalar a JSON string (JSON is YAML), so
@@ -19,13 +22,20 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from procorch.cli.common import EXIT_CONFIG, ConfigOpt, RunDirOpt, fail, load
-from procorch.config import Config, ServiceConfig
+from procorch.config import (
+    Config,
+    ConfigError,
+    ServiceConfig,
+    escape_braces,
+    read_env_file,
+)
 
 app = typer.Typer(
     help="Write this stack as a systemd unit or a compose file.", no_args_is_help=True
@@ -174,9 +184,21 @@ def _ports(svc: ServiceConfig) -> list[str]:
     return [f"{p}:{p}" if svc.replicas == 1 else str(p) for p in dict.fromkeys(ports)]
 
 
-def compose_file(cfg: Config) -> tuple[str, list[str]]:
-    """The compose file for `cfg`'s command services, and the services left out."""
-    exported = [svc for svc in cfg.services if svc.command]
+def per_replica(svc: ServiceConfig) -> bool:
+    """Whether the replicas' commands or environments differ ({replica}, {port}): compose
+    runs identical replicas, so such a service cannot be one compose service."""
+    if svc.replicas == 1:
+        return False
+    return svc.argv(0) != svc.argv(1) or svc.environment(0) != svc.environment(1)
+
+
+def compose_file(
+    cfg: Config, env_files: Mapping[Path, Mapping[str, str]]
+) -> tuple[str, list[str], list[str]]:
+    """The compose file for `cfg`'s command services, the Python services left out, and
+    the command services left out because their replicas differ (`per_replica`).
+    `env_files`: what each service's `env_file` sets (compose reads it itself)."""
+    exported = [svc for svc in cfg.services if svc.command and not per_replica(svc)]
     names = {svc.name for svc in exported}
     lines = [
         f"# procorch export compose: the command services of {cfg.path}.",
@@ -185,15 +207,24 @@ def compose_file(cfg: Config) -> tuple[str, list[str]]:
         "services:",
     ]
     for svc in exported:
-        assert svc.command is not None
+        argv = svc.argv(0)  # the same for every replica: placeholders filled, {{ undone
+        assert argv is not None
         lines.append(f"  {json.dumps(svc.name)}:")
         lines.append(f"    image: {json.dumps(IMAGE)}")
-        lines.append(f"    command: [{', '.join(_q(arg) for arg in svc.command)}]")
+        lines.append(f"    command: [{', '.join(_q(arg) for arg in argv)}]")
         if svc.cwd:
             lines.append(f"    working_dir: {_q(str(svc.cwd))}")
-        if svc.env:
+        if svc.env_file:  # compose reads it where it runs: its values stay out of the file
+            lines.append(f"    env_file: [{_q(str(svc.env_file))}]")
+        from_file = escape_braces(env_files[svc.env_file]) if svc.env_file else {}
+        environment = {
+            k: v
+            for k, v in svc.environment(0).items()
+            if k not in from_file or svc.env[k] != from_file[k]  # else the file gives it
+        }
+        if environment:
             lines.append("    environment:")
-            lines += [f"      {json.dumps(k)}: {_q(v)}" for k, v in svc.env.items()]
+            lines += [f"      {json.dumps(k)}: {_q(v)}" for k, v in environment.items()]
         depends = [d for d in svc.depends_on if d in names]
         if depends:
             lines.append(f"    depends_on: [{', '.join(json.dumps(d) for d in depends)}]")
@@ -207,19 +238,32 @@ def compose_file(cfg: Config) -> tuple[str, list[str]]:
             f"    stop_signal: {json.dumps(svc.stop_signal.name)}",
             f"    stop_grace_period: {json.dumps(f'{svc.stop_timeout:g}s')}",
         ]
-    left_out = [svc.name for svc in cfg.services if not svc.command]
-    return "\n".join(lines) + "\n", left_out
+    python = [svc.name for svc in cfg.services if not svc.command]
+    differing = [svc.name for svc in cfg.services if svc.command and per_replica(svc)]
+    return "\n".join(lines) + "\n", python, differing
 
 
 @app.command()
 def compose(config: ConfigOpt = None, run_dir: RunDirOpt = None, output: OutputOpt = None) -> None:
     """A compose file with one service per command service of this stack."""
     cfg = _file_config(config, run_dir)
-    text, left_out = compose_file(cfg)
-    if len(left_out) == len(cfg.services):
-        fail(f"nothing to export: {_python_services(left_out)}", EXIT_CONFIG)
-    if left_out:
-        typer.echo(f"procorch: not exported: {_python_services(left_out)}", err=True)
+    try:
+        env_files = {s.env_file: read_env_file(s.env_file) for s in cfg.services if s.env_file}
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    text, python, differing = compose_file(cfg, env_files)
+    notes = []
+    if python:
+        notes.append(_python_services(python))
+    if differing:
+        notes.append(
+            f"{', '.join(differing)} (its replicas' commands or environments differ by "
+            "{replica} or {port}; compose runs identical replicas)"
+        )
+    if len(python) + len(differing) == len(cfg.services):
+        fail(f"nothing to export: {'; '.join(notes)}", EXIT_CONFIG)
+    for note in notes:
+        typer.echo(f"procorch: not exported: {note}", err=True)
     _emit(text, output, "compose.yaml")
 
 

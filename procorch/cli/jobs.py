@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from procorch.cli import complete
-from procorch.cli.common import EXIT_CONFIG, EXIT_INTERRUPTED, ConfigOpt, JsonOpt, RunDirOpt, fail
+from procorch.cli.common import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    ConfigOpt,
+    JsonOpt,
+    RunDirOpt,
+    fail,
+    load,
+)
 
 if TYPE_CHECKING:
     from procorch.jobs.api import Jobs
@@ -95,9 +103,14 @@ def _call(job: dict[str, Any]) -> str:
         if job["function"] == "fib":
             return f"F({job['input']}) mod {job['mod']}"
         return f"{job['function']}({job['input']}) mod {job['mod']}"
-    parts = [json.dumps(a) for a in job["args"] or []]
-    parts += [f"{k}={json.dumps(v)}" for k, v in (job["kwargs"] or {}).items()]
-    return _cut(f"{job['function']}({', '.join(parts)})", 40)
+    return _cut(call_text(job["function"], job["args"], job["kwargs"]), 40)
+
+
+def call_text(function: str, args: list[Any] | None, kwargs: dict[str, Any] | None) -> str:
+    """A call as Python reads: send("a@b", subject="hi")."""
+    parts = [json.dumps(a) for a in args or []]
+    parts += [f"{k}={json.dumps(v)}" for k, v in (kwargs or {}).items()]
+    return f"{function}({', '.join(parts)})"
 
 
 def _describe(job: dict[str, Any]) -> str:
@@ -116,10 +129,6 @@ def _json_option(text: str | None, what: str) -> Any:
         return json.loads(text)
     except ValueError as exc:
         fail(f"{what} is not JSON: {exc}", EXIT_CONFIG)
-
-
-def _is_number(text: str) -> bool:
-    return text.strip().lstrip("+-").replace("_", "").isdigit()
 
 
 def submit(
@@ -172,8 +181,10 @@ def submit(
         "depends_on": depends_on,
         "queue": queue,
     }
+    from procorch.jobs.api import integer_text
+
     with _jobs(config, run_dir) as jobs:
-        if args is not None or kwargs is not None or not _is_number(numbers[0]):
+        if args is not None or kwargs is not None or not integer_text(numbers[0]):
             if len(numbers) > 1:
                 fail("name one function (its arguments go in --args and --kwargs)", EXIT_CONFIG)
             ids = [
@@ -282,30 +293,37 @@ def list_(
         typer.echo(json.dumps(page, indent=2))
         return
 
-    def cell(job: dict[str, Any], column: str, cap: int) -> str:
-        value = job[column]
-        if column in ("args", "result") and (value is not None or column == "args"):
-            return _short(value, cap)
-        return "-" if value is None else str(value)
+    # each cell encoded once; args and result (`cut`) give way, down to 10 characters,
+    # until a row fits the terminal
+    cells = [[_list_cell(job, column) for column in _LIST_COLUMNS] for job in page["jobs"]]
 
-    def table(cap: int) -> tuple[list[list[str]], list[int]]:
-        rows = [[cell(job, c, cap) for c in _LIST_COLUMNS] for job in page["jobs"]]
-        widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(_LIST_COLUMNS)]
-        return rows, widths
+    def widths(cap: int) -> list[int]:
+        return [
+            max([len(c)] + [min(len(r[i][0]), cap) if r[i][1] else len(r[i][0]) for r in cells])
+            for i, c in enumerate(_LIST_COLUMNS)
+        ]
 
-    # args and result give way (down to 10 characters) until a row fits the terminal
+    def fits(cap: int) -> bool:
+        return sum(widths(cap)) + 2 * (len(_LIST_COLUMNS) - 1) <= room
+
     room = shutil.get_terminal_size().columns
-    cap = 30
-    rows, widths = table(cap)
-    while cap > 10 and sum(widths) + 2 * (len(widths) - 1) > room:
-        cap -= 1
-        rows, widths = table(cap)
+    cap = next((c for c in range(30, 10, -1) if fits(c)), 10)  # widths only: nothing re-encoded
+    rows = [[_cut(text, cap) if cut else text for text, cut in row] for row in cells]
+    shown = widths(cap)
     for row in [list(_LIST_COLUMNS), *rows]:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, shown, strict=True)).rstrip())
     first = int(offset) + 1 if rows else 0
     typer.echo(
         f"{first}-{int(offset) + len(rows)} of {page['total']}" if rows else f"0 of {page['total']}"
     )
+
+
+def _list_cell(job: dict[str, Any], column: str) -> tuple[str, bool]:
+    """A `job list` cell's full text, and whether it may be cut to fit."""
+    value = job[column]
+    if column in ("args", "result") and (value is not None or column == "args"):
+        return json.dumps(value, separators=(", ", ": ")), True
+    return ("-" if value is None else str(value)), False
 
 
 @job_app.command()
@@ -430,18 +448,22 @@ def work(
 ) -> None:
     """Run job workers in the foreground, without the daemon: with --burst until the
     queues are empty, then exit 0 (1 if any job failed), for batch scripts and CI."""
-    from procorch.config import ConfigError, load_config
     from procorch.jobs.api import check_queue
+    from procorch.jobs.backend import open_store
     from procorch.jobs.burst import work as run_workers
-    from procorch.jobs.job import InvalidJob
+    from procorch.jobs.job import InvalidJob, JobError
 
+    cfg = load(config, run_dir)
     try:
-        cfg = load_config(config, run_dir=run_dir)
         queues = [check_queue(q) for q in queue or []]
-    except (ConfigError, InvalidJob) as exc:
+    except InvalidJob as exc:
         fail(str(exc), EXIT_CONFIG)
     try:
+        # once here, so an unreachable store is one line, not a traceback per worker
+        open_store(cfg.jobs, cfg.settings.run_dir).close()
         code = run_workers(cfg, queues, workers, burst=burst)
+    except JobError as exc:  # StoreUnavailable: before the start, or after the run
+        fail(str(exc))
     except KeyboardInterrupt:
         fail("stopped; jobs in hand are taken back by the next worker", EXIT_INTERRUPTED)
     raise typer.Exit(code)

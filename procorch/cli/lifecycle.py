@@ -76,7 +76,7 @@ def up(
     if foreground:
         raise typer.Exit(_up_foreground(cfg))
     if rundir.daemon_alive() or not _spawn_daemon(cfg, rundir):
-        _already_running(cfg, config, run_dir, as_json, reload)
+        _already_running(cfg, run_dir, as_json, reload, gateway, token)
     status = wait_settled(cfg, {"cmd": "wait"}, "starting", quiet=as_json)
     show(status, as_json)
     code = status_code(status)
@@ -88,20 +88,18 @@ def up(
 
 
 def _already_running(
-    cfg: Config, config: Path | None, run_dir: Path | None, as_json: bool, reload: bool
+    cfg: Config, run_dir: Path | None, as_json: bool, reload: bool, gateway: bool, token: bool
 ) -> NoReturn:
     """`up` on a running daemon: fine (exit 0) if it runs this config; else the plan
-    that `reload` would carry out, carried out with `up --reload`."""
-    from procorch.cli.operate import apply_reload
+    that `reload` would carry out, carried out with `up --reload`. Not asking for the
+    gateway or a token keeps what the daemon was given; asking adds it."""
+    from procorch.cli.operate import apply_reload, like_running
     from procorch.supervisor.reloadplan import Plan, describe
 
-    if reload:
-        raise typer.Exit(apply_reload(cfg, config, run_dir, False, as_json))
-    running = Config.from_json(json.dumps(request(cfg, {"cmd": "config"})["config"]))
-    if running.gateway.enabled and not cfg.gateway.enabled:
-        cfg = load(config, run_dir, gateway=True)  # not asking for the gateway keeps it
-    # nor does not asking for a token drop the one `up --token` gave it
-    wanted = json.loads(_with_token(cfg, running.gateway.token == AUTO_TOKEN).to_json())
+    cfg = like_running(cfg, run_dir, gateway, token)
+    if reload:  # `up` checked the imports already
+        raise typer.Exit(apply_reload(cfg, None, False, as_json, imports_checked=True))
+    wanted = json.loads(cfg.to_json())
     plan = Plan.from_json(
         request(cfg, {"cmd": "reload", "config": wanted, "dry_run": True})["plan"]
     )

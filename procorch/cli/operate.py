@@ -43,24 +43,35 @@ def reload(
     removed ones stop, changed ones are replaced (rolling when they have several
     replicas), unchanged ones are not touched. Same as SIGHUP to the daemon."""
     cfg = load(config, run_dir)
-    raise typer.Exit(apply_reload(cfg, config, run_dir, dry_run, as_json))
+    new = like_running(cfg, run_dir)
+    raise typer.Exit(apply_reload(new, config, dry_run, as_json))
 
 
-def apply_reload(
-    cfg: Config, config: Path | None, run_dir: Path | None, dry_run: bool, as_json: bool
-) -> int:
-    """Show the plan from the running daemon's config to `cfg`'s file and, unless
-    `dry_run`, carry it out; returns the exit code. (`up --reload` uses it too.)"""
+def like_running(
+    cfg: Config, run_dir: Path | None, gateway: bool = False, token: bool = False
+) -> Config:
+    """`cfg`'s file as the running daemon should run it:
+    `--gateway`/`--token` given to it before, or now (`gateway`, `token`), still hold."""
     from procorch.config import load_like
-    from procorch.supervisor.reloadplan import Plan, describe
 
     running = Config.from_json(json.dumps(request(cfg, {"cmd": "config"})["config"]))
     try:
-        new = load_like(running, cfg.path, run_dir)
+        new = load_like(running, cfg.path, run_dir, gateway=gateway, token=token, loaded=cfg)
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
+    return new
+
+
+def apply_reload(
+    new: Config, config: Path | None, dry_run: bool, as_json: bool, imports_checked: bool = False
+) -> int:
+    """Show the plan from the running daemon's config to `new` (from `like_running`) and,
+    unless `dry_run`, carry it out; returns the exit code. (`up --reload` uses it too,
+    its imports checked already.)"""
+    from procorch.supervisor.reloadplan import Plan, describe
+
     wanted = json.loads(new.to_json())
-    answer = request(cfg, {"cmd": "reload", "config": wanted, "dry_run": True})
+    answer = request(new, {"cmd": "reload", "config": wanted, "dry_run": True})
     plan = Plan.from_json(answer["plan"])
     if not as_json:
         for line in describe(plan):
@@ -78,8 +89,9 @@ def apply_reload(
         elif plan.empty:
             typer.echo("nothing to change: the daemon runs this config")
         return EXIT_OK
-    refuse_broken_imports(new, config)
-    result = wait_settled(cfg, {"cmd": "reload", "config": wanted}, "reloading", quiet=as_json)
+    if not imports_checked:
+        refuse_broken_imports(new, config)
+    result = wait_settled(new, {"cmd": "reload", "config": wanted}, "reloading", quiet=as_json)
     return report(result, as_json)
 
 
@@ -181,15 +193,11 @@ def _refuse_save(path: Path) -> NoReturn:
 
 def _write(path: Path, text: str) -> None:
     """Replace the file at once, keeping its mode: an editor or `reload` never reads half."""
-    import os
+    from procorch.supervisor.rundir import write_atomic
 
-    tmp = path.with_name(f".{path.name}.procorch-tmp")
     try:
-        tmp.write_text(text)
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
+        write_atomic(path, text, mode=path.stat().st_mode & 0o7777)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         fail(f"scaled, but cannot write {path}: {exc.strerror or exc}")
 
 

@@ -41,6 +41,7 @@ def schedules(
                 "cron": schedule.cron,
                 "every": schedule.every,
                 "timezone": schedule.timezone,
+                "spec": schedule.spec,  # how it fires, for people: "every 30s"
                 "next": iso(schedule.next_after(now)),
                 "last": None if last is None else iso(last),
                 "last_job_id": note.get("job_id") if last is not None else None,
@@ -52,28 +53,25 @@ def schedules(
     if not rows:
         typer.echo("no schedules: add them under [jobs.schedules] (see the README)")
         return
-    _print_table(rows, cfg)
+    _print_table(rows)
 
 
-def _print_table(rows: list[dict[str, Any]], cfg: Any) -> None:
+def _print_table(rows: list[dict[str, Any]]) -> None:
     from rich.text import Text
 
     from procorch import render
-    from procorch.jobs.schedule import Schedule
+    from procorch.cli.jobs import call_text
 
     def call(row: dict[str, Any]) -> str:
-        args = [json.dumps(a) for a in row["args"]]
-        args += [f"{k}={json.dumps(v)}" for k, v in row["kwargs"].items()]
-        return f"{row['function']}({', '.join(args)})"
+        return call_text(row["function"], row["args"], row["kwargs"])
 
     def last(row: dict[str, Any]) -> str:
         return "-" if row["last"] is None else f"{row['last']} (job {row['last_job_id']})"
 
-    specs = [Schedule.of(row["name"], cfg.jobs.schedules[row["name"]]).spec for row in rows]
     columns = [
         render.Column("schedule", [Text(row["name"]) for row in rows]),
         render.Column("job", [Text(call(row)) for row in rows], shrink_to=12),
-        render.Column("when", [Text(spec) for spec in specs]),
+        render.Column("when", [Text(row["spec"]) for row in rows]),
         render.Column("next (UTC)", [Text(row["next"]) for row in rows]),
         render.Column("last (UTC)", [Text(last(row)) for row in rows]),
     ]

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app
 from flask.typing import ResponseReturnValue
 
 from procorch import __version__
-from procorch.config import MAX_INT64, Config
+from procorch.config import MAX_INT64, MAX_PRIORITY, QUEUE_NAME, Config
 from procorch.gateway.http import IDEMPOTENCY_KEY, respond
 from procorch.gateway.system import TITLE
 from procorch.jobs.api import LATEST, MAX_DELAY, MAX_LIMIT
@@ -60,6 +60,7 @@ def _int(minimum: int = 0, maximum: int = MAX_ID, **extra: Any) -> dict[str, Any
 # document's patterns are ECMA-262's, whose `\s` lacks \x1c-\x1f and \x85 and has \ufeff.
 _WS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _TEXT = {"type": "string", "pattern": f"[^{_WS}]"}  # the services refuse blank text
+_QUEUE = {"type": "string", "pattern": f"^{QUEUE_NAME.pattern}$"}
 _NULLABLE_TEXT = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"]}
 
@@ -340,8 +341,8 @@ def _function_job(config: Config) -> dict[str, Any]:
             "maximum": LATEST,
             "description": "epoch seconds (a past time: due now)",
         },
-        "priority": _int(-1_000_000, 1_000_000),
-        "queue": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,100}$"},
+        "priority": _int(-MAX_PRIORITY, MAX_PRIORITY),
+        "queue": _QUEUE,
         "depends_on": {"type": "array", "items": _int(1)},
     }
     fib = {
@@ -350,7 +351,7 @@ def _function_job(config: Config) -> dict[str, Any]:
             function={"const": DEFAULT_FUNCTION},
             args={
                 "type": "array",
-                "prefixItems": [_int(0, config.jobs.max_n), _int(2, 2**63 - 1)],
+                "prefixItems": [_int(0, config.jobs.max_n), _int(2, MAX_INT64)],
                 "minItems": 1,
                 "maxItems": 2,
             },
@@ -469,7 +470,7 @@ def _paths(config: Config) -> dict[str, Any]:
                 params=[
                     _filter("status", {"type": "string", "enum": [s.value for s in Status]}),
                     _filter("function", {"type": "string"}),
-                    _filter("queue", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,100}$"}),
+                    _filter("queue", _QUEUE),
                     *job_page,
                 ],
             ),

@@ -15,14 +15,20 @@ from __future__ import annotations
 
 import builtins
 import math
-import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from procorch.config import Config, JobsSettings, load_config
+from procorch.config import (
+    MAX_INT64,
+    MAX_PRIORITY,
+    QUEUE_NAME,
+    Config,
+    JobsSettings,
+    load_config,
+)
 from procorch.jobs.backend import open_store
 from procorch.jobs.functions import Registry, seconds
 from procorch.jobs.job import (
@@ -51,10 +57,8 @@ from procorch.jobs.store import Key, NewJob, Store, Waiter
 MAX_LIMIT = 10_000  # one `list` page at most
 WAIT_SLICE = 0.5  # a waiting client looks again at least this often, woken or not
 THROUGHPUT_EVERY = 0.5  # seconds between two computations of `stats` throughput
-MAX_PRIORITY = 1_000_000
 MAX_DELAY = 10 * 365 * 86400.0  # seconds: a job due later than this is a mistake
 LATEST = 253402300799.0  # 9999-12-31T23:59:59Z, the last time ISO 8601 shows
-QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
 class JobFailed(JobError):
@@ -118,7 +122,7 @@ class Jobs:
         """A Fibonacci-shaped job: the built-in F(n) mod m, or a configured f(n, mod)."""
         function = self.registry.known(function or DEFAULT_FUNCTION)
         n = check_integer(n, "n", 0, self.settings.max_n)
-        mod = self.settings.mod if mod is None else check_integer(mod, "mod", 2, 2**63 - 1)
+        mod = self.settings.mod if mod is None else check_integer(mod, "mod", 2, MAX_INT64)
         if self._plain and not any(options.values()) and function == DEFAULT_FUNCTION:
             return NewJob(function, n, mod)  # the hot path: nothing to look up
         return self._with_options(NewJob(function, n, mod), **options)
@@ -164,7 +168,7 @@ class Jobs:
                 depends_on = [depends_on]
             if not isinstance(depends_on, list | tuple):
                 raise InvalidJob(f"depends_on must be a list of job ids, got {shown(depends_on)}")
-            ids = [check_integer(i, "depends_on", 1, 2**63 - 1) for i in depends_on]
+            ids = [check_integer(i, "depends_on", 1, MAX_INT64) for i in depends_on]
             changes["depends_on"] = tuple(dict.fromkeys(ids))
         for name, value in changes.items():
             setattr(job, name, value)
@@ -194,7 +198,7 @@ class Jobs:
             if function == DEFAULT_FUNCTION:  # the built-in: fib(n, mod), kept as n and mod
                 if kwargs or not 1 <= len(args) <= 2:
                     raise InvalidJob("fib takes args [n] or [n, mod]")
-                mod = check_integer(args[1], "mod", 2, 2**63 - 1) if len(args) > 1 else None
+                mod = check_integer(args[1], "mod", 2, MAX_INT64) if len(args) > 1 else None
                 jobs.append(self._fib(args[0], mod, None, **options))
                 continue
             args_text, kwargs_text = encoded(args, "args"), encoded(kwargs, "kwargs")
@@ -243,12 +247,15 @@ class Jobs:
             "depends_on": depends_on,
             "queue": queue,
         }
-        named = isinstance(target, str) and self.registry.registered(target)
+        # an integer's text is never a function's name: the registry (which may import
+        # [jobs] modules) is asked about the rest only
+        number = not isinstance(target, str) or integer_text(target)
+        named = not number and self.registry.registered(target)
         if target is not None and not named and args is None and kwargs is None:
             try:  # n: an int, or text of one; anything else is no job either way
                 job = self._fib(target, mod, function, **options)
             except InvalidJob as exc:
-                if not isinstance(target, str) or target.strip().lstrip("+-").isdigit():
+                if number:
                     raise
                 known = ", ".join(dict.fromkeys(self.registry.names()))
                 raise InvalidJob(f"{exc} (nor is it a job function: {known})") from None
@@ -298,7 +305,7 @@ class Jobs:
     # -- looking -----------------------------------------------------------------------
 
     def _record(self, job_id: Any) -> dict[str, Any]:
-        job_id = check_integer(job_id, "job id", 1, 2**63 - 1)
+        job_id = check_integer(job_id, "job id", 1, MAX_INT64)
         record = self._store.get(job_id)
         if record is None:
             raise JobNotFound(job_id)
@@ -321,7 +328,7 @@ class Jobs:
         of one status, function and queue if given."""
         wanted = check_status(status)
         limit = check_integer(limit, "limit", 0, MAX_LIMIT)
-        offset = check_integer(offset, "offset", 0, 2**63 - 1)
+        offset = check_integer(offset, "offset", 0, MAX_INT64)
         if queue is not None:
             queue = check_queue(queue)
         records, total = self._store.list(wanted, limit, offset, function, queue)
@@ -469,6 +476,11 @@ def wait_job(
 def cancel_job(job_id: int, *, config: Path | None = None) -> dict[str, Any]:
     with Jobs.open(config) as jobs:
         return jobs.cancel(job_id)
+
+
+def integer_text(text: str) -> bool:
+    """Whether `text` reads as an integer (an n, as in `submit("100")`), not a name."""
+    return text.strip().lstrip("+-").replace("_", "").isdigit()
 
 
 def check_queue(value: Any) -> str:

@@ -18,46 +18,15 @@ key when this one catches up: no tick runs twice.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from procorch.schedulespec import NAME, ScheduleError, check_cron, check_timezone
 from procorch.services.protocol import KEY_RETENTION
 
 CATCH_UP = KEY_RETENTION // 2  # seconds: a missed tick older than this is only counted
 MAX_COUNTED = 100_000  # missed cron ticks counted one by one at most ("at least N")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # fits in a key, with the tick, and reads well
-
-
-class ScheduleError(ValueError):
-    """A schedule that cannot be: str() says why, in a few words."""
-
-
-def check_cron(expression: str) -> str:
-    """A standard five-field cron expression (or an @alias such as @daily), as given."""
-    from croniter import croniter
-
-    fields = expression.split() if isinstance(expression, str) else []
-    aliased = len(fields) == 1 and fields[0].startswith("@")
-    if not (len(fields) == 5 or aliased) or not croniter.is_valid(expression):
-        raise ScheduleError(
-            f"expected a cron expression like '0 3 * * *' (minute hour day month weekday), "
-            f"got {expression!r}"
-        )
-    return expression
-
-
-def check_timezone(name: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ScheduleError(
-            f"unknown time zone {name!r} (an IANA name like 'Europe/Paris')"
-        ) from None
-    return name
 
 
 @dataclass(frozen=True)
@@ -169,3 +138,15 @@ def _duration(seconds: int) -> str:
         if seconds % _UNITS[unit] == 0:
             return f"{seconds // _UNITS[unit]}{unit}"
     return f"{seconds}s"
+
+
+__all__ = [  # the entry's checks live below the config; here for the schedules' users
+    "CATCH_UP",
+    "NAME",
+    "Plan",
+    "Schedule",
+    "ScheduleError",
+    "check_cron",
+    "check_timezone",
+    "plan",
+]

@@ -90,23 +90,8 @@ class RunDir:
     # -- files written atomically ------------------------------------------------
 
     def write_atomic(self, path: Path, text: str) -> os.stat_result:
-        """Replace `path` by `text` all at once; returns what the new file is (stat).
-
-        Raises OSError (a full disk: ENOSPC) with `path` left as it was and no temp
-        file left behind.
-        """
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                written = os.fstat(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # a half-written copy would only take space
-            raise
-        return written
+        """`write_atomic(path, text)`: the run directory's files are the daemon's alone."""
+        return write_atomic(path, text)
 
     def write_state(self, state: dict[str, Any]) -> os.stat_result:
         return self.write_atomic(self.state_file, json.dumps(state))
@@ -208,3 +193,27 @@ def now_iso() -> str:
     """Wall-clock time for humans and logs, UTC, ISO 8601."""
     t = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def write_atomic(path: Path, text: str, mode: int | None = None) -> os.stat_result:
+    """Replace `path` by `text` all at once; returns what the new file is (stat).
+
+    The temp file is 0600 from its creation (the text may hold a token or a password),
+    then `mode` (the replaced file's, say) just before it takes the file's place.
+    Raises OSError (a full disk: ENOSPC) with `path` left as it was and no temp file
+    left behind.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
+            written = os.fstat(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written copy would only take space
+        raise
+    return written
