@@ -189,3 +189,24 @@ def test_a_worker_killed_holding_a_batch_has_every_claim_back_within_a_second(st
     jobs = [store.get(i) for i in ids]
     assert {job["status"] for job in jobs} == {"pending"}
     assert all("Holder.0" in job["error"] and "died" in job["error"] for job in jobs)
+
+
+def test_a_worker_of_some_queues_waits_out_its_block_beside_another_queues_due_job(store):
+    """A due job of a queue it does not take is no reason to wake: it would spin."""
+    store.submit_many([NewJob("nap", args="[0]", kwargs="{}", queue="other")])
+    store.queues = ("mail",)
+    me = WorkerId.current("W", 0)
+    began = time.monotonic()
+    assert store.claim_batch(me, 0.3, 4) == []
+    assert time.monotonic() - began >= 0.25
+    (job,) = store.list(None, 10, 0)[0]
+    assert job["status"] == "pending"  # still there for a worker of its queue
+
+
+def test_a_worker_wakes_when_a_delayed_job_of_its_queue_is_due(store):
+    store.submit_many([NewJob("nap", args="[0]", kwargs="{}", run_after=time.time() + 0.1)])
+    me = WorkerId.current("W", 0)
+    began = time.monotonic()
+    assert store.claim_batch(me, 5, 1) == []  # woken at its time, before the block's end
+    assert time.monotonic() - began < 2
+    assert len(store.claim_batch(me, 0, 1)) == 1

@@ -678,11 +678,15 @@ class SQLiteStore(Store):
             self._sleeper = Sleeper(self._workers_dir)
         self._sleeper.drain()
 
+        looked = 0.0  # when the last claim looked for due jobs
+
         def claim(db: sqlite3.Connection) -> list[Claim]:
-            return self._claim_in(db, worker, time.time(), limit)
+            nonlocal looked
+            looked = time.time()
+            return self._claim_in(db, worker, looked, limit)
 
         claims = self._write(claim)
-        if not claims and self._sleeper.wait(min(block, self._until_due(block))):
+        if not claims and self._sleeper.wait(min(block, self._until_due(block, looked))):
             claims = self._write(claim)  # woken, by a submit most likely: its job at once
         return claims
 
@@ -693,10 +697,16 @@ class SQLiteStore(Store):
             except OSError:
                 pass  # full: it is about to wake anyway
 
-    def _until_due(self, block: float) -> float:
-        """Seconds until the next pending job is due (a delayed job, a retry's backoff)."""
+    def _until_due(self, block: float, looked: float) -> float:
+        """Seconds until the next pending job is due (a delayed job, a retry's backoff).
+
+        Only jobs not yet due when the claim `looked` count: one due then, and of our
+        queues, was claimed; one of other queues (or of a queue new since our list of
+        them) is not ours to wake for, and would have us spin, waiting 0 s each turn."""
         (due,) = self.db.execute(
-            "SELECT min(run_after) FROM jobs INDEXED BY jobs_by_status WHERE status = 'pending'"
+            "SELECT min(run_after) FROM jobs INDEXED BY jobs_by_status"
+            " WHERE status = 'pending' AND run_after > ?",
+            (looked,),
         ).fetchone()
         return block if due is None else max(0.0, due - time.time())
 
