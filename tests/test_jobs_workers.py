@@ -286,3 +286,39 @@ def test_the_duration_histogram_counts_each_finished_job_once(stack, run):
     }
     line = stack.cli("job", "stats").stdout.splitlines()[-1]
     assert re.fullmatch(r"duration: 8 finished jobs ran 0\.0[6-9]\d* s on average", line)
+
+
+def test_burst_mode_exits_1_when_a_worker_exits_with_an_error(stack):
+    """A worker process that ends with an error status is neither replaced (only a kill,
+    a job's timeout, is) nor silent: the queue is not drained, so the command is not 0."""
+    (stack.root / "quitter.py").write_text("import os\n\ndef quit(n, mod):\n    os._exit(3)\n")
+    stack.write(jobs_table(functions={"quit": "quitter:quit"}))
+    with Jobs.open(stack.config) as jobs:
+        job_id = jobs.submit(1, function="quit")
+        done = stack.cli("job", "work", "--burst", timeout=30)
+        assert done.returncode == 1, done.stderr
+        assert (
+            done.stderr
+            == "worker 0 exited with status 3; the jobs it held wait for another worker\n"
+        )
+        assert jobs.get(job_id)["status"] == "running"  # its worker is gone with it
+
+
+def test_a_burst_worker_is_replaced_only_when_killed_and_not_too_often():
+    from procorch.jobs.burst import INTERRUPTED, MAX_REPLACEMENTS, Ending, ending
+
+    assert ending(0, 0) is ending(INTERRUPTED, 0) is Ending.DONE
+    assert ending(-signal.SIGALRM, 0) is ending(-9, MAX_REPLACEMENTS - 1) is Ending.REPLACE
+    assert ending(-9, MAX_REPLACEMENTS) is ending(1, 0) is ending(3, 0) is Ending.LOST
+
+
+def test_burst_mode_with_the_store_unreachable_says_so_in_lines_and_exits_1(stack):
+    from tests.conftest import free_port
+
+    stack.write(jobs_table(backend=f"redis://:s3cret@127.0.0.1:{free_port()}/0"))
+    done = stack.cli("job", "work", "--burst", timeout=30)
+    assert done.returncode == 1
+    first, second = done.stderr.splitlines()
+    assert first.startswith("worker 0: cannot reach redis at redis://:***@127.0.0.1:")
+    assert second.startswith("worker 0 exited with status 1;")
+    assert "s3cret" not in done.stderr
