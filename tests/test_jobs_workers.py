@@ -322,3 +322,40 @@ def test_burst_mode_with_the_store_unreachable_says_so_in_lines_and_exits_1(stac
     assert first.startswith("worker 0: cannot reach redis at redis://:***@127.0.0.1:")
     assert second.startswith("worker 0 exited with status 1;")
     assert "s3cret" not in done.stderr
+
+
+def test_the_scheduler_finds_modules_beside_its_config_from_another_cwd(tmp_path):
+    """As the daemon runs it, whatever its cwd (here the test's): the tick is a job of
+    the decorated function, not an import error."""
+    import sys
+
+    from procorch.config import load_config
+    from procorch.jobs.functions import _DECORATED
+    from procorch.jobs.scheduler import Scheduler
+
+    here = tmp_path / "conf"
+    here.mkdir()
+    (here / "ticktasks.py").write_text(
+        "import procorch\n\n@procorch.job(name='tick')\ndef tick():\n    return 1\n"
+    )
+    (here / "procorch.toml").write_text(
+        '[jobs]\nmodules = ["ticktasks"]\n[jobs.schedules]\nt = { function = "tick", every = 1 }\n'
+    )
+    assert os.getcwd() != str(here)
+    path = list(sys.path)
+    config = load_config(here / "procorch.toml")
+    config.settings.run_dir.mkdir()  # the daemon's, made before it starts the scheduler
+    scheduler = Scheduler.from_config(config)
+    reports: list[tuple[str, str]] = []
+    scheduler.start()
+    try:
+        wait_for(lambda: reports.extend(scheduler.reports()) or reports, timeout=10)
+        assert reports[0][0] == "schedule-fired", reports
+        with Jobs.from_config(config) as jobs:
+            (job,) = jobs.list()["jobs"]
+        assert (job["function"], job["status"]) == ("tick", "pending")
+    finally:
+        scheduler.stop()
+        sys.path[:] = path
+        sys.modules.pop("ticktasks", None)
+        _DECORATED.pop("tick", None)

@@ -25,7 +25,7 @@ from multiprocessing.connection import wait
 from procorch.config import Config
 from procorch.jobs.backend import open_store
 from procorch.jobs.batch import Batch
-from procorch.jobs.functions import Registry
+from procorch.jobs.functions import Registry, modules_base
 from procorch.jobs.job import JobError, Status
 from procorch.jobs.runner import Runner
 from procorch.jobs.store import WorkerId
@@ -118,8 +118,7 @@ def _worker(config: Config, queues: tuple[str, ...] | None, index: int, burst: b
 def _work(config: Config, queues: tuple[str, ...] | None, index: int, burst: bool) -> None:
     settings = config.jobs
     me = WorkerId.current(SERVICE, index)
-    base = None if config.path is None else config.path.parent
-    runner = Runner(settings, Registry(settings, base), me)
+    runner = Runner(settings, Registry(settings, modules_base(config)), me)
     store = open_store(settings, config.settings.run_dir)
     store.queues = queues
     simulate = (lambda _: time.sleep(settings.delay) or True) if settings.delay else None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from procorch.config import FUNCTION_POLICY, JobsSettings, parse_duration
+from procorch.config import FUNCTION_POLICY, Config, JobsSettings, parse_duration
 from procorch.jobs.job import DEFAULT_FUNCTION, InvalidJob
 
 
@@ -87,6 +87,12 @@ def register(name: str, fn: Callable[..., Any], policy: dict[str, Any]) -> None:
     if name == DEFAULT_FUNCTION:
         raise TypeError("@procorch.job: 'fib' is the built-in job; choose another name")
     _DECORATED[name] = (fn, _check_policy(name, policy))
+
+
+def modules_base(config: Config) -> Path | None:
+    """Where a config's `[jobs] modules` and function targets are found besides the
+    usual import path: the config file's directory (None: the built-in config)."""
+    return None if config.path is None else config.path.parent
 
 
 class Registry:
