@@ -141,7 +141,7 @@ def _failed_since(config: Config, queues: tuple[str, ...] | None, since: float) 
             page, total = store.list(Status.FAILED, 1000, offset)
             for job in page:
                 if (job["finished_time"] or 0) >= since and (
-                    queues is None or (job["queue"] or "default") in queues
+                    queues is None or job["queue"] in queues
                 ):
                     return True
             offset += len(page)

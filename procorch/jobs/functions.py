@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from procorch.config import FUNCTION_POLICY, Config, JobsSettings, parse_duration
-from procorch.jobs.job import DEFAULT_FUNCTION, InvalidJob
+from procorch.jobs.job import DEFAULT_FUNCTION, DEFAULT_QUEUE, InvalidJob
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Policy:
     timeout: float = 60.0
     priority: int = 0
     result_ttl: float = 7 * 86400.0  # -1: forever
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
 
     @classmethod
     def of(cls, settings: JobsSettings, **overrides: Any) -> Policy:
