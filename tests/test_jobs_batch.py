@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from procorch.config import JobsSettings
 from procorch.jobs.batch import HOLD_MAX, MAX_BATCH, Batch, next_size
 from procorch.jobs.functions import Registry
 from procorch.jobs.runner import Runner
-from procorch.jobs.sqlite_store import SQLiteStore
+from procorch.jobs.sqlite_store import SQLiteStore, death
 from procorch.jobs.store import Attempt, NewJob, WorkerId
 
 QUICK = 0.00001  # seconds: a no-op job's pace
@@ -159,10 +160,10 @@ HOLDER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from procorch.config import JobsSettings
-    from procorch.jobs.sqlite_store import SQLiteStore
+    from procorch.jobs.sqlite_store import SQLiteStore, death
     from procorch.jobs.store import WorkerId
     store = SQLiteStore(JobsSettings(), Path(sys.argv[1]))
-    claims = store.claim_batch(WorkerId.current("Holder", 0), 0, 5)
+    claims = store.claim_batch(WorkerId.current("Holder", 0), 0, int(sys.argv[2]))
     print(len(claims), flush=True)
     time.sleep(60)
     """
@@ -172,7 +173,7 @@ HOLDER = textwrap.dedent(
 def test_a_worker_killed_holding_a_batch_has_every_claim_back_within_a_second(store, tmp_path):
     ids = naps(store, 0, 0, 0, 0, 0)
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLDER, str(tmp_path), "5"], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout.readline().strip() == "5"
@@ -189,3 +190,64 @@ def test_a_worker_killed_holding_a_batch_has_every_claim_back_within_a_second(st
     jobs = [store.get(i) for i in ids]
     assert {job["status"] for job in jobs} == {"pending"}
     assert all("Holder.0" in job["error"] and "died" in job["error"] for job in jobs)
+
+
+@pytest.mark.parametrize("size", [3, 1])
+def test_a_worker_killed_by_a_timeout_blames_no_job_of_its_batch(store, tmp_path, size):
+    """Which of a batch's claims was running when the timeout struck is not known: the
+    error says so, for each; a worker that held one job says that job timed out."""
+    timeout = 0.1
+    jobs = [NewJob("nap", args="[0]", kwargs="{}", timeout=timeout) for _ in range(size)]
+    ids = store.submit_many(jobs)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path), str(size)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == str(size)
+        claimed = max(store.get(i)["started_time"] for i in ids)
+        time.sleep(max(0.0, claimed + timeout - time.time()))  # past the timeout, as SIGALRM
+    finally:
+        holder.kill()
+        holder.wait()
+    assert store.recover(WorkerId.current("W", 0)) == size
+    errors = {store.get(i)["error"] for i in ids}
+    if size == 1:
+        assert errors == {"timed out after 0.1s (worker killed)"}
+    else:
+        (error,) = errors
+        assert re.fullmatch(
+            r"worker .+:Holder\.0:\d+ killed while holding 3 jobs \(one of them timed out\)", error
+        )
+
+
+def test_the_reason_of_a_dead_worker_blames_a_job_only_when_it_held_that_one_alone():
+    assert death("h:W.0:7", 1, 100.0, 5, 106) == "timed out after 5s (worker killed)"
+    assert death("h:W.0:7", 4, 100.0, 5, 106) == (
+        "worker h:W.0:7 killed while holding 4 jobs (one of them timed out)"
+    )
+    assert (
+        death("h:W.0:7", 4, 100.0, 5, 104)
+        == death("h:W.0:7", 1, None, 5, 0)
+        == ("worker h:W.0:7 died")
+    )
+
+
+def test_a_worker_of_some_queues_waits_out_its_block_beside_another_queues_due_job(store):
+    """A due job of a queue it does not take is no reason to wake: it would spin."""
+    store.submit_many([NewJob("nap", args="[0]", kwargs="{}", queue="other")])
+    store.queues = ("mail",)
+    me = WorkerId.current("W", 0)
+    began = time.monotonic()
+    assert store.claim_batch(me, 0.3, 4) == []
+    assert time.monotonic() - began >= 0.25
+    (job,) = store.list(None, 10, 0)[0]
+    assert job["status"] == "pending"  # still there for a worker of its queue
+
+
+def test_a_worker_wakes_when_a_delayed_job_of_its_queue_is_due(store):
+    store.submit_many([NewJob("nap", args="[0]", kwargs="{}", run_after=time.time() + 0.1)])
+    me = WorkerId.current("W", 0)
+    began = time.monotonic()
+    assert store.claim_batch(me, 5, 1) == []  # woken at its time, before the block's end
+    assert time.monotonic() - began < 2
+    assert len(store.claim_batch(me, 0, 1)) == 1

@@ -286,3 +286,76 @@ def test_the_duration_histogram_counts_each_finished_job_once(stack, run):
     }
     line = stack.cli("job", "stats").stdout.splitlines()[-1]
     assert re.fullmatch(r"duration: 8 finished jobs ran 0\.0[6-9]\d* s on average", line)
+
+
+def test_burst_mode_exits_1_when_a_worker_exits_with_an_error(stack):
+    """A worker process that ends with an error status is neither replaced (only a kill,
+    a job's timeout, is) nor silent: the queue is not drained, so the command is not 0."""
+    (stack.root / "quitter.py").write_text("import os\n\ndef quit(n, mod):\n    os._exit(3)\n")
+    stack.write(jobs_table(functions={"quit": "quitter:quit"}))
+    with Jobs.open(stack.config) as jobs:
+        job_id = jobs.submit(1, function="quit")
+        done = stack.cli("job", "work", "--burst", timeout=30)
+        assert done.returncode == 1, done.stderr
+        assert (
+            done.stderr
+            == "worker 0 exited with status 3; the jobs it held wait for another worker\n"
+        )
+        assert jobs.get(job_id)["status"] == "running"  # its worker is gone with it
+
+
+def test_a_burst_worker_is_replaced_only_when_killed_and_not_too_often():
+    from procorch.jobs.burst import INTERRUPTED, MAX_REPLACEMENTS, Ending, ending
+
+    assert ending(0, 0) is ending(INTERRUPTED, 0) is Ending.DONE
+    assert ending(-signal.SIGALRM, 0) is ending(-9, MAX_REPLACEMENTS - 1) is Ending.REPLACE
+    assert ending(-9, MAX_REPLACEMENTS) is ending(1, 0) is ending(3, 0) is Ending.LOST
+
+
+def test_burst_mode_with_the_store_unreachable_says_so_in_lines_and_exits_1(stack):
+    from tests.conftest import free_port
+
+    stack.write(jobs_table(backend=f"redis://:s3cret@127.0.0.1:{free_port()}/0"))
+    done = stack.cli("job", "work", "--burst", timeout=30)
+    assert done.returncode == 1
+    first, second = done.stderr.splitlines()
+    assert first.startswith("worker 0: cannot reach redis at redis://:***@127.0.0.1:")
+    assert second.startswith("worker 0 exited with status 1;")
+    assert "s3cret" not in done.stderr
+
+
+def test_the_scheduler_finds_modules_beside_its_config_from_another_cwd(tmp_path):
+    """As the daemon runs it, whatever its cwd (here the test's): the tick is a job of
+    the decorated function, not an import error."""
+    import sys
+
+    from procorch.config import load_config
+    from procorch.jobs.functions import _DECORATED
+    from procorch.jobs.scheduler import Scheduler
+
+    here = tmp_path / "conf"
+    here.mkdir()
+    (here / "ticktasks.py").write_text(
+        "import procorch\n\n@procorch.job(name='tick')\ndef tick():\n    return 1\n"
+    )
+    (here / "procorch.toml").write_text(
+        '[jobs]\nmodules = ["ticktasks"]\n[jobs.schedules]\nt = { function = "tick", every = 1 }\n'
+    )
+    assert os.getcwd() != str(here)
+    path = list(sys.path)
+    config = load_config(here / "procorch.toml")
+    config.settings.run_dir.mkdir()  # the daemon's, made before it starts the scheduler
+    scheduler = Scheduler.from_config(config)
+    reports: list[tuple[str, str]] = []
+    scheduler.start()
+    try:
+        wait_for(lambda: reports.extend(scheduler.reports()) or reports, timeout=10)
+        assert reports[0][0] == "schedule-fired", reports
+        with Jobs.from_config(config) as jobs:
+            (job,) = jobs.list()["jobs"]
+        assert (job["function"], job["status"]) == ("tick", "pending")
+    finally:
+        scheduler.stop()
+        sys.path[:] = path
+        sys.modules.pop("ticktasks", None)
+        _DECORATED.pop("tick", None)

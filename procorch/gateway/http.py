@@ -84,7 +84,7 @@ def json_body(*required: str) -> dict[str, Any]:
         fail(400, f"the request body is not valid JSON: {exc}")
     if not isinstance(body, dict):
         fail(400, f"the request body must be a JSON object, not {_kind(body)}")
-    body = {name: _integral(value) for name, value in body.items()}
+    body = {name: integral(value) for name, value in body.items()}
     missing = [name for name in required if body.get(name) is None]
     if missing:
         fail(400, f"`{missing[0]}` is required")
@@ -163,7 +163,7 @@ class IntegerConverter(BaseConverter):
             raise BadRequest(exc.message) from None
 
 
-def _integral(value: Any) -> Any:
+def integral(value: Any) -> Any:
     """A number with no fraction as the integer it is: JSON does not tell 2.0 from 2, nor
     does the OpenAPI document (its `integer` is any number without a fraction)."""
     if isinstance(value, float) and value.is_integer():

@@ -21,10 +21,10 @@ from flask import Blueprint, Response, request
 from flask.typing import ResponseReturnValue
 
 from procorch.gateway.http import (
-    _integral,
     fail,
     idempotency_key,
     integer_text,
+    integral,
     json_body,
     query_int,
     respond,
@@ -98,7 +98,7 @@ def submit_job() -> ResponseReturnValue:
     # other function's arguments are its own, passed on as they came
     for name in ("args", "depends_on") if body["function"] == DEFAULT_FUNCTION else ("depends_on",):
         if isinstance(options[name], list):
-            options[name] = [_integral(item) for item in options[name]]
+            options[name] = [integral(item) for item in options[name]]
     job_id = backend().jobs.submit(function=body["function"], key=idempotency_key(), **options)
     return respond({"status": "taken", "job_id": job_id})
 

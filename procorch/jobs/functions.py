@@ -18,8 +18,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from procorch.config import FUNCTION_POLICY, JobsSettings, parse_duration
-from procorch.jobs.job import DEFAULT_FUNCTION, InvalidJob
+from procorch.config import FUNCTION_POLICY, Config, JobsSettings, parse_duration
+from procorch.jobs.job import DEFAULT_FUNCTION, DEFAULT_QUEUE, InvalidJob
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Policy:
     timeout: float = 60.0
     priority: int = 0
     result_ttl: float = 7 * 86400.0  # -1: forever
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
 
     @classmethod
     def of(cls, settings: JobsSettings, **overrides: Any) -> Policy:
@@ -87,6 +87,12 @@ def register(name: str, fn: Callable[..., Any], policy: dict[str, Any]) -> None:
     if name == DEFAULT_FUNCTION:
         raise TypeError("@procorch.job: 'fib' is the built-in job; choose another name")
     _DECORATED[name] = (fn, _check_policy(name, policy))
+
+
+def modules_base(config: Config) -> Path | None:
+    """Where a config's `[jobs] modules` and function targets are found besides the
+    usual import path: the config file's directory (None: the built-in config)."""
+    return None if config.path is None else config.path.parent
 
 
 class Registry:

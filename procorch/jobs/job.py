@@ -133,7 +133,6 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
     job["errors"] = job["errors"] or []
     job["depends_on"] = job["depends_on"] or []
     job["priority"] = job["priority"] or 0
-    job["queue"] = job["queue"] or DEFAULT_QUEUE
     if job["run_at"] is not None and job["run_at"] <= (job["init_time"] or 0):
         job["run_at"] = None  # due at once: no time to show
     for name in TIME_FIELDS:

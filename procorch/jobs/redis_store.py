@@ -42,7 +42,14 @@ from typing import Any, TypeVar
 import redis
 
 from procorch.config import JobsSettings
-from procorch.jobs.job import FIELDS, JobNotFound, Status, StoreFull, StoreUnavailable
+from procorch.jobs.job import (
+    DEFAULT_QUEUE,
+    FIELDS,
+    JobNotFound,
+    Status,
+    StoreFull,
+    StoreUnavailable,
+)
 from procorch.jobs.store import (
     DURATION_BUCKETS,
     KEY_TTL,
@@ -67,7 +74,7 @@ _T = TypeVar("_T")
 _INTEGERS = ("job_id", "input", "mod", "output", "attempts", "priority")
 _FLOATS = ("init_time", "started_time", "finished_time", "run_at", "progress")
 _NEW_JOB_FIELDS = tuple(f for f in NewJob.__dataclass_fields__ if f != "depends_on")
-_DEFAULTS = {"priority": 0, "queue": "default", "run_after": 0.0}  # not stored: as if absent
+_DEFAULTS = {"priority": 0, "queue": DEFAULT_QUEUE, "run_after": 0.0}  # not stored: as if absent
 _DEFAULTS.update({f: None for f in _NEW_JOB_FIELDS if f not in _DEFAULTS})
 
 # KEYS: none (one server, no cluster). ARGV[1] is always the prefix. Inputs and moduli
@@ -537,6 +544,7 @@ def _record(raw: dict[bytes, bytes]) -> dict[str, Any] | None:
     for name in _FLOATS:
         if record[name] is not None:
             record[name] = float(record[name])
+    record["queue"] = record["queue"] or DEFAULT_QUEUE  # not stored: the default's
     return record
 
 
@@ -723,7 +731,7 @@ class RedisStore(Store):
             for record in self._many([int(i) for i in batch]):
                 if function is not None and record["function"] != function:
                     continue
-                if queue is not None and (record["queue"] or "default") != queue:
+                if queue is not None and record["queue"] != queue:
                     continue
                 if offset <= total < offset + limit:
                     matching.append(record)
@@ -777,9 +785,7 @@ class RedisStore(Store):
             start = 0
             while batch := self._guard(lambda k=key, s=start: self.client.zrange(k, s, s + 999)):
                 start += len(batch)
-                if any(
-                    (r["queue"] or "default") in queues for r in self._many(list(map(int, batch)))
-                ):
+                if any(r["queue"] in queues for r in self._many(list(map(int, batch)))):
                     return True
         return False
 
@@ -861,7 +867,7 @@ class RedisStore(Store):
             block = min(block, max(0.0, due[0][1] - time.time()))
         if block <= 0.001:
             return True
-        keys = [f"{PREFIX}wake:{q}" for q in queues or ["default"]]
+        keys = [f"{PREFIX}wake:{q}" for q in queues or [DEFAULT_QUEUE]]
         return self.client.blpop(keys, timeout=block) is not None
 
     def interrupt(self) -> None:

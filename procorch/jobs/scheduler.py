@@ -27,7 +27,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from procorch.config import JobsSettings
+from procorch.config import Config, JobsSettings
 from procorch.jobs.schedule import CATCH_UP, Schedule, plan
 
 if TYPE_CHECKING:
@@ -78,15 +78,24 @@ def _submit(jobs: Jobs, schedule: Schedule, key: str) -> int:
 class Scheduler:
     """The schedules of one config, fired from a thread of their own."""
 
-    def __init__(self, settings: JobsSettings, run_dir: Path) -> None:
+    def __init__(self, settings: JobsSettings, run_dir: Path, base: Path | None = None) -> None:
         self.settings = settings
         self.run_dir = run_dir
+        self.base = base  # where `[jobs] modules` are found, as `Jobs` has it
         self.schedules = [Schedule.of(name, table) for name, table in settings.schedules.items()]
         self._reports: deque[tuple[str, str]] = deque()
         self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._jobs: Jobs | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> Scheduler:
+        """The config's schedules, submitted as `Jobs.from_config` would: its functions
+        found beside the config whatever the daemon's cwd."""
+        from procorch.jobs.functions import modules_base
+
+        return cls(config.jobs, config.settings.run_dir, modules_base(config))
 
     def start(self) -> None:
         self._thread.start()
@@ -177,7 +186,7 @@ class Scheduler:
         from procorch.jobs.job import InvalidJob, JobConflict
 
         if self._jobs is None:
-            self._jobs = Jobs(self.settings, self.run_dir)
+            self._jobs = Jobs(self.settings, self.run_dir, self.base)
         try:
             return _submit(self._jobs, schedule, key)
         except JobConflict:

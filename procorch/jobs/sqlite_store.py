@@ -31,6 +31,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -678,11 +679,15 @@ class SQLiteStore(Store):
             self._sleeper = Sleeper(self._workers_dir)
         self._sleeper.drain()
 
+        looked = 0.0  # when the last claim looked for due jobs
+
         def claim(db: sqlite3.Connection) -> list[Claim]:
-            return self._claim_in(db, worker, time.time(), limit)
+            nonlocal looked
+            looked = time.time()
+            return self._claim_in(db, worker, looked, limit)
 
         claims = self._write(claim)
-        if not claims and self._sleeper.wait(min(block, self._until_due(block))):
+        if not claims and self._sleeper.wait(min(block, self._until_due(block, looked))):
             claims = self._write(claim)  # woken, by a submit most likely: its job at once
         return claims
 
@@ -693,10 +698,16 @@ class SQLiteStore(Store):
             except OSError:
                 pass  # full: it is about to wake anyway
 
-    def _until_due(self, block: float) -> float:
-        """Seconds until the next pending job is due (a delayed job, a retry's backoff)."""
+    def _until_due(self, block: float, looked: float) -> float:
+        """Seconds until the next pending job is due (a delayed job, a retry's backoff).
+
+        Only jobs not yet due when the claim `looked` count: one due then, and of our
+        queues, was claimed; one of other queues (or of a queue new since our list of
+        them) is not ours to wake for, and would have us spin, waiting 0 s each turn."""
         (due,) = self.db.execute(
-            "SELECT min(run_after) FROM jobs INDEXED BY jobs_by_status WHERE status = 'pending'"
+            "SELECT min(run_after) FROM jobs INDEXED BY jobs_by_status"
+            " WHERE status = 'pending' AND run_after > ?",
+            (looked,),
         ).fetchone()
         return block if due is None else max(0.0, due - time.time())
 
@@ -776,12 +787,15 @@ class SQLiteStore(Store):
             "SELECT job_id, worker, worker_pid, worker_start, attempts, started_time,"
             " lease_until, max_attempts, timeout FROM jobs WHERE status = 'running'"
         ).fetchall()
+        held = Counter(row["worker"] for row in running)  # more than one: a batch
         lost = []
         for row in running:
             if row["worker"] == worker.label:
                 continue  # ours: we are alive, and hold it
             if not process_alive(row["worker_pid"], row["worker_start"]):
-                lost.append((row, self._death(row, now)))
+                timeout = row["timeout"] or self.settings.timeout
+                why = death(row["worker"], held[row["worker"]], row["started_time"], timeout, now)
+                lost.append((row, why))
             elif row["lease_until"] is not None and row["lease_until"] < now:
                 lost.append((row, f"lease lapsed on worker {row['worker']}"))
         if not lost:
@@ -804,16 +818,22 @@ class SQLiteStore(Store):
         self._waiters_bell.ring()
         return taken
 
-    def _death(self, row: sqlite3.Row, now: float) -> str:
-        """Why a dead worker's attempt failed: its timeout (it was killed for it), or not."""
-        timeout = row["timeout"] or self.settings.timeout
-        if row["started_time"] is not None and now - row["started_time"] >= timeout:
-            return f"timed out after {timeout:g}s (worker killed)"
-        return f"worker {row['worker']} died"
-
     def cancelled(self, claim: Claim) -> bool:
         row = self.db.execute("SELECT status FROM jobs WHERE job_id = ?", (claim.job_id,))
         return row.fetchone()[0] == Status.CANCELLED
+
+
+def death(worker: str, held: int, started: float | None, timeout: float, now: float) -> str:
+    """Why a dead worker's attempt failed: its timeout (it was killed for it), or not.
+
+    A worker holding a batch (`held` > 1) was killed for the one it ran, and which one
+    that was is not recorded (held claims all carry the batch's start), so none is
+    blamed: the timed-out job and those waiting behind it read the same."""
+    if started is None or now - started < timeout:
+        return f"worker {worker} died"
+    if held > 1:
+        return f"worker {worker} killed while holding {held} jobs (one of them timed out)"
+    return f"timed out after {timeout:g}s (worker killed)"
 
 
 def _row(job: NewJob, status: str, now: float) -> tuple[Any, ...]:

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from procorch.jobs.backend import open_store
 from procorch.jobs.batch import Batch
-from procorch.jobs.functions import Registry
+from procorch.jobs.functions import Registry, modules_base
 from procorch.jobs.job import StoreFull, StoreUnavailable, backoff
 from procorch.jobs.runner import Runner
 from procorch.jobs.store import Claim, Store, WorkerId
@@ -39,8 +38,8 @@ class JobWorker(Service):
         config = self.context.config
         self.settings = config.jobs
         self.me = WorkerId.current(self.context.name, self.context.replica)
-        base = None if config.path is None else Path(config.path).parent
-        self.runner = Runner(self.settings, Registry(self.settings, base), self.me)
+        registry = Registry(self.settings, modules_base(config))
+        self.runner = Runner(self.settings, registry, self.me)
         try:
             self.queues = config.service(self.context.name).queues
         except KeyError:

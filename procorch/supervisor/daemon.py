@@ -204,7 +204,7 @@ class Supervisor:
         if self.config.jobs.schedules:  # imported only then: the daemon's start stays cheap
             from procorch.jobs.scheduler import Scheduler
 
-            self._scheduler = Scheduler(self.config.jobs, self.settings.run_dir)
+            self._scheduler = Scheduler.from_config(self.config)
             on_report = partial(self._reported, self._scheduler)
             self._selector.register(self._scheduler.fileno(), selectors.EVENT_READ, on_report)
             self._scheduler.start()
