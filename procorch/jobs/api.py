@@ -30,7 +30,7 @@ from procorch.config import (
     load_config,
 )
 from procorch.jobs.backend import open_store
-from procorch.jobs.functions import Registry, seconds
+from procorch.jobs.functions import Registry, modules_base, seconds
 from procorch.jobs.job import (
     CANCELLABLE,
     DEFAULT_FUNCTION,
@@ -102,8 +102,7 @@ class Jobs:
 
     @classmethod
     def from_config(cls, config: Config) -> Jobs:
-        base = None if config.path is None else config.path.parent
-        return cls(config.jobs, config.settings.run_dir, base)
+        return cls(config.jobs, config.settings.run_dir, modules_base(config))
 
     def __enter__(self) -> Jobs:
         return self
