@@ -15,7 +15,7 @@ from typing import Protocol
 
 from procorch.config import Config, ConfigError, ServiceConfig, load_like
 from procorch.supervisor.process import Replica
-from procorch.supervisor.reloadplan import Plan, plan, rolls
+from procorch.supervisor.reloadplan import Plan, plan, port_collides, rolls
 from procorch.supervisor.rollout import Rollout
 from procorch.supervisor.sockets import BindError
 
@@ -148,12 +148,13 @@ class LiveChanges:
     # -- rolling restart ---------------------------------------------------------------
 
     def rolling_restart(self, targets: list[Replica]) -> None:
-        """Replace each of `targets`, one replica of a service at a time, surge first."""
+        """Replace each of `targets`, one replica of a service at a time, surge first;
+        stop first where a replacement would take its old replica's `{port}`."""
         self._check_free()
         for svc in self.fleet.config.services:
             olds = [r for r in targets if r.name == svc.name and not r.retiring]
             if olds:
-                self._roll(svc, olds, surge=True)
+                self._roll(svc, olds, surge=not port_collides(svc))
         self.fleet.changed()
 
     # -- the moves ---------------------------------------------------------------------
