@@ -203,14 +203,13 @@ class Commands:
         """{"config": Config.to_json() data, "dry_run": bool}: the plan, and unless a
         dry run, the answer once it is carried out; refused: "refused": true."""
         new = Config.from_json(json.dumps(message["config"]))
-        dry_run = bool(message.get("dry_run"))
-        p = self.sup.live.reload(new, dry_run=True)
-        if dry_run or (p.empty and not p.refused):
+        p = self.sup.live.plan(new)
+        if message.get("dry_run") or (p.empty and not p.refused):
             client.send({"ok": True, "plan": p.to_json(), "applied": False})
             return
         services = {*p.added, *p.removed, *p.changed, *p.scaled, *p.retuned}
         extra = {"plan": p.to_json(), "applied": True}
-        self._change(client, services, extra, lambda: self.sup.live.reload(new))
+        self._change(client, services, extra, lambda: self.sup.live.apply(new, p))
 
     def scale(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
         """{"counts": {"NAME": N, ...}}: each service's replicas, live."""
