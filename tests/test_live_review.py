@@ -34,3 +34,70 @@ def test_a_changed_service_that_scales_up_starts_its_new_replicas_once(stack: St
     assert old not in {s["pid"] for s in replicas}
     # 1 and 2 join with the new config: nothing to replace there
     assert (spawns(stack, "a", 0), spawns(stack, "a", 1), spawns(stack, "a", 2)) == (2, 1, 1)
+
+
+def test_a_removed_service_that_dies_while_its_dependents_stop_is_not_restarted(
+    stack: Stack,
+) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import wait_for
+
+    # app ignores TERM, so db (which it depends on) waits its stop_timeout to stop
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(1e6)"
+    keep = command_service("keep", SLEEP_FOREVER, start_seconds=0.1)
+    db = command_service("db", SLEEP_FOREVER, start_seconds=0.1)
+    app = command_service("app", stubborn, start_seconds=0.1)
+    stack.write(keep + db + app + "depends_on = ['db']\nstop_timeout = 3\n")
+    stack.up()
+    db_pid = stack.pid_of("db")
+    stack.write(keep)
+    reload = stack.start("reload", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: stack.replicas("app")[0]["state"] == "stopping")
+        assert stack.replicas("db")[0]["state"] == "running"  # waits for app to go
+        os.kill(db_pid, signal.SIGKILL)
+        _, err = reload.communicate(timeout=30)
+    finally:
+        reload.kill()
+    assert reload.returncode == 0, err
+    assert [s["name"] for s in stack.status()["services"]] == ["keep"]
+    assert spawns(stack, "db", 0) == 1  # left as it died, never started again
+
+
+def test_a_dependency_that_dies_while_down_waits_for_its_dependents_ends_cleanly(
+    stack: Stack,
+) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import wait_for
+
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(1e6)"
+    db = command_service("db", SLEEP_FOREVER, start_seconds=0.1)
+    app = command_service("app", stubborn, start_seconds=0.1)
+    stack.write(db + app + "depends_on = ['db']\nstop_timeout = 1.5\n")
+    stack.up()
+    db_pid, daemon = stack.pid_of("db"), stack.daemon_pid()
+    down = stack.start("down", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: stack.replicas("app")[0]["state"] == "stopping")
+        os.kill(db_pid, signal.SIGKILL)
+        _, err = down.communicate(timeout=30)
+    finally:
+        down.kill()
+    assert down.returncode == 0, err
+    assert daemon is not None and wait_for(lambda: not _alive(daemon))
+    assert spawns(stack, "db", 0) == 1
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

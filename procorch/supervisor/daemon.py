@@ -386,11 +386,16 @@ class Supervisor:
         how = r.reaped(status, reason)
         was = r.state
         detail = f"{how}; {reason}" if reason else how
-        if was is S.STOPPING or self.shutting_down:
+        if was is S.STOPPING:
             r.set_state(S.STOPPED)
             self._event(r, "stopped", pid=pid, detail=detail)
             return
         self._event(r, "exited", pid=pid, detail=detail)
+        if self.shutting_down or r.retiring:
+            # Died by itself while waiting for its dependents to stop: it was leaving
+            # anyway, so it is not restarted; the stop in order makes it STOPPED.
+            r.set_state(S.EXITED)
+            return
         if never_ran and reason:
             # setpriv could not execute the command: as when spawn itself fails, retrying
             # cannot help soon, and the reason is what the user needs
@@ -451,8 +456,10 @@ class Supervisor:
             results, self._probe_results = self._probe_results, []
             for r, pid, problem in results:
                 self._on_probe(r, pid, problem, now)
-        if self.shutting_down:
-            self._advance_shutdown(now)
+        if self.shutting_down:  # all of them, dependents first, before any could restart
+            self._to_stop_in_order = list(self.replicas)
+        if self._to_stop_in_order:
+            self._stop_in_order(now)
         check_due = now >= self._next_check
         if check_due:
             self._next_check = now + self.settings.check_interval
@@ -476,11 +483,8 @@ class Supervisor:
                 self._check_ready(r, now)
             if check_due and r.state in (S.STARTING, S.RUNNING):
                 self._check_health(r, now)
-        if self._to_stop_in_order:
-            self._stop_in_order(now)
-        if any(r.retiring and r.state is S.STOPPED for r in self.replicas):
-            for r in [r for r in self.replicas if r.retiring and r.state is S.STOPPED]:
-                self._remove(r)
+        for r in [r for r in self.replicas if r.retiring and r.state is S.STOPPED]:
+            self._remove(r)
         try:
             self.live.advance()
         except Exception:  # a bug in a rollout must not orphan every service
@@ -663,11 +667,6 @@ class Supervisor:
             for r in self.replicas:
                 r.want_running = False
             self._dirty = True
-
-    def _advance_shutdown(self, now: float) -> None:
-        """Stop dependents before what they depend on."""
-        self._to_stop_in_order = list(self.replicas)
-        self._stop_in_order(now)
 
     def _stop_in_order(self, now: float) -> None:
         """Stop those of `_to_stop_in_order` that no running replica depends on."""
@@ -1112,7 +1111,7 @@ class Supervisor:
         every replica that depends on its service has stopped (a removed service)."""
         r.retiring = True
         r.want_running = False
-        if in_order:
+        if in_order and r.state.has_process:  # without one, nothing to wait for
             self._to_stop_in_order.append(r)
         else:
             self._stop(r, time.monotonic())
