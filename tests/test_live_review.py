@@ -101,3 +101,15 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_scale_refuses_a_count_whose_last_port_is_above_65535(stack: Stack) -> None:
+    stack.write(command_service("web", SLEEP_FOREVER, start_seconds=0.1) + "base_port = 65534\n")
+    stack.up()
+    pid = stack.pid_of("web")
+    assert stack.cli("scale", "web=2").returncode == 0  # 65535: the last port there is
+    result = stack.cli("scale", "web=3")
+    message = "services.web.base_port: 65534 + 2 (the last replica's port) is above 65535"
+    assert (result.returncode, result.stderr) == (1, f"procorch: {message}\n")
+    assert [s["pid"] for s in stack.replicas("web")][0] == pid
+    assert len(stack.replicas("web")) == 2

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from procorch.config import MAX_SOCKET_PATH, Config, parse_signal, service_socket
+from procorch.config import Config, parse_signal, replicas_problem
 from procorch.supervisor import control
 from procorch.supervisor.lifeline import release_free_memory
 from procorch.supervisor.live import LiveChanges, Refused
@@ -224,12 +224,9 @@ class Commands:
                 known = ", ".join(s.name for s in self.sup.config.services)
                 client.send({"ok": False, "error": f"no service named {name!r} (known: {known})"})
                 return
-            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1000:
-                client.send({"ok": False, "error": f"{name}: replicas must be 1 to 1000"})
-                return
-            path = service_socket(self.sup.config.settings.run_dir, svc.name, count - 1)
-            if svc.is_python and len(os.fsencode(path)) > MAX_SOCKET_PATH:
-                client.send({"ok": False, "error": f"{name}: the run directory is too deep"})
+            problem = replicas_problem(svc, count, self.sup.config.settings.run_dir)
+            if problem:
+                client.send({"ok": False, "error": problem})
                 return
             wanted[svc.name] = count
         extra = {"scaled": wanted}
