@@ -113,3 +113,55 @@ def test_scale_refuses_a_count_whose_last_port_is_above_65535(stack: Stack) -> N
     assert (result.returncode, result.stderr) == (1, f"procorch: {message}\n")
     assert [s["pid"] for s in stack.replicas("web")][0] == pid
     assert len(stack.replicas("web")) == 2
+
+
+def test_output_of_an_escaped_grandchild_never_reaches_the_replica_that_takes_its_slot(
+    stack: Stack,
+) -> None:
+    import os
+    import signal
+    import time
+
+    from tests.conftest import wait_for
+
+    # a's first process leaves a grandchild outside its process group, which keeps
+    # writing into that process's output pipe, and fails; a runs again (a new pipe), is
+    # removed, and b, added next, takes a's stats slot
+    pidfile = stack.root / "escaped.pid"
+    escaper = (
+        "import os, sys, time\n"
+        f"if not os.path.exists({str(pidfile)!r}) and os.fork() == 0:\n"
+        "    os.setsid()\n"
+        f"    open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+        "    while True:\n"
+        "        print('escaped', flush=True); time.sleep(0.02)\n"
+        f"if not os.path.exists({str(pidfile)!r} + '.ran'):\n"
+        f"    open({str(pidfile)!r} + '.ran', 'w').close(); time.sleep(0.3); sys.exit(1)\n"
+        "time.sleep(1e6)\n"
+    )
+    c = command_service("c", SLEEP_FOREVER, start_seconds=0.1)
+    stack.write(c + command_service("a", escaper, start_seconds=0.1))
+    stack.up()
+    wait_for(lambda: stack.replicas("a")[0]["restarts"] == 1 and pidfile.exists())
+    wait_for(lambda: stack.replicas("a")[0]["state"] == "running")
+    slot = json.loads((stack.run_dir / "state.json").read_text())["processes"][1]["slot"]
+    try:
+        for config in (c, c + command_service("b", SLEEP_FOREVER, start_seconds=0.1)):
+            stack.write(config)
+            result = stack.cli("reload")
+            assert result.returncode == 0, result.stderr
+        state = json.loads((stack.run_dir / "state.json").read_text())["processes"]
+        assert [(p["service"], p["slot"]) for p in state][1] == ("b", slot)
+        time.sleep(0.3)  # the grandchild writes every 20 ms (until its pipe is closed)
+    finally:
+        try:
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert "escaped" not in (stack.run_dir / "logs" / "b.0.log").read_text()
+    assert "error while handling" not in _daemon_log(stack)
+
+
+def _daemon_log(stack: Stack) -> str:
+    path = stack.run_dir / "daemon.log"
+    return path.read_text() if path.exists() else ""

@@ -299,14 +299,12 @@ class Supervisor:
                 os.close(err_w)
         os.set_blocking(read_fd, False)
         self._pipes[r.slot] = read_fd
-        self._selector.register(
-            read_fd, selectors.EVENT_READ, partial(self._on_output, slot=r.slot)
-        )
+        self._selector.register(read_fd, selectors.EVENT_READ, partial(self._on_output, r=r))
         if err_r is not None:
             os.set_blocking(err_r, False)
             self._err_pipes[r.slot] = err_r
             self._selector.register(
-                err_r, selectors.EVENT_READ, partial(self._on_output, slot=r.slot, err=True)
+                err_r, selectors.EVENT_READ, partial(self._on_output, r=r, err=True)
             )
         assert r.pid is not None
         self._by_pid[r.pid] = r
@@ -381,7 +379,7 @@ class Supervisor:
 
     def _on_exit(self, r: Replica, status: int, now: float, never_ran: bool = False) -> None:
         pid = r.pid
-        self._drain(r.slot)  # its last words reach the log before anyone is told it died
+        self._drain(r)  # its last words reach the log before anyone is told it died
         reason = self._exit_reason(r, status, never_ran)
         how = r.reaped(status, reason)
         was = r.state
@@ -916,15 +914,22 @@ class Supervisor:
             else:
                 self.hooks.reaped(info.si_pid, status)
 
-    def _on_output(self, key: selectors.SelectorKey, slot: int, err: bool = False) -> None:
+    def _on_output(self, key: selectors.SelectorKey, r: Replica, err: bool = False) -> None:
         if self._selector.get_map().get(key.fd) is not key:
             return  # closed by an earlier handler of the same batch (a drain, a removal)
-        self._read_output(key.fd, slot, err)
+        if self._slot_owner.get(r.slot) is not r:
+            # an earlier process's pipe, held by a grandchild that left its group, of a
+            # replica that has left since: its slot (and log) may be another's now
+            self._selector.unregister(key.fd)
+            os.close(key.fd)
+            return
+        self._read_output(key.fd, r, err)
 
-    def _read_output(self, fd: int, slot: int, err: bool = False) -> bool:
+    def _read_output(self, fd: int, r: Replica, err: bool = False) -> bool:
         """Move one chunk from a process's output (or stderr) pipe to its log; False once
         none is left."""
         pipes = self._err_pipes if err else self._pipes
+        slot = r.slot
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
@@ -935,7 +940,6 @@ class Supervisor:
             if pipes.get(slot) == fd:
                 del pipes[slot]
             return False
-        r = self._slot_owner[slot]
         if len(r.output_head) < OUTPUT_HEAD and pipes.get(slot) == fd:
             r.output_head += data[: OUTPUT_HEAD - len(r.output_head)]
         self._write_log(slot, data, err)
@@ -944,16 +948,16 @@ class Supervisor:
             echo.write(data)
         return True
 
-    def _drain(self, slot: int) -> None:
+    def _drain(self, r: Replica) -> None:
         """Read what a dead process left in its pipe.
 
         Bounded: a grandchild that left the process group may keep the pipe open and
         writing; the loop must not be held by it (the rest comes as usual).
         """
         for err, pipes in ((False, self._pipes), (True, self._err_pipes)):
-            fd = pipes.get(slot)
+            fd = pipes.get(r.slot)
             for _ in range(DRAIN_READS):
-                if fd is None or not self._read_output(fd, slot, err):
+                if fd is None or not self._read_output(fd, r, err):
                     break
 
     def _listen(self) -> None:
