@@ -253,8 +253,7 @@ class Commands:
             sent = False
             if r.state.has_process:
                 if message.get("group"):
-                    sent = r.pid is not None
-                    r.signal_group(sig)
+                    sent = r.signal_group(sig)
                 else:
                     sent = r.signal_leader(sig)
             if sent:  # who sent what, for whoever reads events.log later

@@ -1167,9 +1167,9 @@ class Supervisor:
             self._prober = Prober(self._probe_done)
         self.rundir.write_atomic(self.rundir.config_file, config.to_json())
 
-    def hold(self, services: tuple[ServiceConfig, ...]) -> list[str]:
-        """Bind every `listen` address of `services` not held yet; returns those bound.
-        BindError (with none of them kept) if one cannot be."""
+    def hold(self, services: tuple[ServiceConfig, ...]) -> None:
+        """Bind every `listen` address of `services` not held yet; BindError (with none
+        of those it bound kept) if one cannot be."""
         bound: list[str] = []
         try:
             for svc in services:
@@ -1181,7 +1181,6 @@ class Supervisor:
             for address in bound:
                 release_address(address, self._held.pop(address))
             raise
-        return bound
 
     def release_unheld(self) -> None:
         """Close the sockets no service lists any more (replicas keep their own copies)."""

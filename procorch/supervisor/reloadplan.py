@@ -74,11 +74,8 @@ class Plan:
         return not (any(changes) or self.settings)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["scaled"] = {name: list(counts) for name, counts in self.scaled.items()}
-        data["changed"] = {name: list(keys) for name, keys in self.changed.items()}
-        data["retuned"] = {name: list(keys) for name, keys in self.retuned.items()}
-        return data
+        """For json.dumps (its tuples become lists)."""
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
