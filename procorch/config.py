@@ -1505,3 +1505,17 @@ _HOOK_PARSERS: dict[str, _Parser] = {
     "max_runs": partial(_integer, minimum=1, maximum=1000),
     "window": _positive,
 }
+
+
+def replicas_problem(svc: ServiceConfig, replicas: Any, run_dir: Path) -> str | None:
+    """Why `svc` cannot run `replicas` replicas (a live `scale`), in one line; or None.
+    The loader's own checks of a count: its range, the last replica's `{port}` and the
+    last Python replica's socket path."""
+    where = _Where("", f"services.{svc.name}")
+    try:
+        count = _SERVICE_PARSERS["replicas"](replicas, where.key("replicas"))
+        _check_templates({"base_port": svc.base_port, "replicas": count}, where)
+        _check_sockets_fit(run_dir, [replace(svc, replicas=count)], where)
+    except ConfigError as exc:
+        return str(exc)
+    return None

@@ -457,3 +457,31 @@ def _daemon_refuses(stack, message: str) -> None:
         timeout=30,
     )
     assert (daemon.returncode, daemon.stdout) == (3, f"error: {message}\n")
+
+
+def test_a_reload_the_daemon_cannot_run_is_refused_and_changes_nothing(stack) -> None:
+    # a daemon started where PATH has no prlimit cannot set rlimits: a reload adding
+    # them is refused in one line, as `up` would be, by the CLI and by SIGHUP alike
+    # (before, the spawn's assertion ended the daemon's event loop)
+    bare = stack.root / "bin"
+    bare.mkdir()
+    plain = command_service("s", SLEEP_FOREVER, start_seconds=0.1)
+    stack.write(plain)
+    result = stack.cli("up", env={**os.environ, "PATH": str(bare)})
+    assert result.returncode == 0, result.stderr
+    pid, daemon = stack.pid_of("s"), stack.daemon_pid()
+    stack.write(plain + "rlimits = { nofile = 512 }\n")
+    message = "services.s.rlimits: needs prlimit (util-linux), not found"
+    result = stack.cli("reload")
+    assert (result.returncode, result.stderr) == (1, f"procorch: {message}\n")
+    assert daemon is not None
+    os.kill(daemon, signal.SIGHUP)
+    events = stack.run_dir / "events.log"
+
+    def failed() -> list[str]:
+        logged = [json.loads(line) for line in events.read_text().splitlines()]
+        return [e["detail"] for e in logged if e["event"] == "reload-failed"]
+
+    assert wait_for(failed) == [message]
+    stack.write(plain)  # status reads the config too
+    assert stack.pid_of("s") == pid and stack.replicas("s")[0]["state"] == "running"

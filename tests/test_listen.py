@@ -149,3 +149,37 @@ def test_a_failing_replacement_aborts_the_rollout_and_keeps_the_old_replicas(
     assert get(port)[0] == 200
     # what runs is still the old command: the next reload tries the replacement again
     assert "changed: web (command; rolling)" in stack.cli("reload", "--dry-run").stdout
+
+
+def _two_free_ports() -> int:
+    """A port that is free, and the next one too (base_port for two replicas)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two free ports in a row")
+
+
+def test_rolling_restart_of_replicas_binding_their_own_port_stops_each_first(
+    stack: Stack,
+) -> None:
+    # a replacement keeps its replica's number, so its {port}: started beside the old
+    # one it could not bind it; each is stopped first, the other keeps answering
+    port = _two_free_ports()
+    server = [PY, "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
+    stack.write(
+        f"[services.web]\ncommand = {json.dumps(server)}\nreplicas = 2\n"
+        f"start_seconds = 0.3\nbase_port = {port}\n"
+    )
+    stack.up()
+    before = {s["pid"] for s in stack.replicas("web")}
+    result = stack.cli("restart", "--rolling", "web")
+    assert result.returncode == 0, result.stderr
+    after = stack.replicas("web")
+    assert {s["state"] for s in after} == {"running"}
+    assert {s["pid"] for s in after}.isdisjoint(before)
+    assert get(port)[0] == get(port + 1)[0] == 200

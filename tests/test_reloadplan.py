@@ -275,3 +275,22 @@ def test_set_replicas_ignores_a_subtable_and_quoted_names():
         set_replicas(text, "c", 2)  # only a subtable of c has a header
     with pytest.raises(EditError):
         set_replicas("[services]\nd = { command = 'x' }\n", "d", 2)
+
+
+# --- review fixes -----------------------------------------------------------------------
+
+
+def test_replicas_binding_their_own_port_are_replaced_stop_first(tmp_path):
+    # a replacement keeps its replica's number, so its {port}: started beside the old
+    # one it would fail to bind (EADDRINUSE) and abort the rollout
+    ported = A + "replicas = 2\nbase_port = 8000\n"
+    p = plan(resolved(tmp_path, ported), resolved(tmp_path, ported + "env = { X = '1' }\n"))
+    assert p.changed == {"a": ("env",)} and p.rolling == ()
+    assert describe(p) == ["changed: a (env; stop, then start)"]
+    # held sockets are shared, never bound twice: still rolled
+    held = ported + "listen = ['tcp://127.0.0.1:8000']\n"
+    p = plan(resolved(tmp_path, held), resolved(tmp_path, held + "env = { X = '1' }\n"))
+    assert p.rolling == ("a",)
+    plain = A + "replicas = 2\n"
+    p = plan(resolved(tmp_path, plain), resolved(tmp_path, plain + "env = { X = '1' }\n"))
+    assert p.rolling == ("a",)

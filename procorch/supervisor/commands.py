@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from procorch.config import MAX_SOCKET_PATH, Config, parse_signal, service_socket
+from procorch.config import Config, parse_signal, replicas_problem
 from procorch.supervisor import control
 from procorch.supervisor.lifeline import release_free_memory
 from procorch.supervisor.live import LiveChanges, Refused
@@ -203,14 +203,13 @@ class Commands:
         """{"config": Config.to_json() data, "dry_run": bool}: the plan, and unless a
         dry run, the answer once it is carried out; refused: "refused": true."""
         new = Config.from_json(json.dumps(message["config"]))
-        dry_run = bool(message.get("dry_run"))
-        p = self.sup.live.reload(new, dry_run=True)
-        if dry_run or (p.empty and not p.refused):
+        p = self.sup.live.plan(new)
+        if message.get("dry_run") or (p.empty and not p.refused):
             client.send({"ok": True, "plan": p.to_json(), "applied": False})
             return
         services = {*p.added, *p.removed, *p.changed, *p.scaled, *p.retuned}
         extra = {"plan": p.to_json(), "applied": True}
-        self._change(client, services, extra, lambda: self.sup.live.reload(new))
+        self._change(client, services, extra, lambda: self.sup.live.apply(new, p))
 
     def scale(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
         """{"counts": {"NAME": N, ...}}: each service's replicas, live."""
@@ -225,12 +224,9 @@ class Commands:
                 known = ", ".join(s.name for s in self.sup.config.services)
                 client.send({"ok": False, "error": f"no service named {name!r} (known: {known})"})
                 return
-            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1000:
-                client.send({"ok": False, "error": f"{name}: replicas must be 1 to 1000"})
-                return
-            path = service_socket(self.sup.config.settings.run_dir, svc.name, count - 1)
-            if svc.is_python and len(os.fsencode(path)) > MAX_SOCKET_PATH:
-                client.send({"ok": False, "error": f"{name}: the run directory is too deep"})
+            problem = replicas_problem(svc, count, self.sup.config.settings.run_dir)
+            if problem:
+                client.send({"ok": False, "error": problem})
                 return
             wanted[svc.name] = count
         extra = {"scaled": wanted}
@@ -257,8 +253,7 @@ class Commands:
             sent = False
             if r.state.has_process:
                 if message.get("group"):
-                    sent = r.pid is not None
-                    r.signal_group(sig)
+                    sent = r.signal_group(sig)
                 else:
                     sent = r.signal_leader(sig)
             if sent:  # who sent what, for whoever reads events.log later

@@ -299,14 +299,12 @@ class Supervisor:
                 os.close(err_w)
         os.set_blocking(read_fd, False)
         self._pipes[r.slot] = read_fd
-        self._selector.register(
-            read_fd, selectors.EVENT_READ, partial(self._on_output, slot=r.slot)
-        )
+        self._selector.register(read_fd, selectors.EVENT_READ, partial(self._on_output, r=r))
         if err_r is not None:
             os.set_blocking(err_r, False)
             self._err_pipes[r.slot] = err_r
             self._selector.register(
-                err_r, selectors.EVENT_READ, partial(self._on_output, slot=r.slot, err=True)
+                err_r, selectors.EVENT_READ, partial(self._on_output, r=r, err=True)
             )
         assert r.pid is not None
         self._by_pid[r.pid] = r
@@ -381,16 +379,21 @@ class Supervisor:
 
     def _on_exit(self, r: Replica, status: int, now: float, never_ran: bool = False) -> None:
         pid = r.pid
-        self._drain(r.slot)  # its last words reach the log before anyone is told it died
+        self._drain(r)  # its last words reach the log before anyone is told it died
         reason = self._exit_reason(r, status, never_ran)
         how = r.reaped(status, reason)
         was = r.state
         detail = f"{how}; {reason}" if reason else how
-        if was is S.STOPPING or self.shutting_down:
+        if was is S.STOPPING:
             r.set_state(S.STOPPED)
             self._event(r, "stopped", pid=pid, detail=detail)
             return
         self._event(r, "exited", pid=pid, detail=detail)
+        if self.shutting_down or r.retiring:
+            # Died by itself while waiting for its dependents to stop: it was leaving
+            # anyway, so it is not restarted; the stop in order makes it STOPPED.
+            r.set_state(S.EXITED)
+            return
         if never_ran and reason:
             # setpriv could not execute the command: as when spawn itself fails, retrying
             # cannot help soon, and the reason is what the user needs
@@ -451,8 +454,10 @@ class Supervisor:
             results, self._probe_results = self._probe_results, []
             for r, pid, problem in results:
                 self._on_probe(r, pid, problem, now)
-        if self.shutting_down:
-            self._advance_shutdown(now)
+        if self.shutting_down:  # all of them, dependents first, before any could restart
+            self._to_stop_in_order = list(self.replicas)
+        if self._to_stop_in_order:
+            self._stop_in_order(now)
         check_due = now >= self._next_check
         if check_due:
             self._next_check = now + self.settings.check_interval
@@ -476,11 +481,8 @@ class Supervisor:
                 self._check_ready(r, now)
             if check_due and r.state in (S.STARTING, S.RUNNING):
                 self._check_health(r, now)
-        if self._to_stop_in_order:
-            self._stop_in_order(now)
-        if any(r.retiring and r.state is S.STOPPED for r in self.replicas):
-            for r in [r for r in self.replicas if r.retiring and r.state is S.STOPPED]:
-                self._remove(r)
+        for r in [r for r in self.replicas if r.retiring and r.state is S.STOPPED]:
+            self._remove(r)
         try:
             self.live.advance()
         except Exception:  # a bug in a rollout must not orphan every service
@@ -663,11 +665,6 @@ class Supervisor:
             for r in self.replicas:
                 r.want_running = False
             self._dirty = True
-
-    def _advance_shutdown(self, now: float) -> None:
-        """Stop dependents before what they depend on."""
-        self._to_stop_in_order = list(self.replicas)
-        self._stop_in_order(now)
 
     def _stop_in_order(self, now: float) -> None:
         """Stop those of `_to_stop_in_order` that no running replica depends on."""
@@ -917,15 +914,22 @@ class Supervisor:
             else:
                 self.hooks.reaped(info.si_pid, status)
 
-    def _on_output(self, key: selectors.SelectorKey, slot: int, err: bool = False) -> None:
+    def _on_output(self, key: selectors.SelectorKey, r: Replica, err: bool = False) -> None:
         if self._selector.get_map().get(key.fd) is not key:
             return  # closed by an earlier handler of the same batch (a drain, a removal)
-        self._read_output(key.fd, slot, err)
+        if self._slot_owner.get(r.slot) is not r:
+            # an earlier process's pipe, held by a grandchild that left its group, of a
+            # replica that has left since: its slot (and log) may be another's now
+            self._selector.unregister(key.fd)
+            os.close(key.fd)
+            return
+        self._read_output(key.fd, r, err)
 
-    def _read_output(self, fd: int, slot: int, err: bool = False) -> bool:
+    def _read_output(self, fd: int, r: Replica, err: bool = False) -> bool:
         """Move one chunk from a process's output (or stderr) pipe to its log; False once
         none is left."""
         pipes = self._err_pipes if err else self._pipes
+        slot = r.slot
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
@@ -936,7 +940,6 @@ class Supervisor:
             if pipes.get(slot) == fd:
                 del pipes[slot]
             return False
-        r = self._slot_owner[slot]
         if len(r.output_head) < OUTPUT_HEAD and pipes.get(slot) == fd:
             r.output_head += data[: OUTPUT_HEAD - len(r.output_head)]
         self._write_log(slot, data, err)
@@ -945,16 +948,16 @@ class Supervisor:
             echo.write(data)
         return True
 
-    def _drain(self, slot: int) -> None:
+    def _drain(self, r: Replica) -> None:
         """Read what a dead process left in its pipe.
 
         Bounded: a grandchild that left the process group may keep the pipe open and
         writing; the loop must not be held by it (the rest comes as usual).
         """
         for err, pipes in ((False, self._pipes), (True, self._err_pipes)):
-            fd = pipes.get(slot)
+            fd = pipes.get(r.slot)
             for _ in range(DRAIN_READS):
-                if fd is None or not self._read_output(fd, slot, err):
+                if fd is None or not self._read_output(fd, r, err):
                     break
 
     def _listen(self) -> None:
@@ -1112,7 +1115,7 @@ class Supervisor:
         every replica that depends on its service has stopped (a removed service)."""
         r.retiring = True
         r.want_running = False
-        if in_order:
+        if in_order and r.state.has_process:  # without one, nothing to wait for
             self._to_stop_in_order.append(r)
         else:
             self._stop(r, time.monotonic())
@@ -1164,9 +1167,9 @@ class Supervisor:
             self._prober = Prober(self._probe_done)
         self.rundir.write_atomic(self.rundir.config_file, config.to_json())
 
-    def hold(self, services: tuple[ServiceConfig, ...]) -> list[str]:
-        """Bind every `listen` address of `services` not held yet; returns those bound.
-        BindError (with none of them kept) if one cannot be."""
+    def hold(self, services: tuple[ServiceConfig, ...]) -> None:
+        """Bind every `listen` address of `services` not held yet; BindError (with none
+        of those it bound kept) if one cannot be."""
         bound: list[str] = []
         try:
             for svc in services:
@@ -1178,7 +1181,6 @@ class Supervisor:
             for address in bound:
                 release_address(address, self._held.pop(address))
             raise
-        return bound
 
     def release_unheld(self) -> None:
         """Close the sockets no service lists any more (replicas keep their own copies)."""

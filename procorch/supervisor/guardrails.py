@@ -27,7 +27,8 @@ from procorch.sizes import format_size
 
 RSS_CHECKS = 2  # consecutive checks over max_rss before a restart
 _PRLIMIT = shutil.which("prlimit")
-_SETPRIV = shutil.which("setpriv")
+# setpriv also gives every command PDEATHSIG (process.py): looked up once, here
+SETPRIV = shutil.which("setpriv")
 
 
 def limit_args(svc: ServiceConfig) -> list[str]:
@@ -99,7 +100,7 @@ def start_problem(services: Iterable[ServiceConfig]) -> str | None:
             return (
                 f"services.{svc.name}.{key}: procorch must run as root to start it as another {key}"
             )
-        if (svc.user or svc.group) and _SETPRIV is None:
+        if (svc.user or svc.group) and SETPRIV is None:
             return f"services.{svc.name}: `user` and `group` need setpriv (util-linux), not found"
         if svc.rlimits and _PRLIMIT is None:
             return f"services.{svc.name}.rlimits: needs prlimit (util-linux), not found"

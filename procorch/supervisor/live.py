@@ -14,8 +14,10 @@ from dataclasses import replace
 from typing import Protocol
 
 from procorch.config import Config, ConfigError, ServiceConfig, load_like
+from procorch.supervisor import guardrails
 from procorch.supervisor.process import Replica
-from procorch.supervisor.reloadplan import Plan, plan, rolls
+from procorch.supervisor.reloadplan import Plan, port_collides
+from procorch.supervisor.reloadplan import plan as plan_change
 from procorch.supervisor.rollout import Rollout
 from procorch.supervisor.sockets import BindError
 
@@ -34,7 +36,7 @@ class Fleet(Protocol):
     def add_replica(self, svc: ServiceConfig, index: int) -> Replica: ...
     def retire(self, r: Replica, in_order: bool = False) -> None: ...
     def adopt(self, config: Config) -> None: ...
-    def hold(self, services: tuple[ServiceConfig, ...]) -> list[str]: ...
+    def hold(self, services: tuple[ServiceConfig, ...]) -> None: ...
     def release_unheld(self) -> None: ...
     def changed(self) -> None: ...
     def event(self, event: str, detail: str = "") -> None: ...
@@ -85,19 +87,23 @@ class LiveChanges:
         running = self.fleet.config
         try:
             new = load_like(running, running.path)
-            self.reload(new)
+            self.apply(new, self.plan(new))
         except (ConfigError, Refused) as exc:  # one line: the event, logged as a warning
             self.fleet.event("reload-failed", str(exc))
 
-    def reload(self, new: Config, dry_run: bool = False) -> Plan:
-        """Plan the change to `new`, and unless `dry_run` carry it out; Refused if it
-        cannot be (a setting that cannot change live, a socket that cannot be bound)."""
-        p = plan(self.fleet.config, new)
-        if dry_run:
-            return p
+    def plan(self, new: Config) -> Plan:
+        """What changing the running stack to `new` means (changes nothing)."""
+        return plan_change(self.fleet.config, new)
+
+    def apply(self, new: Config, p: Plan) -> None:
+        """Carry out `p`, the plan to `new`; Refused, with nothing changed, if it cannot
+        be (a setting that cannot change live, a service the daemon cannot start as
+        configured, a socket that cannot be bound)."""
         if p.refused:
             what, why = next(iter(p.refused.items()))
             raise Refused(f"{what} cannot change live ({why}): use `procorch down`, then `up`")
+        if problem := guardrails.start_problem(new.services):  # as `up` checks
+            raise Refused(problem)
         self._check_free()
         try:
             self.fleet.hold(new.services)  # first: a port in use changes nothing
@@ -112,15 +118,15 @@ class LiveChanges:
                 for i in range(svc.replicas):
                     self.fleet.add_replica(svc, i)
             elif svc.name in p.changed:
-                self._resize(svc, relabel=False)  # those kept are replaced just below
+                # those kept are replaced; taken first, not the new ones a scale-up adds
                 kept = [r for r in self._replicas(svc.name) if r.index < svc.replicas]
-                self._roll(svc, kept, surge=rolls(svc))
+                self._resize(svc, relabel=False)
+                self._roll(svc, kept, surge=svc.name in p.rolling)
             elif svc.name in p.scaled or svc.name in p.retuned:
                 self._resize(svc, relabel=True)  # same processes, the new settings
         self.fleet.release_unheld()
         self.fleet.event("reload", "; ".join(_summary(p)) or "nothing changed")
         self.fleet.changed()
-        return p
 
     def _check_free(self) -> None:
         """Refused while the daemon stops, or while another live change is under way."""
@@ -148,12 +154,13 @@ class LiveChanges:
     # -- rolling restart ---------------------------------------------------------------
 
     def rolling_restart(self, targets: list[Replica]) -> None:
-        """Replace each of `targets`, one replica of a service at a time, surge first."""
+        """Replace each of `targets`, one replica of a service at a time, surge first;
+        stop first where a replacement would take its old replica's `{port}`."""
         self._check_free()
         for svc in self.fleet.config.services:
             olds = [r for r in targets if r.name == svc.name and not r.retiring]
             if olds:
-                self._roll(svc, olds, surge=True)
+                self._roll(svc, olds, surge=not port_collides(svc))
         self.fleet.changed()
 
     # -- the moves ---------------------------------------------------------------------

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 # util-linux's setpriv (always there on Debian and most Linux systems) gives commands
 # PDEATHSIG without a preexec_fn, which would cost the daemon ~1.4 ms a spawn.
-_SETPRIV = shutil.which("setpriv")
+_SETPRIV = guardrails.SETPRIV
 OUTPUT_HEAD = 512  # bytes of a process's first output kept, for setpriv's exec error
 
 
@@ -204,14 +204,16 @@ class Replica:
         except OSError:
             return False
 
-    def signal_group(self, sig: int) -> None:
-        """Signal the replica's process group, while its leader is ours and unreaped."""
+    def signal_group(self, sig: int) -> bool:
+        """Signal the replica's process group, while its leader is ours and unreaped;
+        False if there is none."""
         if self.pid is None:
-            return
+            return False
         try:
             os.killpg(self.pid, sig)  # start_new_session: pgid == pid
         except ProcessLookupError:
-            pass
+            return False
+        return True
 
     def signal_leader(self, sig: int) -> bool:
         """Signal the replica's main process alone, while ours and unreaped; False if none."""

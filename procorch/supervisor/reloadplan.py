@@ -74,11 +74,8 @@ class Plan:
         return not (any(changes) or self.settings)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["scaled"] = {name: list(counts) for name, counts in self.scaled.items()}
-        data["changed"] = {name: list(keys) for name, keys in self.changed.items()}
-        data["retuned"] = {name: list(keys) for name, keys in self.retuned.items()}
-        return data
+        """For json.dumps (its tuples become lists)."""
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
@@ -103,11 +100,19 @@ def _service_keys(old: ServiceConfig, new: ServiceConfig) -> list[str]:
     return _differing(asdict(old), asdict(new))
 
 
+def port_collides(svc: ServiceConfig) -> bool:
+    """Whether a replacement started beside a replica of `svc` would bind the port that
+    replica holds: its `{port}` is base_port + its number, which the replacement keeps
+    (EADDRINUSE). Sockets the daemon holds (`listen`) are shared, never bound twice."""
+    return svc.base_port is not None and not svc.listen
+
+
 def rolls(svc: ServiceConfig) -> bool:
     """Whether replacing `svc` starts each new replica before stopping an old one: with
     several replicas, or sockets held for it, the service never stops answering. A
-    single replica binding its own port would collide with its replacement: stop first."""
-    return svc.replicas > 1 or bool(svc.listen)
+    single replica binding its own port, or replicas binding `{port}`, would collide
+    with their replacements: stop first (with replicas, the others keep answering)."""
+    return bool(svc.listen) or (svc.replicas > 1 and not port_collides(svc))
 
 
 def plan(old: Config, new: Config) -> Plan:
