@@ -284,13 +284,13 @@ def test_replicas_binding_their_own_port_are_replaced_stop_first(tmp_path):
     # a replacement keeps its replica's number, so its {port}: started beside the old
     # one it would fail to bind (EADDRINUSE) and abort the rollout
     ported = A + "replicas = 2\nbase_port = 8000\n"
-    p = plan(resolved(tmp_path, ported), resolved(tmp_path, ported + "env = { X = '1' }\n"))
+    p = plan(load_toml(tmp_path, ported), load_toml(tmp_path, ported + "env = { X = '1' }\n"))
     assert p.changed == {"a": ("env",)} and p.rolling == ()
     assert describe(p) == ["changed: a (env; stop, then start)"]
     # held sockets are shared, never bound twice: still rolled
     held = ported + "listen = ['tcp://127.0.0.1:8000']\n"
-    p = plan(resolved(tmp_path, held), resolved(tmp_path, held + "env = { X = '1' }\n"))
+    p = plan(load_toml(tmp_path, held), load_toml(tmp_path, held + "env = { X = '1' }\n"))
     assert p.rolling == ("a",)
     plain = A + "replicas = 2\n"
-    p = plan(resolved(tmp_path, plain), resolved(tmp_path, plain + "env = { X = '1' }\n"))
+    p = plan(load_toml(tmp_path, plain), load_toml(tmp_path, plain + "env = { X = '1' }\n"))
     assert p.rolling == ("a",)
