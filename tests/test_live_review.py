@@ -4,15 +4,23 @@ processes, events.log as the daemon wrote it."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 
-from tests.conftest import SLEEP_FOREVER, Stack, command_service
+import psutil
+
+from tests.conftest import SLEEP_FOREVER, Stack, command_service, events_log, wait_for
+
+# a service that ignores SIGTERM: what depends on it waits its stop_timeout to stop
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(1e6)"
 
 
 def spawns(stack: Stack, name: str, index: int) -> int:
-    logged = [json.loads(line) for line in (stack.run_dir / "events.log").read_text().splitlines()]
     return sum(
         1
-        for e in logged
+        for e in events_log(stack.run_dir)
         if e["event"] == "spawned" and (e.get("service"), e.get("replica")) == (name, index)
     )
 
@@ -39,17 +47,11 @@ def test_a_changed_service_that_scales_up_starts_its_new_replicas_once(stack: St
 def test_a_removed_service_that_dies_while_its_dependents_stop_is_not_restarted(
     stack: Stack,
 ) -> None:
-    import os
-    import signal
-    import subprocess
-
-    from tests.conftest import wait_for
 
     # app ignores TERM, so db (which it depends on) waits its stop_timeout to stop
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(1e6)"
     keep = command_service("keep", SLEEP_FOREVER, start_seconds=0.1)
     db = command_service("db", SLEEP_FOREVER, start_seconds=0.1)
-    app = command_service("app", stubborn, start_seconds=0.1)
+    app = command_service("app", STUBBORN, start_seconds=0.1)
     stack.write(keep + db + app + "depends_on = ['db']\nstop_timeout = 3\n")
     stack.up()
     db_pid = stack.pid_of("db")
@@ -70,15 +72,9 @@ def test_a_removed_service_that_dies_while_its_dependents_stop_is_not_restarted(
 def test_a_dependency_that_dies_while_down_waits_for_its_dependents_ends_cleanly(
     stack: Stack,
 ) -> None:
-    import os
-    import signal
-    import subprocess
 
-    from tests.conftest import wait_for
-
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(1e6)"
     db = command_service("db", SLEEP_FOREVER, start_seconds=0.1)
-    app = command_service("app", stubborn, start_seconds=0.1)
+    app = command_service("app", STUBBORN, start_seconds=0.1)
     stack.write(db + app + "depends_on = ['db']\nstop_timeout = 1.5\n")
     stack.up()
     db_pid, daemon = stack.pid_of("db"), stack.daemon_pid()
@@ -95,7 +91,6 @@ def test_a_dependency_that_dies_while_down_waits_for_its_dependents_ends_cleanly
 
 
 def _alive(pid: int) -> bool:
-    import psutil
 
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -118,11 +113,6 @@ def test_scale_refuses_a_count_whose_last_port_is_above_65535(stack: Stack) -> N
 def test_output_of_an_escaped_grandchild_never_reaches_the_replica_that_takes_its_slot(
     stack: Stack,
 ) -> None:
-    import os
-    import signal
-    import time
-
-    from tests.conftest import wait_for
 
     # a's first process leaves a grandchild outside its process group, which keeps
     # writing into that process's output pipe, and fails; a runs again (a new pipe), is
