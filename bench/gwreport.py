@@ -7,7 +7,7 @@ import importlib.metadata
 import platform
 from datetime import UTC, datetime
 
-from gateway import Plan, Results
+from gwplan import Plan, Results
 from gwwrk import Load, WrkResult
 from report import _git_rev, machine, markers, met, table_row
 from svcreport import _div, _rate, _times
