@@ -103,14 +103,9 @@ def _call(job: dict[str, Any]) -> str:
         if job["function"] == "fib":
             return f"F({job['input']}) mod {job['mod']}"
         return f"{job['function']}({job['input']}) mod {job['mod']}"
+    from procorch.jobs.job import call_text
+
     return _cut(call_text(job["function"], job["args"], job["kwargs"]), 40)
-
-
-def call_text(function: str, args: list[Any] | None, kwargs: dict[str, Any] | None) -> str:
-    """A call as Python reads: send("a@b", subject="hi")."""
-    parts = [json.dumps(a) for a in args or []]
-    parts += [f"{k}={json.dumps(v)}" for k, v in (kwargs or {}).items()]
-    return f"{function}({', '.join(parts)})"
 
 
 def _describe(job: dict[str, Any]) -> str:

@@ -60,7 +60,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     from rich.text import Text
 
     from procorch import render
-    from procorch.cli.jobs import call_text
+    from procorch.jobs.job import call_text
 
     def call(row: dict[str, Any]) -> str:
         return call_text(row["function"], row["args"], row["kwargs"])

@@ -225,3 +225,10 @@ def encoded(value: Any, what: str, limit: int = MAX_PAYLOAD) -> str:
         if size > limit:
             raise InvalidJob(f"{what} is {size} bytes encoded, more than {limit}")
     return text
+
+
+def call_text(function: str, args: list[Any] | None, kwargs: dict[str, Any] | None) -> str:
+    """A call as Python reads: send("a@b", subject="hi")."""
+    parts = [json.dumps(a) for a in args or []]
+    parts += [f"{k}={json.dumps(v)}" for k, v in (kwargs or {}).items()]
+    return f"{function}({', '.join(parts)})"
