@@ -29,7 +29,7 @@ from procorch.gateway.jobs import job_id_of, list_jobs
 from procorch.gateway.live import DaemonDown, LiveView
 from procorch.gateway.session import Access, session_cookie
 from procorch.gateway.system import backend
-from procorch.supervisor.logs import lines_since, read_lines, size_of
+from procorch.supervisor.logs import lines_since, read_lines, size_of, split_stamp
 from procorch.supervisor.rundir import RunDir
 
 bp = Blueprint("dashboard", __name__)
@@ -146,7 +146,8 @@ def service_log(name: str) -> ResponseReturnValue:
     if after is not None:
         if after < 0:
             fail(400, "`after` must be at least 0")
-        lines, offset = lines_since(path, after)
+        raw, offset = lines_since(path, after)
+        lines = [split_stamp(line)[1] for line in raw]
     else:
         count = _bounded("lines", 200)
         offset = size_of(path)  # read back from here: what comes after, the next poll reads
