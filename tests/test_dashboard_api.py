@@ -133,7 +133,8 @@ def test_a_cookie_alone_changes_nothing_without_the_pages_csrf_token(dash: Gatew
     before = pids(dash, "Listener")
     url = f"{dash.url}/api/services/Listener/restart"
     assert "X-CSRF-Token" in error(browser.post(url, timeout=10), 403)
-    assert "X-CSRF-Token" in error(browser.post(url, headers={"X-CSRF-Token": "x"}, timeout=10), 403)
+    wrong = {"X-CSRF-Token": "x"}
+    assert "X-CSRF-Token" in error(browser.post(url, headers=wrong, timeout=10), 403)
     other = {"X-CSRF-Token": csrf, "Origin": "http://evil.example"}
     assert "another site" in error(browser.post(url, headers=other, timeout=10), 403)
     cross = {"X-CSRF-Token": csrf, "Sec-Fetch-Site": "cross-site"}
@@ -199,10 +200,10 @@ def test_a_service_page_has_its_events_and_a_log_that_follows(dash: GatewayStack
     pid = pids(dash, "Listener")[0]
     os.kill(pid, signal.SIGUSR1)
     follow = wait_for(
-        lambda: (got := ok(dash.get(f"/api/services/Listener/log?after={log['offset']}")))[
-            "lines"
-        ]
-        and got
+        lambda: (
+            (got := ok(dash.get(f"/api/services/Listener/log?after={log['offset']}")))["lines"]
+            and got
+        )
     )
     assert follow["lines"] == ["got SIGUSR1"] and follow["offset"] > log["offset"]
     assert ok(dash.get(f"/api/services/Listener/log?after={follow['offset']}"))["lines"] == []
