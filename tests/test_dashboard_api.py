@@ -361,3 +361,30 @@ def test_the_token_appears_in_no_answer_log_or_event(dash: GatewayStack) -> None
         if f.is_file() and f.name != "gateway.token" and f.suffix in ("", ".log", ".json")
     ]
     assert not [text for text in written if dash.token in text]
+
+
+# -- procorch dashboard ------------------------------------------------------------------
+
+
+def test_procorch_dashboard_prints_an_address_that_signs_in(dash: GatewayStack) -> None:
+    result = dash.cli("dashboard", "--no-open")
+    assert result.returncode == 0, result.stderr
+    url = result.stdout.strip()
+    assert url == f"{dash.url}/ui?token={dash.token}"
+    signed_in = requests.get(url, allow_redirects=False, timeout=10)
+    assert signed_in.status_code == 303 and COOKIE in signed_in.headers["Set-Cookie"]
+
+
+def test_procorch_dashboard_says_in_one_line_when_there_is_none(tmp_path: Path) -> None:
+    s = GatewayStack(tmp_path)
+    s.write(command_service("Lone", "import time; time.sleep(1e6)"))
+    try:
+        down = s.cli("dashboard", "--no-open")
+        assert down.returncode != 0 and down.stdout == ""
+        assert down.stderr.count("\n") == 1 and "procorch up --gateway" in down.stderr
+        s.up()
+        off = s.cli("dashboard", "--no-open")
+        assert off.returncode != 0 and off.stderr.count("\n") == 1
+        assert "the gateway is not running" in off.stderr
+    finally:
+        s.cleanup()
