@@ -25,7 +25,6 @@ WHITESPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f
 EMAIL = rf"[^@{WHITESPACE}]+@[^@{WHITESPACE}]+\.[^@.{WHITESPACE}]+"
 EMAIL_LENGTH = 254  # RFC 5321's longest path, less its angle brackets
 _EMAIL = re.compile(EMAIL)
-MAX_PAGE = 1000
 MAX_INTEGER = MAX_INT64  # SQLite's largest: a larger one can be neither stored nor looked up
 
 
@@ -132,17 +131,3 @@ def boolean(data: Mapping[str, Any], key: str, default: bool = MISSING) -> bool:
     if not isinstance(value, bool):
         raise Invalid(f"`{key}` must be true or false")
     return value
-
-
-def page(data: Mapping[str, Any], default_limit: int = 100) -> tuple[int, int]:
-    """`limit` (1 to MAX_PAGE) and `offset` (from 0) of a list action."""
-    limit = integer(data, "limit", minimum=1, maximum=MAX_PAGE, default=default_limit)
-    offset = integer(data, "offset", minimum=0, default=0)
-    assert limit is not None and offset is not None  # they have defaults
-    return limit, offset
-
-
-def user_filter(data: Mapping[str, Any]) -> tuple[str, tuple[int, ...]]:
-    """The WHERE clause and its parameters for a list action's optional `user_id` filter."""
-    user_id = integer(data, "user_id", minimum=1, default=None)
-    return ("", ()) if user_id is None else ("WHERE user_id = ?", (user_id,))
