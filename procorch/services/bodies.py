@@ -134,13 +134,15 @@ class Boolean(Field):
 
 class Body:
     """A JSON object of `fields`. Others in it are ignored (the gateway passes on only the
-    declared ones), so the schema does not forbid them."""
+    declared ones), so the schema does not forbid them; unless the body is `closed`, when
+    another field is refused (a control request's typo must not pass for a default)."""
 
-    def __init__(self, *fields: Field) -> None:
+    def __init__(self, *fields: Field, closed: bool = False) -> None:
         names = [field.name for field in fields]
         if len(set(names)) != len(names):
             raise ValueError(f"a field is declared twice: {names}")
         self.fields = fields
+        self.closed = closed
 
     def __repr__(self) -> str:
         return f"Body{self.fields!r}"
@@ -151,7 +153,7 @@ class Body:
 
     def extend(self, *fields: Field) -> Body:
         """This body with more fields, checked after its own."""
-        return Body(*self.fields, *fields)
+        return Body(*self.fields, *fields, closed=self.closed)
 
     def check(self, data: Any) -> dict[str, Any]:
         """Every field's cleaned value (an absent optional one: its default), by name.
@@ -161,6 +163,9 @@ class Body:
         email are required`); then each field is checked, in order."""
         if not isinstance(data, Mapping):
             raise Invalid("the body must be a JSON object")
+        if self.closed and (unknown := sorted(set(data) - set(self.names))):
+            known = ", ".join(self.names) or "none"
+            raise Invalid(f"unknown field {unknown[0][:40]!r} (known: {known})")
         required = [field.name for field in self.fields if field.required]
         if required:
             fields.required(data, *required)
@@ -168,11 +173,12 @@ class Body:
 
     def schema(self) -> dict[str, Any]:
         """The JSON Schema (2020-12, as OpenAPI 3.1 has it) of the body."""
-        return {
+        schema = {
             "type": "object",
             "required": [field.name for field in self.fields if field.required],
             "properties": {field.name: field.schema() for field in self.fields},
         }
+        return {**schema, "additionalProperties": False} if self.closed else schema
 
 
 # -- the built-in services' bodies ---------------------------------------------------------
