@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from procorch.config import Config, ServiceConfig
-from procorch.jobs.job import FINISHED
+from procorch.jobs.job import TRANSITIONS, Status
 from procorch.services.protocol import CallTimeout, ServiceError, Unavailable
 from procorch.services.registry import Endpoint, Registry
 from procorch.stats import SlotStats, StatsTable
@@ -227,8 +227,9 @@ class Slots:
 
 
 class FinishedJobs:
-    """The last finished jobs served, by id: a finished job never changes (no transition
-    leaves done, failed or cancelled), so polling one needs no store read.
+    """The last finished jobs served, by id: a done or cancelled job never changes (no
+    transition leaves them; a failed job may be requeued), so polling one needs no store
+    read.
 
     The read is what a cache saves here: each SQLite call lets go of the GIL, and with
     the server's threads waiting for it every handoff costs a thread switch (measured: a
@@ -243,7 +244,7 @@ class FinishedJobs:
         return self._jobs.get(job_id)
 
     def keep(self, job: dict[str, Any]) -> None:
-        if job["status"] not in FINISHED:
+        if TRANSITIONS[Status(job["status"])]:  # it may still change: a failed job, requeued
             return
         if len(self._jobs) >= self.size:
             self._jobs.clear()  # start again: simpler than LRU, and the store refills it
@@ -266,21 +267,36 @@ def _alive(pid: int | None) -> bool:
 
 
 def health(service: str, replicas: list[ReplicaView], backend: Backend) -> str:
+    """The service's health word (`health_word`), from the registry's view of it."""
+    return health_word(
+        [(r.alive, r.endpoint.state, r.heartbeat_age) for r in replicas],
+        backend.is_python(service),
+        backend.heartbeat_timeout(service),
+    )
+
+
+def health_word(
+    replicas: list[tuple[bool, str, float | None]], python: bool, timeout: float
+) -> str:
     """healthy: every replica running (and heartbeating, for Python); dead: no process at
-    all; unhealthy: anything between (starting, restarting, a stale heartbeat)."""
-    if not any(r.alive for r in replicas):
+    all; unhealthy: anything between (starting, restarting, a stale heartbeat). A replica
+    is (alive, state, heartbeat age in seconds or None)."""
+    if not any(alive for alive, _, _ in replicas):
         return "dead"
-    timeout = backend.heartbeat_timeout(service)
-    python = backend.is_python(service)
-    for r in replicas:
-        if not r.alive or r.endpoint.state != "running":
+    for alive, state, age in replicas:
+        if not alive or state != "running":
             return "unhealthy"
-        if python and (r.heartbeat_age is None or r.heartbeat_age > timeout):
+        if python and (age is None or age > timeout):
             return "unhealthy"
     return "healthy"
 
 
 def summary(replicas: list[ReplicaView]) -> str:
     """One word for a service's replicas: their state if they agree, else `degraded`."""
-    states = {r.endpoint.state for r in replicas}
-    return states.pop() if len(states) == 1 else "degraded"
+    return state_word([r.endpoint.state for r in replicas])
+
+
+def state_word(states: list[str]) -> str:
+    """The replicas' state if they agree, else `degraded`."""
+    distinct = set(states)
+    return distinct.pop() if len(distinct) == 1 else "degraded"

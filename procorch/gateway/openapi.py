@@ -1,8 +1,10 @@
 """GET /openapi.json: an OpenAPI 3.1 document of every endpoint, built from the config.
 
 The limits in it are the ones the gateway enforces (`max_n`, page sizes, field
-lengths), and the bearer scheme is there only when a token is configured, so
-the document describes this gateway exactly; the tests run schemathesis against it.
+lengths: the data services' bodies and list queries are made from the declarations their
+checks are made from, in `procorch.services.bodies`), and the bearer scheme is there only
+when a token is configured, so the document describes this gateway exactly; the tests run
+schemathesis against it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from procorch.gateway.http import IDEMPOTENCY_KEY, respond
 from procorch.gateway.system import TITLE
 from procorch.jobs.api import LATEST, MAX_DELAY, MAX_LIMIT
 from procorch.jobs.job import Status
-from procorch.services.fields import MAX_PAGE
+from procorch.services.bodies import BY_USER, NEW_NOTIFICATION, NEW_ORDER, NEW_USER, PAGE, Body
 from procorch.services.protocol import MAX_KEY
 
 bp = Blueprint("openapi", __name__)
@@ -56,10 +58,6 @@ def _int(minimum: int = 0, maximum: int = MAX_ID, **extra: Any) -> dict[str, Any
     return {"type": "integer", "minimum": minimum, "maximum": maximum, **extra}
 
 
-# White space as the services see it (Python's str.strip() and `\s`), spelt out: the
-# document's patterns are ECMA-262's, whose `\s` lacks \x1c-\x1f and \x85 and has \ufeff.
-_WS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_TEXT = {"type": "string", "pattern": f"[^{_WS}]"}  # the services refuse blank text
 _QUEUE = {"type": "string", "pattern": f"^{QUEUE_NAME.pattern}$"}
 _NULLABLE_TEXT = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"]}
@@ -109,15 +107,8 @@ def _schemas(config: Config) -> dict[str, Any]:
             email={"type": "string"},
             created_at={"type": "string"},
         ),
-        "NewUser": _obj(
-            ["username", "email"],
-            username={**_TEXT, "maxLength": 64},
-            email={
-                "type": "string",
-                "pattern": rf"^[{_WS}]*[^@{_WS}]+@[^@{_WS}]+\.[^@.{_WS}]+[{_WS}]*$",
-                "maxLength": 254,
-            },
-        ),
+        # the request bodies, with the limits the services check (declared in `bodies`)
+        "NewUser": NEW_USER.schema(),
         "Order": _obj(
             ["id", "user_id", "product", "quantity", "status"],
             id=_int(1),
@@ -127,12 +118,7 @@ def _schemas(config: Config) -> dict[str, Any]:
             status={"type": "string"},
             created_at={"type": "string"},
         ),
-        "NewOrder": _obj(
-            ["user_id", "product"],
-            user_id=_int(1),
-            product={**_TEXT, "maxLength": 200},
-            quantity=_int(1, 1_000_000, default=1),
-        ),
+        "NewOrder": NEW_ORDER.schema(),
         "Notification": _obj(
             ["id", "user_id", "message", "type", "status"],
             id=_int(1),
@@ -144,12 +130,7 @@ def _schemas(config: Config) -> dict[str, Any]:
             created_at={"type": "string"},
             sent_at=_NULLABLE_TEXT,
         ),
-        "NewNotification": _obj(
-            ["user_id", "message"],
-            user_id=_int(1),
-            message={**_TEXT, "maxLength": 2000},
-            type={"type": "string", "enum": ["email", "sms"], "default": "email"},
-        ),
+        "NewNotification": NEW_NOTIFICATION.schema(),
         "Job": _obj(
             ["job_id", "status", "input", "output", "init_time", "finished_time", "mod"],
             job_id=_int(1),
@@ -318,6 +299,11 @@ def _filter(name: str, schema: dict[str, Any]) -> dict:
     return {**_param(name, "query", schema), "allowEmptyValue": True}
 
 
+def _query(body: Body) -> list[dict[str, Any]]:
+    """The query parameters of a list action, each as the service checks it."""
+    return [_filter(field.name, field.schema()) for field in body.fields]
+
+
 def _function_job(config: Config) -> dict[str, Any]:
     """POST /jobs's body: any registered function with JSON arguments (1 MiB at most,
     with the rest); the built-in fib takes [n] or [n, mod] only."""
@@ -375,8 +361,7 @@ def _function_job(config: Config) -> dict[str, Any]:
 
 
 def _paths(config: Config) -> dict[str, Any]:
-    page = [_filter("limit", _int(1, MAX_PAGE)), _filter("offset", _int(0))]
-    by_user = [*page, _filter("user_id", _int(1))]
+    page, by_user = _query(PAGE), _query(BY_USER)
     job_page = [_filter("limit", _int(0, MAX_LIMIT)), _filter("offset", _int(0))]
     job_id = [_param("id", "path", _int(1))]
     service = (503, 504)
