@@ -116,7 +116,8 @@ async function api(path, body) {
   }
   if (!resp.ok || data?.status === "error") {
     if (data?.message) throw new Error(data.message);
-    if (resp.status === 401) throw new Error("not signed in: open the URL `procorch dashboard` prints");
+    if (resp.status === 401)
+      throw new Error("not signed in: open the URL `procorch dashboard` prints");
     throw new Error(`the gateway answered HTTP ${resp.status}`);
   }
   return data;
@@ -153,7 +154,8 @@ function loop(step) {
   };
   const now = () => {
     if (!alive) return;
-    if (busy) again = true; // the answer in flight may predate what changed
+    if (busy)
+      again = true; // the answer in flight may predate what changed
     else {
       clearTimeout(timer);
       run();
@@ -348,7 +350,13 @@ function Plot({ testid, data, config, height, label }) {
   useEffect(() => {
     plot.current?.setData(data);
   }, [data]);
-  return html`<div class="chart" data-testid=${testid} ref=${box} role="img" aria-label=${label}></div>`;
+  return html`<div
+    class="chart"
+    data-testid=${testid}
+    ref=${box}
+    role="img"
+    aria-label=${label}
+  ></div>`;
 }
 
 /** Time ticks as local clock times: seconds only when the ticks are under a minute apart. */
@@ -371,13 +379,33 @@ function timeChart(left, right) {
     scales: { x: { time: true }, l: { range: fromZero }, r: { range: fromZero } },
     series: [
       { label: "time", value: orNA((t) => new Date(t * 1000).toLocaleTimeString()) },
-      { label: left.label, scale: "l", stroke: themeColour("--c1"), width: 1.5, value: left.value, points },
-      { label: right.label, scale: "r", stroke: themeColour("--c2"), width: 1.5, value: right.value, points },
+      {
+        label: left.label,
+        scale: "l",
+        stroke: themeColour("--c1"),
+        width: 1.5,
+        value: left.value,
+        points,
+      },
+      {
+        label: right.label,
+        scale: "r",
+        stroke: themeColour("--c2"),
+        width: 1.5,
+        value: right.value,
+        points,
+      },
     ],
     axes: [
       axis({ space: 64, values: clockTicks }),
       axis({ scale: "l", size: 44, values: (u, vs) => vs.map(left.tick) }),
-      axis({ scale: "r", side: 1, size: 76, grid: { show: false }, values: (u, vs) => vs.map(right.tick) }),
+      axis({
+        scale: "r",
+        side: 1,
+        size: 76,
+        grid: { show: false },
+        values: (u, vs) => vs.map(right.tick),
+      }),
     ],
     cursor: { drag: { x: false, y: false } },
   });
@@ -400,17 +428,8 @@ const seriesData = (series, a, b) => [series?.t ?? [], series?.[a] ?? [], series
 
 // == replicas ================================================================================
 
-const COLUMNS = [
-  ["state", "state"],
-  ["pid", "pid"],
-  ["uptime", "uptime"],
-  ["restarts", "restarts"],
-  ["cpu", "cpu"],
-  ["memory", "memory"],
-  ["heartbeat", "heartbeat"],
-  ["requests", "requests"],
-  ["errors", "errors"],
-];
+// the data-field cells after the state, in the contract's order
+const FIELDS = ["pid", "uptime", "restarts", "cpu", "memory", "heartbeat", "requests", "errors"];
 
 function cells(r) {
   return {
@@ -419,7 +438,10 @@ function cells(r) {
     restarts: [plain(r.restarts), r.restarts],
     cpu: [pct(r.cpu_percent), r.cpu_percent],
     memory: [bytes(r.rss_bytes), r.rss_bytes, isNum(r.rss_bytes) ? `${r.rss_bytes} bytes` : ""],
-    heartbeat: [isNum(r.heartbeat_age) ? `${r.heartbeat_age.toFixed(1)}s ago` : NA, r.heartbeat_age],
+    heartbeat: [
+      isNum(r.heartbeat_age) ? `${r.heartbeat_age.toFixed(1)}s ago` : NA,
+      r.heartbeat_age,
+    ],
     requests: [plain(r.requests), r.requests],
     errors: [plain(r.errors), r.errors],
   };
@@ -440,7 +462,8 @@ function Replicas({ service, exits: all = false }) {
         <thead>
           <tr>
             <th scope="col">replica</th>
-            ${COLUMNS.map(([, head]) => html`<th scope="col">${head}</th>`)}
+            <th scope="col">state</th>
+            ${FIELDS.map((f) => html`<th scope="col">${f}</th>`)}
             ${exits && html`<th scope="col">last exit</th>`}
           </tr>
         </thead>
@@ -453,9 +476,14 @@ function Replicas({ service, exits: all = false }) {
                   <span class="rn">${service.name}</span>.${r.replica}
                 </th>
                 <td data-field="state"><${State} word=${r.state} /></td>
-                ${COLUMNS.slice(1).map(
-                  ([f]) =>
-                    html`<td class="num" data-field=${f} data-value=${c[f][1] ?? ""} title=${c[f][2]}>
+                ${FIELDS.map(
+                  (f) =>
+                    html`<td
+                      class="num"
+                      data-field=${f}
+                      data-value=${c[f][1] ?? ""}
+                      title=${c[f][2]}
+                    >
                       ${c[f][0]}
                     </td>`,
                 )}
@@ -481,21 +509,25 @@ function Overview() {
     );
   return html`
     <${Problem} error=${error} data=${data} />
-    ${data
-      ? html`
-          <div class="top">
-            <${Daemon} daemon=${data.daemon} />
-            <${JobsSummary} jobs=${data.jobs} />
-          </div>
-          <${Warnings} warnings=${data.warnings || []} />
-          <section class="bar">
-            <h2>Services <span class="muted">(${data.services.length})</span></h2>
-            <button type="button" data-testid="action-reload" onClick=${reload}>Reload config</button>
-          </section>
-          ${actions}
-          ${data.services.map((s) => html`<${ServiceCard} key=${s.name} service=${s} />`)}
-        `
-      : !error && html`<${Loading} />`}
+    ${
+      data
+        ? html`
+            <div class="top">
+              <${Daemon} daemon=${data.daemon} />
+              <${JobsSummary} jobs=${data.jobs} />
+            </div>
+            <${Warnings} warnings=${data.warnings || []} />
+            <section class="bar">
+              <h2>Services <span class="muted">(${data.services.length})</span></h2>
+              <button type="button" data-testid="action-reload" onClick=${reload}>
+                Reload config
+              </button>
+            </section>
+            ${actions}
+            ${data.services.map((s) => html`<${ServiceCard} key=${s.name} service=${s} />`)}
+          `
+        : !error && html`<${Loading} />`
+    }
   `;
 }
 
@@ -507,7 +539,9 @@ function Daemon({ daemon }) {
         <dt>pid</dt>
         <dd>${plain(daemon.pid)}</dd>
         <dt>uptime</dt>
-        <dd title=${isNum(daemon.uptime) ? `${Math.round(daemon.uptime)} seconds` : ""}>${dur(daemon.uptime)}</dd>
+        <dd title=${isNum(daemon.uptime) ? `${Math.round(daemon.uptime)} seconds` : ""}>
+          ${dur(daemon.uptime)}
+        </dd>
         <dt>config</dt>
         <dd class="path">${daemon.config || "none"}</dd>
         <dt>run dir</dt>
@@ -521,18 +555,23 @@ function JobsSummary({ jobs }) {
   return html`
     <section class="card jobs-summary" data-testid="jobs-summary">
       <h2><a href="#/jobs">Jobs</a></h2>
-      ${jobs
-        ? html`
-            <ul class="counts">
-              ${STATUSES.map(
-                (s) => html`<li>
-                  <a href=${`#/jobs?status=${s}`}><span class=${`state s-${s}`}>${s}</span> ${jobs.counts?.[s] ?? 0}</a>
-                </li>`,
-              )}
-            </ul>
-            <p><a href="#/jobs">All ${jobs.total} jobs →</a></p>
-          `
-        : html`<p class="muted">The job store does not answer.</p>`}
+      ${
+        jobs
+          ? html`
+              <ul class="counts">
+                ${STATUSES.map(
+                  (s) =>
+                    html`<li>
+                      <a href=${`#/jobs?status=${s}`}
+                        ><span class=${`state s-${s}`}>${s}</span> ${jobs.counts?.[s] ?? 0}</a
+                      >
+                    </li>`,
+                )}
+              </ul>
+              <p><a href="#/jobs">All ${jobs.total} jobs →</a></p>
+            `
+          : html`<p class="muted">The job store does not answer.</p>`
+      }
     </section>
   `;
 }
@@ -541,11 +580,12 @@ function Warnings({ warnings }) {
   return html`
     <ul class="warnings" data-testid="warnings" aria-label="warnings">
       ${warnings.map(
-        (w) => html`<li data-testid="warning" class=${`warning ${w.level}`}>
-          <strong>${w.level}</strong>
-          ${w.service && html` <a href=${`#/services/${enc(w.service)}`}>${w.service}</a>`}:
-          ${" "}${w.message}
-        </li>`,
+        (w) =>
+          html`<li data-testid="warning" class=${`warning ${w.level}`}>
+            <strong>${w.level}</strong>
+            ${w.service && html` <a href=${`#/services/${enc(w.service)}`}>${w.service}</a>`}:
+            ${" "}${w.message}
+          </li>`,
       )}
     </ul>
   `;
@@ -554,9 +594,15 @@ function Warnings({ warnings }) {
 function ServiceHead({ service, link }) {
   const n = service.replicas?.length ?? 0;
   return html`
-    ${link
-      ? html`<h2><a data-testid="service-link" href=${`#/services/${enc(service.name)}`}>${service.name}</a></h2>`
-      : html`<h1>${service.name}</h1>`}
+    ${
+      link
+        ? html`<h2>
+            <a data-testid="service-link" href=${`#/services/${enc(service.name)}`}
+              >${service.name}</a
+            >
+          </h2>`
+        : html`<h1>${service.name}</h1>`
+    }
     <${State} word=${service.state} />
     <span class=${`health h-${service.health}`}>${service.health}</span>
     <span class="muted">${n} ${n === 1 ? "replica" : "replicas"}</span>
@@ -592,7 +638,10 @@ function ServicePage({ name }) {
   const [group, setGroup] = useState(false);
   const [logReplica, setLogReplica] = useState(0);
   if (!data) {
-    return html`<${Back} /><${Problem} error=${error} data=${data} />${!error && html`<${Loading} />`}`;
+    return html`<${Back} /><${Problem}
+        error=${error}
+        data=${data}
+      />${!error && html`<${Loading} />`}`;
   }
   const s = data.service;
   const reps = s.replicas || [];
@@ -602,12 +651,24 @@ function ServicePage({ name }) {
   const scaleValue = scaleTo ?? String(reps.length);
   const restart = () =>
     rolling
-      ? ask(`Rolling restart of ${s.name}`, `Restart the ${reps.length} replicas one at a time.`, post("restart", { rolling: true }))
-      : ask(`Restart ${s.name}`, "Stop its process and start it again.", post("restart", { rolling: false }));
+      ? ask(
+          `Rolling restart of ${s.name}`,
+          `Restart the ${reps.length} replicas one at a time.`,
+          post("restart", { rolling: true }),
+        )
+      : ask(
+          `Restart ${s.name}`,
+          "Stop its process and start it again.",
+          post("restart", { rolling: false }),
+        );
   const scale = () => {
     // the server says what is wrong with a bad number; send what was typed
     const n = /^\d+$/.test(scaleValue.trim()) ? Number(scaleValue) : scaleValue;
-    ask(`Scale ${s.name} to ${scaleValue}`, `Run ${scaleValue} replicas (now ${reps.length}).`, post("scale", { replicas: n }));
+    ask(
+      `Scale ${s.name} to ${scaleValue}`,
+      `Run ${scaleValue} replicas (now ${reps.length}).`,
+      post("scale", { replicas: n }),
+    );
   };
   const sendSignal = () =>
     ask(
@@ -629,10 +690,18 @@ function ServicePage({ name }) {
           <button type="button" data-testid="action-restart" onClick=${restart}>
             ${rolling ? "Rolling restart" : "Restart"}
           </button>
-          <button type="button" data-testid="action-stop" onClick=${() => ask(`Stop ${s.name}`, "Stop every replica.", post("stop", {}))}>
+          <button
+            type="button"
+            data-testid="action-stop"
+            onClick=${() => ask(`Stop ${s.name}`, "Stop every replica.", post("stop", {}))}
+          >
             Stop
           </button>
-          <button type="button" data-testid="action-start" onClick=${() => ask(`Start ${s.name}`, "Start every replica that is not running.", post("start", {}))}>
+          <button
+            type="button"
+            data-testid="action-start"
+            onClick=${() => ask(`Start ${s.name}`, "Start every replica that is not running.", post("start", {}))}
+          >
             Start
           </button>
         </div>
@@ -654,15 +723,26 @@ function ServicePage({ name }) {
         <div class="action-row">
           <label>
             Signal
-            <select data-testid="signal-select" value=${signal} onChange=${(e) => setSignal(e.currentTarget.value)}>
+            <select
+              data-testid="signal-select"
+              value=${signal}
+              onChange=${(e) => setSignal(e.currentTarget.value)}
+            >
               ${SIGNALS.map((x) => html`<option value=${x}>${x}</option>`)}
             </select>
           </label>
           <label class="check">
-            <input type="checkbox" data-testid="signal-group" checked=${group} onChange=${(e) => setGroup(e.currentTarget.checked)} />
+            <input
+              type="checkbox"
+              data-testid="signal-group"
+              checked=${group}
+              onChange=${(e) => setGroup(e.currentTarget.checked)}
+            />
             process group
           </label>
-          <button type="button" data-testid="action-signal" onClick=${sendSignal}>Send signal</button>
+          <button type="button" data-testid="action-signal" onClick=${sendSignal}>
+            Send signal
+          </button>
         </div>
         ${actions}
       </section>
@@ -709,16 +789,29 @@ function Log({ service, replicas, replica, choose }) {
     <section class="card">
       <div class="bar">
         <h2>Log</h2>
-        ${replicas.length > 1 &&
-        html`<label>
-          replica
-          <select data-testid="log-replica" value=${replica} onChange=${(e) => choose(Number(e.currentTarget.value))}>
-            ${replicas.map((r) => html`<option value=${r.replica}>${service}.${r.replica}</option>`)}
-          </select>
-        </label>`}
+        ${
+          replicas.length > 1 &&
+          html`<label>
+            replica
+            <select
+              data-testid="log-replica"
+              value=${replica}
+              onChange=${(e) => choose(Number(e.currentTarget.value))}
+            >
+              ${replicas.map((r) => html`<option value=${r.replica}>${service}.${r.replica}</option>`)}
+            </select>
+          </label>`
+        }
       </div>
       ${error && html`<p class="banner error" role="alert">${error}</p>`}
-      <pre class=${items.length ? "log" : "log empty"} data-testid="log" ref=${pre} onScroll=${onScroll} tabindex="0">${items.join("\n")}</pre>
+      <pre
+        class=${items.length ? "log" : "log empty"}
+        data-testid="log"
+        ref=${pre}
+        onScroll=${onScroll}
+        tabindex="0"
+      >
+${items.join("\n")}</pre>
     </section>
   `;
 }
@@ -728,15 +821,16 @@ function Events({ events, testid }) {
   return html`
     <ol class="events" data-testid=${testid}>
       ${events.map(
-        (e) => html`<li data-testid="event-row" data-event=${e.event} data-service=${e.service ?? ""}>
-          <time datetime=${e.time} title=${e.time}>${when(e.time)}</time>
-          <span class=${`kind k-${e.event}`}>${e.event}</span>
-          <span class="who">
-            ${e.service ? html`<a href=${`#/services/${enc(e.service)}`}>${e.service}${e.replica != null ? `.${e.replica}` : ""}</a>` : "daemon"}
-            ${e.pid != null ? ` pid ${e.pid}` : ""}
-          </span>
-          <span class="detail">${e.detail ?? ""}</span>
-        </li>`,
+        (e) =>
+          html`<li data-testid="event-row" data-event=${e.event} data-service=${e.service ?? ""}>
+            <time datetime=${e.time} title=${e.time}>${when(e.time)}</time>
+            <span class=${`kind k-${e.event}`}>${e.event}</span>
+            <span class="who">
+              ${e.service ? html`<a href=${`#/services/${enc(e.service)}`}>${e.service}${e.replica != null ? `.${e.replica}` : ""}</a>` : "daemon"}
+              ${e.pid != null ? ` pid ${e.pid}` : ""}
+            </span>
+            <span class="detail">${e.detail ?? ""}</span>
+          </li>`,
       )}
     </ol>
   `;
@@ -757,7 +851,10 @@ function EventsPage() {
     );
   }, []);
   const url = (after) => `/api/events${query({ service, kind, limit: 200, after })}`;
-  const { items, extra, error } = useTail(url, "events", (d) => d.kinds, MAX_EVENTS, [service, kind]);
+  const { items, extra, error } = useTail(url, "events", (d) => d.kinds, MAX_EVENTS, [
+    service,
+    kind,
+  ]);
   // each answer names the kinds it read (a poll after an offset: only the new lines'), so
   // the choices gather over the page's life rather than shrink to the last answer's
   const [known, setKnown] = useState([]);
@@ -765,20 +862,30 @@ function EventsPage() {
     if (extra?.length) setKnown((k) => [...new Set([...k, ...extra])]);
   }, [extra]);
   const kinds = [...new Set([...known, kind].filter(Boolean))].sort();
-  const services = [...new Set([...names, ...items.map((e) => e.service), service].filter(Boolean))].sort();
+  const services = [
+    ...new Set([...names, ...items.map((e) => e.service), service].filter(Boolean)),
+  ].sort();
   return html`
     <h1>Events</h1>
     <div class="filters">
       <label>
         Service
-        <select data-testid="filter-service" value=${service} onChange=${(e) => setService(e.currentTarget.value)}>
+        <select
+          data-testid="filter-service"
+          value=${service}
+          onChange=${(e) => setService(e.currentTarget.value)}
+        >
           <option value="">all</option>
           ${services.map((n) => html`<option value=${n}>${n}</option>`)}
         </select>
       </label>
       <label>
         Kind
-        <select data-testid="filter-kind" value=${kind} onChange=${(e) => setKind(e.currentTarget.value)}>
+        <select
+          data-testid="filter-kind"
+          value=${kind}
+          onChange=${(e) => setKind(e.currentTarget.value)}
+        >
           <option value="">all</option>
           ${kinds.map((k) => html`<option value=${k}>${k}</option>`)}
         </select>
@@ -826,7 +933,12 @@ function DurationsChart({ durations }) {
       },
     ],
     axes: [
-      axis({ space: 44, incrs: [1, 2, 3, 4, 6], grid: { show: false }, values: (u, vs) => vs.map((i) => labels.current[i] ?? "") }),
+      axis({
+        space: 44,
+        incrs: [1, 2, 3, 4, 6],
+        grid: { show: false },
+        values: (u, vs) => vs.map((i) => labels.current[i] ?? ""),
+      }),
       axis({ size: 44, values: (u, vs) => vs.map(compact) }),
     ],
     cursor: { drag: { x: false, y: false } },
@@ -834,14 +946,24 @@ function DurationsChart({ durations }) {
   const data = [bars.map((b, i) => i), bars.map((b) => b[1])];
   const n = durations?.count ?? 0;
   return html`
-    <${Plot} testid="durations-chart" data=${data} config=${config} height=${180} label="how long jobs took: a histogram" />
+    <${Plot}
+      testid="durations-chart"
+      data=${data}
+      config=${config}
+      height=${180}
+      label="how long jobs took: a histogram"
+    />
     <p class="muted">${n} finished; mean ${n ? secs(durations.sum / n) : NA}</p>
   `;
 }
 
 function readJobsHash() {
   const q = new URLSearchParams(location.hash.split("?")[1] || "");
-  return { status: q.get("status") || "", fn: q.get("function") || "", queue: q.get("queue") || "" };
+  return {
+    status: q.get("status") || "",
+    fn: q.get("function") || "",
+    queue: q.get("queue") || "",
+  };
 }
 
 function JobsPage() {
@@ -879,70 +1001,99 @@ function JobsPage() {
     <h1>Jobs</h1>
     <${Problem} error=${error} data=${data} />
     ${!data && !error && html`<${Loading} />`}
-    ${o &&
-    html`
-      <ul class="counts big" aria-label="jobs by status">
-        ${STATUSES.map(
-          (s) => html`<li>
-            <button
-              type="button"
-              class=${`job-count ${status === s ? "on" : ""}`}
-              data-testid="job-count"
-              data-status=${s}
-              aria-pressed=${status === s}
-              onClick=${() => filter(setStatus)(status === s ? "" : s)}
-            >
-              <span class=${`state s-${s}`}>${s}</span> <strong>${o.counts?.[s] ?? 0}</strong>
-            </button>
-          </li>`,
-        )}
-      </ul>
-      <p class="muted">
-        ${o.total} jobs · ${o.throughput?.last_10s?.toFixed(2) ?? NA}/s over 10 s ·
-        ${" "}${o.throughput?.last_60s?.toFixed(2) ?? NA}/s over 60 s · store: ${o.backend}
-      </p>
-      <div class="two">
-        <section class="card">
-          <h2>Throughput and queue depth</h2>
-          <${Plot}
-            testid="jobs-chart"
-            data=${seriesData(o.series, "finished_per_s", "pending")}
-            config=${jobsChart}
-            height=${180}
-            label="jobs finished per second and jobs pending over time"
-          />
-        </section>
-        <section class="card">
-          <h2>How long jobs took</h2>
-          <${DurationsChart} durations=${o.durations} />
-        </section>
-      </div>
-    `}
+    ${
+      o &&
+      html`
+        <ul class="counts big" aria-label="jobs by status">
+          ${STATUSES.map(
+            (s) =>
+              html`<li>
+                <button
+                  type="button"
+                  class=${`job-count ${status === s ? "on" : ""}`}
+                  data-testid="job-count"
+                  data-status=${s}
+                  aria-pressed=${status === s}
+                  onClick=${() => filter(setStatus)(status === s ? "" : s)}
+                >
+                  <span class=${`state s-${s}`}>${s}</span> <strong>${o.counts?.[s] ?? 0}</strong>
+                </button>
+              </li>`,
+          )}
+        </ul>
+        <p class="muted">
+          ${o.total} jobs · ${o.throughput?.last_10s?.toFixed(2) ?? NA}/s over 10 s ·
+          ${" "}${o.throughput?.last_60s?.toFixed(2) ?? NA}/s over 60 s · store: ${o.backend}
+        </p>
+        <div class="two">
+          <section class="card">
+            <h2>Throughput and queue depth</h2>
+            <${Plot}
+              testid="jobs-chart"
+              data=${seriesData(o.series, "finished_per_s", "pending")}
+              config=${jobsChart}
+              height=${180}
+              label="jobs finished per second and jobs pending over time"
+            />
+          </section>
+          <section class="card">
+            <h2>How long jobs took</h2>
+            <${DurationsChart} durations=${o.durations} />
+          </section>
+        </div>
+      `
+    }
     <section class="card">
       <div class="filters">
         <label>
           Status
-          <select data-testid="filter-status" value=${status} onChange=${(e) => filter(setStatus)(e.currentTarget.value)}>
+          <select
+            data-testid="filter-status"
+            value=${status}
+            onChange=${(e) => filter(setStatus)(e.currentTarget.value)}
+          >
             <option value="">all</option>
             ${STATUSES.map((s) => html`<option value=${s}>${s}</option>`)}
           </select>
         </label>
         <label>
           Function
-          <input type="search" data-testid="filter-function" value=${fnText} placeholder="any" onInput=${(e) => filter(setFn)(e.currentTarget.value)} />
+          <input
+            type="search"
+            data-testid="filter-function"
+            value=${fnText}
+            placeholder="any"
+            onInput=${(e) => filter(setFn)(e.currentTarget.value)}
+          />
         </label>
         <label>
           Queue
-          <input type="search" data-testid="filter-queue" value=${queueText} placeholder="any" onInput=${(e) => filter(setQueue)(e.currentTarget.value)} />
+          <input
+            type="search"
+            data-testid="filter-queue"
+            value=${queueText}
+            placeholder="any"
+            onInput=${(e) => filter(setQueue)(e.currentTarget.value)}
+          />
         </label>
       </div>
       ${list && html`<${JobsTable} jobs=${list.jobs} />`}
       <div class="pager">
-        <button type="button" data-testid="page-prev" disabled=${offset === 0} onClick=${() => setOffset(Math.max(0, offset - PAGE))}>
+        <button
+          type="button"
+          data-testid="page-prev"
+          disabled=${offset === 0}
+          onClick=${() => setOffset(Math.max(0, offset - PAGE))}
+        >
           ← Previous
         </button>
         <span data-testid="page-info">${`${first}–${last} of ${count}`}</span>
-        <button type="button" data-testid="page-next" disabled=${last >= count} onClick=${() => setOffset(offset + PAGE)}>
+        <button
+          type="button"
+          data-testid="page-next"
+          disabled=${last >= count}
+          onClick=${() => setOffset(offset + PAGE)}
+        >
           Next →
         </button>
       </div>
@@ -961,22 +1112,34 @@ function JobsTable({ jobs }) {
       <table class="jobs">
         <thead>
           <tr>
-            <th scope="col">id</th><th scope="col">status</th><th scope="col">call</th>
-            <th scope="col">queue</th><th scope="col">attempts</th><th scope="col">created</th>
+            <th scope="col">id</th>
+            <th scope="col">status</th>
+            <th scope="col">call</th>
+            <th scope="col">queue</th>
+            <th scope="col">attempts</th>
+            <th scope="col">created</th>
             <th scope="col">took</th>
           </tr>
         </thead>
         <tbody>
           ${jobs.map(
-            (j) => html`<tr data-testid="job-row" data-job=${j.job_id} class="link" onClick=${(e) => open(e, j.job_id)}>
-              <td class="num"><a href=${`#/jobs/${j.job_id}`}>${j.job_id}</a></td>
-              <td><${State} word=${j.status} /></td>
-              <td class="call"><code>${callText(j)}</code></td>
-              <td>${j.queue}</td>
-              <td class="num">${j.attempts}</td>
-              <td><time datetime=${j.init_time} title=${j.init_time}>${when(j.init_time)}</time></td>
-              <td class="num">${secs(between(j.started_time, j.finished_time))}</td>
-            </tr>`,
+            (j) =>
+              html`<tr
+                data-testid="job-row"
+                data-job=${j.job_id}
+                class="link"
+                onClick=${(e) => open(e, j.job_id)}
+              >
+                <td class="num"><a href=${`#/jobs/${j.job_id}`}>${j.job_id}</a></td>
+                <td><${State} word=${j.status} /></td>
+                <td class="call"><code>${callText(j)}</code></td>
+                <td>${j.queue}</td>
+                <td class="num">${j.attempts}</td>
+                <td>
+                  <time datetime=${j.init_time} title=${j.init_time}>${when(j.init_time)}</time>
+                </td>
+                <td class="num">${secs(between(j.started_time, j.finished_time))}</td>
+              </tr>`,
           )}
         </tbody>
       </table>
@@ -988,25 +1151,36 @@ function Schedules({ schedules }) {
   return html`
     <section class="card">
       <h2>Schedules</h2>
-      ${schedules.length
-        ? html`<div class="table-wrap">
-            <table>
-              <thead>
-                <tr><th scope="col">name</th><th scope="col">function</th><th scope="col">when</th><th scope="col">next</th></tr>
-              </thead>
-              <tbody>
-                ${schedules.map(
-                  (s) => html`<tr data-testid="schedule-row" data-schedule=${s.name}>
-                    <th scope="row">${s.name}</th>
-                    <td><code>${s.function}</code></td>
-                    <td>${s.spec}</td>
-                    <td><time datetime=${s.next} title=${s.next}>${when(s.next)}</time> <span class="muted">${s.next ? relative(s.next) : ""}</span></td>
-                  </tr>`,
-                )}
-              </tbody>
-            </table>
-          </div>`
-        : html`<p class="muted">No schedules.</p>`}
+      ${
+        schedules.length
+          ? html`<div class="table-wrap">
+              <table>
+                <thead>
+                  <tr>
+                    <th scope="col">name</th>
+                    <th scope="col">function</th>
+                    <th scope="col">when</th>
+                    <th scope="col">next</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  ${schedules.map(
+                    (s) =>
+                      html`<tr data-testid="schedule-row" data-schedule=${s.name}>
+                        <th scope="row">${s.name}</th>
+                        <td><code>${s.function}</code></td>
+                        <td>${s.spec}</td>
+                        <td>
+                          <time datetime=${s.next} title=${s.next}>${when(s.next)}</time>
+                          <span class="muted">${s.next ? relative(s.next) : ""}</span>
+                        </td>
+                      </tr>`,
+                  )}
+                </tbody>
+              </table>
+            </div>`
+          : html`<p class="muted">No schedules.</p>`
+      }
     </section>
   `;
 }
@@ -1018,7 +1192,8 @@ function JobPage({ id }) {
   const [job, error, refresh] = usePoll(() => api(`/api/jobs/${enc(id)}`), []);
   const [ask, actions] = useActions(refresh);
   const back = html`<p class="back"><a href="#/jobs">← Jobs</a></p>`;
-  if (!job) return html`${back}<${Problem} error=${error} data=${job} />${!error && html`<${Loading} />`}`;
+  if (!job)
+    return html`${back}<${Problem} error=${error} data=${job} />${!error && html`<${Loading} />`}`;
   const post = (verb) => () => api(`/api/jobs/${enc(id)}/${verb}`, {});
   const facts = [
     ["function", html`<code>${job.function}</code>`],
@@ -1042,10 +1217,18 @@ function JobPage({ id }) {
       </header>
       <section class="card actions" aria-label="actions">
         <div class="action-row">
-          <button type="button" data-testid="action-requeue" onClick=${() => ask(`Requeue job ${job.job_id}`, "Run this failed job again.", post("requeue"))}>
+          <button
+            type="button"
+            data-testid="action-requeue"
+            onClick=${() => ask(`Requeue job ${job.job_id}`, "Run this failed job again.", post("requeue"))}
+          >
             Requeue
           </button>
-          <button type="button" data-testid="action-cancel" onClick=${() => ask(`Cancel job ${job.job_id}`, "It will not run (again).", post("cancel"))}>
+          <button
+            type="button"
+            data-testid="action-cancel"
+            onClick=${() => ask(`Cancel job ${job.job_id}`, "It will not run (again).", post("cancel"))}
+          >
             Cancel job
           </button>
         </div>
@@ -1054,16 +1237,30 @@ function JobPage({ id }) {
       <div class="two">
         <section class="card">
           <h2>Details</h2>
-          <dl class="facts">${facts.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}</dl>
-          ${job.progress != null &&
-          html`<p class="progress">
-            <label>Progress <progress max="1" value=${job.progress}></progress> ${Math.round(job.progress * 100)}%</label>
-          </p>`}
-          ${job.depends_on?.length > 0 &&
-          html`<p>
-            Depends on:
-            ${job.depends_on.map((d) => html` <a data-testid="dependency" href=${`#/jobs/${d}`}>#${d}</a>`)}
-          </p>`}
+          <dl class="facts">
+            ${facts.map(
+              ([k, v]) =>
+                html`<dt>${k}</dt>
+                  <dd>${v}</dd>`,
+            )}
+          </dl>
+          ${
+            job.progress != null &&
+            html`<p class="progress">
+              <label
+                >Progress
+                <progress max="1" value=${job.progress}></progress>
+                ${Math.round(job.progress * 100)}%</label
+              >
+            </p>`
+          }
+          ${
+            job.depends_on?.length > 0 &&
+            html`<p>
+              Depends on:
+              ${job.depends_on.map((d) => html` <a data-testid="dependency" href=${`#/jobs/${d}`}>#${d}</a>`)}
+            </p>`
+          }
         </section>
         <section class="card">
           <h2>Call</h2>
@@ -1071,24 +1268,40 @@ function JobPage({ id }) {
           <pre data-field="args">${pretty(job.args)}</pre>
           <h3>kwargs</h3>
           <pre data-field="kwargs">${pretty(job.kwargs)}</pre>
-          ${job.meta != null && html`<h3>meta</h3><pre data-field="meta">${pretty(job.meta)}</pre>`}
+          ${
+            job.meta != null &&
+            html`<h3>meta</h3>
+              <pre data-field="meta">${pretty(job.meta)}</pre>`
+          }
           <h3>result</h3>
           <pre data-field="result">${pretty(job.result)}</pre>
         </section>
       </div>
-      ${job.error && html`<section class="card"><h2>Error</h2><pre class="error" data-field="error">${job.error}</pre></section>`}
-      ${job.errors?.length > 0 &&
-      html`<section class="card">
-        <h2>Failed attempts</h2>
-        <ol class="attempts">
-          ${job.errors.map(
-            (a) => html`<li data-testid="attempt" data-attempt=${a.attempt}>
-              <p><strong>Attempt ${a.attempt}</strong> <span class="muted">${a.at != null ? when(a.at) : ""}</span></p>
-              <pre class="error">${a.error}</pre>
-            </li>`,
-          )}
-        </ol>
-      </section>`}
+      ${
+        job.error &&
+        html`<section class="card">
+          <h2>Error</h2>
+          <pre class="error" data-field="error">${job.error}</pre>
+        </section>`
+      }
+      ${
+        job.errors?.length > 0 &&
+        html`<section class="card">
+          <h2>Failed attempts</h2>
+          <ol class="attempts">
+            ${job.errors.map(
+              (a) =>
+                html`<li data-testid="attempt" data-attempt=${a.attempt}>
+                  <p>
+                    <strong>Attempt ${a.attempt}</strong>
+                    <span class="muted">${a.at != null ? when(a.at) : ""}</span>
+                  </p>
+                  <pre class="error">${a.error}</pre>
+                </li>`,
+            )}
+          </ol>
+        </section>`
+      }
     </article>
   `;
 }
@@ -1130,12 +1343,18 @@ function App() {
     page = html`<p>No page here. <a href="#/">Go to the overview.</a></p>`;
   }
   const link = (id, href, text) =>
-    html`<a data-testid=${`nav-${id}`} href=${href} aria-current=${section === id ? "page" : undefined}>${text}</a>`;
+    html`<a
+      data-testid=${`nav-${id}`}
+      href=${href}
+      aria-current=${section === id ? "page" : undefined}
+      >${text}</a
+    >`;
   return html`
     <header class="top-bar">
       <a class="brand" href="#/">procorch</a>
       <nav aria-label="pages">
-        ${link("overview", "#/", "Overview")} ${link("jobs", "#/jobs", "Jobs")} ${link("events", "#/events", "Events")}
+        ${link("overview", "#/", "Overview")} ${link("jobs", "#/jobs", "Jobs")}
+        ${link("events", "#/events", "Events")}
       </nav>
     </header>
     <main>${page}</main>
