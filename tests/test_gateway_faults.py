@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 import requests
 
-from procorch.gateway.app import control_refusal
 from tests.conftest import PY, GatewayStack, wait_for
 from tests.test_gateway_lifecycle import hang
 
@@ -284,16 +283,6 @@ def test_an_automatic_token_is_made_kept_owner_only_and_never_shown(
         assert not [text for text in shown if token in text]
     finally:
         gateway.cleanup()
-
-
-def test_process_control_is_refused_without_a_token() -> None:
-    """The rule for endpoints that control processes (none exists yet): 403 without a
-    token, whatever the host; allowed once there is one (which the 401 check enforces)."""
-    refusal = control_refusal(None)
-    assert refusal is not None
-    assert (refusal.status, refusal.code) == (403, "forbidden")
-    assert "token" in refusal.message
-    assert control_refusal("a-bearer-token-for-the-tests") is None
 
 
 # --- integers past int()'s 4,300-digit limit --------------------------------------------

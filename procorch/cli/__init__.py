@@ -67,7 +67,7 @@ def main_options(
 GROUPS = {
     "lifecycle": ("up", "down", "status", "ps", "restart", "start", "stop", "init"),
     "logs": ("logs", "events"),
-    "services": ("call", "services", "gateway-token"),
+    "services": ("call", "services", "gateway-token", "dashboard"),
     "jobs": ("job", "submit-job"),
     "operate": ("reload", "scale"),
     "export": ("export",),

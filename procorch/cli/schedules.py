@@ -21,32 +21,9 @@ def schedules(
 ) -> None:
     """List the schedules of [jobs.schedules]: what each submits, how often, and the next
     and last tick (UTC). The daemon fires them while it runs."""
-    from procorch.jobs.schedule import Schedule
-    from procorch.jobs.scheduler import iso, read_state
+    from procorch.jobs.scheduler import listing
 
-    cfg = load(config, run_dir)
-    fired = read_state(cfg.settings.run_dir)
-    now = time.time()
-    rows = []
-    for name, table in cfg.jobs.schedules.items():
-        schedule = Schedule.of(name, table)
-        note = fired.get(name, {})
-        last = note.get("tick")
-        rows.append(
-            {
-                "name": name,
-                "function": schedule.function,
-                "args": list(schedule.args),
-                "kwargs": dict(schedule.kwargs),
-                "cron": schedule.cron,
-                "every": schedule.every,
-                "timezone": schedule.timezone,
-                "spec": schedule.spec,  # how it fires, for people: "every 30s"
-                "next": iso(schedule.next_after(now)),
-                "last": None if last is None else iso(last),
-                "last_job_id": note.get("job_id") if last is not None else None,
-            }
-        )
+    rows = listing(load(config, run_dir), time.time())
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

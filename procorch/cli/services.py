@@ -200,7 +200,58 @@ def gateway_token(config: ConfigOpt = None, run_dir: RunDirOpt = None) -> None:
     typer.echo(value)
 
 
+def dashboard(
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    no_open: Annotated[
+        bool, typer.Option("--no-open", help="Print the address only; open no browser.")
+    ] = False,
+) -> None:
+    """Print the web dashboard's address, and open it where there is a browser. The
+    address carries the gateway's token once: the page trades it for a session cookie."""
+    from procorch.gateway import token as auto_token
+
+    cfg = load(config, run_dir)
+    running = ask(cfg.settings.run_dir, {"cmd": "config"})
+    if running is None:
+        fail("procorch is not running here: `procorch up --gateway` starts it with the dashboard")
+    gateway = running["config"]["gateway"]
+    if not gateway["enabled"]:
+        fail("the gateway is not running: `procorch up --gateway` (or [gateway] enabled = true)")
+    token = gateway["token"]
+    if token is None or token == AUTO_TOKEN:  # the dashboard always wants one: the file's
+        try:
+            token = auto_token.load_or_create(cfg.settings.run_dir)
+        except OSError as exc:
+            fail(f"cannot read the gateway's token: {exc.strerror or exc}")
+    url = f"{_base_url(gateway['host'], gateway['port'])}/ui?token={token}"
+    typer.echo(url)
+    if not no_open and _has_browser():
+        import webbrowser
+
+        webbrowser.open(url)
+
+
+def _base_url(host: str, port: int) -> str:
+    """Where a browser on this machine reaches a gateway listening on `host`."""
+    if host in ("0.0.0.0", "::", ""):  # every address: loopback is one of them
+        host = "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def _has_browser() -> bool:
+    """Whether a graphical browser can open: a desktop session (or macOS). A terminal
+    browser would take over the terminal the address was printed on."""
+    import os
+    import sys
+
+    return sys.platform == "darwin" or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command()(call)
     app.command()(services)
     app.command("gateway-token")(gateway_token)
+    app.command()(dashboard)

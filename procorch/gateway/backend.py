@@ -266,21 +266,36 @@ def _alive(pid: int | None) -> bool:
 
 
 def health(service: str, replicas: list[ReplicaView], backend: Backend) -> str:
+    """The service's health word (`health_word`), from the registry's view of it."""
+    return health_word(
+        [(r.alive, r.endpoint.state, r.heartbeat_age) for r in replicas],
+        backend.is_python(service),
+        backend.heartbeat_timeout(service),
+    )
+
+
+def health_word(
+    replicas: list[tuple[bool, str, float | None]], python: bool, timeout: float
+) -> str:
     """healthy: every replica running (and heartbeating, for Python); dead: no process at
-    all; unhealthy: anything between (starting, restarting, a stale heartbeat)."""
-    if not any(r.alive for r in replicas):
+    all; unhealthy: anything between (starting, restarting, a stale heartbeat). A replica
+    is (alive, state, heartbeat age in seconds or None)."""
+    if not any(alive for alive, _, _ in replicas):
         return "dead"
-    timeout = backend.heartbeat_timeout(service)
-    python = backend.is_python(service)
-    for r in replicas:
-        if not r.alive or r.endpoint.state != "running":
+    for alive, state, age in replicas:
+        if not alive or state != "running":
             return "unhealthy"
-        if python and (r.heartbeat_age is None or r.heartbeat_age > timeout):
+        if python and (age is None or age > timeout):
             return "unhealthy"
     return "healthy"
 
 
 def summary(replicas: list[ReplicaView]) -> str:
     """One word for a service's replicas: their state if they agree, else `degraded`."""
-    states = {r.endpoint.state for r in replicas}
-    return states.pop() if len(states) == 1 else "degraded"
+    return state_word([r.endpoint.state for r in replicas])
+
+
+def state_word(states: list[str]) -> str:
+    """The replicas' state if they agree, else `degraded`."""
+    distinct = set(states)
+    return distinct.pop() if len(distinct) == 1 else "degraded"

@@ -51,7 +51,7 @@ def _taken(n: Any, mod: Any) -> ResponseReturnValue:
     return respond({"status": "taken", "job_id": job_id})
 
 
-def _job_id(raw: Any) -> int:
+def job_id_of(raw: Any) -> int:
     """A job id from a path or a query: anything but a positive integer names no job;
     an integer past the largest id is out of range (400), as a user's or an order's."""
     text = str(raw).strip()  # raw: from /info's body, any JSON value
@@ -70,7 +70,7 @@ def job(raw: str) -> ResponseReturnValue:
     if request.method == "POST":
         mod = request.args.get("mod")
         return _taken(integer_text(raw, "n"), None if mod is None else integer_text(mod, "mod"))
-    job_id = _job_id(raw)
+    job_id = job_id_of(raw)
     if request.method == "DELETE":
         cancelled = backend().jobs.cancel(job_id)
         return respond(
@@ -155,4 +155,4 @@ def info() -> ResponseReturnValue:
         raw = json_body("id")["id"]
     if raw is None:
         fail(400, "`id` is required (GET /info?id=1)")
-    return respond(backend().job(_job_id(raw)))
+    return respond(backend().job(job_id_of(raw)))

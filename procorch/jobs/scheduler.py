@@ -60,6 +60,33 @@ def read_state(run_dir: Path) -> dict[str, dict[str, Any]]:
     }
 
 
+def listing(config: Config, now: float) -> list[dict[str, Any]]:
+    """Each `[jobs.schedules]` entry as `job schedules --json` and the dashboard show it:
+    what it submits, how it fires, its next tick after `now` and the last one fired."""
+    fired = read_state(config.settings.run_dir)
+    rows = []
+    for name, table in config.jobs.schedules.items():
+        schedule = Schedule.of(name, table)
+        note = fired.get(name, {})
+        last = note.get("tick")
+        rows.append(
+            {
+                "name": name,
+                "function": schedule.function,
+                "args": list(schedule.args),
+                "kwargs": dict(schedule.kwargs),
+                "cron": schedule.cron,
+                "every": schedule.every,
+                "timezone": schedule.timezone,
+                "spec": schedule.spec,  # how it fires, for people: "every 30s"
+                "next": iso(schedule.next_after(now)),
+                "last": None if last is None else iso(last),
+                "last_job_id": note.get("job_id") if last is not None else None,
+            }
+        )
+    return rows
+
+
 def _write_state(run_dir: Path, state: dict[str, dict[str, Any]]) -> None:
     # Not fsynced: it must survive a process's death, which the page cache does; after
     # a power loss an older note only makes a tick be submitted again, under its key.

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from procorch.config import Config, parse_signal, replicas_problem
+from procorch.config import Config, ConfigError, parse_signal, replicas_problem
 from procorch.supervisor import control
 from procorch.supervisor.lifeline import release_free_memory
 from procorch.supervisor.live import LiveChanges, Refused
@@ -201,8 +201,17 @@ class Commands:
 
     def reload(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
         """{"config": Config.to_json() data, "dry_run": bool}: the plan, and unless a
-        dry run, the answer once it is carried out; refused: "refused": true."""
-        new = Config.from_json(json.dumps(message["config"]))
+        dry run, the answer once it is carried out; refused: "refused": true. Without
+        "config", the daemon's own file is read again (as SIGHUP, but answered); a bad
+        file is refused with "invalid": true."""
+        if "config" in message:
+            new = Config.from_json(json.dumps(message["config"]))
+        else:
+            try:
+                new = self.sup.live.from_file()
+            except ConfigError as exc:
+                client.send({"ok": False, "error": str(exc), "invalid": True})
+                return
         p = self.sup.live.plan(new)
         if message.get("dry_run") or (p.empty and not p.refused):
             client.send({"ok": True, "plan": p.to_json(), "applied": False})

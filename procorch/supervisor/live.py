@@ -84,12 +84,17 @@ class LiveChanges:
 
     def reload_file(self) -> None:
         """SIGHUP: read the config file again and apply it; a bad one changes nothing."""
-        running = self.fleet.config
         try:
-            new = load_like(running, running.path)
+            new = self.from_file()
             self.apply(new, self.plan(new))
         except (ConfigError, Refused) as exc:  # one line: the event, logged as a warning
             self.fleet.event("reload-failed", str(exc))
+
+    def from_file(self) -> Config:
+        """The running config's file, read again as the daemon was started on it (its
+        `--gateway`, `--token` and run directory kept); ConfigError if it is bad."""
+        running = self.fleet.config
+        return load_like(running, running.path)
 
     def plan(self, new: Config) -> Plan:
         """What changing the running stack to `new` means (changes nothing)."""

@@ -334,6 +334,33 @@ def tail_lines(path: Path, count: int, start: int | None = None) -> list[str]:
     return [text for _, text in read_lines(path, count, start=start)]
 
 
+def lines_since(path: Path, offset: int, most: int = 256 * 1024) -> tuple[list[str], int]:
+    """The whole lines written to a log from byte `offset` on, at most `most` bytes of
+    them, and the offset to read from next time (a line still being written waits for
+    then). A file now shorter than `offset` was rotated: it is read from its start."""
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            if offset > end:
+                offset = 0
+            f.seek(offset)
+            data = f.read(min(end - offset, most))
+    except OSError:
+        return [], offset
+    whole, newline, _ = data.rpartition(b"\n")
+    if not newline:
+        return [], offset
+    return whole.decode(errors="replace").split("\n"), offset + len(whole) + 1
+
+
+def size_of(path: Path) -> int:
+    """A file's size, 0 if there is none (yet)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
 def _newest_first(path: Path, upto: int | None = None, start: int | None = None) -> Iterator[bytes]:
     """The lines of a log (up to byte `upto`) and then of its rotated files (.1, .2, ...),
     last line first; with `start`, only the log's own lines from byte `start` on."""

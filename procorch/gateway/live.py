@@ -1,0 +1,180 @@
+"""The dashboard's live data: the daemon's view of every replica, the job counts, and
+their recent history, refreshed at most once per `REFRESH` seconds and shared.
+
+However many dashboards are open, and however many gateway threads serve them, the
+daemon is asked for its status (over the control socket) and the job store for its
+counts once per refresh; every poll in between is answered from the encoded JSON kept
+here (and, when nothing changed, with 304 from its ETag). A refresh runs on the thread
+of the request that finds the data stale; the others meanwhile answer with the data
+they have, so no request ever waits for another's refresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from typing import Any
+
+from procorch.gateway.backend import Backend, health_word, state_word
+from procorch.gateway.history import Histories
+from procorch.services.protocol import dumps
+from procorch.supervisor import control
+from procorch.supervisor.rundir import RunDir
+
+log = logging.getLogger("procorch.gateway")
+
+REFRESH = 1.0  # seconds: the dashboards' pace, and the most the daemon is asked
+STATUS_TIMEOUT = 2.0
+
+
+class DaemonDown(Exception):
+    """The supervisor daemon did not answer on its control socket."""
+
+
+class LiveView:
+    def __init__(self, backend: Backend, refresh: float = REFRESH) -> None:
+        self.backend = backend
+        self.refresh_every = refresh
+        self.socket = RunDir(backend.run_dir).socket
+        self.histories = Histories()
+        self._lock = threading.Lock()
+        self._due = 0.0
+        self.data: dict[str, Any] | None = None  # the last overview, as a dict
+        self.body = b""  # ... and encoded
+        self.etag = ""
+
+    def current(self) -> LiveView:
+        """This view, refreshed first if it is due and nobody else is refreshing it;
+        DaemonDown if there was never any data to show."""
+        if time.monotonic() >= self._due and self._lock.acquire(blocking=self.data is None):
+            try:
+                if time.monotonic() >= self._due:
+                    self._refresh()
+            finally:
+                self._lock.release()
+        if self.data is None:
+            raise DaemonDown("the supervisor daemon does not answer")
+        return self
+
+    def service(self, name: str) -> dict[str, Any] | None:
+        """One service's entry in the overview, by name (any case)."""
+        wanted = name.lower()
+        assert self.data is not None
+        return next((s for s in self.data["services"] if s["name"].lower() == wanted), None)
+
+    # -- a refresh -----------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        started = time.monotonic()
+        self._due = started + self.refresh_every
+        now = time.time()
+        try:
+            status = control.request(self.socket, {"cmd": "status"}, timeout=STATUS_TIMEOUT)
+        except (OSError, control.DaemonNotRunning, control.ControlError, ValueError) as exc:
+            log.warning("dashboard: the daemon did not answer: %s", exc)
+            if self.data is not None:  # keep what was known, and say it is stale
+                self._publish({**self.data, "daemon": {"state": "unreachable"}})
+            return
+        services = self._services(status["services"], now)
+        jobs = self._jobs(now)
+        self._publish(
+            {
+                "time": round(now, 3),
+                "daemon": status["supervisor"],
+                "warnings": warnings(status["supervisor"]["warnings"], services),
+                "services": services,
+                "jobs": jobs,
+            }
+        )
+        self.histories.keep_only({s["name"] for s in services} | {"jobs"})
+
+    def _publish(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.body = dumps(data)
+        # `time` changes every refresh: the tag covers the rest, so an idle page gets 304s
+        self.etag = hashlib.blake2b(dumps({**data, "time": None}), digest_size=12).hexdigest()
+
+    def _services(self, replicas: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+        by_name: dict[str, list[dict[str, Any]]] = {}
+        for r in replicas:  # the daemon lists them in start order
+            by_name.setdefault(r["name"], []).append(r)
+        return [self._service(name, group, now) for name, group in by_name.items()]
+
+    def _service(self, name: str, group: list[dict[str, Any]], now: float) -> dict[str, Any]:
+        shown = [replica_entry(r) for r in group]
+        rss = [r["rss_bytes"] for r in shown if r["rss_bytes"] is not None]
+        series = self.histories.add(
+            name,
+            now,
+            gauges={"rss_bytes": sum(rss) if rss else None},
+            counters={"requests_per_s": sum(r["requests"] for r in shown)},
+        )
+        health = health_word(
+            [(r["pid"] is not None, r["state"], r["heartbeat_age"]) for r in shown],
+            self.backend.is_python(name),
+            self.backend.heartbeat_timeout(name),
+        )
+        return {
+            "name": name,
+            "state": state_word([r["state"] for r in shown]),
+            "health": health,
+            "replicas": shown,
+            "series": series.public(),
+        }
+
+    def _jobs(self, now: float) -> dict[str, Any] | None:
+        try:
+            stats = self.backend.jobs.stats()
+        except Exception as exc:  # a down Redis must not take the services' view with it
+            log.warning("dashboard: the job store did not answer: %s", exc)
+            return None
+        counts = stats["counts"]
+        series = self.histories.add(
+            "jobs",
+            now,
+            gauges={"pending": counts.get("pending", 0)},
+            counters={"finished_per_s": counts.get("done", 0) + counts.get("failed", 0)},
+        )
+        return {**stats, "series": series.public()}
+
+
+REPLICA_FIELDS = (
+    "replica",
+    "state",
+    "pid",
+    "uptime",
+    "restarts",
+    "cpu_percent",
+    "rss_bytes",
+    "heartbeat_age",
+    "requests",
+    "errors",
+    "last_exit",
+)
+
+
+def replica_entry(status: dict[str, Any]) -> dict[str, Any]:
+    """A replica as the dashboard shows it: the daemon's status, without its internals
+    (log offsets, socket paths)."""
+    return {name: status.get(name) for name in REPLICA_FIELDS}
+
+
+def warnings(daemon: list[str], services: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What needs a person: the daemon's own warnings (a full disk), FATAL replicas,
+    services with no process, unhealthy ones. Errors first."""
+    found = [{"level": "warning", "service": None, "message": line} for line in daemon]
+    for s in services:
+        for r in s["replicas"]:
+            if r["state"] == "fatal":
+                why = f": {r['last_exit']}" if r.get("last_exit") else ""
+                message = f"{s['name']}.{r['replica']} is FATAL{why}"
+                found.append({"level": "error", "service": s["name"], "message": message})
+        if s["health"] == "dead" and not all(r["state"] == "stopped" for r in s["replicas"]):
+            message = f"{s['name']} has no process running"
+            found.append({"level": "error", "service": s["name"], "message": message})
+        elif s["health"] == "unhealthy":
+            message = f"{s['name']} is unhealthy ({s['state']})"
+            found.append({"level": "warning", "service": s["name"], "message": message})
+    return sorted(found, key=lambda w: w["level"] != "error")
