@@ -48,6 +48,14 @@ def require_chromium() -> None:
     pytest.skip(missing, allow_module_level=True)
 
 
+def new_context(browser: Any) -> Any:
+    """A fresh browser context (its own cookies) whose actions give up after 10 s, not
+    playwright's 30: every page here answers within a poll or two."""
+    context = browser.new_context()
+    context.set_default_timeout(10_000)
+    return context
+
+
 def launch(playwright: Any) -> Any:
     """The system's Chromium, headless, without its background traffic."""
     return playwright.chromium.launch(

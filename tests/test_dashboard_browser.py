@@ -25,6 +25,7 @@ from tests.browser import (
     browser_session,
     digits,
     job_counts,
+    new_context,
     overflow,
     replica_fields,
     require_chromium,
@@ -92,7 +93,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def session(browser: Any, gw: GatewayStack) -> Iterator[Any]:
     """A browser context signed in as a user is: by opening the URL with the token once."""
-    context = browser.new_context()
+    context = new_context(browser)
     page = context.new_page()
     assert page.goto(f"{gw.url}/ui?token={TOKEN}").ok
     page.close()
@@ -166,7 +167,7 @@ def follow(row: Any) -> None:
 
 
 def test_the_token_url_sets_a_strict_http_only_cookie_and_leaves_a_clean_url(browser, gw):
-    context = browser.new_context()
+    context = new_context(browser)
     try:
         page = context.new_page()
         response = page.goto(f"{gw.url}/ui?token={TOKEN}")
@@ -218,7 +219,7 @@ def test_a_change_with_the_cookie_needs_the_csrf_header_and_the_gateways_own_ori
 
 
 def test_a_wrong_or_missing_token_is_401_and_signs_nobody_in(browser, gw):
-    context = browser.new_context()
+    context = new_context(browser)
     try:
         page = context.new_page()
         response = page.goto(f"{gw.url}/ui?token=not-the-token")
@@ -324,7 +325,7 @@ def test_the_service_page_shows_its_events_and_its_log_tail(dash, gw):
     expect(page.get_by_test_id("log")).to_contain_text("cache ready", timeout=5000)
     events = page.get_by_test_id("service-events").get_by_test_id("event-row")
     expect(events.first).to_be_visible(timeout=5000)
-    expect(page.get_by_test_id("service-events")).to_contain_text("started")
+    expect(page.get_by_test_id("service-events")).to_contain_text("spawned")
 
 
 # --- jobs --------------------------------------------------------------------------------
@@ -425,15 +426,15 @@ def test_the_events_page_filters_by_service_and_kind(dash, gw):
         5,
         "only cache's events listed",
     )
-    page.get_by_test_id("filter-kind").select_option("started")
+    page.get_by_test_id("filter-kind").select_option("spawned")
     until(
         page,
         lambda: (
             (rows := visible_texts(page, "event-row"))
-            and all("cache" in r and "started" in r for r in rows)
+            and all("cache" in r and "spawned" in r for r in rows)
         ),
         5,
-        "only cache's started events listed",
+        "only cache's spawned events listed",
     )
 
 
