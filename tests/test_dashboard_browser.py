@@ -169,7 +169,8 @@ def follow(row: Any) -> None:
 def test_the_token_url_sets_a_strict_http_only_cookie_and_leaves_a_clean_url(browser, gw):
     context = new_context(browser)
     try:
-        page = context.new_page()
+        signed_in = Dashboard(context, gw.url)
+        page = signed_in.watch(context.new_page())
         response = page.goto(f"{gw.url}/ui?token={TOKEN}")
         assert response.status == 200
         assert page.url == f"{gw.url}/ui"  # no token left in the address bar or history
@@ -182,8 +183,9 @@ def test_the_token_url_sets_a_strict_http_only_cookie_and_leaves_a_clean_url(bro
         assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/")
         assert TOKEN not in cookie["value"]
         assert "procorch_session" not in page.evaluate("document.cookie")  # HttpOnly indeed
-        # the signed-in page works: it shows the services
+        # the signed-in page works: it shows the services, and nothing went wrong
         expect(page.get_by_test_id("service-row").first).to_be_visible()
+        assert not signed_in.errors, signed_in.errors
     finally:
         context.close()
 
