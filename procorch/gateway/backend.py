@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from procorch.config import Config, ServiceConfig
-from procorch.jobs.job import FINISHED
+from procorch.jobs.job import TRANSITIONS, Status
 from procorch.services.protocol import CallTimeout, ServiceError, Unavailable
 from procorch.services.registry import Endpoint, Registry
 from procorch.stats import SlotStats, StatsTable
@@ -227,8 +227,9 @@ class Slots:
 
 
 class FinishedJobs:
-    """The last finished jobs served, by id: a finished job never changes (no transition
-    leaves done, failed or cancelled), so polling one needs no store read.
+    """The last finished jobs served, by id: a done or cancelled job never changes (no
+    transition leaves them; a failed job may be requeued), so polling one needs no store
+    read.
 
     The read is what a cache saves here: each SQLite call lets go of the GIL, and with
     the server's threads waiting for it every handoff costs a thread switch (measured: a
@@ -243,7 +244,7 @@ class FinishedJobs:
         return self._jobs.get(job_id)
 
     def keep(self, job: dict[str, Any]) -> None:
-        if job["status"] not in FINISHED:
+        if TRANSITIONS[Status(job["status"])]:  # it may still change: a failed job, requeued
             return
         if len(self._jobs) >= self.size:
             self._jobs.clear()  # start again: simpler than LRU, and the store refills it

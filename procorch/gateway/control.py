@@ -15,16 +15,18 @@ would have to come from the process being replaced.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
 from procorch.config import GATEWAY_NAME
-from procorch.gateway.http import ApiError, fail, json_body, respond, short
+from procorch.gateway.http import ApiError, fail, json_body, respond
 from procorch.gateway.jobs import job_id_of
 from procorch.gateway.live import replica_entry
 from procorch.gateway.system import backend
+from procorch.services.bodies import Body, Boolean, Choice, Integer
 from procorch.supervisor import control
 from procorch.supervisor.rundir import RunDir
 
@@ -33,6 +35,16 @@ bp = Blueprint("control", __name__)
 CHANGE_TIMEOUT = 300.0  # seconds a change may take to settle (a rolling restart of many)
 ACTIONS = ("start", "stop", "restart")
 MAX_REPLICAS = 1000
+# The signals a service may be sent by name (lower case, as `Choice` compares them)
+SIGNALS = tuple(sorted(s.name[3:].lower() for s in signal.Signals if s.name.isalnum()))
+
+# The request bodies, declared once: checked here, described in /openapi.json
+NOTHING = Body(closed=True)
+RESTART = Body(Boolean("rolling", default=False), closed=True)
+SCALE = Body(Integer("replicas", minimum=1, maximum=MAX_REPLICAS), closed=True)
+SIGNAL = Body(Choice("signal", SIGNALS), Boolean("group", default=False), closed=True)
+RELOAD = Body(Boolean("dry_run", default=False), closed=True)
+BODIES = {"Restart": RESTART, "Scale": SCALE, "Signal": SIGNAL, "Reload": RELOAD}
 
 
 def ask(message: dict[str, Any]) -> dict[str, Any]:
@@ -57,30 +69,12 @@ def _status(exc: control.ControlError) -> int:
     return 400
 
 
-def _body(**kinds: type) -> dict[str, Any]:
-    """The request's JSON object (an empty body is `{}`), with only the fields named,
-    each of its kind if given."""
+def _body(body: Body) -> dict[str, Any]:
+    """The request's JSON object checked against `body` (an empty request body is `{}`);
+    a field it does not declare, or one of the wrong kind, is a 400 (`Invalid`)."""
     if not request.get_data(cache=True).strip():
-        return {}
-    body = json_body()
-    unknown = sorted(set(body) - set(kinds))
-    if unknown:
-        fail(400, f"unknown field {short(repr(unknown[0]))} (known: {', '.join(kinds)})")
-    for name, kind in kinds.items():
-        value = body.get(name)
-        if value is not None and not _is_kind(value, kind):
-            fail(400, f"`{name}` must be {_KIND_WORDS[kind]}")
-    return body
-
-
-_KIND_WORDS = {bool: "true or false", int: "an integer", str: "a string"}
-
-
-def _is_kind(value: Any, kind: type) -> bool:
-    # JSON's true is no integer, though Python's bool is an int
-    if kind is bool:
-        return isinstance(value, bool)
-    return isinstance(value, kind) and not isinstance(value, bool)
+        return body.check({})
+    return body.check(json_body())
 
 
 def _settled(name: str, reply: dict[str, Any]) -> ResponseReturnValue:
@@ -92,12 +86,10 @@ def _is_gateway(name: str) -> bool:
     return name.partition(".")[0].lower() == GATEWAY_NAME.lower()
 
 
-@bp.post("/api/services/<name>/<action>")
+@bp.post(f"/api/services/<name>/<any({', '.join(ACTIONS)}):action>")
 def act(name: str, action: str) -> ResponseReturnValue:
-    if action not in ACTIONS:
-        fail(404, f"no such action: {short(action)} (one of {', '.join(ACTIONS)}, scale, signal)")
-    body = _body(rolling=bool) if action == "restart" else _body()
-    message = {"cmd": action, "names": [name], "rolling": bool(body.get("rolling"))}
+    body = _body(RESTART if action == "restart" else NOTHING)
+    message = {"cmd": action, "names": [name], "rolling": body.get("rolling", False)}
     if _is_gateway(name):
         ask({**message, "wait": False})
         return respond({"status": "success", "service": name, "pending": True}, 202)
@@ -106,43 +98,35 @@ def act(name: str, action: str) -> ResponseReturnValue:
 
 @bp.post("/api/services/<name>/scale")
 def scale(name: str) -> ResponseReturnValue:
-    body = _body(replicas=int)
-    count = body.get("replicas")
-    if count is None:
-        fail(400, "`replicas` is required")
-    if not 1 <= count <= MAX_REPLICAS:
-        fail(400, f"`replicas` must be between 1 and {MAX_REPLICAS}")
+    count = _body(SCALE)["replicas"]
     reply = ask({"cmd": "scale", "counts": {name: count}})
     return _settled(name, reply)
 
 
 @bp.post("/api/services/<name>/signal")
 def send_signal(name: str) -> ResponseReturnValue:
-    body = _body(signal=str, group=bool)
-    if body.get("signal") is None:
-        fail(400, "`signal` is required (a name like TERM, or a number)")
-    group = bool(body.get("group"))
-    reply = ask({"cmd": "signal", "names": [name], "signal": body["signal"], "group": group})
+    body = _body(SIGNAL)
+    message = {"cmd": "signal", "names": [name], "signal": body["signal"].upper()}
+    reply = ask({**message, "group": body["group"]})
     return respond({"status": "success", "signal": reply["signal"], "results": reply["results"]})
 
 
 @bp.post("/api/reload")
 def reload() -> ResponseReturnValue:
-    body = _body(dry_run=bool)
-    reply = ask({"cmd": "reload", "dry_run": bool(body.get("dry_run"))})
+    reply = ask({"cmd": "reload", "dry_run": _body(RELOAD)["dry_run"]})
     return respond({"status": "success", "plan": reply["plan"], "applied": reply["applied"]})
 
 
 @bp.post("/api/jobs/<raw>/cancel")
 def cancel_job(raw: str) -> ResponseReturnValue:
-    _body()
+    _body(NOTHING)
     job = backend().jobs.cancel(job_id_of(raw))
     return respond({"status": "success", "job": job})
 
 
 @bp.post("/api/jobs/<raw>/requeue")
 def requeue_job(raw: str) -> ResponseReturnValue:
-    _body()
+    _body(NOTHING)
     jobs = backend().jobs
     (job_id,) = jobs.requeue(job_id_of(raw))
     return respond({"status": "success", "job": jobs.get(job_id)})

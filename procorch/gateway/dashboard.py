@@ -24,12 +24,13 @@ from typing import Any
 from flask import Blueprint, Response, current_app, redirect, request, send_from_directory
 from flask.typing import ResponseReturnValue
 
+from procorch.config import MAX_INT64
 from procorch.gateway.http import fail, query_int, respond, short
 from procorch.gateway.jobs import job_id_of, list_jobs
 from procorch.gateway.live import DaemonDown, LiveView
 from procorch.gateway.session import Access, session_cookie
 from procorch.gateway.system import backend
-from procorch.supervisor.logs import lines_since, read_lines, size_of
+from procorch.supervisor.logs import lines_since, read_lines, size_of, split_stamp
 from procorch.supervisor.rundir import RunDir
 
 bp = Blueprint("dashboard", __name__)
@@ -137,18 +138,18 @@ def service(name: str) -> ResponseReturnValue:
 
 @bp.get("/api/services/<name>/log")
 def service_log(name: str) -> ResponseReturnValue:
-    entry = _service_entry(name)
+    # the query first, all of it: a bad one is a 400 whatever the name, and never ignored
     replica = query_int("replica", 0)
+    after = _offset()
+    count = _bounded("lines", 200)
+    entry = _service_entry(name)
     if replica not in {r["replica"] for r in entry["replicas"]}:
         fail(404, f"{entry['name']} has no replica {replica}")
     path = RunDir(backend().run_dir).log_path(entry["name"], replica)
-    after = query_int("after")
     if after is not None:
-        if after < 0:
-            fail(400, "`after` must be at least 0")
-        lines, offset = lines_since(path, after)
+        raw, offset = lines_since(path, after)
+        lines = [split_stamp(line)[1] for line in raw]
     else:
-        count = _bounded("lines", 200)
         offset = size_of(path)  # read back from here: what comes after, the next poll reads
         lines = [text for _, text in read_lines(path, count, upto=offset)]
     return respond({"lines": lines, "offset": offset})
@@ -159,15 +160,14 @@ def events() -> ResponseReturnValue:
     service_name = request.args.get("service") or None
     kind = request.args.get("kind") or None
     path = RunDir(backend().run_dir).events_file
-    after = query_int("after")
+    after = _offset()
+    limit = _bounded("limit", 200)
     if after is not None:
-        if after < 0:
-            fail(400, "`after` must be at least 0")
         raw, offset = lines_since(path, after)
         found = _parsed(raw)
     else:
         offset = size_of(path)
-        found = _parsed(text for _, text in read_lines(path, _bounded("limit", 200), upto=offset))
+        found = _parsed(text for _, text in read_lines(path, limit, upto=offset))
     kinds = sorted({e["event"] for e in found})
     shown = [
         e
@@ -210,6 +210,14 @@ def _service_entry(name: str) -> dict[str, Any]:
     if entry is None:
         fail(404, f"no service named {short(name)!r}")
     return entry
+
+
+def _offset() -> int | None:
+    """`after`: a byte offset in a file, from an earlier answer's `offset`."""
+    after = query_int("after")
+    if after is not None and not 0 <= after <= MAX_INT64:
+        fail(400, f"`after` must be between 0 and {MAX_INT64}")
+    return after
 
 
 def _bounded(name: str, default: int) -> int:

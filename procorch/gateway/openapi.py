@@ -1,8 +1,10 @@
 """GET /openapi.json: an OpenAPI 3.1 document of every endpoint, built from the config.
 
 The limits in it are the ones the gateway enforces (`max_n`, page sizes, field
-lengths), and the bearer scheme is there only when a token is configured, so
-the document describes this gateway exactly; the tests run schemathesis against it.
+lengths: the data services' bodies and list queries are made from the declarations their
+checks are made from, in `procorch.services.bodies`), and the bearer scheme is there only
+when a token is configured, so the document describes this gateway exactly; the tests run
+schemathesis against it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from flask.typing import ResponseReturnValue
 
 from procorch import __version__
 from procorch.config import MAX_INT64, MAX_PRIORITY, QUEUE_NAME, Config
+from procorch.gateway.dashboard import MAX_LINES
 from procorch.gateway.http import IDEMPOTENCY_KEY, respond
 from procorch.gateway.system import TITLE
 from procorch.jobs.api import LATEST, MAX_DELAY, MAX_LIMIT
 from procorch.jobs.job import Status
-from procorch.services.fields import MAX_PAGE
+from procorch.services.bodies import BY_USER, NEW_NOTIFICATION, NEW_ORDER, NEW_USER, PAGE, Body
 from procorch.services.protocol import MAX_KEY
+from procorch.supervisor.state import ProcessState
 
 bp = Blueprint("openapi", __name__)
 
@@ -32,10 +36,13 @@ REASONS = {
     408: "The request was not complete within the gateway's deadline",
     409: "Conflicts with what exists (or the Idempotency-Key was used with another body)",
     413: "The request body is over `max_body`",
-    503: "The service (or job store) behind the endpoint is down, or busy or hung (holding"
-    " its share of the gateway's threads)",
+    403: "A browser's request that changes something without the page's CSRF token, or"
+    " from another site",
+    503: "The service (or job store, or the supervisor daemon) behind the endpoint is down,"
+    " or busy or hung (holding its share of the gateway's threads)",
     507: "The job store is full: its disk (or Redis's maxmemory) has no room",
-    504: "The service behind the endpoint did not answer in time",
+    504: "The service behind the endpoint (or a change the daemon makes) did not answer"
+    " (or settle) in time",
 }
 
 
@@ -56,10 +63,6 @@ def _int(minimum: int = 0, maximum: int = MAX_ID, **extra: Any) -> dict[str, Any
     return {"type": "integer", "minimum": minimum, "maximum": maximum, **extra}
 
 
-# White space as the services see it (Python's str.strip() and `\s`), spelt out: the
-# document's patterns are ECMA-262's, whose `\s` lacks \x1c-\x1f and \x85 and has \ufeff.
-_WS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_TEXT = {"type": "string", "pattern": f"[^{_WS}]"}  # the services refuse blank text
 _QUEUE = {"type": "string", "pattern": f"^{QUEUE_NAME.pattern}$"}
 _NULLABLE_TEXT = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"]}
@@ -68,6 +71,90 @@ _NULLABLE_INT = {"type": ["integer", "null"]}
 def _schemas(config: Config) -> dict[str, Any]:
     page = {"count": {"type": "integer"}, "total": {"type": "integer"}}
     success = {"type": "string", "enum": ["success"]}
+    return _record_schemas(config, page, success) | _dashboard_schemas(success)
+
+
+def _dashboard_schemas(success: dict[str, Any]) -> dict[str, Any]:
+    """The answers of the dashboard's and the control API's endpoints, and the control
+    requests' bodies (declared once, in `control`)."""
+    from procorch.gateway.control import BODIES
+
+    lines = {"type": "array", "items": {"type": "string"}}
+    events = {"type": "array", "items": {"type": "object"}}
+    replicas = {"type": "array", "items": _ref("DashboardReplica")}
+    return {
+        "DashboardReplica": _obj(
+            ["replica", "state", "pid", "restarts"],
+            replica={"type": "integer"},
+            state={"type": "string", "enum": [s.value for s in ProcessState]},
+            pid=_NULLABLE_INT,
+            uptime={"type": ["number", "null"]},
+            restarts={"type": "integer"},
+            cpu_percent={"type": ["number", "null"]},
+            rss_bytes=_NULLABLE_INT,
+            heartbeat_age={"type": ["number", "null"]},
+            requests={"type": "integer"},
+            errors={"type": "integer"},
+            last_exit=_NULLABLE_TEXT,
+        ),
+        "DashboardService": _obj(
+            ["name", "state", "health", "replicas", "series"],
+            name={"type": "string"},
+            state={"type": "string"},
+            health={"type": "string", "enum": ["healthy", "unhealthy", "dead"]},
+            replicas=replicas,
+            series={"type": "object"},
+        ),
+        "Overview": _obj(
+            ["time", "daemon", "warnings", "services", "jobs"],
+            time={"type": "number"},
+            daemon={"type": "object"},
+            warnings={"type": "array", "items": {"type": "object"}},
+            services={"type": "array", "items": _ref("DashboardService")},
+            jobs={"type": ["object", "null"]},
+        ),
+        "ServicePage": _obj(["service", "events"], service=_ref("DashboardService"), events=events),
+        "LogTail": _obj(["lines", "offset"], lines=lines, offset={"type": "integer"}),
+        "Events": _obj(
+            ["events", "offset", "kinds"], events=events, offset={"type": "integer"}, kinds=lines
+        ),
+        "JobsOverview": _obj(
+            ["counts", "total", "durations", "series", "schedules", "backend"],
+            counts={"type": "object"},
+            total={"type": "integer"},
+            throughput={"type": "object"},
+            durations={"type": "object"},
+            series={"type": "object"},
+            schedules={"type": "array", "items": {"type": "object"}},
+            backend={"type": "string"},
+        ),
+        "Changed": _obj(
+            ["status", "service"],
+            status=success,
+            service={"type": "string"},
+            replicas=replicas,
+            pending={"type": "boolean"},
+        ),
+        "Signalled": _obj(
+            ["status", "signal", "results"],
+            status=success,
+            signal={"type": "string"},
+            results={"type": "array", "items": {"type": "object"}},
+        ),
+        "Reloaded": _obj(
+            ["status", "plan", "applied"],
+            status=success,
+            plan={"type": "object"},
+            applied={"type": "boolean"},
+        ),
+        "JobChanged": _obj(["status", "job"], status=success, job=_ref("Job")),
+        **{name: body.schema() for name, body in BODIES.items()},
+    }
+
+
+def _record_schemas(
+    config: Config, page: dict[str, Any], success: dict[str, Any]
+) -> dict[str, Any]:
 
     def listing(key: str, item: str) -> dict[str, Any]:
         items = {"type": "array", "items": _ref(item)}
@@ -109,15 +196,8 @@ def _schemas(config: Config) -> dict[str, Any]:
             email={"type": "string"},
             created_at={"type": "string"},
         ),
-        "NewUser": _obj(
-            ["username", "email"],
-            username={**_TEXT, "maxLength": 64},
-            email={
-                "type": "string",
-                "pattern": rf"^[{_WS}]*[^@{_WS}]+@[^@{_WS}]+\.[^@.{_WS}]+[{_WS}]*$",
-                "maxLength": 254,
-            },
-        ),
+        # the request bodies, with the limits the services check (declared in `bodies`)
+        "NewUser": NEW_USER.schema(),
         "Order": _obj(
             ["id", "user_id", "product", "quantity", "status"],
             id=_int(1),
@@ -127,12 +207,7 @@ def _schemas(config: Config) -> dict[str, Any]:
             status={"type": "string"},
             created_at={"type": "string"},
         ),
-        "NewOrder": _obj(
-            ["user_id", "product"],
-            user_id=_int(1),
-            product={**_TEXT, "maxLength": 200},
-            quantity=_int(1, 1_000_000, default=1),
-        ),
+        "NewOrder": NEW_ORDER.schema(),
         "Notification": _obj(
             ["id", "user_id", "message", "type", "status"],
             id=_int(1),
@@ -144,12 +219,7 @@ def _schemas(config: Config) -> dict[str, Any]:
             created_at={"type": "string"},
             sent_at=_NULLABLE_TEXT,
         ),
-        "NewNotification": _obj(
-            ["user_id", "message"],
-            user_id=_int(1),
-            message={**_TEXT, "maxLength": 2000},
-            type={"type": "string", "enum": ["email", "sms"], "default": "email"},
-        ),
+        "NewNotification": NEW_NOTIFICATION.schema(),
         "Job": _obj(
             ["job_id", "status", "input", "output", "init_time", "finished_time", "mod"],
             job_id=_int(1),
@@ -318,6 +388,11 @@ def _filter(name: str, schema: dict[str, Any]) -> dict:
     return {**_param(name, "query", schema), "allowEmptyValue": True}
 
 
+def _query(body: Body) -> list[dict[str, Any]]:
+    """The query parameters of a list action, each as the service checks it."""
+    return [_filter(field.name, field.schema()) for field in body.fields]
+
+
 def _function_job(config: Config) -> dict[str, Any]:
     """POST /jobs's body: any registered function with JSON arguments (1 MiB at most,
     with the rest); the built-in fib takes [n] or [n, mod] only."""
@@ -375,9 +450,7 @@ def _function_job(config: Config) -> dict[str, Any]:
 
 
 def _paths(config: Config) -> dict[str, Any]:
-    page = [_filter("limit", _int(1, MAX_PAGE)), _filter("offset", _int(0))]
-    by_user = [*page, _filter("user_id", _int(1))]
-    job_page = [_filter("limit", _int(0, MAX_LIMIT)), _filter("offset", _int(0))]
+    page, by_user = _query(PAGE), _query(BY_USER)
     job_id = [_param("id", "path", _int(1))]
     service = (503, 504)
     store = (503, 507)  # the job store: unreachable, or full
@@ -467,12 +540,7 @@ def _paths(config: Config) -> dict[str, Any]:
                 "List jobs, by id",
                 "JobList",
                 store,
-                params=[
-                    _filter("status", {"type": "string", "enum": [s.value for s in Status]}),
-                    _filter("function", {"type": "string"}),
-                    _filter("queue", _QUEUE),
-                    *job_page,
-                ],
+                params=_job_filters(),
             ),
             "post": _operation(
                 "Enqueue a job of a registered function, with JSON args and kwargs",
@@ -510,9 +578,114 @@ def _paths(config: Config) -> dict[str, Any]:
     }
 
 
+def _job_filters() -> list[dict[str, Any]]:
+    """GET /jobs's query (and the dashboard's GET /api/jobs)."""
+    return [
+        _filter("status", {"type": "string", "enum": [s.value for s in Status]}),
+        _filter("function", {"type": "string"}),
+        _filter("queue", _QUEUE),
+        _filter("limit", _int(0, MAX_LIMIT)),
+        _filter("offset", _int(0)),
+    ]
+
+
+def _dashboard_paths() -> dict[str, Any]:
+    """The dashboard's read endpoints and the control API: always behind the token."""
+    from procorch.gateway.control import BODIES
+
+    name = [_param("name", "path", {"type": "string", "minLength": 1})]
+    job_id = [_param("id", "path", _int(1))]
+    daemon = (404, 409, 503, 504)
+
+    def change(summary: str, body: str | None, ok: str = "Changed") -> dict[str, Any]:
+        op = _operation(summary, ok, daemon, params=name)
+        if body:
+            op["requestBody"] = {
+                "required": bool(BODIES[body].schema()["required"]),  # {} will do, else not
+                "content": {"application/json": {"schema": _ref(body)}},
+            }
+            op["responses"]["400"] = {"$ref": "#/components/responses/E400"}
+            op["responses"]["413"] = {"$ref": "#/components/responses/E413"}
+        return op
+
+    paths: dict[str, Any] = {
+        "/api/overview": {"get": _operation("Every replica, warnings, job counts", "Overview")},
+        "/api/services/{name}": {
+            "get": _operation("A service and its recent events", "ServicePage", (404,), params=name)
+        },
+        "/api/services/{name}/log": {
+            "get": _operation(
+                "A replica's log: its last lines, or those after an offset",
+                "LogTail",
+                (404,),
+                params=[
+                    *name,
+                    _filter("replica", _int(0)),
+                    _filter("after", _int(0)),
+                    _filter("lines", _int(1, MAX_LINES)),
+                ],
+            )
+        },
+        "/api/events": {
+            "get": _operation(
+                "The event log, or what came after an offset",
+                "Events",
+                params=[
+                    _filter("service", {"type": "string"}),
+                    _filter("kind", {"type": "string"}),
+                    _filter("after", _int(0)),
+                    _filter("limit", _int(1, MAX_LINES)),
+                ],
+            )
+        },
+        "/api/jobs/overview": {
+            "get": _operation(
+                "Job counts, throughput, durations, schedules", "JobsOverview", (503,)
+            )
+        },
+        "/api/jobs": {
+            "get": _operation("A page of jobs", "JobList", (503,), params=_job_filters())
+        },
+        "/api/jobs/{id}": {"get": _operation("One job", "Job", (404, 503), params=job_id)},
+        "/api/services/{name}/start": {"post": change("Start a service or replica", None)},
+        "/api/services/{name}/stop": {"post": change("Stop a service or replica", None)},
+        "/api/services/{name}/restart": {
+            "post": change("Restart a service or replica, rolling if asked", "Restart")
+        },
+        "/api/services/{name}/scale": {"post": change("Scale a service, live", "Scale")},
+        "/api/services/{name}/signal": {
+            "post": change("Signal a service's processes", "Signal", "Signalled")
+        },
+        "/api/reload": {
+            "post": change("Read the config file again and apply it", "Reload", "Reloaded")
+        },
+        "/api/jobs/{id}/cancel": {
+            "post": _operation("Cancel a job", "JobChanged", (404, 409, 503), params=job_id)
+        },
+        "/api/jobs/{id}/requeue": {
+            "post": _operation("Requeue a failed job", "JobChanged", (404, 409, 503), params=job_id)
+        },
+    }
+    del paths["/api/reload"]["post"]["parameters"]  # it names no service
+    del paths["/api/reload"]["post"]["responses"]["404"]
+    # the gateway's own service: the answer cannot wait for the process being replaced
+    for action in ("start", "stop", "restart"):
+        responses = paths[f"/api/services/{{name}}/{action}"]["post"]["responses"]
+        responses["202"] = {"description": "Sent (to the gateway itself)", **responses["200"]}
+    for item in paths.values():
+        for op in item.values():
+            op["security"] = [{"bearer": []}]
+            # the daemon does not answer (or no gateway process runs, and it answers)
+            op["responses"]["503"] = {"$ref": "#/components/responses/E503"}
+            op["responses"]["401"] = {"$ref": "#/components/responses/E401"}
+            if "post" in item:
+                op["responses"]["403"] = {"$ref": "#/components/responses/E403"}
+    return paths
+
+
 def document(config: Config) -> dict[str, Any]:
     """The OpenAPI document of a gateway run with `config`."""
-    paths = _paths(config)
+    paths = _paths(config) | _dashboard_paths()
     responses = {
         f"E{code}": {
             "description": reason,
@@ -530,8 +703,9 @@ def document(config: Config) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": _schemas(config), "responses": responses},
     }
+    # the dashboard and control API always need a token; the rest, if one is configured
+    doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     if config.gateway.token:
-        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"bearer": []}]
         for path, item in paths.items():
             for op in item.values():

@@ -16,8 +16,8 @@ from typing import Any
 
 import psutil
 
-from procorch.services import fields
 from procorch.services.base import Service, action
+from procorch.services.bodies import BY_USER, SEND_NOTIFICATION, user_filter
 from procorch.services.database import Row
 from procorch.services.users import existing_user
 from procorch.supervisor.rundir import now_iso
@@ -36,7 +36,6 @@ CREATE TABLE IF NOT EXISTS notifications (
 );
 CREATE INDEX IF NOT EXISTS notifications_status ON notifications (status, id)
 """
-TYPES = ("email", "sms")
 # What callers see of a notification (`claimed_by` is the delivery's own bookkeeping).
 COLUMNS = "id, user_id, message, type, status, order_id, created_at, sent_at"
 LEFTOVER_CHECK = 1.0  # seconds between looks for notifications another replica left queued
@@ -58,20 +57,17 @@ class NotificationService(Service):
 
     @action("send_notification", idempotent=True)
     def send_notification(self, data: dict[str, Any]) -> dict[str, Any]:
-        fields.required(data, "user_id", "message")
-        user_id = fields.identifier(data, "user_id")
-        message = fields.text(data, "message", max_length=2000)
-        kind = fields.choice(data, "type", TYPES, default="email")
-        order_id = fields.integer(data, "order_id", minimum=1, default=None)
-        if order_id is None:  # an order's own note: the order checked its user already
-            existing_user(self.client, user_id)  # as for an order: no notes to nobody
+        new = SEND_NOTIFICATION.check(data)
+        if new["order_id"] is None:  # an order's own note: the order checked its user already
+            existing_user(self.client, new["user_id"])  # as for an order: no notes to nobody
         reply = self.commit(
             lambda db: {
                 "notification": db.execute(
                     "INSERT INTO notifications"
                     " (user_id, message, type, status, order_id, created_at)"
-                    f" VALUES (?, ?, ?, 'queued', ?, ?) RETURNING {COLUMNS}",
-                    (user_id, message, kind, order_id, now_iso()),
+                    " VALUES (:user_id, :message, :type, 'queued', :order_id, :created_at)"
+                    f" RETURNING {COLUMNS}",
+                    {**new, "created_at": now_iso()},
                 ).fetchone()
             }
         )
@@ -80,11 +76,11 @@ class NotificationService(Service):
 
     @action("list_notifications")
     def list_notifications(self, data: dict[str, Any]) -> dict[str, Any]:
-        limit, offset = fields.page(data)
-        where, params = fields.user_filter(data)
+        query = BY_USER.check(data)
+        where, params = user_filter(query["user_id"])
         notes = self.db.all(
             f"SELECT {COLUMNS} FROM notifications {where} ORDER BY id LIMIT ? OFFSET ?",
-            (*params, limit, offset),
+            (*params, query["limit"], query["offset"]),
         )
         total = self.db.one(f"SELECT count(*) AS n FROM notifications {where}", params)
         return {"notifications": notes, "count": len(notes), "total": total["n"] if total else 0}

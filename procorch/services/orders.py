@@ -16,6 +16,7 @@ from typing import Any
 
 from procorch.services import fields
 from procorch.services.base import Service, action
+from procorch.services.bodies import BY_USER, NEW_ORDER, user_filter
 from procorch.services.protocol import NotFound, ServiceError
 from procorch.services.users import existing_user
 from procorch.supervisor.rundir import now_iso
@@ -43,17 +44,14 @@ class OrderService(Service):
 
     @action("create_order", idempotent=True)
     def create_order(self, data: dict[str, Any]) -> dict[str, Any]:
-        fields.required(data, "user_id", "product")
-        user_id = fields.identifier(data, "user_id")
-        product = fields.text(data, "product", max_length=200)
-        quantity = fields.integer(data, "quantity", minimum=1, maximum=1_000_000, default=1)
-        existing_user(self.client, user_id)
+        new = NEW_ORDER.check(data)
+        existing_user(self.client, new["user_id"])
         reply = self.commit(
             lambda db: {
                 "order": db.execute(
                     "INSERT INTO orders (user_id, product, quantity, status, created_at) "
-                    "VALUES (?, ?, ?, 'created', ?) RETURNING *",
-                    (user_id, product, quantity, now_iso()),
+                    "VALUES (:user_id, :product, :quantity, 'created', :created_at) RETURNING *",
+                    {**new, "created_at": now_iso()},
                 ).fetchone()
             }
         )
@@ -70,10 +68,11 @@ class OrderService(Service):
 
     @action("list_orders")
     def list_orders(self, data: dict[str, Any]) -> dict[str, Any]:
-        limit, offset = fields.page(data)
-        where, params = fields.user_filter(data)
+        query = BY_USER.check(data)
+        where, params = user_filter(query["user_id"])
         orders = self.db.all(
-            f"SELECT * FROM orders {where} ORDER BY id LIMIT ? OFFSET ?", (*params, limit, offset)
+            f"SELECT * FROM orders {where} ORDER BY id LIMIT ? OFFSET ?",
+            (*params, query["limit"], query["offset"]),
         )
         total = self.db.one(f"SELECT count(*) AS n FROM orders {where}", params)
         return {"orders": orders, "count": len(orders), "total": total["n"] if total else 0}

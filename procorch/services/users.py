@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from procorch.services import fields
 from procorch.services.base import Service, action
+from procorch.services.bodies import NEW_USER, PAGE
 from procorch.services.database import Row
 from procorch.services.protocol import Conflict, NotFound, ServiceError
 from procorch.supervisor.rundir import now_iso
@@ -36,21 +37,20 @@ class UserService(Service):
 
     @action("create_user", idempotent=True)
     def create_user(self, data: dict[str, Any]) -> dict[str, Any]:
-        fields.required(data, "username", "email")
-        username = fields.text(data, "username", max_length=64)
-        email = fields.email(data, "email")
+        new = NEW_USER.check(data)
 
         def insert(db: sqlite3.Connection) -> dict[str, Any]:
             user = db.execute(
-                "INSERT INTO users (username, email, created_at) VALUES (?, ?, ?) RETURNING *",
-                (username, email, now_iso()),
+                "INSERT INTO users (username, email, created_at)"
+                " VALUES (:username, :email, :created_at) RETURNING *",
+                {**new, "created_at": now_iso()},
             ).fetchone()
             return {"user": user}
 
         try:
             return self.commit(insert)
         except sqlite3.IntegrityError:
-            raise Conflict(f"User {username} already exists") from None
+            raise Conflict(f"User {new['username']} already exists") from None
 
     @action("get_user")
     def get_user(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -58,8 +58,10 @@ class UserService(Service):
 
     @action("list_users")
     def list_users(self, data: dict[str, Any]) -> dict[str, Any]:
-        limit, offset = fields.page(data)
-        users = self.db.all("SELECT * FROM users ORDER BY id LIMIT ? OFFSET ?", (limit, offset))
+        page = PAGE.check(data)
+        users = self.db.all(
+            "SELECT * FROM users ORDER BY id LIMIT ? OFFSET ?", (page["limit"], page["offset"])
+        )
         total = self.db.one("SELECT count(*) AS n FROM users")
         return {"users": users, "count": len(users), "total": total["n"] if total else 0}
 
