@@ -31,9 +31,12 @@ function dur(s) {
   const d = Math.floor(s / 86400);
   const h = Math.floor((s % 86400) / 3600);
   const m = Math.floor((s % 3600) / 60);
-  if (d) return `${d}d ${h}h`;
-  if (h) return `${h}h ${m}m`;
-  if (m) return `${m}m ${s % 60}s`;
+  // the smaller unit only when it says something: 1h, 1h 2m
+  const two = (big, unit, small, smallUnit) =>
+    small ? `${big}${unit} ${small}${smallUnit}` : `${big}${unit}`;
+  if (d) return two(d, "d", h, "h");
+  if (h) return two(h, "h", m, "m");
+  if (m) return two(m, "m", s % 60, "s");
   return `${s}s`;
 }
 
@@ -60,10 +63,10 @@ function bytes(b) {
 const pct = (v) => (isNum(v) ? `${v.toFixed(1)}%` : NA);
 const plain = (v) => (isNum(v) ? String(v) : NA);
 
-/** An ISO time as local date and time; the ISO text itself goes in a title. */
+/** An ISO time (or epoch seconds, as an attempt's `at`) as local date and time. */
 function when(iso) {
-  const d = iso ? new Date(iso) : null;
-  if (!d || Number.isNaN(d.getTime())) return iso || NA;
+  const d = iso == null || iso === "" ? null : new Date(isNum(iso) ? iso * 1000 : iso);
+  if (!d || Number.isNaN(d.getTime())) return iso ?? NA;
   const day = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
   return `${day} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
@@ -348,7 +351,19 @@ function Plot({ testid, data, config, height, label }) {
   return html`<div class="chart" data-testid=${testid} ref=${box} role="img" aria-label=${label}></div>`;
 }
 
+/** Time ticks as local clock times: seconds only when the ticks are under a minute apart. */
+function clockTicks(u, splits, axisIdx, space, incr) {
+  return splits.map((t) => {
+    const d = new Date(t * 1000);
+    const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    return incr < 60 ? `${hm}:${pad(d.getSeconds())}` : hm;
+  });
+}
+
 const fromZero = (u, min, max) => [0, max > 0 ? max * 1.1 : 1];
+
+// dots only while there are too few points to draw a line
+const points = { show: (u) => u.data[0].length < 3 };
 
 /** Two lines over time, each on its own axis (left and right). */
 function timeChart(left, right) {
@@ -356,11 +371,11 @@ function timeChart(left, right) {
     scales: { x: { time: true }, l: { range: fromZero }, r: { range: fromZero } },
     series: [
       { label: "time", value: orNA((t) => new Date(t * 1000).toLocaleTimeString()) },
-      { label: left.label, scale: "l", stroke: themeColour("--c1"), width: 1.5, value: left.value },
-      { label: right.label, scale: "r", stroke: themeColour("--c2"), width: 1.5, value: right.value },
+      { label: left.label, scale: "l", stroke: themeColour("--c1"), width: 1.5, value: left.value, points },
+      { label: right.label, scale: "r", stroke: themeColour("--c2"), width: 1.5, value: right.value, points },
     ],
     axes: [
-      axis({ space: 60 }),
+      axis({ space: 64, values: clockTicks }),
       axis({ scale: "l", size: 44, values: (u, vs) => vs.map(left.tick) }),
       axis({ scale: "r", side: 1, size: 76, grid: { show: false }, values: (u, vs) => vs.map(right.tick) }),
     ],
@@ -410,10 +425,15 @@ function cells(r) {
   };
 }
 
-function Replicas({ service }) {
+const DOWN = new Set(["backoff", "exited", "fatal"]);
+
+/** The replicas' table; why a process last ended is shown for those that are down, or for
+ * all of them (`exits`) where there is room (a service's own page). */
+function Replicas({ service, exits: all = false }) {
   const reps = service.replicas || [];
-  if (!reps.length) return html`<p class="muted">No replicas (scaled to 0).</p>`;
-  const exits = reps.some((r) => r.last_exit);
+  if (!reps.length) return html`<p class="muted">No replicas.</p>`;
+  const why = (r) => (all || DOWN.has(r.state) ? r.last_exit : null);
+  const exits = reps.some(why);
   return html`
     <div class="table-wrap">
       <table class="replicas">
@@ -439,7 +459,7 @@ function Replicas({ service }) {
                       ${c[f][0]}
                     </td>`,
                 )}
-                ${exits && html`<td class="exit">${r.last_exit ?? ""}</td>`}
+                ${exits && html`<td class="exit">${why(r) ?? ""}</td>`}
               </tr>
             `;
           })}
@@ -534,11 +554,9 @@ function Warnings({ warnings }) {
 function ServiceHead({ service, link }) {
   const n = service.replicas?.length ?? 0;
   return html`
-    <h2 class="service-name">
-      ${link
-        ? html`<a data-testid="service-link" href=${`#/services/${enc(service.name)}`}>${service.name}</a>`
-        : service.name}
-    </h2>
+    ${link
+      ? html`<h2><a data-testid="service-link" href=${`#/services/${enc(service.name)}`}>${service.name}</a></h2>`
+      : html`<h1>${service.name}</h1>`}
     <${State} word=${service.state} />
     <span class=${`health h-${service.health}`}>${service.health}</span>
     <span class="muted">${n} ${n === 1 ? "replica" : "replicas"}</span>
@@ -598,7 +616,7 @@ function ServicePage({ name }) {
       () =>
         api(`${base}/signal`, { signal, group }).then((r) => {
           const hit = (r.results || []).filter((x) => x.signalled).length;
-          return `${r.signal} to ${hit} of ${(r.results || []).length}`;
+          return `${r.signal} reached ${hit} of ${(r.results || []).length} replicas`;
         }),
     );
   return html`
@@ -623,7 +641,7 @@ function ServicePage({ name }) {
             Replicas
             <input
               type="number"
-              min="0"
+              min="1"
               step="1"
               inputmode="numeric"
               data-testid="scale-input"
@@ -650,7 +668,7 @@ function ServicePage({ name }) {
       </section>
       <section class="card">
         <h2>Replicas</h2>
-        <${Replicas} service=${s} />
+        <${Replicas} service=${s} exits=${true} />
       </section>
       <section class="card">
         <h2>Requests and memory</h2>
@@ -700,7 +718,7 @@ function Log({ service, replicas, replica, choose }) {
         </label>`}
       </div>
       ${error && html`<p class="banner error" role="alert">${error}</p>`}
-      <pre class="log" data-testid="log" ref=${pre} onScroll=${onScroll} tabindex="0">${items.join("\n")}</pre>
+      <pre class=${items.length ? "log" : "log empty"} data-testid="log" ref=${pre} onScroll=${onScroll} tabindex="0">${items.join("\n")}</pre>
     </section>
   `;
 }
@@ -740,7 +758,13 @@ function EventsPage() {
   }, []);
   const url = (after) => `/api/events${query({ service, kind, limit: 200, after })}`;
   const { items, extra, error } = useTail(url, "events", (d) => d.kinds, MAX_EVENTS, [service, kind]);
-  const kinds = [...new Set([...(extra || []), kind].filter(Boolean))].sort();
+  // each answer names the kinds it read (a poll after an offset: only the new lines'), so
+  // the choices gather over the page's life rather than shrink to the last answer's
+  const [known, setKnown] = useState([]);
+  useEffect(() => {
+    if (extra?.length) setKnown((k) => [...new Set([...k, ...extra])]);
+  }, [extra]);
+  const kinds = [...new Set([...known, kind].filter(Boolean))].sort();
   const services = [...new Set([...names, ...items.map((e) => e.service), service].filter(Boolean))].sort();
   return html`
     <h1>Events</h1>
@@ -848,7 +872,7 @@ function JobsPage() {
   );
   const o = data?.overview;
   const list = data?.list;
-  const count = list?.count ?? 0;
+  const count = list?.total ?? 0; // all that match; list.count is this page's
   const first = count ? (list.offset ?? offset) + 1 : 0;
   const last = list ? (list.offset ?? offset) + list.jobs.length : 0;
   return html`
@@ -915,11 +939,11 @@ function JobsPage() {
       ${list && html`<${JobsTable} jobs=${list.jobs} />`}
       <div class="pager">
         <button type="button" data-testid="page-prev" disabled=${offset === 0} onClick=${() => setOffset(Math.max(0, offset - PAGE))}>
-          ← Newer
+          ← Previous
         </button>
         <span data-testid="page-info">${`${first}–${last} of ${count}`}</span>
         <button type="button" data-testid="page-next" disabled=${last >= count} onClick=${() => setOffset(offset + PAGE)}>
-          Older →
+          Next →
         </button>
       </div>
     </section>
@@ -1059,7 +1083,7 @@ function JobPage({ id }) {
         <ol class="attempts">
           ${job.errors.map(
             (a) => html`<li data-testid="attempt" data-attempt=${a.attempt}>
-              <p><strong>Attempt ${a.attempt}</strong> <span class="muted">${a.at ? when(a.at) : ""}</span></p>
+              <p><strong>Attempt ${a.attempt}</strong> <span class="muted">${a.at != null ? when(a.at) : ""}</span></p>
               <pre class="error">${a.error}</pre>
             </li>`,
           )}
