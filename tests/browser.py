@@ -73,10 +73,16 @@ class Dashboard:
         self.url = url
         self.errors: list[str] = []
         self.pages: list[Any] = []
+        self.expected: list[str] = []  # console messages a test provokes on purpose
+
+    def expect_refusal(self, status: int) -> None:
+        """Let the console's one line for a request refused with `status` pass (Chromium
+        logs every 4xx answer): for a test that makes the page ask for what is refused."""
+        self.expected.append(f"the server responded with a status of {status} ")
 
     def watch(self, page: Any) -> Any:
         def console(message: Any) -> None:
-            if message.type == "error":
+            if message.type == "error" and not any(e in message.text for e in self.expected):
                 self.errors.append(f"{page.url}: console: {message.text}")
 
         def page_error(error: Any) -> None:

@@ -405,7 +405,7 @@ def test_a_failed_job_found_by_its_status_is_opened_and_requeued(dash, gw):
     assert job_status(gw, job_id) == "done"
 
 
-def test_a_pending_job_is_cancelled_from_its_page(dash, gw):
+def test_a_pending_job_is_cancelled_from_its_page_and_not_twice(dash, gw):
     job_id = submit(gw, "fib", args=[10], delay=600)
     page = dash.open(f"#/jobs/{job_id}")
     status = page.get_by_test_id("job-detail").locator('[data-field="status"]')
@@ -413,6 +413,12 @@ def test_a_pending_job_is_cancelled_from_its_page(dash, gw):
     confirm(page, "action-cancel")
     expect(status).to_contain_text("cancelled", timeout=5000)
     assert job_status(gw, job_id) == "cancelled"
+    # once more: refused, and the page says why
+    dash.expect_refusal(409)
+    page.get_by_test_id("action-cancel").click()
+    page.get_by_test_id("confirm-ok").click()
+    expect(page.get_by_test_id("outcome")).to_contain_text(f"job {job_id} is already cancelled")
+    expect(status).to_contain_text("cancelled")
 
 
 # --- events and every page ---------------------------------------------------------------
