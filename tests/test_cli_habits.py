@@ -108,6 +108,7 @@ def test_up_ends_with_what_to_type_next(stack):
     stack.cli("down")
     with_gateway = stack.up("--gateway")
     assert re.search(r"^gateway: http://127\.0\.0\.1:\d+/$", with_gateway.stderr, re.M)
+    assert "\ndashboard: procorch dashboard" in with_gateway.stderr
 
 
 def test_down_returns_when_the_daemon_is_gone(stack):

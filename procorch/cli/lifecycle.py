@@ -139,7 +139,8 @@ def _next_steps(cfg: Config) -> None:
         token = " (send the token: Authorization: Bearer ...)" if gw.token else ""
         if gw.token == AUTO_TOKEN:
             token = " (send the token: Authorization: Bearer $(procorch gateway-token))"
-        typer.echo(f"gateway: {url}{token}; dashboard: procorch dashboard", err=True)
+        typer.echo(f"gateway: {url}{token}", err=True)
+        typer.echo("dashboard: procorch dashboard (prints its address)", err=True)
         if gw.token is None and gw.is_loopback:  # elsewhere, _warn_if_exposed warned
             typer.echo(
                 f"procorch: the gateway at {url} takes requests without a token from any "
