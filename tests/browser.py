@@ -1,12 +1,15 @@
 """The dashboard's browser-test machinery: finding the system's Chromium (skipping, or
 failing under CI, without it), launching it headless, watching every page's console,
 reading the DOM contract's fields (docs: the dashboard contract's `data-testid` and
-`data-field` attributes), checking the layout's width, and writing the README's
-screenshots to docs/screenshots/."""
+`data-field` attributes), checking the layout's width, and taking each page's
+screenshot: into PROCORCH_SCREENSHOTS if set (`PROCORCH_SCREENSHOTS=docs/screenshots`
+refreshes the README's), else into a temporary folder, so a test run leaves the
+repository as it was."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +26,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+SCREENSHOTS = Path(
+    os.environ.get("PROCORCH_SCREENSHOTS") or Path(tempfile.gettempdir()) / "procorch-screenshots"
+)
 WIDTHS = (1280, 390)  # a laptop and a phone (an iPhone 12 to 15's CSS width)
 HEIGHTS = {1280: 800, 390: 844}
 POLL = 1.0  # seconds between a page's polls, as the contract says
@@ -186,7 +191,7 @@ def overflow(page: Any) -> str | None:
 
 
 def screenshot(page: Any, name: str, width: int) -> Path:
-    """The whole page as docs/screenshots/NAME-WIDTH.png, for the README."""
+    """The whole page as NAME-WIDTH.png in SCREENSHOTS."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}-{width}.png"
     page.screenshot(path=str(path), full_page=True, animations="disabled")

@@ -1,12 +1,12 @@
-"""The web dashboard in a real browser (issue 14): the system's headless Chromium, driven
+"""The web dashboard in a real browser: the system's headless Chromium, driven
 by playwright, against a real stack (a daemon, its services, the job workers and the
 gateway) as a user would use it: the session from the URL `procorch dashboard` prints,
 the overview, a kill -9 seen on the page, the service actions through their confirm
 dialog, jobs moving the counts and the chart, a failed job requeued, the events, no
-console error anywhere, every page at 390 and 1280 px, and the README's screenshots
-(docs/screenshots/). One stack and one browser serve the module: each test changes its
-own service or its own jobs. Without /usr/bin/chromium the module is skipped, unless
-CI is set (then it fails)."""
+console error anywhere, every page at 390 and 1280 px, and each page's screenshot (the
+README's, with PROCORCH_SCREENSHOTS=docs/screenshots; see tests/browser.py). One stack
+and one browser serve the module: each test changes its own service or its own jobs.
+Without /usr/bin/chromium the module is skipped, unless CI is set (then it fails)."""
 
 from __future__ import annotations
 

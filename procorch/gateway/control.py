@@ -18,7 +18,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, current_app, request
 from flask.typing import ResponseReturnValue
 
 from procorch.config import GATEWAY_NAME
@@ -52,13 +52,16 @@ def ask(message: dict[str, Any]) -> dict[str, Any]:
     does not know, 409 for a change it refuses now, 400 for anything else it refuses."""
     socket = RunDir(backend().run_dir).socket
     try:
-        return control.request(socket, message, timeout=CHANGE_TIMEOUT)
+        answer = control.request(socket, message, timeout=CHANGE_TIMEOUT)
     except control.DaemonNotRunning:
         fail(503, "the supervisor daemon does not answer")
     except TimeoutError:
         fail(504, f"the change did not settle within {CHANGE_TIMEOUT:g} s: see the events")
     except control.ControlError as exc:
         raise ApiError(_status(exc), str(exc)) from None
+    if view := current_app.extensions.get("procorch.live"):
+        view.expire()
+    return answer
 
 
 def _status(exc: control.ControlError) -> int:

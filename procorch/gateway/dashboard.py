@@ -157,17 +157,22 @@ def service_log(name: str) -> ResponseReturnValue:
 
 @bp.get("/api/events")
 def events() -> ResponseReturnValue:
+    """The last `limit` events (of one service and kind, if asked), or every one after
+    the offset `after`; `kinds`, those of the events read."""
     service_name = request.args.get("service") or None
     kind = request.args.get("kind") or None
     path = RunDir(backend().run_dir).events_file
     after = _offset()
     limit = _bounded("limit", 200)
+    filtered = service_name is not None or kind is not None
     if after is not None:
         raw, offset = lines_since(path, after)
         found = _parsed(raw)
     else:
         offset = size_of(path)
-        found = _parsed(text for _, text in read_lines(path, limit, upto=offset))
+        # filtered, the last `limit` that match are among more lines than `limit`
+        back = EVENTS_SCANNED if filtered else limit
+        found = _parsed(text for _, text in read_lines(path, back, upto=offset))
     kinds = sorted({e["event"] for e in found})
     shown = [
         e
@@ -175,7 +180,7 @@ def events() -> ResponseReturnValue:
         if (service_name is None or e.get("service") == service_name)
         and (kind is None or e["event"] == kind)
     ]
-    return respond({"events": shown, "offset": offset, "kinds": kinds})
+    return respond({"events": shown[-limit:], "offset": offset, "kinds": kinds})
 
 
 @bp.get("/api/jobs/overview")

@@ -58,6 +58,11 @@ class LiveView:
             raise DaemonDown("the supervisor daemon does not answer")
         return self
 
+    def expire(self) -> None:
+        """Refresh at the next look: a change was just made here, and its author's page
+        should show it at its next poll, not up to `refresh_every` later."""
+        self._due = 0.0
+
     def service(self, name: str) -> dict[str, Any] | None:
         """One service's entry in the overview, by name (any case)."""
         wanted = name.lower()
