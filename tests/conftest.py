@@ -389,6 +389,27 @@ class GatewayStack(Stack):
         super().cleanup()
 
 
+JSON = "application/json"
+
+
+def ok(response: Any, status: int = 200) -> Any:
+    """The JSON of a successful answer, after checking its status and Content-Type."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == JSON
+    return response.json()
+
+
+def error(response: Any, status: int) -> str:
+    """The message of an error answer, after checking it is the gateway's JSON error."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == JSON, response.text
+    body = response.json()
+    assert set(body) == {"status", "message", "code"}, body
+    assert body["status"] == "error"
+    assert isinstance(body["message"], str) and body["message"]
+    return body["message"]
+
+
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[GatewayStack]:
     """A running stack with the gateway (no token; jobs without delay or failures)."""

@@ -21,9 +21,8 @@ import pytest
 import requests
 
 from procorch.gateway.session import COOKIE
-from tests.conftest import GatewayStack, command_service, jobs_table, wait_for
+from tests.conftest import GatewayStack, command_service, error, jobs_table, ok, wait_for
 
-JSON = "application/json"
 # A command service that says which signal it got, in its log
 LISTENER = (
     "import signal, sys, time\n"
@@ -57,19 +56,6 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
         yield s
     finally:
         s.cleanup()
-
-
-def ok(response: requests.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"] == JSON
-    return response.json()
-
-
-def error(response: requests.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["status"] == "error" and set(body) == {"status", "message", "code"}, body
-    return body["message"]
 
 
 def pids(dash: GatewayStack, name: str) -> list[int]:

@@ -26,12 +26,11 @@ from prometheus_client.parser import text_string_to_metric_families
 import procorch
 from procorch.jobs.job import FIELDS, Status
 from procorch.supervisor.state import ProcessState
-from tests.conftest import GatewayStack, wait_for
+from tests.conftest import JSON, GatewayStack, error, ok, wait_for
 
 MAX_N = 100_000  # the module stack's [jobs] max_n
 MAX_BODY = 4096  # the module stack's [gateway] max_body
 TOKEN = "a-bearer-token-for-the-tests"
-JSON = "application/json"
 SERVICES = ("UserService", "NotificationService", "OrderService", "JobWorker", "Gateway")
 REPLICAS = {"JobWorker": 2}  # the others run one replica
 F100 = 687995182  # F(100) mod 1e9+7
@@ -74,24 +73,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayStack]:
 
 def unique(prefix: str = "user") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def ok(response: requests.Response, status: int = 200) -> Any:
-    """The JSON of a successful answer, after checking its status and Content-Type."""
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"] == JSON
-    return response.json()
-
-
-def error(response: requests.Response, status: int) -> str:
-    """The message of an error answer, after checking it is the gateway's JSON error."""
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"] == JSON, response.text
-    body = response.json()
-    assert set(body) == {"status", "message", "code"}, body
-    assert body["status"] == "error"
-    assert isinstance(body["message"], str) and body["message"]
-    return body["message"]
 
 
 def user_body(username: str | None = None) -> dict[str, str]:
