@@ -1102,6 +1102,14 @@ function JobsPage() {
   `;
 }
 
+function Head({ cols }) {
+  return html`<thead>
+    <tr>
+      ${cols.map((c) => html`<th scope="col">${c}</th>`)}
+    </tr>
+  </thead>`;
+}
+
 function JobsTable({ jobs }) {
   if (!jobs.length) return html`<p class="muted">No jobs match.</p>`;
   const open = (e, id) => {
@@ -1110,17 +1118,7 @@ function JobsTable({ jobs }) {
   return html`
     <div class="table-wrap">
       <table class="jobs">
-        <thead>
-          <tr>
-            <th scope="col">id</th>
-            <th scope="col">status</th>
-            <th scope="col">call</th>
-            <th scope="col">queue</th>
-            <th scope="col">attempts</th>
-            <th scope="col">created</th>
-            <th scope="col">took</th>
-          </tr>
-        </thead>
+        <${Head} cols=${["id", "status", "call", "queue", "attempts", "created", "took"]} />
         <tbody>
           ${jobs.map(
             (j) =>
@@ -1155,14 +1153,7 @@ function Schedules({ schedules }) {
         schedules.length
           ? html`<div class="table-wrap">
               <table>
-                <thead>
-                  <tr>
-                    <th scope="col">name</th>
-                    <th scope="col">function</th>
-                    <th scope="col">when</th>
-                    <th scope="col">next</th>
-                  </tr>
-                </thead>
+                <${Head} cols=${["name", "function", "when", "next"]} />
                 <tbody>
                   ${schedules.map(
                     (s) =>
