@@ -868,28 +868,14 @@ function EventsPage() {
   return html`
     <h1>Events</h1>
     <div class="filters">
-      <label>
-        Service
-        <select
-          data-testid="filter-service"
-          value=${service}
-          onChange=${(e) => setService(e.currentTarget.value)}
-        >
-          <option value="">all</option>
-          ${services.map((n) => html`<option value=${n}>${n}</option>`)}
-        </select>
-      </label>
-      <label>
-        Kind
-        <select
-          data-testid="filter-kind"
-          value=${kind}
-          onChange=${(e) => setKind(e.currentTarget.value)}
-        >
-          <option value="">all</option>
-          ${kinds.map((k) => html`<option value=${k}>${k}</option>`)}
-        </select>
-      </label>
+      <${Filter}
+        label="Service"
+        testid="filter-service"
+        value=${service}
+        set=${setService}
+        options=${services}
+      />
+      <${Filter} label="Kind" testid="filter-kind" value=${kind} set=${setKind} options=${kinds} />
       <span class="muted">newest first, live</span>
     </div>
     ${error && html`<p class="banner error" role="alert">${error}</p>`}
@@ -1045,17 +1031,13 @@ function JobsPage() {
     }
     <section class="card">
       <div class="filters">
-        <label>
-          Status
-          <select
-            data-testid="filter-status"
-            value=${status}
-            onChange=${(e) => filter(setStatus)(e.currentTarget.value)}
-          >
-            <option value="">all</option>
-            ${STATUSES.map((s) => html`<option value=${s}>${s}</option>`)}
-          </select>
-        </label>
+        <${Filter}
+          label="Status"
+          testid="filter-status"
+          value=${status}
+          set=${filter(setStatus)}
+          options=${STATUSES}
+        />
         <label>
           Function
           <input
@@ -1100,6 +1082,17 @@ function JobsPage() {
     </section>
     ${o && html`<${Schedules} schedules=${o.schedules || []} />`}
   `;
+}
+
+// A filter's select: "all" (the empty value) or one of `options`.
+function Filter({ label, testid, value, set, options }) {
+  return html`<label>
+    ${label}
+    <select data-testid=${testid} value=${value} onChange=${(e) => set(e.currentTarget.value)}>
+      <option value="">all</option>
+      ${options.map((o) => html`<option value=${o}>${o}</option>`)}
+    </select>
+  </label>`;
 }
 
 function Head({ cols }) {
