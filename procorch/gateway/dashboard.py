@@ -3,20 +3,22 @@
     GET /ui?token=T           start a browser session (cookie), then 303 to a clean /ui
     GET /ui                   the page (one HTML file; the pages are routes of its script)
     GET /ui/static/<path>     its scripts, styles and vendored libraries (package data)
-    GET /api/overview         every service and replica, warnings, job counts, history
-    GET /api/services/<name>  one service, with its recent events
+    GET /api/overview?since=  every service and replica, warnings, job counts, history
+    GET /api/services/<name>?since=  one service, with its recent events
     GET /api/services/<name>/log?replica=&after=&lines=   a live tail of a replica's log
     GET /api/events?service=&kind=&after=&limit=          the event log, followed
-    GET /api/jobs/overview    job counts, throughput, durations, history, schedules
+    GET /api/jobs/overview?since=  job counts, throughput, durations, history, schedules
     GET /api/jobs?...  GET /api/jobs/<id>                 as /jobs and /job/<id>
 
 Each page polls one of these once a second; the overview's data is refreshed once per
-second for all of them (`live.LiveView`). Who may read them is `session.Access`'s.
+second for all of them (`live.LiveView`), and `since` spares a page the history it holds.
+Who may read them is `session.Access`'s.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from flask.typing import ResponseReturnValue
 from procorch.config import MAX_INT64
 from procorch.gateway.http import fail, query_int, respond, short
 from procorch.gateway.jobs import job_id_of, list_jobs
-from procorch.gateway.live import DaemonDown, LiveView
+from procorch.gateway.live import DaemonDown, LiveView, holds_history, newest
 from procorch.gateway.session import Access, session_cookie
 from procorch.gateway.system import backend
 from procorch.supervisor.logs import lines_since, read_lines, size_of, split_stamp
@@ -107,27 +109,37 @@ def asset(name: str) -> ResponseReturnValue:
 # -- what the pages poll -----------------------------------------------------------------
 
 
-def _fresh(data: bytes, etag: str) -> Response:
-    """`data` as JSON, or 304 if the browser holds it already: its cache revalidates
-    with the tag on every poll (no-cache), so an unchanged page costs a few bytes."""
-    if etag in request.if_none_match:
-        response = Response(status=304)
-    else:
-        response = Response(data, mimetype="application/json")
-    response.set_etag(etag)
-    response.headers["Cache-Control"] = "no-cache"
-    return response
+def _since() -> float | None:
+    """`since`: the time of the newest point of the history a page holds (see live.py)."""
+    raw = request.args.get("since")
+    if raw is None or raw == "":
+        return None
+    try:
+        since = float(raw)
+    except ValueError:
+        fail(400, f"`since` must be a time in seconds, got {short(raw)!r}")
+    if not math.isfinite(since):
+        fail(400, "`since` must be a finite number")
+    return since
+
+
+def _history(entry: dict[str, Any], view: LiveView) -> dict[str, Any]:
+    """`entry` with its series whole, or its newest point for a page holding the rest."""
+    if holds_history(_since(), view.previous):
+        return {**entry, "series": newest(entry["series"])}
+    return entry
 
 
 @bp.get("/api/overview")
 def overview() -> ResponseReturnValue:
-    view = live()
-    return _fresh(view.body, view.etag)
+    response = Response(live().body(_since()), mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/api/services/<name>")
 def service(name: str) -> ResponseReturnValue:
-    entry = _service_entry(name)
+    entry = _history(_service_entry(name), live())
     events = [
         e
         for e in _events_back(EVENTS_SCANNED)
@@ -192,6 +204,7 @@ def jobs_overview() -> ResponseReturnValue:
     jobs = view.data["jobs"] if view.data else None
     if jobs is None:
         fail(503, "the job store does not answer")
+    jobs = _history(jobs, view)
     return respond(
         {**jobs, "schedules": listing(config, time.time()), "backend": config.jobs.backend}
     )

@@ -4,14 +4,18 @@ their recent history, refreshed at most once per `REFRESH` seconds and shared.
 However many dashboards are open, and however many gateway threads serve them, the
 daemon is asked for its status (over the control socket) and the job store for its
 counts once per refresh; every poll in between is answered from the encoded JSON kept
-here (and, when nothing changed, with 304 from its ETag). A refresh runs on the thread
-of the request that finds the data stale; the others meanwhile answer with the data
-they have, so no request ever waits for another's refresh.
+here. A refresh runs on the thread of the request that finds the data stale; the others
+meanwhile answer with the data they have, so no request ever waits for another's.
+
+The history (ten minutes of points a series) is most of the data, and a page polling
+every second has all of it but the newest point: a poll that says since when it holds
+the history (`since`, its newest point's time) gets the newest point of each series
+only, from a body encoded once per refresh; the whole history is encoded only when a
+page opens.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -42,8 +46,9 @@ class LiveView:
         self._lock = threading.Lock()
         self._due = 0.0
         self.data: dict[str, Any] | None = None  # the last overview, as a dict
-        self.body = b""  # ... and encoded
-        self.etag = ""
+        self.latest = b""  # ... encoded with the newest point of each series only
+        self._whole: bytes | None = None  # ... encoded whole, once asked for
+        self.previous = 0.0  # the time of the refresh before (the history's last but one)
 
     def current(self) -> LiveView:
         """This view, refreshed first if it is due and nobody else is refreshing it;
@@ -95,11 +100,23 @@ class LiveView:
         )
         self.histories.keep_only({s["name"] for s in services} | {"jobs"})
 
+    def body(self, since: float | None) -> bytes:
+        """The overview, encoded: its whole history, or only the newest point of each
+        series for a page that holds the rest (`since`: the newest time it holds)."""
+        if holds_history(since, self.previous):
+            return self.latest
+        whole = self._whole
+        if whole is None:  # threads racing here encode the same bytes: no lock needed
+            whole = self._whole = dumps(self.data)
+        return whole
+
     def _publish(self, data: dict[str, Any]) -> None:
+        if self.data is not None:
+            self.previous = self.data["time"]
         self.data = data
-        self.body = dumps(data)
-        # `time` changes every refresh: the tag covers the rest, so an idle page gets 304s
-        self.etag = hashlib.blake2b(dumps({**data, "time": None}), digest_size=12).hexdigest()
+        self._whole = None
+        services = [{**s, "series": newest(s["series"])} for s in data["services"]]
+        self.latest = dumps({**data, "services": services})
 
     def _services(self, replicas: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
         by_name: dict[str, list[dict[str, Any]]] = {}
@@ -158,6 +175,17 @@ REPLICA_FIELDS = (
     "errors",
     "last_exit",
 )
+
+
+def holds_history(since: float | None, previous: float) -> bool:
+    """Whether a page whose newest point is at `since` holds every point of the history
+    but the newest (taken after `previous`)."""
+    return since is not None and since >= previous
+
+
+def newest(series: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """A series' newest point only."""
+    return {name: values[-1:] for name, values in series.items()}
 
 
 def replica_entry(status: dict[str, Any]) -> dict[str, Any]:

@@ -596,6 +596,8 @@ def _dashboard_paths() -> dict[str, Any]:
     name = [_param("name", "path", {"type": "string", "minLength": 1})]
     job_id = [_param("id", "path", _int(1))]
     daemon = (404, 409, 503, 504)
+    # a page holding the history up to `since` gets each series' newest point only
+    since = _filter("since", {"type": "number"})
 
     def change(summary: str, body: str | None, ok: str = "Changed") -> dict[str, Any]:
         op = _operation(summary, ok, daemon, params=name)
@@ -609,9 +611,13 @@ def _dashboard_paths() -> dict[str, Any]:
         return op
 
     paths: dict[str, Any] = {
-        "/api/overview": {"get": _operation("Every replica, warnings, job counts", "Overview")},
+        "/api/overview": {
+            "get": _operation("Every replica, warnings, job counts", "Overview", params=[since])
+        },
         "/api/services/{name}": {
-            "get": _operation("A service and its recent events", "ServicePage", (404,), params=name)
+            "get": _operation(
+                "A service and its recent events", "ServicePage", (404,), params=[*name, since]
+            )
         },
         "/api/services/{name}/log": {
             "get": _operation(
@@ -640,7 +646,10 @@ def _dashboard_paths() -> dict[str, Any]:
         },
         "/api/jobs/overview": {
             "get": _operation(
-                "Job counts, throughput, durations, schedules", "JobsOverview", (503,)
+                "Job counts, throughput, durations, schedules",
+                "JobsOverview",
+                (503,),
+                params=[since],
             )
         },
         "/api/jobs": {

@@ -1,12 +1,13 @@
 // procorch dashboard: the hash-routed pages (overview, service, jobs, job, events) drawn from
 // the gateway's JSON API. The DOM's data-testid and data-* attributes are a contract with the
-// browser tests (dash-contract.md): rename none of them without changing the tests.
+// browser tests (tests/test_dashboard_browser.py): rename none without changing them.
 // Runs under CSP script-src 'self': no eval, no inline style attributes (classes only).
 import {
   html,
   render,
   useState,
   useEffect,
+  useMemo,
   useRef,
 } from "./vendor/htm-preact-standalone.module.js";
 
@@ -131,6 +132,41 @@ const query = (params) => {
 };
 
 const enc = encodeURIComponent;
+
+const HISTORY = 600; // points a series keeps, as the gateway does
+
+/**
+ * A loader for an endpoint whose answer carries history (`seriesOf` finds its series, by
+ * name): the first call gets the history whole; later ones say since when they hold it
+ * (`since`) and get only each series' newest point, appended here. So a poll each second
+ * moves a few hundred bytes, not ten minutes of points.
+ */
+function historyLoader(path, seriesOf) {
+  let held = null;
+  return async () => {
+    const times = held ? [...seriesOf(held).values()].map((s) => s.t.at(-1) ?? 0) : [];
+    const since = times.length ? Math.max(...times) : null;
+    const sep = path.includes("?") ? "&" : "?";
+    const fresh = await api(since == null ? path : `${path}${sep}since=${since}`);
+    if (held) {
+      const old = seriesOf(held);
+      for (const [name, series] of seriesOf(fresh)) {
+        const before = old.get(name);
+        if (before && series.t.length === 1 && before.t.length) {
+          const grew = series.t[0] > before.t.at(-1);
+          for (const key of Object.keys(series)) {
+            const kept = before[key] ?? [];
+            series[key] = (grew ? [...kept, series[key][0]] : kept).slice(-HISTORY);
+          }
+        }
+      }
+    }
+    held = fresh;
+    return fresh;
+  };
+}
+
+const overviewSeries = (d) => new Map(d.services.map((s) => [s.name, s.series]));
 
 // == polling =================================================================================
 
@@ -501,7 +537,7 @@ function Replicas({ service, exits: all = false }) {
 
 function Overview() {
   useTitle("Overview");
-  const [data, error, refresh] = usePoll(() => api("/api/overview"), []);
+  const [data, error, refresh] = usePoll(historyLoader("/api/overview", overviewSeries), []);
   const [ask, actions] = useActions(refresh);
   const reload = () =>
     ask("Reload the configuration", "Read procorch.toml again and apply what changed.", () =>
@@ -631,7 +667,10 @@ function ServiceCard({ service }) {
 
 function ServicePage({ name }) {
   useTitle(name);
-  const [data, error, refresh] = usePoll(() => api(`/api/services/${enc(name)}`), []);
+  const [data, error, refresh] = usePoll(
+    historyLoader(`/api/services/${enc(name)}`, (d) => new Map([["", d.service.series]])),
+    [],
+  );
   const [ask, actions] = useActions(refresh);
   const [scaleTo, setScaleTo] = useState(null);
   const [signal, setSignal] = useState("HUP");
@@ -970,10 +1009,14 @@ function JobsPage() {
     set(value);
     setOffset(0); // a new filter starts at its first page
   };
+  const jobsOverview = useMemo(
+    () => historyLoader("/api/jobs/overview", (d) => new Map([["", d.series]])),
+    [],
+  );
   const [data, error] = usePoll(
     () =>
       Promise.all([
-        api("/api/jobs/overview"),
+        jobsOverview(),
         api(`/api/jobs${query({ status, function: fn, queue, limit: PAGE, offset })}`),
       ]).then(([overview, list]) => ({ overview, list })),
     [status, fn, queue, offset],
