@@ -51,6 +51,7 @@ JOB_CHUNK = 1000  # jobs per round of submissions: the kinds interleave, as in a
 DELAYED = 86_400.0  # s: the jobs left pending are due tomorrow
 POPULATE_TIMEOUT = 600.0  # s for the workers to run the store's jobs
 DASHBOARDS_TIMEOUT = 60.0  # s for the simulated dashboards to load, or to report
+AGE_TIMEOUT = 900.0  # s for the gateway's history to fill (600 points, one a second)
 SUBMITTED_AS = (  # share of each chunk, how it is submitted
     (0.85, "fib"),
     (0.05, "fib, queue reports"),
@@ -201,40 +202,57 @@ def bearer(stack: Any) -> dict[str, str]:
 
 
 def measure_overview(stack: Any, plan: Plan, results: Results) -> None:
-    """The gateway's refresh of the overview's data, in this process; its parts; a poll
-    between refreshes; and the whole request over HTTP."""
+    """The gateway's update of the overview's data, in this process: with its history full,
+    as on a gateway whose dashboards have been open ten minutes (`POINTS` points a series,
+    one a second), and empty, as on a fresh one; its parts; a poll between updates."""
     from procorch.config import load_config
     from procorch.gateway.backend import Backend
+    from procorch.gateway.history import POINTS
     from procorch.gateway.live import LiveView
+    from procorch.services.protocol import dumps
     from procorch.supervisor import control
     from procorch.supervisor.rundir import RunDir
 
     backend = Backend(load_config(Path(stack.conf), run_dir=Path(stack.run_dir)))
     socket = RunDir(backend.run_dir).socket
     try:
-        every = LiveView(backend, refresh=0)  # refresh 0: every call is an update
+        # refresh 0: every call is an update, and adds a point to the history
+        full = LiveView(backend, refresh=0)
+        for _ in range(POINTS):
+            full.current()
+        fresh = LiveView(backend, refresh=0)
+        fresh.current()
+        results.overview_bytes = {"fresh": len(fresh.body), "full": len(full.body)}
         results.overview.update(
             timed_rounds(
                 {
-                    "refresh": every.current,
+                    "full": full.current,
+                    "fresh": lambda: LiveView(backend, refresh=0).current(),
                     "status": lambda: control.request(socket, {"cmd": "status"}, timeout=5),
                     "stats": backend.jobs.stats,
+                    "dumps": lambda: dumps(full.data),
                 },
                 plan.refreshes,
             )
         )
-        results.overview_bytes = len(every.body)
-        results.services = len(every.data["services"]) if every.data else 0
-        results.replicas = sum(len(s["replicas"]) for s in (every.data or {}).get("services", []))
+        services = (full.data or {}).get("services", [])
+        results.services = len(services)
+        results.replicas = sum(len(s["replicas"]) for s in services)
         shared = LiveView(backend)  # as the gateway's: an update at most once a second
         shared.current()
         results.overview["cached"] = [timed(shared.current) for _ in range(plan.cached_calls)]
     finally:
         backend.jobs.close()
         backend.client.close()
+
+
+def measure_overview_http(stack: Any, plan: Plan, results: Results) -> None:
+    """`GET /api/overview` over HTTP, back to back (so mostly the shared data, an update
+    at most once a second among them), without and with `If-None-Match`."""
     client = Http(stack.port, bearer(stack))
     try:
-        answer, _ = client.checked("/api/overview")
+        answer, body = client.checked("/api/overview")
+        results.overview_bytes["served"] = len(body)
         etag = answer.getheader("ETag")
         plain, same = [], []
         for _ in range(plan.http_requests):
@@ -364,25 +382,27 @@ def session_cookie(stack: Any) -> str:
     return jar[COOKIE].value
 
 
-def overview_pages(port: int, cookie: str, count: int, measuring: Any, stop: Any, out: Any) -> None:
+def overview_pages(port: int, cookie: str, count: int, conn: Any) -> None:
     """The child process: `count` open overview pages, each a thread with its own
-    connection doing what the page's script does (see dashplan's notes). Says "ready"
-    through `out` once each page has its first answer; at `stop`, sends back the polls
-    that started while `measuring` was set."""
+    connection doing what the page's script does (see dashplan's notes). It says "ready"
+    on `conn` once each page has had its first answer; then each "take" is answered with
+    the polls completed since the last one, and "stop" (or the harness gone) closes the
+    pages."""
     import rpcpeers
 
     from procorch.gateway.session import COOKIE
 
     rpcpeers.die_with_parent()
-    polls: list[tuple[int, float]] = []  # list.append is atomic: no lock
+    lock = threading.Lock()
+    polls: list[tuple[int, float]] = []
     loaded = [threading.Event() for _ in range(count)]
+    stop = threading.Event()
 
     def page(index: int) -> None:
         stop.wait(index / count)  # opened one after another, not all in the same instant
         browser = Http(port, {"Cookie": f"{COOKIE}={cookie}", "Accept": "application/json"})
         etag = None
         while not stop.is_set():
-            counted = measuring.is_set()
             started = time.perf_counter()
             try:
                 status, answer, body = browser.get(
@@ -393,7 +413,7 @@ def overview_pages(port: int, cookie: str, count: int, measuring: Any, stop: Any
                     etag = answer.getheader("ETag")
             except (OSError, http.client.HTTPException, ValueError):
                 status = 0
-            if counted:
+            with lock:
                 polls.append((status, time.perf_counter() - started))
             loaded[index].set()
             stop.wait(1.0)
@@ -404,27 +424,35 @@ def overview_pages(port: int, cookie: str, count: int, measuring: Any, stop: Any
         thread.start()
     for event in loaded:
         event.wait()
-    out.send("ready")
+    conn.send("ready")
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the harness is gone
+            break
+        if message != "take":
+            break
+        with lock:
+            taken = polls[:]
+            polls.clear()
+        conn.send(taken)
+    stop.set()
     for thread in pages:
         thread.join()
-    out.send(polls)
 
 
 class Dashboards:
     """`count` open dashboards in a process of their own (spawned: a clean interpreter,
     not a fork of the harness), for a `with` block that starts once every page has loaded;
-    the process is killed at its end whatever happens."""
+    the process is stopped at its end whatever happens."""
 
     def __init__(self, port: int, cookie: str, count: int) -> None:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
-        self.measuring, self._stop = ctx.Event(), ctx.Event()
-        self._receive, send = ctx.Pipe(duplex=False)
+        self._conn, theirs = ctx.Pipe()
         self.proc = ctx.Process(
-            target=overview_pages,
-            args=(port, cookie, count, self.measuring, self._stop, send),
-            daemon=True,
+            target=overview_pages, args=(port, cookie, count, theirs), daemon=True
         )
 
     def __enter__(self) -> Dashboards:
@@ -437,25 +465,29 @@ class Dashboards:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
+        try:
+            self._conn.send("stop")
+        except OSError:  # gone already
+            pass
         self.proc.join(5)
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join()
+        self._conn.close()
 
     def _expect(self, what: str) -> Any:
         try:
-            if self._receive.poll(DASHBOARDS_TIMEOUT):
-                return self._receive.recv()
+            if self._conn.poll(DASHBOARDS_TIMEOUT):
+                return self._conn.recv()
         except EOFError:  # the process is gone: its traceback went to stderr
             pass
         raise RuntimeError(f"the simulated dashboards did not report back ({what})")
 
-    def polls(self) -> list[Poll]:
-        """Close the pages; what they saw while `measuring` was set."""
+    def take(self) -> list[Poll]:
+        """The polls the pages completed since the last `take`."""
         from dashplan import Poll
 
-        self._stop.set()
+        self._conn.send("take")
         return [Poll(status, seconds) for status, seconds in self._expect("their polls")]
 
 
@@ -500,28 +532,53 @@ def loaded_run(
     return got, {name: (cpu_seconds(g) - before[name]) / wall for name, g in pids.items()}
 
 
+def gateway_cores(pids: list[int], seconds: float) -> float:
+    """The cores the gateway's processes use over the next `seconds`."""
+    before = cpu_seconds(pids)
+    time.sleep(seconds)
+    return (cpu_seconds(pids) - before) / seconds
+
+
+def history_points(stack: Any) -> int:
+    """The points in the gateway's own history (its first service's series)."""
+    client = Http(stack.port, bearer(stack))
+    try:
+        _, body = client.checked("/api/overview")
+    finally:
+        client.close()
+    services = json.loads(body)["services"]
+    return len(services[0]["series"]["t"]) if services else 0
+
+
 def measure_idle(stack: Any, cookie: str, plan: Plan, results: Results) -> None:
-    """What open dashboards cost a gateway with nothing else to do: its CPU over
-    `plan.idle_seconds` with none open, then with `plan.dashboards` open. Without wrk's
-    load this is a quiet figure; the requests/s comparison below is a noisy one."""
+    """What open dashboards cost a gateway with nothing else to do: its CPU with none
+    open, then with `plan.dashboards` open, at once (a young history) and, unless
+    `plan.age` is off, once they have kept it polling until its history is full (ten
+    minutes). Without wrk's load these are quiet figures; the requests/s comparison
+    after them is a noisy one."""
+    from procorch.gateway.history import POINTS
+
     gateway = watched_pids(stack)["Gateway"]
-    for count in (0, plan.dashboards):
-        if count:
-            with Dashboards(stack.port, cookie, count) as pages:
-                pages.measuring.set()
-                before = cpu_seconds(gateway)
-                time.sleep(plan.idle_seconds)
-                results.idle_cpu[count] = (cpu_seconds(gateway) - before) / plan.idle_seconds
-                pages.measuring.clear()
-                results.idle_polls = len(pages.polls())
-        else:
-            before = cpu_seconds(gateway)
-            time.sleep(plan.idle_seconds)
-            results.idle_cpu[count] = (cpu_seconds(gateway) - before) / plan.idle_seconds
+    results.idle_cpu["none"] = gateway_cores(gateway, plan.idle_seconds)
+    with Dashboards(stack.port, cookie, plan.dashboards) as pages:
+        stages = ["young", "full"] if plan.age else ["young"]
+        for stage in stages:
+            if stage == "full":
+                started = time.monotonic()
+                deadline = started + AGE_TIMEOUT
+                while (points := history_points(stack)) < POINTS:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the gateway's history has {points} points only")
+                    log(f"[bench]   the gateway's history: {points} of {POINTS} points")
+                    time.sleep(min(30.0, POINTS - points + 1))
+                results.aged_seconds = time.monotonic() - started
+            results.history[stage] = history_points(stack)
+            pages.take()
+            results.idle_cpu[stage] = gateway_cores(gateway, plan.idle_seconds)
+            results.idle_polls[stage] = len(pages.take())
     log(
-        "[bench]   the gateway's cores with none and with "
-        f"{plan.dashboards} open, no other load: "
-        + ", ".join(f"{used:.3f}" for used in results.idle_cpu.values())
+        "[bench]   the gateway's cores without wrk: "
+        + ", ".join(f"{stage} {used:.3f}" for stage, used in results.idle_cpu.items())
     )
 
 
@@ -538,6 +595,7 @@ def measure_api(stack: Any, wrk: str, plan: Plan, load: Load, root: Path, result
     wrk_log = root / "wrk.log"
     cookie = session_cookie(stack)
     measure_idle(stack, cookie, plan, results)
+    measure_overview_http(stack, plan, results)
     pids = watched_pids(stack)
     if plan.warmup:
         warm = gwwrk.Load(load.threads, load.connections, plan.warmup)
@@ -547,11 +605,10 @@ def measure_api(stack: Any, wrk: str, plan: Plan, load: Load, root: Path, result
             if count:
                 with Dashboards(stack.port, cookie, count) as pages:
                     time.sleep(plan.settle)
-                    pages.measuring.set()
+                    pages.take()
                     watched = {**pids, DASHBOARDS: [pages.proc.pid]}
                     got, cpu = loaded_run(wrk, url, script, load, wrk_log, watched)
-                    pages.measuring.clear()
-                    results.polls += pages.polls()
+                    results.polls += pages.take()
             else:
                 got, cpu = loaded_run(wrk, url, script, load, wrk_log, pids)
             results.api_runs.setdefault(count, []).append(got)
@@ -597,7 +654,7 @@ def measure(stack: Any, wrk: str, plan: Plan, load: Load, root: Path, results: R
         results.populate_seconds = time.monotonic() - started
         results.counts = jobs.stats()["counts"]
         log(f"[bench]   {results.counts} in {results.populate_seconds:.0f} s")
-        log(f"[bench] the overview's data: {plan.refreshes} updates")
+        log(f"[bench] the overview's data: 600 untimed updates, then {plan.refreshes} timed")
         measure_overview(stack, plan, results)
         log("[bench] the jobs page's queries")
         measure_jobs_page(stack, jobs, plan, results)
