@@ -162,6 +162,11 @@ def _overview_rows(results: Results) -> list[tuple[str, str]]:
         ("status", "… of it: the daemon's `status` round trip alone"),
         ("stats", "… of it: the job store's `Jobs.stats()` alone"),
         (
+            "history",
+            f"… of it: the history's lists, {results.services + 1} series of 600 points "
+            "(`Series.public()` of as many series filled here)",
+        ),
+        (
             "dumps",
             "… of it: encoding the full data once (`orjson`; an update encodes it twice: the "
             "body, and the ETag's input)",
@@ -484,6 +489,9 @@ def _notes(results: Results, plan: Plan) -> list[str]:
             else "This run did not wait for the gateway's history to fill (--quick): the "
             "rounds see a young history, a smaller JSON than a steady state's."
         ),
+        "- The simulated dashboards share the 2 cores with the stack and wrk (their process's "
+        "CPU is in the table above: mostly decoding the JSON), which a browser on another "
+        "machine would not take from the stack: the comparison errs against the dashboards.",
     ]
     return notes
 
