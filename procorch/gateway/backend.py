@@ -131,8 +131,14 @@ class Backend:
         return svc is not None and svc.is_python
 
     def _service_config(self, service: str) -> ServiceConfig | None:
-        """A service's config as the daemon runs it now: its config.json, read again only
-        when a reload or scale has rewritten it (a stat per call, not a parse)."""
+        try:
+            return self.running_config().service(service)
+        except KeyError:
+            return None
+
+    def running_config(self) -> Config:
+        """The config the daemon runs now: its config.json, read again only when a reload
+        or scale has rewritten it (a stat per call, not a parse)."""
         path = self.run_dir / "config.json"
         try:
             stamp = path.stat().st_mtime_ns
@@ -145,10 +151,7 @@ class Backend:
                 pass  # a file being replaced: the last one read holds meanwhile
             else:
                 self._running_stamp = stamp
-        try:
-            return self._running.service(service)
-        except KeyError:
-            return None
+        return self._running
 
     def _view(self, ep: Endpoint, now: float) -> ReplicaView:
         stats = self._slot(ep)

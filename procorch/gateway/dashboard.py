@@ -29,7 +29,7 @@ from flask.typing import ResponseReturnValue
 from procorch.config import MAX_INT64
 from procorch.gateway.http import fail, query_int, respond, short
 from procorch.gateway.jobs import job_id_of, list_jobs
-from procorch.gateway.live import DaemonDown, LiveView, holds_history, newest
+from procorch.gateway.live import DaemonDown, LiveView
 from procorch.gateway.session import Access, session_cookie
 from procorch.gateway.system import backend
 from procorch.supervisor.logs import lines_since, read_lines, size_of, split_stamp
@@ -123,11 +123,11 @@ def _since() -> float | None:
     return since
 
 
-def _history(entry: dict[str, Any], view: LiveView) -> dict[str, Any]:
-    """`entry` with its series whole, or its newest point for a page holding the rest."""
-    if holds_history(_since(), view.previous):
-        return {**entry, "series": newest(entry["series"])}
-    return entry
+def _history(entry: dict[str, Any], key: str, view: LiveView) -> dict[str, Any]:
+    """`entry` (carrying its series' newest point) with the series whole, unless the page
+    holds all of it but that point."""
+    series = view.history(key, _since())
+    return entry if series is None else {**entry, "series": series}
 
 
 @bp.get("/api/overview")
@@ -139,7 +139,8 @@ def overview() -> ResponseReturnValue:
 
 @bp.get("/api/services/<name>")
 def service(name: str) -> ResponseReturnValue:
-    entry = _history(_service_entry(name), live())
+    entry = _service_entry(name)
+    entry = _history(entry, entry["name"], live())
     events = [
         e
         for e in _events_back(EVENTS_SCANNED)
@@ -204,7 +205,7 @@ def jobs_overview() -> ResponseReturnValue:
     jobs = view.data["jobs"] if view.data else None
     if jobs is None:
         fail(503, "the job store does not answer")
-    jobs = _history(jobs, view)
+    jobs = _history(jobs, "jobs", view)
     return respond(
         {**jobs, "schedules": listing(config, time.time()), "backend": config.jobs.backend}
     )

@@ -35,7 +35,7 @@ class Series:
         elapsed = None if self._last_time is None else now - self._last_time
         if elapsed is not None and elapsed <= 0:
             return  # the clock did not move: nothing new to say
-        self.times.append(now)
+        self.times.append(round(now, 3))
         for name, value in gauges.items():
             self._column(name).append(value)
         for name, count in counters.items():
@@ -55,10 +55,17 @@ class Series:
         return column
 
     def public(self) -> dict[str, list[Any]]:
-        data: dict[str, list[Any]] = {"t": [round(t, 3) for t in self.times]}
+        """Every point: "t", the times, and a list of values per name."""
+        data: dict[str, list[Any]] = {"t": list(self.times)}
         for name, column in self.values.items():
-            padded = [None] * (len(self.times) - len(column)) + list(column)
-            data[name] = padded
+            data[name] = [None] * (len(self.times) - len(column)) + list(column)
+        return data
+
+    def newest(self) -> dict[str, list[Any]]:
+        """The newest point only, in the same shape."""
+        data: dict[str, list[Any]] = {"t": [self.times[-1]] if self.times else []}
+        for name, column in self.values.items():
+            data[name] = [column[-1]] if column else []
         return data
 
 
@@ -78,6 +85,11 @@ class Histories:
             series = self._series[key] = Series(self.points)
         series.add(now, gauges, counters)
         return series
+
+    def public(self, key: str) -> dict[str, list[Any]]:
+        """`key`'s series whole (empty if it has none yet)."""
+        series = self._series.get(key)
+        return series.public() if series else {"t": []}
 
     def keep_only(self, keys: set[str]) -> None:
         for key in set(self._series) - keys:

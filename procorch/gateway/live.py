@@ -21,6 +21,7 @@ import threading
 import time
 from typing import Any
 
+from procorch.config import ServiceConfig
 from procorch.gateway.backend import Backend, health_word, state_word
 from procorch.gateway.history import Histories
 from procorch.services.protocol import dumps
@@ -45,9 +46,10 @@ class LiveView:
         self.histories = Histories()
         self._lock = threading.Lock()
         self._due = 0.0
-        self.data: dict[str, Any] | None = None  # the last overview, as a dict
-        self.latest = b""  # ... encoded with the newest point of each series only
-        self._whole: bytes | None = None  # ... encoded whole, once asked for
+        # the last overview, each series with its newest point only, as a dict and encoded
+        self.data: dict[str, Any] | None = None
+        self.latest = b""
+        self._whole: bytes | None = None  # ... with its whole history, once asked for
         self.previous = 0.0  # the time of the refresh before (the history's last but one)
 
     def current(self) -> LiveView:
@@ -105,26 +107,54 @@ class LiveView:
         series for a page that holds the rest (`since`: the newest time it holds)."""
         if holds_history(since, self.previous):
             return self.latest
-        whole = self._whole
-        if whole is None:  # threads racing here encode the same bytes: no lock needed
-            whole = self._whole = dumps(self.data)
-        return whole
+        with self._lock:  # no refresh adds points meanwhile
+            if self._whole is None:
+                assert self.data is not None
+                services = [
+                    {**s, "series": self.histories.public(s["name"])} for s in self.data["services"]
+                ]
+                jobs = self.data["jobs"] and {
+                    **self.data["jobs"],
+                    "series": self.histories.public("jobs"),
+                }
+                self._whole = dumps({**self.data, "services": services, "jobs": jobs})
+            return self._whole
+
+    def history(self, key: str, since: float | None) -> dict[str, list[Any]] | None:
+        """A series whole (a service's by name, or "jobs"), or None for a page that holds
+        all of it but the newest point, which the entries carry."""
+        if holds_history(since, self.previous):
+            return None
+        with self._lock:
+            return self.histories.public(key)
 
     def _publish(self, data: dict[str, Any]) -> None:
         if self.data is not None:
             self.previous = self.data["time"]
         self.data = data
         self._whole = None
-        services = [{**s, "series": newest(s["series"])} for s in data["services"]]
-        self.latest = dumps({**data, "services": services})
+        self.latest = dumps(data)
 
     def _services(self, replicas: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
         by_name: dict[str, list[dict[str, Any]]] = {}
         for r in replicas:  # the daemon lists them in start order
             by_name.setdefault(r["name"], []).append(r)
-        return [self._service(name, group, now) for name, group in by_name.items()]
+        config = self.backend.running_config()
+        configs = {svc.name: svc for svc in config.services}
+        default_timeout = config.settings.heartbeat_timeout
+        return [
+            self._service(name, group, now, configs.get(name), default_timeout)
+            for name, group in by_name.items()
+        ]
 
-    def _service(self, name: str, group: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    def _service(
+        self,
+        name: str,
+        group: list[dict[str, Any]],
+        now: float,
+        svc: ServiceConfig | None,
+        default_timeout: float,
+    ) -> dict[str, Any]:
         shown = [replica_entry(r) for r in group]
         rss = [r["rss_bytes"] for r in shown if r["rss_bytes"] is not None]
         series = self.histories.add(
@@ -135,15 +165,15 @@ class LiveView:
         )
         health = health_word(
             [(r["pid"] is not None, r["state"], r["heartbeat_age"]) for r in shown],
-            self.backend.is_python(name),
-            self.backend.heartbeat_timeout(name),
+            svc is not None and svc.is_python,
+            (svc and svc.heartbeat_timeout) or default_timeout,
         )
         return {
             "name": name,
             "state": state_word([r["state"] for r in shown]),
             "health": health,
             "replicas": shown,
-            "series": series.public(),
+            "series": series.newest(),
         }
 
     def _jobs(self, now: float) -> dict[str, Any] | None:
@@ -159,7 +189,7 @@ class LiveView:
             gauges={"pending": counts.get("pending", 0)},
             counters={"finished_per_s": counts.get("done", 0) + counts.get("failed", 0)},
         )
-        return {**stats, "series": series.public()}
+        return {**stats, "series": series.newest()}
 
 
 REPLICA_FIELDS = (
@@ -181,11 +211,6 @@ def holds_history(since: float | None, previous: float) -> bool:
     """Whether a page whose newest point is at `since` holds every point of the history
     but the newest (taken after `previous`)."""
     return since is not None and since >= previous
-
-
-def newest(series: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """A series' newest point only."""
-    return {name: values[-1:] for name, values in series.items()}
 
 
 def replica_entry(status: dict[str, Any]) -> dict[str, Any]:
