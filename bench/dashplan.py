@@ -87,7 +87,7 @@ class Query:
 class Poll:
     """What the simulated dashboards saw while wrk ran."""
 
-    status: int  # 200, 304, or 0 for no answer
+    status: int  # 200, another, or 0 for no answer
     seconds: float
 
 
@@ -151,33 +151,29 @@ def _overview_rows(results: Results) -> list[tuple[str, str]]:
         (
             "full",
             "one update, the history full (600 points a series: a gateway whose dashboards "
-            "have been open ten minutes; the JSON "
-            f"{_kib(results, 'full')}): `LiveView` refresh: the daemon's `status` over the "
-            "control socket, the job counts, the history, the JSON and its ETag",
+            "have been open ten minutes): `LiveView` refresh: the daemon's `status` over the "
+            "control socket, the job counts, a point added to each series, the JSON a "
+            f"polling page gets ({_kib(results, 'poll')})",
         ),
         (
             "fresh",
-            f"one update, the history empty (a fresh gateway; the JSON {_kib(results, 'fresh')})",
+            "one update, the history empty (a fresh gateway)",
         ),
         ("status", "… of it: the daemon's `status` round trip alone"),
         ("stats", "… of it: the job store's `Jobs.stats()` alone"),
+        ("dumps", "… of it: encoding the data once (`orjson`)"),
         (
-            "history",
-            f"… of it: the history's lists, {results.services + 1} series of 600 points "
-            "(`Series.public()` of as many series filled here)",
-        ),
-        (
-            "dumps",
-            "… of it: encoding the full data once (`orjson`; an update encodes it twice: the "
-            "body, and the ETag's input)",
+            "open",
+            "an update and a page opening: the whole history as well "
+            f"({_kib(results, 'full')}), built once per update for all pages opening",
         ),
         ("cached", "a poll between updates: the shared data handed out (an update every 1 s)"),
         (
             "http",
-            f"`GET /api/overview` over HTTP, the whole request ({_kib(results, 'served')} as "
-            "served then; bearer token, keep-alive, back to back)",
+            f"`GET /api/overview` over HTTP, the whole history ({_kib(results, 'served')} as "
+            "served then; bearer token, keep-alive, back to back): a page opening",
         ),
-        ("http_304", "… the same with `If-None-Match` of the current ETag (304)"),
+        ("http_since", "… with `since`, as a page polling asks: each series' newest point"),
     ]
 
 
@@ -335,27 +331,19 @@ def _polls(results: Results, plan: Plan) -> list[str]:
     if not results.polls:
         return []
     statuses = Counter(p.status for p in results.polls)
-    seconds = [p.seconds for p in results.polls if p.status in (200, 304)]
+    seconds = [p.seconds for p in results.polls if p.status == 200]
     window = plan.rounds * plan.wrk_seconds
     text = (
         f"While wrk ran, the {plan.dashboards} dashboards polled `GET /api/overview` "
         f"{len(results.polls):,} times in {window} s ({len(results.polls) / window:.1f}/s): "
-        f"{statuses[200]:,} answered 200 with the data, {statuses[304]:,} answered 304"
+        f"{statuses[200]:,} answered 200"
     )
-    others = sorted(status for status in statuses if status not in (200, 304))
+    others = sorted(status for status in statuses if status != 200)
     for status in others:
         text += f", {statuses[status]:,} " + (f"answered {status}" if status else "got no answer")
     if seconds:
         text += f"; a poll took {_ms(median(seconds))} at the median, {_ms(p95(seconds))} at p95"
-    lines = [text + "."]
-    if statuses[304] < 0.1 * len(results.polls):
-        lines += [
-            "",
-            "Few polls get a 304: the ETag covers everything but `time`, and each update "
-            "changes the replicas' `uptime` (and the history's points), so a page polling "
-            "every second gets the whole JSON nearly every time.",
-        ]
-    return lines
+    return [text + "."]
 
 
 def _targets(results: Results, plan: Plan) -> list[str]:
@@ -471,14 +459,16 @@ def _notes(results: Results, plan: Plan) -> list[str]:
         "gateway's code (`procorch.gateway.live.LiveView` with refresh 0, so each call "
         "is an update) against the running daemon and store: the cost a gateway pays once "
         "a second while any dashboard is open, however many. Each update also adds a point "
-        "to the history the JSON carries (`procorch/gateway/history.py`: 600 a series, one "
-        "a second), so the JSON and the update's cost grow for ten minutes after the first "
-        "dashboard opens: the 'history full' row, after 600 untimed updates, is the steady "
-        "state. The HTTP rows add the gateway's request handling, on the running gateway.",
+        "to the history (`procorch/gateway/history.py`: 600 a series, one a second); a "
+        "polling page gets each series' newest point (`since`), a page opening the whole "
+        "history, built once per update: the 'history full' rows, after 600 untimed "
+        "updates, are the steady state. The HTTP rows add the gateway's request handling, "
+        "on the running gateway.",
         f"- The simulated dashboards: one process, {plan.dashboards} threads, each with its own "
         "keep-alive connection and the session cookie a browser gets from `/ui?token=…`, "
-        "doing what the overview page does: `GET /api/overview` with `If-None-Match` of the "
-        "last ETag, the JSON decoded, then 1 s until the next poll (the page's timer starts "
+        "doing what the overview page does: `GET /api/overview`, whole the first time and "
+        "then with `since` (the newest point it holds), the JSON decoded, then 1 s until "
+        "the next poll (the page's timer starts "
         "when an answer is in). They start 1/20 s apart and poll for "
         f"{plan.settle:g} s before wrk starts. None open and {plan.dashboards} open alternate, "
         "round by round, so drift of the shared machine's load falls on both. "
