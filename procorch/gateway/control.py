@@ -65,9 +65,9 @@ def ask(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status(exc: control.ControlError) -> int:
-    if str(exc).startswith("no service named"):
+    if exc.reply.get("unknown"):  # a name the daemon does not know
         return 404
-    if exc.reply.get("refused") or "shutting down" in str(exc):
+    if exc.reply.get("refused"):  # a change it will not make now (or shutting down)
         return 409
     return 400
 

@@ -151,7 +151,7 @@ class Commands:
         try:
             targets = self.targets(message.get("names") or [])
         except UnknownName as exc:
-            client.send({"ok": False, "error": str(exc)})
+            client.send({"ok": False, "error": str(exc), "unknown": True})
             return
         handler(self, client, message, targets)
 
@@ -231,7 +231,8 @@ class Commands:
                 svc = self.sup.config.service(name)
             except KeyError:
                 known = ", ".join(s.name for s in self.sup.config.services)
-                client.send({"ok": False, "error": f"no service named {name!r} (known: {known})"})
+                error = f"no service named {name!r} (known: {known})"
+                client.send({"ok": False, "error": error, "unknown": True})
                 return
             problem = replicas_problem(svc, count, self.sup.config.settings.run_dir)
             if problem:
@@ -318,7 +319,7 @@ class Commands:
     ) -> None:
         """Apply `action` to each target; answer once they settle (or at once, wait=false)."""
         if self.sup.shutting_down:
-            client.send({"ok": False, "error": "the supervisor is shutting down"})
+            client.send({"ok": False, "error": "the supervisor is shutting down", "refused": True})
             return
         now = time.monotonic()
         for r in targets:
