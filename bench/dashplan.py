@@ -318,8 +318,8 @@ def _idle(results: Results, plan: Plan) -> list[str]:
         )
     if not plan.age:
         lines.append(
-            "(this run did not wait for the history to fill: a gateway whose dashboards "
-            "stay open serves more, see the full run)"
+            "(this run did not wait for the history to fill, `--age` does: a polling page "
+            "gets each series' newest point whatever its length)"
         )
     return [" ".join(lines).rstrip(";") + "."]
 
