@@ -462,6 +462,16 @@ const jobsChart = timeChart(
 
 const seriesData = (series, a, b) => [series?.t ?? [], series?.[a] ?? [], series?.[b] ?? []];
 
+const ServiceChart = ({ service, height }) => html`
+  <${Plot}
+    testid="service-chart"
+    data=${seriesData(service.series, "requests_per_s", "rss_bytes")}
+    config=${serviceChart}
+    height=${height}
+    label=${`${service.name}: requests per second and memory over time`}
+  />
+`;
+
 // == replicas ================================================================================
 
 // the data-field cells after the state, in the contract's order
@@ -651,13 +661,7 @@ function ServiceCard({ service }) {
       <header class="service-head"><${ServiceHead} service=${service} link=${true} /></header>
       <div class="service-body">
         <${Replicas} service=${service} />
-        <${Plot}
-          testid="service-chart"
-          data=${seriesData(service.series, "requests_per_s", "rss_bytes")}
-          config=${serviceChart}
-          height=${120}
-          label=${`${service.name}: requests per second and memory over time`}
-        />
+        <${ServiceChart} service=${service} height=${120} />
       </div>
     </section>
   `;
@@ -791,13 +795,7 @@ function ServicePage({ name }) {
       </section>
       <section class="card">
         <h2>Requests and memory</h2>
-        <${Plot}
-          testid="service-chart"
-          data=${seriesData(s.series, "requests_per_s", "rss_bytes")}
-          config=${serviceChart}
-          height=${180}
-          label=${`${s.name}: requests per second and memory over time`}
-        />
+        <${ServiceChart} service=${s} height=${180} />
       </section>
       <${Log} service=${s.name} replicas=${reps} replica=${logReplica} choose=${setLogReplica} />
       <section class="card">
