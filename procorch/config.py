@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from procorch import templating
+from procorch.locate import SOCKET_NAME, config_base, default_config
+from procorch.locate import run_dir as _run_dir
 from procorch.redaction import redact
 from procorch.sizes import parse_size
 
-CONFIG_FILENAME = "procorch.toml"
-DEFAULT_RUN_DIRNAME = ".procorch"
-SOCKET_NAME = "control.sock"  # in the run directory
 MAX_SOCKET_PATH = 107  # sizeof(sun_path) - 1 on Linux
 SERVICE_SOCKET_DIR = "sock"  # in the run directory; short, because socket paths are limited
 RESTART_POLICIES = ("always", "on-failure", "never")
@@ -507,21 +506,18 @@ def load_config(
     `enable_gateway` (the CLI's `up --gateway`) turns the gateway on whatever the file says.
     """
     environ = os.environ if environ is None else environ
-    if path is None and Path(CONFIG_FILENAME).exists():
-        path = Path(CONFIG_FILENAME)
+    if path is None:
+        path = default_config()
+    base = config_base(path)
     if path is None:
         data: dict[str, Any] = {}
-        base = Path.cwd()
         env_file = Path(".env")
         root = _Where("(built-in defaults)")  # never shown: no data
     else:
         root = _Where(str(path))  # as the user gave it: short and recognisable
         data = _read_toml(Path(path), root)
         env_file = Path(path).parent / ".env"  # also as given, for its error messages
-        # Absolute but not symlink-resolved: paths in the file are relative to the
-        # directory where the user sees it.
         path = Path(os.path.abspath(path))
-        base = path.parent
     top = _fields(data, root, _top_level_parsers(base))
 
     sections = {"procorch": top.get("procorch", {}), "gateway": top.get("gateway", {})}
@@ -679,16 +675,6 @@ def _apply_overrides(
                 parse = _SECTION_PARSERS[section][key]
                 sections[section][key] = parse(raw, where.key(variable))
                 break
-
-
-def _run_dir(cli: Path | None, configured: str | None, base: Path) -> Path:
-    if cli is not None:
-        chosen = Path(cli).expanduser()  # relative to the cwd, like any CLI argument
-    elif configured is not None:
-        chosen = base / Path(configured).expanduser()
-    else:
-        chosen = base / DEFAULT_RUN_DIRNAME
-    return chosen.resolve()
 
 
 def _check_sockets_fit(run_dir: Path, services: Iterable[ServiceConfig], where: _Where) -> None:

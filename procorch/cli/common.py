@@ -14,7 +14,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from procorch.config import CONFIG_FILENAME, Config, ConfigError, load_config
+from procorch.config import Config, ConfigError, load_config
+from procorch.locate import CONFIG_FILENAME
 from procorch.supervisor import control
 from procorch.supervisor.rundir import BadState, RunDir
 

@@ -28,7 +28,8 @@ from procorch.cli.common import (
     status_code,
     wait_settled,
 )
-from procorch.config import AUTO_TOKEN, CONFIG_FILENAME, Config
+from procorch.config import AUTO_TOKEN, Config
+from procorch.locate import CONFIG_FILENAME
 from procorch.supervisor import control
 from procorch.supervisor.rundir import RunDir
 

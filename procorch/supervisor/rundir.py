@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from procorch.config import EXIT_NOTE_DIR, SOCKET_NAME
+from procorch.config import EXIT_NOTE_DIR
+from procorch.locate import SOCKET_NAME
 
 
 class BadState(Exception):
