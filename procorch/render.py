@@ -1,7 +1,9 @@
-"""How the CLI shows things to people: the Rich status and services tables, human units.
+"""How the CLI shows things to people: the status, services and schedules tables, human
+units.
 
-Imported only by commands that draw, so Rich's import cost stays off the paths
-that print JSON.
+Drawn with `procorch.terminal`, not Rich: `status` is the command people run most, and
+Rich's import alone cost a third of its time. `status --watch` hands the same lines to
+Rich's Live (`status_view`).
 
 The tables fit the terminal. Every column is measured first; when the rows are wider
 than the terminal, the least useful columns go or narrow in a fixed order (`fit`), so
@@ -13,13 +15,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from rich.cells import cell_len
-from rich.console import Console, Group, JustifyMethod, OverflowMethod, RenderableType
-from rich.text import Text
+from typing import Any, Literal
 
 from procorch.sizes import format_size
+from procorch.terminal import Styled, Terminal, cell_len, split_lines
 
 STATE_STYLES = {
     "running": "bold green",
@@ -54,17 +53,23 @@ def size(n: int | None) -> str:
 
 # == fitting a table to the width ======================================================
 
+Cell = list[Styled]  # a table cell: its lines
+
+
+def cell(text: str, style: str = "") -> Cell:
+    return split_lines(text, style)
+
 
 @dataclass
 class Column:
     """A column's header and cells, and how far it may narrow (if at all)."""
 
     header: str
-    cells: list[Text]
-    justify: JustifyMethod = "left"
+    cells: list[Cell]
+    justify: Literal["left", "right"] = "left"
     shrink_to: int | None = None  # the narrowest it may become; None: always whole
-    overflow: OverflowMethod = "fold"  # how a cell gives way once the column is narrowed
-    taller: list[Text] | None = None  # the same cells on more lines, to use when narrower
+    overflow: Literal["fold", "ellipsis"] = "fold"  # how a cell gives way once narrowed
+    taller: list[Cell] | None = None  # the same cells on more lines, to use when narrower
     natural: int = field(init=False)  # the width that shows every cell whole
     width: int = field(init=False)
 
@@ -72,8 +77,8 @@ class Column:
         self._measure()
 
     def _measure(self) -> None:
-        lines = [line for cell in self.cells for line in cell.plain.split("\n")]
-        self.natural = self.width = max(cell_len(line) for line in [self.header, *lines])
+        widths = [line.width for cell in self.cells for line in cell]
+        self.natural = self.width = max([cell_len(self.header), *widths])
 
     def make_taller(self) -> None:
         """Use the `taller` cells from now on (they say the same on more lines)."""
@@ -129,56 +134,47 @@ def fit(columns: list[Column], width: int, steps: Sequence[tuple[str, str]]) -> 
     return shown
 
 
-def draw(columns: Sequence[Column]) -> Text:
+def draw(columns: Sequence[Column]) -> list[Styled]:
     """The table: a bold header, a rule, then the rows; each column as wide as `fit` chose,
-    GAP cells apart. Drawn here rather than by Rich's Table, which measures every cell
-    again (a third of the time `status` spends drawing)."""
+    GAP cells apart. Anything still wider than the terminal (only where the steps could
+    not help) is cut at its edge when written, as Rich crops."""
     lines = [
-        _line(columns, [[Text(c.header, style="bold")] for c in columns]),
-        Text("─" * table_width(columns)),
+        _line(columns, [[Styled(c.header, "bold")] for c in columns]),
+        Styled("─" * table_width(columns)),
     ]
     for cells in zip(*(c.cells for c in columns), strict=True):
         blocks = [_cell_lines(c, cell) for c, cell in zip(columns, cells, strict=True)]
         for i in range(max(len(block) for block in blocks)):
             lines.append(_line(columns, [block[i : i + 1] for block in blocks]))
-    # Fitted already: anything wider (only where the steps could not help) is left to the
-    # terminal to wrap, as Rich's own wrapping would.
-    return Text("\n", no_wrap=True, overflow="ignore").join(lines)
+    return lines
 
 
-def _line(columns: Sequence[Column], pieces: list[list[Text]]) -> Text:
+def _line(columns: Sequence[Column], pieces: list[list[Styled]]) -> Styled:
     """One line of the table, from each column's piece of it (none: blank)."""
-    line = Text()
+    line = Styled()
     for i, (column, piece) in enumerate(zip(columns, pieces, strict=True)):
-        text = piece[0] if piece else Text()
-        space = " " * (column.width - text.cell_len)
+        text = piece[0] if piece else Styled()
+        space = " " * (column.width - text.width)
         if i:
             line.append(" " * GAP)
         if column.justify == "right":
-            line.append(space)
-            line.append_text(text)
+            line.append(space).extend(text)
         else:
-            line.append_text(text)
-            line.append(space)
-    line.rstrip()
-    return line
+            line.extend(text).append(space)
+    return line.rstrip()
 
 
-def _cell_lines(column: Column, cell: Text) -> list[Text]:
+def _cell_lines(column: Column, lines: Cell) -> list[Styled]:
     """A cell's lines in its column: whole, or given way as the column allows."""
     if not column.narrowed:
-        return list(cell.split("\n"))
-    if column.overflow == "ellipsis":
-        lines = [line.copy() for line in cell.split("\n")]
-        for line in lines:
-            line.truncate(column.width, overflow="ellipsis")
         return lines
-    # Wrapped at spaces, a word longer than the column folded; the console only measures.
-    return list(cell.wrap(Console(width=column.width), column.width, overflow="fold"))
+    if column.overflow == "ellipsis":
+        return [line.truncated(column.width) for line in lines]
+    return [part for line in lines for part in line.wrapped(column.width)]
 
 
-def _texts(values: list[str]) -> list[Text]:
-    return [Text(v) for v in values]
+def _texts(values: list[str]) -> list[Cell]:
+    return [cell(v) for v in values]
 
 
 def _home(path: str) -> str:
@@ -216,14 +212,18 @@ STATUS_STEPS = (
 )
 
 
-def _states(services: list[dict[str, Any]], inline: bool) -> list[Text]:
+def _states(services: list[dict[str, Any]], inline: bool) -> list[Cell]:
     """Each state, and why its process last ended: on the same line, or the next."""
     cells = []
     for s in services:
-        cell = Text(s["state"], style=STATE_STYLES.get(s["state"], ""))
+        lines = [Styled(s["state"], STATE_STYLES.get(s["state"], ""))]
         if s["state"] in FAILED and s.get("last_exit"):
-            cell.append(f"{' ' if inline else chr(10)}({s['last_exit']})", style="dim")
-        cells.append(cell)
+            reason = f"({s['last_exit']})"
+            if inline:
+                lines[0].append(" " + reason, "dim")
+            else:
+                lines.append(Styled(reason, "dim"))
+        cells.append(lines)
     return cells
 
 
@@ -258,14 +258,21 @@ def status_columns(services: list[dict[str, Any]]) -> list[Column]:
     ]
 
 
-def status_view(status: dict[str, Any], width: int) -> RenderableType:
-    """The status in `width` cells: a title line, then the table."""
-    services = status["services"]
-    columns = fit(status_columns(services), width, STATUS_STEPS)
-    return Group(_title(status["supervisor"], width), Text(""), draw(columns))
+def status_lines(status: dict[str, Any], width: int) -> list[Styled]:
+    """The status in `width` cells: a title line, a blank one, then the table."""
+    columns = fit(status_columns(status["services"]), width, STATUS_STEPS)
+    return [_title(status["supervisor"], width), Styled(), *draw(columns)]
 
 
-def _title(sup: dict[str, Any], width: int) -> Text:
+def status_view(status: dict[str, Any], width: int) -> Any:
+    """The same lines as one Rich `Text`, for `status --watch`'s Live display."""
+    from rich.text import Text
+
+    lines = [Text.assemble(*line.runs) for line in status_lines(status, width)]
+    return Text("\n", no_wrap=True, overflow="ignore").join(lines)
+
+
+def _title(sup: dict[str, Any], width: int) -> Styled:
     """procorch · pid · uptime · run directory; the directory shortened (from the left) to fit."""
     head = f"procorch · pid {sup['pid']} · up {duration(sup['uptime'])}"
     where = _home(sup["run_dir"])
@@ -273,24 +280,22 @@ def _title(sup: dict[str, Any], width: int) -> Text:
     if cell_len(where) > room:
         # The end of a path is what tells two stacks apart: keep it, cut the start.
         where = "…" + where[-(room - 1) :] if room > 10 else ""
-    return Text(f"{head} · {where}" if where else head, style="bold", no_wrap=True)
+    return Styled(f"{head} · {where}" if where else head, "bold")
 
 
 def print_status(status: dict[str, Any]) -> None:
-    out = console()
-    out.print(status_view(status, out.width))
+    out = Terminal.detect()
+    out.write(status_lines(status, out.width))
 
 
-def console() -> Console:
-    """Standard output as the tables are drawn on it: the terminal's width, or 250 if piped."""
-    # No markup, emoji or highlighting to look for in these cells: skipping them is faster.
-    out = Console(highlight=False, markup=False, emoji=False)
-    if not out.is_terminal:  # piped: no terminal width to respect
-        out = Console(width=250, highlight=False, markup=False, emoji=False)
-    return out
+def print_table(columns: list[Column], steps: Sequence[tuple[str, str]]) -> None:
+    """A table on standard output, fitted to its width."""
+    out = Terminal.detect()
+    out.write(draw(fit(columns, out.width, steps)))
 
 
 def print_json(data: Any) -> None:
+    from rich.console import Console
     from rich.json import JSON
 
     Console().print(JSON.from_data(data))
@@ -326,9 +331,7 @@ def services_columns(registry: dict[str, dict[str, Any]]) -> list[Column]:
         Column(
             "running",
             [
-                Text(
-                    f"{n}/{len(e['replicas'])}", style="green" if n == len(e["replicas"]) else "red"
-                )
+                cell(f"{n}/{len(e['replicas'])}", "green" if n == len(e["replicas"]) else "red")
                 for n, e in zip(running, entries, strict=True)
             ],
             "right",
@@ -345,5 +348,4 @@ def services_columns(registry: dict[str, dict[str, Any]]) -> list[Column]:
 
 
 def print_services(registry: dict[str, dict[str, Any]]) -> None:
-    out = console()
-    out.print(draw(fit(services_columns(registry), out.width, SERVICES_STEPS)))
+    print_table(services_columns(registry), SERVICES_STEPS)

@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-from rich.console import Console
 
-from procorch.render import status_view
+from procorch import terminal
+from procorch.render import status_lines
 from tests.conftest import PY, SLEEP_FOREVER, Stack, command_service, python_service
 
 STATES = ("running", "starting", "backoff", "stopping", "stopped", "exited", "fatal")
@@ -225,9 +225,9 @@ WIDE_STATUS = {
 
 
 def drawn(width: int) -> list[str]:
-    console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
-    console.print(status_view(json.loads(json.dumps(WIDE_STATUS)), width))
-    return [line.rstrip() for line in console.export_text().splitlines()]
+    out = terminal.Terminal(width, styles=False)
+    lines = status_lines(json.loads(json.dumps(WIDE_STATUS)), width)
+    return [out.ansi(line).rstrip() for line in lines]
 
 
 @pytest.mark.parametrize("width", [50, 60, 70, 80, 90, 100, 110, 120, 140])

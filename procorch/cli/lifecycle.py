@@ -327,12 +327,13 @@ def _watch(cfg: Config, message: dict[str, Any]) -> NoReturn:
     If the daemon stops (or stops answering) meanwhile, the table, now stale, is taken
     off the screen and one line says why (exit 1): a table left standing looks live.
     """
+    from rich.console import Console
     from rich.live import Live
     from rich.text import Text
 
     from procorch import render
 
-    out = render.console()
+    out = Console(highlight=False, markup=False, emoji=False)
     status = request(cfg, message)  # not running at all: the usual one line
     try:
         with Live(render.status_view(status, out.width), console=out, auto_refresh=False) as live:

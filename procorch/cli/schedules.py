@@ -34,8 +34,6 @@ def schedules(
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    from rich.text import Text
-
     from procorch import render
     from procorch.jobs.job import call_text
 
@@ -46,11 +44,10 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         return "-" if row["last"] is None else f"{row['last']} (job {row['last_job_id']})"
 
     columns = [
-        render.Column("schedule", [Text(row["name"]) for row in rows]),
-        render.Column("job", [Text(call(row)) for row in rows], shrink_to=12),
-        render.Column("when", [Text(row["spec"]) for row in rows]),
-        render.Column("next (UTC)", [Text(row["next"]) for row in rows]),
-        render.Column("last (UTC)", [Text(last(row)) for row in rows]),
+        render.Column("schedule", [render.cell(row["name"]) for row in rows]),
+        render.Column("job", [render.cell(call(row)) for row in rows], shrink_to=12),
+        render.Column("when", [render.cell(row["spec"]) for row in rows]),
+        render.Column("next (UTC)", [render.cell(row["next"]) for row in rows]),
+        render.Column("last (UTC)", [render.cell(last(row)) for row in rows]),
     ]
-    out = render.console()
-    out.print(render.draw(render.fit(columns, out.width, (("shrink", "job"),))))
+    render.print_table(columns, (("shrink", "job"),))
