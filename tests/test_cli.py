@@ -318,7 +318,7 @@ def test_each_command_word_builds_its_own_group():
 
     import typer
 
-    from procorch.cli import GROUPS, groups_for
+    from procorch.cli.app import GROUPS, groups_for
 
     for group, words in GROUPS.items():
         app = typer.Typer()

@@ -7,23 +7,25 @@ imports back up.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
+# The commands take the exit codes and the status output from here, with the rest.
+from procorch.cli.exits import (  # noqa: F401
+    EXIT_CONFIG,
+    EXIT_DAEMON_DOWN,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+)
+from procorch.cli.fast import show, status_code  # noqa: F401
 from procorch.config import Config, ConfigError, load_config
 from procorch.locate import CONFIG_FILENAME
 from procorch.supervisor import control
 from procorch.supervisor.rundir import BadState, RunDir
-
-EXIT_OK = 0
-EXIT_DAEMON_DOWN = 1  # also: a refused request, a job error
-EXIT_CONFIG = 2  # bad config or usage
-EXIT_NOT_RUNNING = 3  # some service is not running
-EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 ConfigOpt = Annotated[
     Path | None,
@@ -74,14 +76,11 @@ def request(cfg: Config, message: dict[str, Any], **kwargs: Any) -> dict[str, An
         fail("the daemon did not answer in time", EXIT_DAEMON_DOWN)
 
 
-ASK_TIMEOUT = 5.0  # a daemon slower than this to answer is asked no more
-
-
 def ask(run_dir: Path, message: dict[str, Any]) -> dict[str, Any] | None:
     """The daemon's answer, for a command that manages without one: None when there is
     none to be had (not running, refusing, gone mid-answer, too slow)."""
     try:
-        return control.request(RunDir(run_dir).socket, message, timeout=ASK_TIMEOUT)
+        return control.request(RunDir(run_dir).socket, message, timeout=control.ASK_TIMEOUT)
     except (control.DaemonNotRunning, control.ControlError, OSError):
         return None  # TimeoutError and ConnectionError are OSErrors
 
@@ -114,22 +113,6 @@ def existing_run_dir(cfg: Config) -> RunDir:
     if not rundir.path.is_dir():
         fail(f"no run directory at {rundir.path}: procorch has not run here (see `procorch up`)")
     return rundir
-
-
-def status_code(status: dict[str, Any]) -> int:
-    ok = all(s["state"] == "running" for s in status["services"])
-    return EXIT_OK if ok else EXIT_NOT_RUNNING
-
-
-def show(status: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(status, indent=2))
-    else:
-        from procorch.render import print_status
-
-        print_status(status)
-        for warning in status["supervisor"].get("warnings", []):  # e.g. a full disk
-            typer.echo(f"procorch: warning: {warning}", err=True)
 
 
 def recorded_replicas(cfg: Config) -> list[tuple[str, int]]:

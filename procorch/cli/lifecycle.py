@@ -12,7 +12,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from procorch.cli import complete
+from procorch.cli import complete, fast
 from procorch.cli.common import (
     EXIT_CONFIG,
     EXIT_DAEMON_DOWN,
@@ -258,44 +258,15 @@ def _explain_failures(cfg: Config, status: dict[str, Any]) -> None:
 
 def down(config: ConfigOpt = None, run_dir: RunDirOpt = None) -> None:
     """Stop every service and the daemon; return once no process is left."""
-    cfg = load(config, run_dir)
-    rundir = RunDir(cfg.settings.run_dir)
     started = time.monotonic()
-    timeout = max((s.stop_timeout for s in cfg.services), default=10.0) + 30.0
-    deadline = started + timeout
-    try:
-        reply = control.wait_closed(rundir.socket, {"cmd": "shutdown"}, timeout=timeout)
-        if not _wait_gone(reply.get("pid"), deadline - time.monotonic()):
-            raise TimeoutError
-    except control.DaemonNotRunning:
+    cfg = load(config, run_dir)
+    code = fast.down(RunDir(cfg.settings.run_dir).socket, started)
+    if code is None:  # as `docker compose down` on a stopped project: nothing to do
         typer.echo(
             f"procorch is not running (run directory {cfg.settings.run_dir}): nothing to stop"
         )
-        raise typer.Exit(0) from None  # as `docker compose down` on a stopped project
-    except TimeoutError:
-        fail(f"the daemon did not stop within {timeout:.0f}s", 1)
-    typer.echo(f"procorch stopped (pid {reply.get('pid')}) in {time.monotonic() - started:.2f}s")
-
-
-def _wait_gone(pid: int | None, timeout: float) -> bool:
-    """Wait until process `pid` has exited (a zombie counts: it runs no more); False on timeout.
-
-    The daemon closes its socket just before it exits; a pidfd says when it has.
-    """
-    import select
-
-    if not pid:
-        return True
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(max(0.0, timeout) * 1000))
-    finally:
-        os.close(fd)
+        code = 0
+    raise typer.Exit(code)
 
 
 # == status and control ============================================================

@@ -243,7 +243,9 @@ class Commands:
         self._change(client, set(wanted), extra, lambda: self.sup.live.scale(wanted))
 
     def shutdown(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:
-        client.send({"ok": True, "pid": os.getpid()})
+        # How long the slowest service may take to stop: the client's budget for waiting.
+        slowest = max((svc.stop_timeout for svc in self.sup.config.services), default=10.0)
+        client.send({"ok": True, "pid": os.getpid(), "stop_timeout": slowest})
         self.sup.shutdown()
 
     def reopen(self, client: Client, message: dict[str, Any], targets: list[Replica]) -> None:

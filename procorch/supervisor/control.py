@@ -12,7 +12,10 @@ This module is imported by the CLI, so it stays light (json and socket only).
 from __future__ import annotations
 
 import json
+import os
+import select
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,11 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
-def _send(socket_path: Path, message: dict[str, Any], timeout: float | None) -> socket.socket:
+ASK_TIMEOUT = 5.0  # seconds: a daemon slower than this to answer a question is given up on
+
+
+def connect(socket_path: Path, message: dict[str, Any], timeout: float | None) -> socket.socket:
+    """A connection to the daemon with `message` sent on it."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -57,7 +64,7 @@ def request(
     on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Send one request and return the final reply; progress lines go to `on_progress`."""
-    sock = _send(socket_path, message, timeout)
+    sock = connect(socket_path, message, timeout)
     try:
         reader = sock.makefile("rb")
         for line in reader:
@@ -74,15 +81,38 @@ def request(
         sock.close()
 
 
-def wait_closed(socket_path: Path, message: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Send a request, then block until the daemon closes the connection (it exited)."""
-    sock = _send(socket_path, message, timeout)
+def first_reply(sock: socket.socket) -> dict[str, Any]:
+    """The daemon's first line on `sock` ({} if it closed without one)."""
+    line = sock.makefile("rb").readline()
+    return json.loads(line) if line else {}
+
+
+def wait_closed(sock: socket.socket, deadline: float) -> bool:
+    """Block until the daemon closes `sock` (it is exiting); False if `deadline` (a
+    time.monotonic() value) passes first. Anything more it sends is ignored."""
+    while True:
+        sock.settimeout(max(0.0, deadline - time.monotonic()))
+        try:
+            if not sock.recv(65536):
+                return True
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            return True
+
+
+def wait_exited(pid: int | None, timeout: float) -> bool:
+    """Wait until process `pid` has exited (a zombie counts: it runs no more); False on
+    timeout. The daemon closes its socket just before it exits; a pidfd says when it has."""
+    if not pid:
+        return True
     try:
-        reader = sock.makefile("rb")
-        first = reader.readline()
-        reply = json.loads(first) if first else {"ok": True}
-        while reader.readline():  # anything more is ignored; EOF means the daemon is gone
-            pass
-        return reply
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(max(0.0, timeout) * 1000))
     finally:
-        sock.close()
+        os.close(fd)
