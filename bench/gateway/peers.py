@@ -208,8 +208,10 @@ class Original(ServerPeer):
 
 class Procorch(HttpPeer, ProcorchStack):
     """The built-in stack (no [services] table) with its gateway, jobs without delay or
-    failures; started and stopped as services.py's procorch peer is."""
+    failures; started and stopped with its CLI (harness.stack), as the services area's
+    procorch peer is."""
 
+    name = "procorch"
     label = "procorch"
 
     def available(self) -> str | None:

@@ -13,7 +13,7 @@ from harness.report import times as _times
 from gateway.plan import Plan, Results
 from gateway.wrk import Load, WrkResult
 
-SECTION = "gateway"
+SECTION = "gateway-endpoints"
 FLOOR, OURS, ORIGINAL = "hello", "procorch", "original"
 LABELS = {FLOOR: "bare waitress hello", OURS: "procorch gateway", ORIGINAL: "original design"}
 # endpoints that must reach 70 % of the hello's requests/s: one hop to a service or the store

@@ -149,6 +149,7 @@ def _part_args(args: argparse.Namespace, part: Part) -> argparse.Namespace:
 def run(area: Area, parts: Sequence[Part], args: argparse.Namespace) -> int:
     benchargs.interrupt_on_sigterm()
     started = time.monotonic()
+    loads = [os.getloadavg()[0]]
     outputs: list[dict[str, RunOutput]] = []
     for index in range(args.runs):
         got: dict[str, RunOutput] = {}
@@ -165,11 +166,13 @@ def run(area: Area, parts: Sequence[Part], args: argparse.Namespace) -> int:
                 )
         outputs.append(got)
     seconds = time.monotonic() - started
+    loads.append(os.getloadavg()[0])
     command = f"python bench/{area.name}" + (" --quick" if args.quick else "")
     command += f" --runs {args.runs}" if args.runs != (1 if args.quick else 3) else ""
     if args.parts:
         command += f" --parts {args.parts}"
     data = aggregate(area, parts, outputs, args, seconds, command)
+    data["load_average"] = loads
     text = render(area, data)
     print(text)
     last = outputs[-1]
@@ -288,10 +291,11 @@ def fmt(value: float, unit: str) -> str:
 
 
 def with_range(s: dict[str, float], unit: str) -> str:
+    shown = "" if unit == "count" else f" {unit}"
     mid = fmt(s["median"], unit)
     if s["n"] < 2:
-        return f"{mid} {unit}".rstrip()
-    return f"{mid} {unit} ({fmt(s['min'], unit)}–{fmt(s['max'], unit)})"
+        return f"{mid}{shown}"
+    return f"{mid}{shown} ({fmt(s['min'], unit)}–{fmt(s['max'], unit)})"
 
 
 def ratio_with_range(s: dict[str, float]) -> str:
@@ -318,15 +322,18 @@ def render(area: Area, data: dict[str, object]) -> str:
     """The area's summary section: every figure and ratio as median (range) over the runs,
     and one line per target."""
     n = len(data["runs"])  # type: ignore[arg-type]
+    loads: list[float] = data.get("load_average", [])  # type: ignore[assignment]
+    parts = ", ".join(data["parts"])  # type: ignore[arg-type]
     head = report.header(
         str(data["command"]),
-        loads=", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        loads=", ".join(f"{x:.2f}" for x in loads),
         method=[
-            f"{n} run(s) of every part ({', '.join(data['parts'])}), in turn; each figure is "  # type: ignore[arg-type]
-            "the median of the runs with their range (min–max), each ratio (procorch ÷ peer) "
-            "likewise, computed within each run. A target is met only if it holds in every "
-            f"run. JSON: `bench/results/{area.name}.json`. The parts' detailed sections "
-            "(below, from the last run) say how each figure is measured.",
+            f"{n} run(s) of every part ({parts}), in turn; each figure is the median of the "
+            "runs with their range (min–max), each ratio likewise, computed within each run: "
+            "procorch ÷ peer, except a speed-up (the peer's time ÷ procorch's, or procorch's "
+            "rate ÷ the peer's: above 1 is better for procorch). A target is met only if it "
+            f"holds in every run. JSON: `bench/results/{area.name}.json`. The parts' detailed "
+            "sections (below, from the last run) say how each figure is measured.",
         ],
     )
     body = ["### Targets", ""]
@@ -334,9 +341,11 @@ def render(area: Area, data: dict[str, object]) -> str:
         body.append(f"- target {t['target']}: **{t['verdict']}** ({_target_value(t, data)})")
     if not data["targets"]:
         body.append("- (none for this area)")
-    body += ["", "### Ratios (procorch ÷ peer)", "", "| ratio | median (range) |", "|---|---|"]
+    body += ["", "### Ratios", "", "| ratio | median (range) |", "|---|---|"]
     for name, s in data["ratios"].items():  # type: ignore[attr-defined]
         body.append(report.table_row([name, ratio_with_range(s)]))
+    if not data["ratios"]:
+        body.append("| (none in this area) | |")
     body += ["", "### Figures", "", "| figure | median (range) |", "|---|---|"]
     for name, s in data["figures"].items():  # type: ignore[attr-defined]
         body.append(report.table_row([name, with_range(s, s["unit"])]))

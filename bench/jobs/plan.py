@@ -59,7 +59,7 @@ class Workload:
     command: str  # the script that measures it
 
 
-FIB = Workload("fib", "jobs", "python bench/jobs --parts fib")
+FIB = Workload("fib", "jobs-fib", "python bench/jobs --parts fib")
 NOOP = Workload("noop", "jobs-noop", "python bench/jobs --parts noop")
 
 

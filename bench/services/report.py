@@ -14,7 +14,7 @@ from harness.report import times as _times
 
 from services.peers import FLOOR, JSON, JSON_CODEC, MANAGER_POLL, ORIGINAL, OURS, PAYLOAD
 
-SECTION = "services"
+SECTION = "services-calls"
 PLACES = {
     "same": "one core",  # caller and server pinned to the same core
     "split": "two cores",  # caller on one core, the server side on the other

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> RunOutput:
         else:
             shutil.rmtree(root, ignore_errors=True)
     command = "python bench/supervisors --parts compare" + (" --quick" if args.quick else "")
-    out = RunOutput(sections={"supervisors": report.render(results, plan, peers, command)})
+    out = RunOutput(sections={"supervisors-compare": report.render(results, plan, peers, command)})
     for metric, by_peer in results.samples.items():
         unit = UNITS.get(metric, "ms")
         for peer, samples in by_peer.items():

@@ -13,7 +13,7 @@ from harness.report import header, markers
 from supervisors.metrics import IDLE_N, SMALL_N, Plan, Results
 from supervisors.peers import Peer
 
-BEGIN, END = markers("supervisors")
+BEGIN, END = markers("supervisors-compare")
 OURS = "procorch"
 RIVALS = ("supervisord", "circus")
 
