@@ -4,8 +4,9 @@
 
 Runs the engine the suite runs for 20 s (tests/chaos.py) and prints requests sent,
 acknowledged, retried, lost, duplicated, 5xx answers, and each role's recovery time
-(median, max) from its kill -9 until it serves again. Needs the test extra
-(`pip install '.[test]'`); the stack runs in a temporary folder and is stopped at the end.
+(median, max) from its kill -9 until it serves again. Uses the test suite's helpers
+(pytest joins bench/.venv for them); the stack runs in a temporary folder and is stopped
+at the end.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def run(args: argparse.Namespace) -> RunOutput:
     text = render(got, seconds, args)
     command = "python bench/chaos" + (" --quick" if args.quick else "")
     head = header(command, method=[f"{seconds:g} s of kill -9s; the engine of tests/chaos.py"])
-    out.sections["chaos"] = section(
-        "chaos", "Chaos: kill -9 every role under load", head, [text, ""]
+    out.sections["chaos-run"] = section(
+        "chaos-run", "Chaos: kill -9 every role under load", head, [text, ""]
     )
     return out
 
