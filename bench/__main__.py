@@ -1,7 +1,7 @@
 """Every benchmark area, one after the other: `python bench [--quick] [--runs N] [--areas ...]`.
 
     python bench                     # every area, every part, 3 runs each (hours on 2 cores)
-    python bench --quick             # every area's smoke run, 1 run each (about 6 minutes)
+    python bench --quick             # every area's smoke run, 1 run each (about 5 minutes)
     python bench --areas jobs,chaos  # a subset of supervisors,jobs,services,gateway,chaos
 
 Any Python 3.11+ can start it from a fresh clone: it brings bench/.venv up to date once

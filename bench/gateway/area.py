@@ -2,7 +2,7 @@
 design, and the web dashboard's cost.
 
     python bench/gateway                     # both parts, 3 runs (about 20 minutes)
-    python bench/gateway --quick             # both parts, 1 short run (about 1.5 minutes)
+    python bench/gateway --quick             # both parts, 1 short run (about a minute)
     python bench/gateway --parts endpoints   # one part: endpoints or dashboard
 
 Parts: `endpoints` (runner.py, peers.py, report.py, plan.py, wrk.py; the servers hello.py and

@@ -32,7 +32,6 @@ import os
 import random
 import shutil
 import sqlite3
-import sys
 import tempfile
 import threading
 import time
@@ -45,7 +44,7 @@ from urllib.parse import urlencode
 
 from harness import child
 from harness import venv as benchvenv
-from harness.area import Figure, RunOutput
+from harness.area import Figure, RunOutput, log
 
 if TYPE_CHECKING:  # these need the venv's packages: imported after the re-exec
     from gateway.dashplan import Plan, Poll, Query, Results
@@ -67,10 +66,6 @@ SUBMITTED_AS = (  # share of each chunk, how it is submitted
     (0.05, "noop"),
     (0.05, "fib, due tomorrow"),
 )
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # -- the stack ---------------------------------------------------------------------------

@@ -5,12 +5,12 @@ markdown. The runner imports this; this imports nothing of the runner's."""
 from __future__ import annotations
 
 import importlib.metadata
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from statistics import median
 from typing import TYPE_CHECKING
 
+from harness import stats
 from harness.report import git_rev, header, markers, met, table_row
 
 if TYPE_CHECKING:  # needs the venv's packages: imported after the re-exec
@@ -115,8 +115,7 @@ class Results:
 
 def p95(samples: list[float]) -> float:
     """Nearest-rank 95th percentile."""
-    ordered = sorted(samples)
-    return ordered[max(1, math.ceil(len(ordered) * 0.95)) - 1]
+    return stats.nearest_rank(sorted(samples), 95)
 
 
 def _ms(seconds: float | None) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from harness import args as benchargs
 from harness import venv as benchvenv
-from harness.area import Figure, RunOutput
+from harness.area import Figure, RunOutput, log
 
 from gateway.plan import FULL, QUICK, Plan, Results
 
@@ -39,10 +38,6 @@ if TYPE_CHECKING:  # these need the venv's packages: imported after the re-exec
 
 PACKAGES = ("psutil", "flask", "waitress", "requests")  # requests: the original's client
 PEERS = ("hello", "procorch", "original")
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def measure(

@@ -8,8 +8,9 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import median, quantiles
+from statistics import median
 
+from harness import stats
 from harness.area import Figure
 from harness.report import git_rev, header, markers, met
 
@@ -25,9 +26,7 @@ RIVALS = {"RQ": RQ_PEERS, "Huey": HUEY_PEERS}
 
 def _p(q: int) -> Callable[[list[float]], float]:
     def percentile(samples: list[float]) -> float:
-        if len(samples) < 2:
-            return samples[0]
-        return quantiles(samples, n=100, method="inclusive")[q - 1]
+        return stats.percentile(samples, q)
 
     return percentile
 

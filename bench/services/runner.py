@@ -25,9 +25,7 @@ note while its services client is not in the checkout.
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -36,8 +34,9 @@ from statistics import median
 from typing import Any
 
 from harness import args as benchargs
+from harness import stats
 from harness import venv as benchvenv
-from harness.area import Figure, RunOutput
+from harness.area import Figure, RunOutput, log
 
 from services import peers as rpcpeers
 
@@ -74,14 +73,9 @@ class Results:
         return median(values) if values else None
 
 
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def percentile(sorted_samples: list[int], q: float) -> int:
-    """Nearest-rank percentile of already sorted samples."""
-    rank = max(1, math.ceil(len(sorted_samples) * q))
-    return sorted_samples[rank - 1]
+    """Nearest-rank percentile (q in 0-1) of already sorted samples."""
+    return int(stats.nearest_rank(sorted_samples, q * 100))
 
 
 # -- running caller processes ------------------------------------------------------------

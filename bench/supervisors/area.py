@@ -1,7 +1,7 @@
 """The supervisors area: procorch vs supervisord and circus as process supervisors.
 
-    python bench/supervisors                  # every part, 3 runs (about 30 minutes)
-    python bench/supervisors --quick          # the `cli` part, 1 short run (about a minute)
+    python bench/supervisors                  # every part, 3 runs (about 40 minutes on 2 cores)
+    python bench/supervisors --quick          # the `cli` part, 1 short run (about 75 s)
     python bench/supervisors --parts compare  # one part: cli, compare, live-reload,
                                               # live-rolling or hooks
 

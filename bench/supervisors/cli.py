@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
-from harness.area import Figure, RunOutput
+from harness.area import Figure, RunOutput, log
 from harness.report import header, section, table_row
 
 STATUS_NS = (4, 50)
@@ -54,12 +54,6 @@ class Plan:
 
 FULL = Plan(status_ns=STATUS_NS, status_runs=30, idle_ns=IDLE_NS, idle_seconds=20.0)
 QUICK = Plan(status_ns=STATUS_NS, status_runs=5, idle_ns=(50,), idle_seconds=5.0)
-
-
-def log(text: str) -> None:
-    from supervisors.metrics import log as _log
-
-    _log(text)
 
 
 def _commands(peer: object) -> dict[str, list[str]]:

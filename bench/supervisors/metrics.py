@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 from statistics import median
 
 from harness import procs
+from harness.area import log
 
 from supervisors.peers import Peer, PeerError
 
@@ -63,10 +63,6 @@ class Results:
         if text not in self.notes[peer]:
             self.notes[peer].append(text)
         log(f"[{peer}] note: {text}")
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 class Runner:
