@@ -159,7 +159,7 @@ def measure_idle_down(peer_classes: list, plan: Plan, root: Path, run_id: str, r
                 before = procs.cpu_snapshot(tree)
                 time.sleep(plan.idle_seconds)
                 cpu = procs.cpu_seconds_between(before, procs.cpu_snapshot(tree))
-                stopped = peer.stop(timeout=120)
+                stopped = peer.stop(timeout=600)  # supervisord stops ~2 programs a second
                 found.setdefault(n, {})[cls.name] = {
                     "cpu": cpu,
                     "down": stopped.children_gone,
