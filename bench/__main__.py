@@ -23,7 +23,9 @@ AREAS = ("supervisors", "jobs", "services", "gateway", "chaos")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python bench", description=(__doc__ or "").split("\n\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="each area's smoke run")
     parser.add_argument(
         "--runs", type=int, default=None, help="runs per area (default 3, 1 with --quick)"
