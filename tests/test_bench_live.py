@@ -1,4 +1,5 @@
-"""The instruments of bench/live.py's rolling restart, on real processes and sockets.
+"""The instruments of the rolling restart (bench/supervisors/live.py), on real processes
+and sockets.
 
 The benchmark itself needs bench/.venv with supervisord and circus and runs for minutes,
 so it is not run here. What is checked instead is what its headline figure rests on: the
@@ -28,11 +29,11 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 @pytest.fixture
 def bench(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], ModuleType]]:
-    """An importer of bench/'s modules (not a package: they import each other by their
-    bare names), with bench/ on the path for this test only."""
+    """An importer of bench/supervisors' modules by their short names (bench/ holds the
+    areas as packages: `supervisors.liveroll`), with bench/ on the path for this test only."""
     monkeypatch.syspath_prepend(str(BENCH))
-    yield importlib.import_module
-    for name, module in list(sys.modules.items()):  # names such as `report` freed again
+    yield lambda name: importlib.import_module(f"supervisors.{name}")
+    for name, module in list(sys.modules.items()):  # `supervisors`, `harness` freed again
         if str(getattr(module, "__file__", None) or "").startswith(str(BENCH)):
             del sys.modules[name]
 
@@ -66,7 +67,7 @@ def test_a_port_with_no_listener_counts_as_refused(bench):
 
 
 def _serve(listener: socket.socket) -> subprocess.Popen[bytes]:
-    """bench/httpserve.py with `listener` as its fd 3 and LISTEN_PID its own pid."""
+    """bench/supervisors/httpserve.py with `listener` as its fd 3 and LISTEN_PID its own pid."""
     fd = listener.fileno()
     # A supervisor's child between fork and exec: the socket moved to fd 3, its own pid
     # named; execv keeps the pid.
@@ -74,7 +75,7 @@ def _serve(listener: socket.socket) -> subprocess.Popen[bytes]:
         f"import os, sys; os.dup2({fd}, 3); os.environ.update(LISTEN_PID=str(os.getpid()), "
         "LISTEN_FDS='1'); os.execv(sys.executable, [sys.executable, 'httpserve.py', 'marker'])"
     )
-    return subprocess.Popen([sys.executable, "-c", shim], cwd=BENCH, pass_fds=(fd,))
+    return subprocess.Popen([sys.executable, "-c", shim], cwd=BENCH / "supervisors", pass_fds=(fd,))
 
 
 def _answering_pid(port: int) -> int | None:
@@ -94,7 +95,7 @@ def test_copies_replaced_one_at_a_time_on_a_held_socket_lose_nothing():
         wait_for(lambda: _answering_pid(port))
         load = subprocess.Popen(
             [sys.executable, "httpload.py", str(port)],
-            cwd=BENCH,
+            cwd=BENCH / "supervisors",
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

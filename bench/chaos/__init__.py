@@ -1,0 +1,1 @@
+"""bench/chaos: see bench/README.md."""

@@ -1,0 +1,1 @@
+"""bench/gateway: see bench/README.md."""

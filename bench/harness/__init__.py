@@ -1,0 +1,1 @@
+"""bench/harness: see bench/README.md."""

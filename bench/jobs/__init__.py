@@ -1,0 +1,1 @@
+"""bench/jobs: see bench/README.md."""

@@ -1,0 +1,1 @@
+"""bench/services: see bench/README.md."""

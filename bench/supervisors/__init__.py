@@ -1,0 +1,1 @@
+"""bench/supervisors: see bench/README.md."""
