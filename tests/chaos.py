@@ -1,6 +1,6 @@
 """Chaos: kill -9 every role of a real stack while clients write through the gateway.
 
-One engine for the suite's short run (tests/test_chaos.py) and bench/chaos.py's long
+One engine for the suite's short run (tests/test_chaos.py) and `python bench/chaos`'s long
 one. A stack (the built-in services, two job workers, the gateway) runs in a folder of
 its own. Client threads create users, orders and jobs over HTTP, each write with an
 `Idempotency-Key`, and retry it with the same key until it is answered. A killer

@@ -1,6 +1,6 @@
 """Chaos in the suite: about 20 s of kill -9 of every role while clients write and retry.
 
-bench/chaos.py runs the same engine (tests/chaos.py) for longer and prints its figures.
+`python bench/chaos` runs the same engine (tests/chaos.py) for longer and prints its figures.
 """
 
 from __future__ import annotations
