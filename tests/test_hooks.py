@@ -112,8 +112,9 @@ def reported(stack: Stack, kind: str) -> list[str]:
 
 REPLICAS = 6
 MAX_RUNS = 2
-# A correctness bound, not a timing target (`python bench/supervisors --parts hooks` measures ~1-2 ms): a loop that
-# waited for the hook even once would take its 1 s timeout, or forever. Room below that
+# A correctness bound, not a timing target (`python bench/supervisors --parts hooks`
+# measures ~1-2 ms): a loop that waited for the hook even once would take its 1 s
+# timeout, or forever. Room below that
 # for six hook interpreters starting at once on a loaded machine.
 GENEROUS = 0.8
 
