@@ -23,7 +23,14 @@ per-request counting wrapper) and are pinned to the same CPU as the Gateway pins
 thread, `--seconds` per run. Each round runs every endpoint on every server, the servers'
 order rotating from round to round (the machine's load drifts); the first round is
 preceded by a warm-up of each pair. The table gives each server's median over the
-rounds and the range, and each median's ratio to waitress's.
+rounds and the range (min–max), and the median and range of its requests/s ÷ waitress's
+in the same round (the two runs closest in time).
+
+Then, unless `--no-promises`, what each server keeps of the gateway's promises, with
+`request_deadline = 2`: 50 clients trickling a request head (a byte every 0.25 s), then
+50 trickling a POST body, while a new client asks GET /health every 0.25 s (are the
+tricklers dropped, are new clients served?); and `procorch restart` of the server's
+service under a load of new connections (does any request fail?).
 
 Everything it starts is stopped at the end (`procorch down`), on error and Ctrl-C too.
 """
@@ -128,7 +135,9 @@ def serve_granian(conf: str, run_dir: str) -> None:
         512,  # runtime blocking threads (Rust)
         settings.threads,  # Python threads running the app
         30,  # their idle timeout
-        settings.threads,  # backpressure: requests in the app at once
+        # backpressure: connections served at once (granian accepts no more until one
+        # closes), so the equivalent of waitress's connection_limit
+        settings.connection_limit,
         "1",  # HTTP/1.1 only, as waitress
         HTTP1Settings(header_read_timeout=int(settings.request_deadline * 1000)),
         None,
@@ -147,6 +156,7 @@ def serve_granian(conf: str, run_dir: str) -> None:
     worker.serve_mtr(scheduler, loop, stop)  # returns at once: the runtime has its threads
     done.wait()
     stop.set()
+    time.sleep(0.5)  # granian's worker has no handle to wait for its connections on
 
 
 def serve_gunicorn(conf: str, run_dir: str) -> None:
@@ -184,7 +194,8 @@ def write_config(root: Path, ports: dict[str, int]) -> tuple[Path, Path]:
     conf, run_dir = root / "procorch.toml", root / "run"
     text = [
         "# written by bench/gateway/servers.py: the built-in stack, three gateways",
-        f'[gateway]\nenabled = true\nhost = "{HOST}"\nport = {ports["waitress"]}\n',
+        f'[gateway]\nenabled = true\nhost = "{HOST}"\nport = {ports["waitress"]}\n'
+        f"request_deadline = {DEADLINE}\n",
         "[jobs]\ndelay = 0\nfailure_rate = 0\n",
         '[services.UserService]\nmodule = "procorch.services.users:UserService"\n',
         "[services.NotificationService]\n"
@@ -310,7 +321,121 @@ def measure(args: argparse.Namespace, root: Path) -> dict[tuple[str, str], list[
                     f"p50 {got.p50:6.2f} ms p99 {got.p99:6.2f} ms"
                     + (f" {got.errors} errors" if got.errors else "")
                 )
+    if args.promises:
+        for name in servers:
+            promises[name] = check_promises(name, ports[name], root)
     return results
+
+
+# --- what each server keeps of the gateway's promises ------------------------------------
+
+DEADLINE = 2  # [gateway] request_deadline in this run's config (the default is 10 s)
+TRICKLERS = 50
+
+
+def trickle(port: int, head: bytes, seconds: float) -> tuple[int, float]:
+    """`TRICKLERS` connections that send `head`, then a byte every 0.25 s; meanwhile a new
+    client asks GET /health every 0.25 s. How many tricklers were dropped (closed, with
+    or without an answer) within `seconds`, and the new clients' slowest answer (s)."""
+    import socket as sockets
+
+    conns = []
+    for _ in range(TRICKLERS):
+        conn = sockets.create_connection((HOST, port), timeout=5)
+        conn.sendall(head)
+        conn.setblocking(False)
+        conns.append(conn)
+    dropped: set[int] = set()
+    slowest = 0.0
+    failures: list[str] = []
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < seconds and len(dropped) < len(conns):
+            for i, conn in enumerate(conns):
+                if i in dropped:
+                    continue
+                try:
+                    conn.recv(4096)  # an answer (408) or EOF: it was dropped
+                    dropped.add(i)
+                except BlockingIOError:
+                    try:
+                        conn.send(b"x")
+                    except OSError:
+                        dropped.add(i)
+                except OSError:
+                    dropped.add(i)
+            asked = time.monotonic()
+            try:
+                request(f"http://{HOST}:{port}/health")
+                slowest = max(slowest, time.monotonic() - asked)
+            except (OSError, ValueError) as exc:
+                slowest = max(slowest, float("inf"))
+                failures.append(f"{type(exc).__name__}: {exc}"[:80])
+            time.sleep(0.25)
+    finally:
+        for conn in conns:
+            conn.close()
+    if failures:
+        log(f"[bench]   {len(failures)} new clients failed, e.g. {failures[0]}")
+    return len(dropped), slowest
+
+
+def refused_during_restart(port: int, service: str, root: Path) -> tuple[int, int]:
+    """GET /health on a new connection each time, from 4 threads, while `procorch restart
+    SERVICE` replaces the gateway process: (answered, failed: refused, reset, timeout)."""
+    outcomes: list[bool] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                request(f"http://{HOST}:{port}/health")
+                outcomes.append(True)
+            except (OSError, ValueError) as exc:
+                outcomes.append(False)
+                failures.append(f"{type(exc).__name__}: {exc}"[:80])
+                time.sleep(0.01)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        cli(root, "restart", service)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    if failures:
+        log(f"[bench]   {service}: {len(failures)} failed, e.g. {', '.join(set(failures))}")
+    return sum(outcomes), len(outcomes) - sum(outcomes)
+
+
+def check_promises(name: str, port: int, root: Path) -> dict[str, str]:
+    heads = {
+        "trickling head": b"GET /health HTTP/1.1\r\nHost: x\r\n",
+        "trickling body": b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+        b"\r\nContent-Length: 100000\r\n\r\n{",
+    }
+    got = {}
+    for what, head in heads.items():
+        dropped, slowest = trickle(port, head, DEADLINE * 2 + 1.5)
+        got[what] = f"{dropped}/{TRICKLERS} dropped in {DEADLINE * 2 + 1.5:g} s, " + (
+            f"new clients' slowest {slowest * 1000:,.0f} ms"
+        )
+        log(f"[bench] {name}: {what}: {got[what]}")
+        wait_ready(f"http://{HOST}:{port}/health")
+    service = "Gateway" if name == "waitress" else f"gw-{name}"
+    answered, failed = refused_during_restart(port, service, root)
+    got["restart"] = f"{failed} of {answered + failed} requests failed during a restart"
+    log(f"[bench] {name}: restart: {got['restart']}")
+    wait_ready(f"http://{HOST}:{port}/health")
+    return got
+
+
+promises: dict[str, dict[str, str]] = {}
 
 
 def table(results: dict[tuple[str, str], list[Run]], servers: list[str]) -> str:
@@ -330,10 +455,9 @@ def table(results: dict[tuple[str, str], list[Run]], servers: list[str]) -> str:
             p99 = [r.p99 for r in runs]
             rps_cell, p99_cell = spread(rps, ",.0f"), spread(p99, ".1f")
             if base is not None and name != "waitress":
-                ratio = statistics.median(rps) / statistics.median([r.rps for r in base])
-                pratio = statistics.median(p99) / statistics.median([r.p99 for r in base])
-                rps_cell += f" **{ratio:.2f}×**"
-                p99_cell += f" {pratio:.2f}×"
+                # each round's ratio to waitress's run of the same round (next in time)
+                ratios = [r.rps / b.rps for r, b in zip(runs, base, strict=True)]
+                rps_cell += f" **{spread(ratios, '.2f')}×**"
             if sum(r.errors for r in runs):
                 rps_cell += f" [{sum(r.errors for r in runs)} errors]"
             cells += [rps_cell, p99_cell]
@@ -351,6 +475,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=int, default=5, help="per wrk run")
     parser.add_argument("--warmup", type=int, default=1, help="s per pair before round 1")
     parser.add_argument("--endpoints", help="comma-separated labels' paths (default: all)")
+    parser.add_argument(
+        "--no-promises",
+        dest="promises",
+        action="store_false",
+        help="skip the slow-client and restart checks",
+    )
     parser.add_argument("--keep-tmp", action="store_true")
     args = parser.parse_args(argv)
     if args.endpoints:
@@ -385,6 +515,13 @@ def main(argv: list[str]) -> int:
         f"{os.cpu_count()} CPUs; {', '.join(versions)}\n"
     )
     print(table(results, args.servers.split(",")))
+    if promises:
+        print(f"\nrequest_deadline = {DEADLINE} s, {TRICKLERS} clients sending a byte / 0.25 s:\n")
+        kinds = list(next(iter(promises.values())))
+        print("| server | " + " | ".join(kinds) + " |")
+        print("|" + " --- |" * (1 + len(kinds)))
+        for name, got in promises.items():
+            print(f"| {name} | " + " | ".join(got[kind] for kind in kinds) + " |")
     return 0
 
 
