@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
-from waitress.task import ErrorTask, ThreadedTaskDispatcher
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
 from procorch.config import GatewaySettings
 from procorch.gateway.http import CODES, error_body
@@ -51,6 +52,17 @@ class JsonErrorTask(ErrorTask):
 log = logging.getLogger("procorch.gateway")
 
 
+class ClosingTask(WSGITask):
+    """A request's answer, which once the gateway is stopping says `Connection: close`
+    and closes its connection: a kept-alive client then sends its next request on a new
+    connection, which waits in the daemon's socket for the next gateway process."""
+
+    def build_response_header(self) -> bytes:
+        if self.channel.server.stopping:
+            self.set_close_on_finish()
+        return super().build_response_header()
+
+
 class DeadlineChannel(HTTPChannel):
     """A connection that knows since when it has been waiting for its current request:
     its opening, for the first; the first byte of the request, for each later one. An
@@ -58,6 +70,7 @@ class DeadlineChannel(HTTPChannel):
     waitress's `channel_timeout`'s to close."""
 
     error_task_class = JsonErrorTask
+    task_class = ClosingTask
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -83,6 +96,27 @@ class DeadlineChannel(HTTPChannel):
             and not self.close_when_flushed
         )
 
+    def idle(self, now: float) -> bool:
+        """Whether closing it now loses nothing: no request begun, queued or being
+        answered, no byte of one unread in the socket, and quiet for QUIET seconds (a
+        client that just connected, or was just answered, may be sending a request:
+        closing under it would fail that request; it gets its answer, which says
+        `Connection: close`). `now`: time.time(), waitress's clock for activity."""
+        if self.requests or self.request is not None or self.total_outbufs_len:
+            return False
+        if now - self.last_activity < QUIET:
+            return False
+        try:
+            return self.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return True  # nothing to read: the client sent nothing more
+        except OSError:
+            return True  # reset: nothing to save
+
+
+# How long a connection must have been quiet before a stopping gateway closes it.
+QUIET = 0.2
+
 
 class GatewayServer(TcpWSGIServer):
     """waitress's TCP server with `DeadlineChannel`s, and their deadline enforced in its
@@ -93,6 +127,7 @@ class GatewayServer(TcpWSGIServer):
 
     def __init__(self, *args: Any, request_deadline: float, **kwargs: Any) -> None:
         self.request_deadline = request_deadline
+        self.stopping = False
         super().__init__(*args, **kwargs)
 
     def maintenance(self, now: float) -> None:
@@ -107,6 +142,51 @@ class GatewayServer(TcpWSGIServer):
                 len(late),
                 self.request_deadline,
             )
+
+    def stop(self, grace: float) -> None:
+        """Stop accepting, answer what the open connections were sent, close each one
+        once it is idle, then stop the threads; at most `grace` seconds. From any thread.
+
+        Connections not accepted yet stay in the daemon's listening socket for the next
+        gateway process, so a restart fails no request: closing a connection with a
+        request unread in it would reset it (and closing the listening socket is not
+        needed: this process merely stops taking connections from it)."""
+        deadline = time.monotonic() + grace
+        self._on_loop(self._stop_accepting)
+        while time.monotonic() < deadline and self._on_loop(self._close_idle):
+            time.sleep(0.01)
+        left = max(0.0, deadline - time.monotonic())
+        self.task_dispatcher.shutdown(cancel_pending=False, timeout=left)
+
+    def _on_loop(self, fn: Callable[[], Any]) -> Any:
+        """`fn()` run on the server's own thread, which owns the channels; None if that
+        thread does not run it within a second (it died)."""
+        done = threading.Event()
+        result: list[Any] = []
+
+        def run() -> None:
+            result.append(fn())
+            done.set()
+
+        self.trigger.pull_trigger(run)
+        return result[0] if done.wait(1.0) else None
+
+    def _stop_accepting(self) -> None:
+        self.stopping = True  # each answer from now on closes its connection
+        self.accepting = False  # readable() is False from now on: no accept()
+
+    def _close_idle(self) -> int:
+        """Close the idle connections (see DeadlineChannel.idle); how many are not."""
+        now = time.time()
+        busy = 0
+        for channel in list(self.active_channels.values()):
+            if channel.will_close or not channel.connected:
+                continue
+            if channel.idle(now):
+                channel.will_close = True  # closed by the loop, now that it is writable
+            else:
+                busy += 1
+        return busy
 
     def _drop(self, channel: DeadlineChannel) -> None:
         """408 as JSON if nothing else is on its way out, then close once it is sent."""

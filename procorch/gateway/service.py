@@ -2,8 +2,9 @@
 
 The daemon binds the port and hands the listening socket down (see
 `procorch.supervisor.sockets`); this process serves the Flask app on it with waitress
-in a thread, while the main loop heartbeats. On SIGTERM it stops accepting, lets the
-requests in hand finish (up to STOP_GRACE seconds), and exits.
+in a thread, while the main loop heartbeats. On SIGTERM it stops accepting, answers
+the requests its open connections were sent, closes them (up to STOP_GRACE seconds),
+and exits: the connections it did not accept wait in the daemon's socket for the next.
 """
 
 from __future__ import annotations
@@ -48,10 +49,9 @@ class Gateway(Service):
             raise SystemExit("procorch: the gateway's server loop stopped")
 
     def teardown(self) -> None:
-        # Stop accepting from the server's own thread (it owns the socket map), then
-        # let the requests in hand finish.
-        self.server.trigger.pull_trigger(self.server.close)
-        self.server.task_dispatcher.shutdown(cancel_pending=False, timeout=STOP_GRACE)
+        # Stop accepting, answer what the open connections were sent, then close them:
+        # the connections not accepted yet wait for the next gateway process.
+        self.server.stop(STOP_GRACE)
 
 
 def pin_to_one_cpu(replica: int) -> int | None:
