@@ -17,7 +17,7 @@ import pytest
 from procorch.config import JobsSettings
 from procorch.jobs.batch import HOLD_MAX, MAX_BATCH, Batch, next_size
 from procorch.jobs.functions import Registry
-from procorch.jobs.runner import Runner
+from procorch.jobs.runner import TIMER_SLACK, Runner, rearm
 from procorch.jobs.sqlite_store import (
     BUSY_FAST,
     BUSY_POLL,
@@ -318,3 +318,26 @@ def test_a_batch_of_results_is_fenced_and_settles_the_jobs_waiting_on_it(store):
     assert store.get(parent)["result"] == "null"
     assert store.get(child)["status"] == "pending"  # its parent's finish released it
     assert store.counts()["done"] == 3
+
+
+def test_quick_jobs_of_a_batch_share_one_timer_each_ended_no_sooner_than_its_timeout():
+    assert rearm(None, 100.0, 5.0)  # not set
+    armed = (100.0, 5.0)  # set at 100 for a job of 5 s: it ends at 105 + TIMER_SLACK
+    assert not rearm(armed, 100.0 + TIMER_SLACK / 2, 5.0)  # gets >= 5 s, <= slack more
+    assert rearm(armed, 100.0 + TIMER_SLACK * 2, 5.0)  # would be cut short: set again
+    assert rearm(armed, 100.0, 1.0)  # a shorter timeout would run long: set again
+    assert rearm(armed, 100.0, 9.0)  # a longer one would be cut short
+
+
+def test_no_timer_is_left_set_once_a_batch_is_recorded(store):
+    naps(store, 0, 0, 0)
+    batch = Batch(runner(store))
+    batch.size = 3
+    batch.step(store, 0, stopping=False)  # claims three
+    batch.step(store, 0, stopping=False)
+    assert signal.getitimer(signal.ITIMER_REAL)[0] > 0  # kept for the next job
+    batch.step(store, 0, stopping=False)
+    batch.step(store, 0, stopping=False)  # the last: nothing follows at once
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    batch.step(store, 0, stopping=False)  # recorded
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
