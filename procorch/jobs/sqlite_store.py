@@ -488,14 +488,17 @@ class SQLiteStore(Store):
                 if seen is not None:
                     fresh = False
                     return key.replay(seen["digest"], json.loads(seen["job_ids"]))
-            if all(job.plain for job in jobs):  # a batch of F(n): one statement for all
+            if len(jobs) == 1:  # one statement, its id RETURNING: a job per call's path
+                ids = [self._insert(db, jobs[0], now)]
+            elif all(job.plain for job in jobs):  # a batch of F(n): one statement for all
                 rows = [(job.function, job.input, job.mod, now) for job in jobs]
                 ids = self._insert_many(db, _INSERT_PLAIN_MANY, rows)
             elif not any(job.depends_on for job in jobs):  # nothing to look up per job
                 rows = [_row(job, "pending", now) for job in jobs]
                 ids = self._insert_many(db, _INSERT_MANY, rows)
                 queues = [(q,) for q in {job.queue for job in jobs} if q != DEFAULT_QUEUE]
-                db.executemany("INSERT OR IGNORE INTO job_queues VALUES (?)", queues)
+                if queues:
+                    db.executemany("INSERT OR IGNORE INTO job_queues VALUES (?)", queues)
             else:
                 ids = [self._insert(db, job, now) for job in jobs]
             if key is not None:
