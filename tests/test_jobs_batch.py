@@ -17,9 +17,18 @@ import pytest
 from procorch.config import JobsSettings
 from procorch.jobs.batch import HOLD_MAX, MAX_BATCH, Batch, next_size
 from procorch.jobs.functions import Registry
-from procorch.jobs.runner import Runner
-from procorch.jobs.sqlite_store import SQLiteStore, death
-from procorch.jobs.store import Attempt, NewJob, WorkerId
+from procorch.jobs.runner import TIMER_SLACK, Runner, rearm
+from procorch.jobs.sqlite_store import (
+    BUSY_FAST,
+    BUSY_POLL,
+    BUSY_POLL_MAX,
+    SQLiteStore,
+    busy_delay,
+    claim_order,
+    death,
+    done_batches,
+)
+from procorch.jobs.store import Attempt, Claim, NewJob, WorkerId
 
 QUICK = 0.00001  # seconds: a no-op job's pace
 
@@ -251,3 +260,84 @@ def test_a_worker_wakes_when_a_delayed_job_of_its_queue_is_due(store):
     assert store.claim_batch(me, 5, 1) == []  # woken at its time, before the block's end
     assert time.monotonic() - began < 2
     assert len(store.claim_batch(me, 0, 1)) == 1
+
+
+def test_a_batch_claimed_in_one_statement_keeps_the_one_at_a_time_order():
+    """claim_order: the others above priority 0, the plain jobs, then the others at 0 or
+    below, oldest first within each, whatever order SQLite returned them in."""
+    rows = [(7, -3, "default"), (2, 0, "default"), (9, 5, "default"), (1, 0, "default")]
+    rows += [(4, 5, "default"), (3, 0, "mail"), (8, 9, "mail")]
+    ranked = sorted(rows, key=lambda r: claim_order(r[1], r[2], r[0]))
+    assert [r[0] for r in ranked] == [8, 4, 9, 1, 2, 3, 7]
+
+
+def test_done_attempts_are_recorded_in_one_batch_per_kind_of_result():
+    fib = Claim(1, "fib", 10, None, 1, 0.0)
+    noop = Claim(2, "noop", None, None, 2, 0.0, args="[]", kwargs="{}")
+    failed = Attempt(Claim(3, "noop", None, None, 1, 0.0, args="[]"), None, "boom", 1.0)
+    attempts = [Attempt(fib, 55, None, None, 12.5), Attempt(noop, '"x"', None), failed]
+    done, others = done_batches(attempts)
+    assert [json.loads(batch) for _, batch in done] == [[[1, 1, 55, 12.5]], [[2, 2, '"x"', None]]]
+    assert "output = " in done[0][0] and "result = " in done[1][0]
+    assert others == [failed]
+    assert done_batches([failed]) == ([], [failed])
+
+
+def test_a_busy_write_lock_is_polled_quickly_at_first_then_less_often():
+    assert busy_delay(0.0) == busy_delay(BUSY_FAST / 2) == BUSY_POLL
+    assert BUSY_POLL < busy_delay(BUSY_FAST * 2) < BUSY_POLL_MAX
+    assert busy_delay(10.0) == BUSY_POLL_MAX
+
+
+def test_one_claim_statement_takes_a_queue_s_jobs_in_priority_order(store):
+    low = naps(store, 0, priority=-3)
+    plain = naps(store, 0, 0)
+    high = naps(store, 0, priority=5)
+    higher = naps(store, 0, priority=9)
+    me = WorkerId.current("W", 0)
+    claims = store.claim_batch(me, 0, 4)
+    assert [c.job_id for c in claims] == [*higher, *high, *plain]
+    assert [c.attempts for c in claims] == [1] * 4
+    assert [c.args for c in claims] == ["[0]"] * 4
+    assert [c.job_id for c in store.claim_batch(me, 0, 4)] == low
+
+
+def test_a_batch_of_results_is_fenced_and_settles_the_jobs_waiting_on_it(store):
+    parent, other, gone = naps(store, 0, 0, 0)
+    (child,) = store.submit_many([NewJob("nap", args="[0]", kwargs="{}", depends_on=(parent,))])
+    fib = store.submit_many([NewJob("fib", input=10)])[0]
+    me = WorkerId.current("W", 0)
+    claims = {c.job_id: c for c in store.claim_batch(me, 0, 4)}
+    assert set(claims) == {parent, other, gone, fib}
+    store.cancel(gone)  # its result must not land
+    ran = [Attempt(claims[i], "null", None) for i in (parent, other, gone)]
+    ran.append(Attempt(claims[fib], 55, None))
+    store.finish_batch(me, ran, claim_next=0)
+    assert [store.get(i)["status"] for i in (parent, other, gone)] == ["done", "done", "cancelled"]
+    assert (store.get(fib)["status"], store.get(fib)["output"]) == ("done", 55)
+    assert store.get(parent)["result"] == "null"
+    assert store.get(child)["status"] == "pending"  # its parent's finish released it
+    assert store.counts()["done"] == 3
+
+
+def test_quick_jobs_of_a_batch_share_one_timer_each_ended_no_sooner_than_its_timeout():
+    assert rearm(None, 100.0, 5.0)  # not set
+    armed = (100.0, 5.0)  # set at 100 for a job of 5 s: it ends at 105 + TIMER_SLACK
+    assert not rearm(armed, 100.0 + TIMER_SLACK / 2, 5.0)  # gets >= 5 s, <= slack more
+    assert rearm(armed, 100.0 + TIMER_SLACK * 2, 5.0)  # would be cut short: set again
+    assert rearm(armed, 100.0, 1.0)  # a shorter timeout would run long: set again
+    assert rearm(armed, 100.0, 9.0)  # a longer one would be cut short
+
+
+def test_no_timer_is_left_set_once_a_batch_is_recorded(store):
+    naps(store, 0, 0, 0)
+    batch = Batch(runner(store))
+    batch.size = 3
+    batch.step(store, 0, stopping=False)  # claims three
+    batch.step(store, 0, stopping=False)
+    assert signal.getitimer(signal.ITIMER_REAL)[0] > 0  # kept for the next job
+    batch.step(store, 0, stopping=False)
+    batch.step(store, 0, stopping=False)  # the last: nothing follows at once
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    batch.step(store, 0, stopping=False)  # recorded
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

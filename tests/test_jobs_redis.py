@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import psutil
 
 from procorch import Jobs
+from procorch.config import JobsSettings
 from procorch.jobs.fib import fib
+from procorch.jobs.redis_store import Idle, RedisStore
+from procorch.jobs.store import NewJob, WorkerId
 from tests.conftest import Stack, jobs_table, wait_for
 
 
@@ -59,3 +63,38 @@ def test_workers_carry_on_after_the_redis_data_is_flushed(stack, redis_url, redi
         job = jobs.wait_job(jobs.submit(11), timeout=10)
     assert (job["job_id"], job["output"]) == (1, 89)  # a new queue, from id 1
     assert all(r["restarts"] == 0 for r in stack.replicas("JobWorker"))
+
+
+def test_a_look_that_found_nothing_says_what_to_block_on():
+    assert Idle.of([0, b"", b"mail", b"default"]) == Idle(None, ["default", "mail"])
+    assert Idle.of([0, b"1700000000.25", b"default"]) == Idle(1700000000.25, ["default"])
+
+
+def test_an_idle_worker_blocks_at_once_after_a_finish_and_wakes_for_a_submit(tmp_path, redis_url):
+    """The finish that found nothing more said what to block on: the next claim blocks
+    without looking again, and a submit (a wake-up token) still reaches it at once,
+    as does a delayed job's due time."""
+    settings = JobsSettings(backend=redis_url, functions={"nap": {"target": "time:sleep"}})
+    worker, client = RedisStore(settings, tmp_path), RedisStore(settings, tmp_path)
+    me = WorkerId.current("W", 0)
+    try:
+        (first,) = client.submit_many([NewJob("nap", args="[0]", kwargs="{}")])
+        claim = worker.claim(me, 0)
+        assert claim is not None and claim.job_id == first
+        assert worker.finish(me, claim, "null", None, claim_next=True) is None
+        assert worker._idle is not None  # nothing left: what to block on, from that look
+        (second,) = client.submit_many([NewJob("nap", args="[0]", kwargs="{}")])
+        began = time.monotonic()
+        claim = worker.claim(me, 5.0)
+        assert claim is not None and claim.job_id == second
+        assert time.monotonic() - began < 1.0
+        assert worker.finish(me, claim, "null", None, claim_next=True) is None
+        later = NewJob("nap", args="[0]", kwargs="{}", run_after=time.time() + 0.2)
+        (third,) = client.submit_many([later])
+        claim = worker.claim(me, 0.2)  # at most BLOCK_MAX anyway: until it is due
+        while claim is None and time.monotonic() - began < 5:
+            claim = worker.claim(me, 0.2)
+        assert claim is not None and claim.job_id == third
+    finally:
+        worker.close()
+        client.close()

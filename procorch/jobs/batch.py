@@ -71,12 +71,13 @@ class Batch:
         """One turn: claim a batch (blocking up to `block` s for one), or run the next
         held claim, or record what ran and claim the next batch (none when `stopping`).
         The attempt run and how long it took, if one ran."""
+        if self.held and not self._hand_back(store, stopping):
+            return self._run_next(store, before)
+        self.runner.disarm()  # no job runs next: the store's turn, never cut by a timer
         if self.empty:
             if not stopping:
                 self._hold(store.claim_batch(self.runner.me, block, self.size))
             return None
-        if self.held and not self._hand_back(store, stopping):
-            return self._run_next(store, before)
         size = next_size(self.size, self.slowest)
         following = store.finish_batch(
             self.runner.me, self.ran, 0 if stopping else size, release=list(self.held)
@@ -106,7 +107,8 @@ class Batch:
         started = time.time()
         began = time.perf_counter()
         work = None if before is None else (lambda: before(claim))
-        outcome = self.runner.attempt(store, claim, work)
+        # the next held claim runs right after (unless handed back: `step` disarms)
+        outcome = self.runner.attempt(store, claim, work, keep_armed=bool(self.held))
         seconds = time.perf_counter() - began
         self.slowest = seconds if self.slowest is None else max(self.slowest, seconds)
         attempt = self.runner.recorded(claim, outcome, started)

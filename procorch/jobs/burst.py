@@ -125,6 +125,7 @@ def _work(config: Config, queues: tuple[str, ...] | None, index: int, burst: boo
     batch, next_recover = Batch(runner), 0.0
     while True:
         if time.monotonic() >= next_recover:
+            runner.disarm()  # a job's timer, kept for the next of its batch, ends no write
             store.recover(me)
             next_recover = time.monotonic() + RECOVER_EVERY
         batch.step(store, IDLE_BLOCK, False, simulate)

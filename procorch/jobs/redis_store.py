@@ -36,6 +36,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -68,6 +69,7 @@ GROUP = "workers"
 LEASE = 2.0  # seconds an entry may sit unrenewed before another consumer takes it
 RENEW_EVERY = LEASE / 8
 BLOCK_MAX = 0.25  # BLPOP cannot be cut short by a signal: a stop waits at most this
+IDLE_FRESH = 0.05  # seconds a look that found nothing stands in for another before a block
 FINISHED_WINDOW = 60.0  # seconds of finish times kept for throughput
 _T = TypeVar("_T")
 
@@ -220,7 +222,14 @@ local function start(id, consumer, now, label)
   for i = 3, #CLAIMED do claim[1 + i] = job[i] or '' end
   return claim
 end
+-- nothing to take: what a worker needs to block until there is -> {0, the next delayed
+-- job's due time or '', its queues...}, read here rather than in two more round trips
+local function idle(names)
+  local due = redis.call('ZRANGE', p .. 'delayed', 0, 0, 'WITHSCORES')
+  return {0, due[2] or '', unpack(names)}
+end
 -- the next due job of `queues` (comma-separated, '*' all): highest priority, then oldest
+-- -> a claim (see `start`), or `idle`'s answer
 local function take(consumer, now, label, queues)
   promote(now)
   local names
@@ -237,12 +246,12 @@ local function take(consumer, now, label, queues)
         end
       end
     end
-    if not best then return false end
+    if not best then return idle(names) end
     redis.call('ZREM', p .. 'ready:' .. queue, best)
     local claim = start(tostring(tonumber(best)), consumer, now, label)
     if claim then return claim end
   end
-  return false
+  return idle(names)
 end
 """.replace("FINISHED_WINDOW", repr(FINISHED_WINDOW)).replace(
     "DURATION_BUCKETS",
@@ -584,6 +593,22 @@ class _RedisWaiter(Waiter):
         self.pubsub.close()
 
 
+@dataclass(frozen=True)
+class Idle:
+    """What a claim that found nothing read for the worker to block on: the next delayed
+    job's due time (None: none), and every queue (a worker of all of them waits on each)."""
+
+    due: float | None
+    queues: list[str]
+
+    @classmethod
+    def of(cls, got: Sequence[Any]) -> Idle:
+        """From the scripts' answer {0, due or '', queue...}."""
+        due = got[1].decode() if isinstance(got[1], bytes) else str(got[1])
+        names = sorted(q.decode() if isinstance(q, bytes) else str(q) for q in got[2:])
+        return cls(float(due) if due else None, names)
+
+
 class RedisStore(Store):
     permanent_ids = False  # INCR starts again after a FLUSHALL
 
@@ -617,6 +642,7 @@ class RedisStore(Store):
         digest = hashlib.sha1(str(run_dir).encode()).hexdigest()[:8]
         self._consumer_prefix = f"{socket.gethostname()}:{digest}:"
         self._held: tuple[str, str] | None = None  # (entry, consumer) of the running job
+        self._idle: tuple[Idle, float] | None = None  # the last look's, and when (monotonic)
         self._keeper: threading.Thread | None = None
         self._recovered_own = False
         self._closed = threading.Event()
@@ -817,8 +843,12 @@ class RedisStore(Store):
         return "*" if self.queues is None else ",".join(self.queues)
 
     def _claim(self, worker: WorkerId, got: Any, now: float) -> Claim | None:
-        """The claim a `start` (Lua) returned, now held under a renewed lease."""
+        """The claim a `start` (Lua) returned, now held under a renewed lease; None for
+        `idle`'s answer (kept for the next `claim`, which then blocks at once)."""
         if not got:
+            return None
+        if isinstance(got[0], int):
+            self._idle = (Idle.of(got), time.monotonic())
             return None
         job_id, entry, attempts, function, n, mod, args, kwargs, *policy = (
             value.decode() if isinstance(value, bytes) else value for value in got
@@ -843,30 +873,44 @@ class RedisStore(Store):
 
     def claim(self, worker: WorkerId, block: float) -> Claim | None:
         consumer = self._consumer(worker)
+        # nothing was left to take when the last claim or finish looked, just now: block
+        # at once (a submit since then left a wake-up token, which BLPOP takes at once)
+        idle = self._fresh_idle()
         for _ in range(2):  # before sleeping, and once woken
-            now = time.time()
-            try:
-                got = self._run("claim", repr(now), consumer, worker.label, self._queue_list)
-            except redis.ResponseError as exc:
-                self._lost_group(exc)
+            if idle is None:
+                now = time.time()
+                try:
+                    got = self._run("claim", repr(now), consumer, worker.label, self._queue_list)
+                except redis.ResponseError as exc:
+                    self._lost_group(exc)
+                    return None
+                claim = self._claim(worker, got, now)
+                if claim is not None:
+                    return claim
+                idle = self._fresh_idle()
+            if not self._sleep(block, idle):
                 return None
-            if got:
-                return self._claim(worker, got, now)
-            if not self._sleep(block):
-                return None
+            idle = None
         return None
 
-    def _sleep(self, block: float) -> bool:
+    def _fresh_idle(self) -> Idle | None:
+        """What the last look found to block on, if it was just now (IDLE_FRESH)."""
+        kept, self._idle = self._idle, None
+        if kept is None or time.monotonic() - kept[1] > IDLE_FRESH:
+            return None
+        return kept[0]
+
+    def _sleep(self, block: float, idle: Idle | None) -> bool:
         """Wait for a submit to one of our queues, or a delayed job's time; True if woken."""
-        queues = self.queues
-        if queues is None:
-            queues = sorted(q.decode() for q in self.client.smembers(PREFIX + "queues"))
-        due = self.client.zrange(PREFIX + "delayed", 0, 0, withscores=True)
+        if idle is None:  # the look failed oddly (a flushed server): look again shortly
+            time.sleep(min(block, 0.01))
+            return True
         block = min(block, BLOCK_MAX)
-        if due:
-            block = min(block, max(0.0, due[0][1] - time.time()))
+        if idle.due is not None:
+            block = min(block, max(0.0, idle.due - time.time()))
         if block <= 0.001:
             return True
+        queues = idle.queues if self.queues is None else list(self.queues)
         keys = [f"{PREFIX}wake:{q}" for q in queues or [DEFAULT_QUEUE]]
         return self.client.blpop(keys, timeout=block) is not None
 

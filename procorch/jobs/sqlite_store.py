@@ -64,6 +64,9 @@ from procorch.jobs.wake import Bell, Sleeper
 DB_NAME = "jobs.db"
 LEASE_GRACE = 1.0  # a lease is the job's timeout and this: only a hung worker outlives it
 BUSY_TIMEOUT = 30.0  # give up on the write lock after this long
+BUSY_POLL = 0.00005  # seconds between looks at a busy write lock, at first (`busy_delay`)
+BUSY_FAST = 0.005  # seconds of waiting polled at that pace
+BUSY_POLL_MAX = 0.005  # seconds between looks at most
 _T = TypeVar("_T")
 _PROCESS_WRITER = threading.Lock()  # see SQLiteStore._write
 _NOT_PLAIN = "(priority != 0 OR queue != 'default')"
@@ -220,6 +223,29 @@ _CLAIM = _START.format(
     which=f"coalesce({_SPECIAL.format('> 0')}, {_PLAIN}, {_SPECIAL.format('<= 0')})"
 )
 _CLAIM_ID = _START.format(which=":job_id")
+# a batch of one queue's due jobs in one statement: the `:limit` best in `_CLAIM`'s order
+# (the others above priority 0, then the plain ones, then the others at 0 or below), so
+# the lock is held for one look down each index per batch, not one per job. RETURNING's
+# order is SQLite's: `claim_order` sorts the claims back into the claim's order.
+_SPECIAL_N = f"""SELECT job_id, priority FROM jobs INDEXED BY jobs_ready_queue
+    WHERE status = 'pending' AND {_NOT_PLAIN} AND queue = :queue AND run_after <= :now
+        AND priority {{}}
+    ORDER BY priority DESC, job_id LIMIT :limit"""
+_PLAIN_N = """SELECT job_id, 0 FROM jobs INDEXED BY jobs_by_status
+    WHERE status = 'pending' AND :queue = 'default' AND run_after <= :now
+        AND priority = 0 AND queue = 'default'
+    ORDER BY job_id LIMIT :limit"""
+_CLAIM_MANY = (
+    _START.format(
+        which=f"""job_id IN (SELECT job_id FROM (
+        SELECT 0 AS part, * FROM ({_SPECIAL_N.format("> 0")})
+        UNION ALL SELECT 1, * FROM ({_PLAIN_N})
+        UNION ALL SELECT 2, * FROM ({_SPECIAL_N.format("<= 0")})
+    ) ORDER BY part, priority DESC, job_id LIMIT :limit)"""
+    )
+    .replace("WHERE job_id = job_id IN", "WHERE job_id IN")
+    .replace("result_ttl\n", "result_ttl, priority, queue\n")
+)
 # when the attempt began: a job claimed in a batch begins after the ones before it
 _BEGAN = "started_time = coalesce(:started, started_time)"
 _FENCE = "job_id = :job_id AND status = 'running' AND worker = :label AND attempts = :attempts"
@@ -230,6 +256,19 @@ WHERE {_FENCE}
 RETURNING children
 """
 _DONE_JSON = _DONE.replace("output = :output", "result = :output")
+# a batch of done jobs in one statement: `:batch` is a JSON list of [job_id, attempts,
+# output, started] (`done_batches`), each row fenced as `_FENCE`. The `+` keeps SQLite
+# from the status index: one look-up by id per entry, not a scan of the running jobs.
+_DONE_MANY = """
+UPDATE jobs SET status = 'done', output = json_extract(b.value, '$[2]'), error = NULL,
+    finished_time = :now, lease_until = NULL,
+    started_time = coalesce(json_extract(b.value, '$[3]'), started_time)
+FROM json_each(:batch) AS b
+WHERE jobs.job_id = json_extract(b.value, '$[0]') AND +status = 'running'
+    AND +worker = :label AND +attempts = json_extract(b.value, '$[1]')
+RETURNING job_id, children
+"""
+_DONE_MANY_JSON = _DONE_MANY.replace("output = json_extract", "result = json_extract")
 _ERRORS = """errors = json_insert(coalesce(errors, '[]'), '$[#]',
     json_object('attempt', attempts, 'error', :error, 'at', :now))"""
 _RETRY = f"""
@@ -403,16 +442,15 @@ class SQLiteStore(Store):
     # -- transactions ----------------------------------------------------------------
 
     def _retrying(self, action: Callable[[], _T]) -> _T:
-        delay = 0.0001
-        deadline = time.monotonic() + BUSY_TIMEOUT
+        began = time.monotonic()
         while True:
             try:
                 return action()
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() > deadline:
+                waited = time.monotonic() - began
+                if not _is_busy(exc) or waited > BUSY_TIMEOUT:
                     raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.005)
+            time.sleep(busy_delay(waited))
 
     def _write(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run `body` in a write transaction, waiting (briefly, in steps) for the lock.
@@ -450,14 +488,17 @@ class SQLiteStore(Store):
                 if seen is not None:
                     fresh = False
                     return key.replay(seen["digest"], json.loads(seen["job_ids"]))
-            if all(job.plain for job in jobs):  # a batch of F(n): one statement for all
+            if len(jobs) == 1:  # one statement, its id RETURNING: a job per call's path
+                ids = [self._insert(db, jobs[0], now)]
+            elif all(job.plain for job in jobs):  # a batch of F(n): one statement for all
                 rows = [(job.function, job.input, job.mod, now) for job in jobs]
                 ids = self._insert_many(db, _INSERT_PLAIN_MANY, rows)
             elif not any(job.depends_on for job in jobs):  # nothing to look up per job
                 rows = [_row(job, "pending", now) for job in jobs]
                 ids = self._insert_many(db, _INSERT_MANY, rows)
                 queues = [(q,) for q in {job.queue for job in jobs} if q != DEFAULT_QUEUE]
-                db.executemany("INSERT OR IGNORE INTO job_queues VALUES (?)", queues)
+                if queues:
+                    db.executemany("INSERT OR IGNORE INTO job_queues VALUES (?)", queues)
             else:
                 ids = [self._insert(db, job, now) for job in jobs]
             if key is not None:
@@ -633,19 +674,33 @@ class SQLiteStore(Store):
     def _claim_in(
         self, db: sqlite3.Connection, worker: WorkerId, now: float, limit: int
     ) -> list[Claim]:
-        """Up to `limit` claims, one statement each, in the open transaction."""
-        claims = []
-        while len(claims) < limit and (claim := self._claim_one(db, worker, now)) is not None:
-            claims.append(claim)
-        return claims
+        """Up to `limit` claims in the open transaction: one statement for a worker of
+        one queue (the usual case), else one per claim, looking at each queue's head."""
+        if limit <= 0:
+            return []
+        queues = self._queues(db)
+        if not queues:
+            return []
+        if len(queues) > 1:
+            claims = []
+            while len(claims) < limit and (claim := self._claim_one(db, worker, now)) is not None:
+                claims.append(claim)
+            return claims
+        values = self._claim_values(worker, now, queues)
+        rows = db.execute(_CLAIM_MANY, {**values, "limit": limit}).fetchall()
+        rows.sort(key=lambda row: claim_order(row[-2], row[-1], row[0]))
+        return [Claim(r[0], r[1], r[2], r[3], r[4], now, None, *r[5:-2]) for r in rows]
 
-    def _claim_one(self, db: sqlite3.Connection, worker: WorkerId, now: float) -> Claim | None:
-        queues = self.queues
-        if queues is None:  # every queue: usually just the default one
-            if self._all_queues is None:
-                self._all_queues = [r[0] for r in db.execute("SELECT name FROM job_queues")]
-            queues = self._all_queues
-        values = {
+    def _queues(self, db: sqlite3.Connection) -> list[str]:
+        """The queues this worker takes: its own, or every queue ever submitted to."""
+        if self.queues is not None:
+            return list(self.queues)
+        if self._all_queues is None:  # usually just the default one
+            self._all_queues = [r[0] for r in db.execute("SELECT name FROM job_queues")]
+        return self._all_queues
+
+    def _claim_values(self, worker: WorkerId, now: float, queues: list[str]) -> dict[str, Any]:
+        return {
             "now": now,
             "label": worker.label,
             "pid": worker.pid,
@@ -654,6 +709,10 @@ class SQLiteStore(Store):
             "grace": LEASE_GRACE,
             "queue": queues[0] if queues else DEFAULT_QUEUE,
         }
+
+    def _claim_one(self, db: sqlite3.Connection, worker: WorkerId, now: float) -> Claim | None:
+        queues = self._queues(db)
+        values = self._claim_values(worker, now, queues)
         if len(queues) == 1:  # the head of the one queue claimed in one statement
             row = db.execute(_CLAIM, values).fetchone()
         else:
@@ -732,9 +791,17 @@ class SQLiteStore(Store):
         release: Sequence[Claim] = (),
     ) -> list[Claim]:
         now = time.time()
+        # the batch's done jobs go in one statement per kind of result, their values
+        # encoded here, before the lock is taken; failures one at a time, as ever
+        done, others = done_batches(attempts)
 
         def record(db: sqlite3.Connection) -> list[Claim]:
-            for attempt in attempts:
+            for sql, batch in done:
+                values = {"batch": batch, "now": now, "label": worker.label}
+                for job_id, children in db.execute(sql, values).fetchall():
+                    if children:
+                        self._settle(db, job_id, "done", now)
+            for attempt in others:
                 self._record_in(db, worker, attempt, now)
             for claim in release:
                 db.execute(_UNCLAIM, _fence(worker, claim))
@@ -821,6 +888,49 @@ class SQLiteStore(Store):
     def cancelled(self, claim: Claim) -> bool:
         row = self.db.execute("SELECT status FROM jobs WHERE job_id = ?", (claim.job_id,))
         return row.fetchone()[0] == Status.CANCELLED
+
+
+def busy_delay(waited: float) -> float:
+    """Seconds to sleep before looking at the write lock again, having waited `waited`.
+
+    Another worker holds it for a batch, a fraction of a millisecond: looked at every
+    BUSY_POLL at first, a waiter takes it soon after it is free (backing off from the
+    start, it would sleep through several of those turns, and two workers would run
+    little faster than one); a lock held long (a large submit, a migration) is looked
+    at less and less often, up to every BUSY_POLL_MAX."""
+    if waited < BUSY_FAST:
+        return BUSY_POLL
+    return min(BUSY_POLL_MAX, max(BUSY_POLL, waited / 4))
+
+
+def done_batches(attempts: Sequence[Attempt]) -> tuple[list[tuple[str, str]], list[Attempt]]:
+    """The done attempts as (statement, JSON batch) pairs, one per kind of result (an
+    integer output, a JSON result), and the other attempts, recorded one at a time."""
+    ints: list[Any] = []
+    texts: list[Any] = []
+    others = []
+    for attempt in attempts:
+        if attempt.error is not None:
+            others.append(attempt)
+            continue
+        claim = attempt.claim
+        entry = [claim.job_id, claim.attempts, attempt.output, attempt.started]
+        (ints if claim.args is None else texts).append(entry)
+    done = [
+        (sql, json.dumps(batch))
+        for sql, batch in ((_DONE_MANY, ints), (_DONE_MANY_JSON, texts))
+        if batch
+    ]
+    return done, others
+
+
+def claim_order(priority: int, queue: str, job_id: int) -> tuple[int, int, int]:
+    """Where a claimed job stands in its batch, as one-at-a-time claims would have taken
+    it: the others above priority 0 (highest first), then the plain jobs (the default
+    queue's at priority 0), then the others at 0 or below; oldest first within each."""
+    plain = priority == 0 and queue == DEFAULT_QUEUE
+    part = 0 if priority > 0 else 1 if plain else 2
+    return part, -priority, job_id
 
 
 def death(worker: str, held: int, started: float | None, timeout: float, now: float) -> str:

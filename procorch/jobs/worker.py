@@ -97,6 +97,7 @@ class JobWorker(Service):
             self.store = self.open()
         now = time.monotonic()
         if now >= self.next_recover:
+            self.runner.disarm()  # a job's timer, kept for the next of its batch, ends no write
             self.store.recover(self.me)
             self.next_recover = now + RECOVER_EVERY
         work = self.simulate_work if self.settings.delay else None
