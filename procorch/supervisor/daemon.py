@@ -826,7 +826,7 @@ class Supervisor:
         now = time.monotonic()
         services = []
         for r in self.replicas if targets is None else targets:
-            if r.state is S.RUNNING and r.ps is None:
+            if r.state is S.RUNNING and r.cpu_mark is None:
                 sample(r)  # never looked at since it started: a first look, now
             slot = self.stats.read(r.slot)
             alive = r.state.has_process and r.pid is not None
