@@ -19,63 +19,66 @@ GRACE = 2.0  # seconds between SIGTERM and SIGKILL for a crashed daemon's leftov
 
 
 def kill_descendants() -> None:
-    """SIGKILL every descendant of this process and wait until they are gone."""
+    """SIGKILL every descendant of this process and wait until they are gone.
+
+    This process is a subreaper (lifeline.become_subreaper): whatever a dead child
+    leaves is re-parented to it."""
     try:
-        leftovers = _descendants(os.getpid())
+        children = _children()
     except FileNotFoundError:  # a kernel without /proc/PID/task/TID/children
-        leftovers = None
-    if leftovers is None:
         procs = _psutil().Process().children(recursive=True)
         for proc in procs:
             _quietly(proc.kill)
         _psutil().wait_procs(procs, timeout=GRACE)
         return
     # The usual case, at every shutdown: nothing is left, found in a few syscalls,
-    # where psutil read the stat file of every process on the machine (and its import
-    # alone took ~12 ms) to say so.
+    # where psutil read the stat file of every process on the machine to say so (and
+    # its import alone took ~12 ms). Only our own children are signalled; as a
+    # subreaper we adopt each one's children when it dies: they are next, a level at
+    # a time.
     deadline = time.monotonic() + GRACE
-    while leftovers:
-        for pid in leftovers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in _children(os.getpid()):  # ours to reap; the others' parents die too
+    while children:
+        for pid in children:
+            _kill_child(pid)
+        time.sleep(0.001)  # a killed process takes a moment to exit
+        for pid in children:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-        leftovers = _descendants(os.getpid())
-        if not leftovers or time.monotonic() > deadline:
+        if time.monotonic() > deadline:
             return
-        time.sleep(0.002)  # a killed process takes a moment to exit (and be re-parented)
+        children = _children()
 
 
-def _children(pid: int) -> list[int]:
-    """The children of `pid` (of every thread of it), zombies included; [] if it is gone.
-
-    FileNotFoundError if the kernel has no /proc/PID/task/TID/children at all."""
+def _kill_child(pid: int) -> None:
+    """SIGKILL our child `pid`, never a stranger who took its number: another thread
+    (a hook's) may reap it meanwhile. The descriptor is taken first; if `pid` is still
+    our child after that, the descriptor is that child's."""
     try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return []
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if pid in _children():
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+    finally:
+        os.close(fd)
+
+
+def _children() -> list[int]:
+    """This process's children (of every thread of it), zombies included.
+
+    FileNotFoundError if the kernel has no /proc/PID/task/TID/children."""
     found: list[int] = []
-    for tid in tids:
+    for tid in os.listdir("/proc/self/task"):
         try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+            with open(f"/proc/self/task/{tid}/children", "rb") as f:
                 found.extend(int(child) for child in f.read().split())
         except ProcessLookupError:  # the thread ended meanwhile
             continue
         except FileNotFoundError:
-            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
-                continue  # the thread ended meanwhile
-            raise  # no such file in this kernel (CONFIG_PROC_CHILDREN=n)
-    return found
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every descendant of `pid`, parents before their children."""
-    found: list[int] = []
-    frontier = [pid]
-    while frontier:
-        frontier = [child for parent in frontier for child in _children(parent)]
-        found.extend(frontier)
+            if os.path.exists(f"/proc/self/task/{tid}"):
+                raise  # no such file in this kernel (CONFIG_PROC_CHILDREN=n)
     return found
 
 
