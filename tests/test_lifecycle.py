@@ -6,9 +6,11 @@ import json
 import os
 import signal
 import stat
+import textwrap
 import time
 
 import psutil
+import pytest
 
 from procorch.supervisor.logs import split_stamp
 from tests.conftest import (
@@ -84,6 +86,25 @@ def test_cpu_and_memory_are_measured(stack):
     assert busy["cpu_percent"] > 50
     assert idle["cpu_percent"] < 5
     assert 1_000_000 < idle["rss_bytes"] < 200_000_000  # a Python interpreter, measured
+
+
+def test_state_records_each_process_create_time_as_psutil_reads_it(stack):
+    # the daemon reads /proc/PID/stat itself; the identity it records is psutil's
+    stack.write(
+        command_service("idle", SLEEP_FOREVER, replicas=2, start_seconds=0.1)
+        + command_service("other", SLEEP_FOREVER, start_seconds=0.1)
+    )
+    stack.up()
+    time.sleep(0.5)  # sampled at a check (every 0.2 s here)
+    assert stack.cli("restart", "other").returncode == 0  # a change: state.json is rewritten
+
+    def recorded():
+        entries = json.loads((stack.run_dir / "state.json").read_text())["processes"]
+        idle = [e for e in entries if e["service"] == "idle"]
+        return idle if all(e["create_time"] for e in idle) else None
+
+    for entry in wait_for(recorded, timeout=5):
+        assert entry["create_time"] == pytest.approx(psutil.Process(entry["pid"]).create_time())
 
 
 def test_run_dir_is_owner_only(stack):
@@ -218,6 +239,46 @@ def test_down_leaves_no_process_grandchildren_included(stack):
     wait_for(lambda: not daemon.is_running() or daemon.status() == psutil.STATUS_ZOMBIE)
 
 
+def test_kill_descendants_ends_a_whole_escaped_tree_and_reaps_it(tmp_path):
+    # what a service leaves at shutdown: a process in its own session, re-parented to
+    # the daemon (a subreaper), with a child and a grandchild of its own
+    script = tmp_path / "tree.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, subprocess, sys, time
+            from procorch.supervisor.lifeline import become_subreaper
+            from procorch.supervisor.reclaim import kill_descendants
+
+            become_subreaper()
+            nest = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(1e6)"
+            sleep = [sys.executable, "-c", {SLEEP_FOREVER!r}]
+            middle = [sys.executable, "-c", nest, sys.executable, "-c", nest, *sleep]
+            launcher = subprocess.Popen([sys.executable, "-c", nest, *middle])
+            time.sleep(1.5)  # the tree is up: launcher > middle > nest > sleep
+            launcher.kill()
+            launcher.wait()  # its child is re-parented to us
+            time.sleep(0.2)
+            children = f"/proc/{{os.getpid()}}/task/{{os.getpid()}}/children"
+            before = open(children).read().split()
+            started = time.monotonic()
+            kill_descendants()
+            took = time.monotonic() - started
+            after = open(children).read().split()
+            print(len(before), len(after), round(took, 3))
+            """
+        )
+    )
+    import subprocess
+
+    out = subprocess.run([PY, str(script)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    adopted, left, took = out.stdout.split()
+    assert int(adopted) == 1  # the middle process, adopted; its descendants are deeper
+    assert int(left) == 0  # every one killed, and ours reaped: not even a zombie is left
+    assert float(took) < 1.0  # without waiting out the grace period
+
+
 def test_second_up_starts_nothing_twice(stack):
     stack.write(python_service("api", replicas=2))
     stack.up()
@@ -344,6 +405,26 @@ def test_sigterm_to_daemon_stops_everything(stack):
     wait_for(lambda: not psutil.pid_exists(pid), timeout=15)
     assert not any(psutil.pid_exists(c) for c in children)
     assert json.loads((stack.run_dir / "state.json").read_text())["clean"] is True
+
+
+def test_down_stops_sigstopped_replicas_by_their_stop_signal(stack):
+    # every replica gets its stop signal, then SIGCONT: a stopped process runs its
+    # handler and exits cleanly, long before the stop timeout would SIGKILL it
+    handler = (
+        "import signal, sys, time; "
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); time.sleep(1e6)"
+    )
+    stack.write(command_service("paused", handler, replicas=3, extra="stop_timeout = 30"))
+    stack.up()
+    pids = [r["pid"] for r in stack.replicas("paused")]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    started = time.monotonic()
+    assert stack.cli("down").returncode == 0
+    assert time.monotonic() - started < 10
+    stopped = [e for e in stack.events() if e["event"] == "stopped"]
+    assert sorted(e["pid"] for e in stopped) == sorted(pids)
+    assert all(e["detail"] == "exit status 0" for e in stopped)
 
 
 def test_depends_on_orders_start_and_stop(stack):

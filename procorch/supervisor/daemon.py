@@ -347,13 +347,15 @@ class Supervisor:
     def _heartbeat_timeout(self, svc: ServiceConfig) -> float:
         return svc.heartbeat_timeout or self.settings.heartbeat_timeout
 
-    def _stop(self, r: Replica, now: float) -> None:
+    def _stop(self, r: Replica, now: float, signalled: bool = False) -> None:
+        """Stop `r`; `signalled`: its stop signal (and SIGCONT) went out already."""
         if r.state.has_process:
             if r.state is not S.STOPPING:
                 r.set_state(S.STOPPING)
                 r.stop_deadline = now + r.service.stop_timeout
-                r.signal_group(r.service.stop_signal)
-                r.signal_group(signal.SIGCONT)  # a SIGSTOPped process must run to handle it
+                if not signalled:
+                    r.signal_group(r.service.stop_signal)
+                    r.signal_group(signal.SIGCONT)  # a SIGSTOPped process must run to handle it
                 self._event(r, "stopping", pid=r.pid)
         elif r.state in (S.BACKOFF, S.EXITED, S.FATAL):
             r.set_state(S.STOPPED)
@@ -665,17 +667,30 @@ class Supervisor:
             for r in self.replicas:
                 r.want_running = False
             self._dirty = True
+            # A quick shutdown writes state.json once, clean, at its end (_finish); one
+            # that lasts (a service slow to stop) shows its "stopping" states as usual.
+            self._next_snapshot = max(self._next_snapshot, time.monotonic() + SNAPSHOT_EVERY)
 
     def _stop_in_order(self, now: float) -> None:
         """Stop those of `_to_stop_in_order` that no running replica depends on."""
         alive = {r.name for r in self.replicas if r.state.has_process}
-        waiting = []
+        waiting, due = [], []
         for r in self._to_stop_in_order:
             if self._dependents.get(r.name, set()) & alive:
                 waiting.append(r)
             elif r.state is not S.STOPPING:
-                self._stop(r, now)
+                due.append(r)
         self._to_stop_in_order = waiting
+        # Every stop signal goes out before any bookkeeping (states, events.log): the
+        # last process signalled does not wait for the events of all those before it,
+        # and they all exit side by side while the daemon writes what happened.
+        leaving = [r for r in due if r.state.has_process]
+        for r in leaving:
+            r.signal_group(r.service.stop_signal)
+        for r in leaving:
+            r.signal_group(signal.SIGCONT)  # a SIGSTOPped process must run to handle it
+        for r in due:
+            self._stop(r, now, signalled=True)
 
     def _reclaim_stale(self) -> None:
         """After a daemon died uncleanly, end what it left running. Never touches strangers."""
@@ -826,7 +841,7 @@ class Supervisor:
         now = time.monotonic()
         services = []
         for r in self.replicas if targets is None else targets:
-            if r.state is S.RUNNING and r.ps is None:
+            if r.state is S.RUNNING and r.cpu_mark is None:
                 sample(r)  # never looked at since it started: a first look, now
             slot = self.stats.read(r.slot)
             alive = r.state.has_process and r.pid is not None

@@ -1,6 +1,6 @@
 """Health checks: is a replica alive, not a zombie, heartbeating, answering its probe?
 
-`sample` reads CPU and memory with psutil; `stale_heartbeat` judges a Python
+`sample` reads CPU and memory from /proc; `stale_heartbeat` judges a Python
 service by the heartbeat it writes to the shared stats table; `Prober` runs the
 optional tcp/http probes of command services on a small thread pool, so a slow
 probe never stalls the daemon's event loop.
@@ -8,6 +8,8 @@ probe never stalls the daemon's event loop.
 
 from __future__ import annotations
 
+import functools
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -24,29 +26,35 @@ if TYPE_CHECKING:
 def sample(replica: Replica) -> bool:
     """Refresh CPU % and RSS; False if the process is gone or a zombie.
 
-    psutil is imported here, at the first check, not at start: starting processes
-    needs none of it, and the daemon starts its services ~12 ms sooner.
+    One read of /proc/PID/stat gives all of it (state, CPU times, start time, RSS):
+    three syscalls a replica a check round, where psutil took thirteen and ~10x the
+    CPU (stat, statm, their seeks and fstats). An idle daemon spends nearly all its CPU
+    here, every `check_interval`, once per replica.
     """
-    import psutil
-
-    if replica.pid is None:
+    pid = replica.pid
+    if pid is None:
         return False
     now = time.monotonic()
     try:
-        ps = replica.ps
-        if ps is None:
-            ps = replica.ps = psutil.Process(replica.pid)
-            replica.create_time = ps.create_time()
-        # status and cpu_times share one read of /proc/PID/stat: ~20 % cheaper a check
-        with ps.oneshot():
-            zombie = ps.status() == psutil.STATUS_ZOMBIE
-            times = ps.cpu_times()
-        if zombie:
-            return False
-        replica.rss_bytes = ps.memory_info().rss
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        # "pid (comm) S ppid ...": comm may hold spaces and parentheses; what follows
+        # the last ")" is field 3 onwards (proc(5))
+        fields = data[data.rindex(b")") + 2 :].split()
+        zombie = fields[0] in (b"Z", b"X")
+        used = (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
+        started = int(fields[19]) / _CLK_TCK  # since boot
+        rss = int(fields[21]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):  # gone (ENOENT, ESRCH) or unreadable
         return False
-    used = times.user + times.system
+    if zombie:
+        return False
+    replica.rss_bytes = rss
+    if replica.create_time is None:  # as psutil's Process.create_time(): epoch seconds
+        replica.create_time = started + _boot_time()
     if replica.cpu_mark is None:  # first look: the average since the process started
         used_then, then = 0.0, now - (time.time() - replica.create_time)
     else:
@@ -54,6 +62,20 @@ def sample(replica: Replica) -> bool:
     replica.cpu_percent = round(100 * (used - used_then) / max(now - then, 1e-3), 1)
     replica.cpu_mark = (used, now)
     return True
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+@functools.cache
+def _boot_time() -> float:
+    """When the system booted, epoch seconds (/proc/stat's btime, as psutil reads it)."""
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime"):
+                return float(line.split()[1])
+    return time.time() - time.monotonic()  # CLOCK_MONOTONIC counts from boot on Linux
 
 
 def stale_heartbeat(

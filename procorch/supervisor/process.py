@@ -21,7 +21,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from procorch.config import ServiceConfig
 from procorch.supervisor import guardrails
@@ -29,9 +28,6 @@ from procorch.supervisor.lifeline import die_with_parent
 from procorch.supervisor.rundir import now_iso
 from procorch.supervisor.sockets import handoff_argv
 from procorch.supervisor.state import ProcessState
-
-if TYPE_CHECKING:
-    import psutil
 
 # util-linux's setpriv (always there on Debian and most Linux systems) gives commands
 # PDEATHSIG without a preexec_fn, which would cost the daemon ~1.4 ms a spawn.
@@ -111,7 +107,6 @@ class Replica:
     output_head: bytes = b""  # the first OUTPUT_HEAD bytes the current process wrote
     probes_sent: int = 0  # readiness probes sent while STARTING
     unhealthy_since: float | None = None  # first failed probe of the current run of failures
-    ps: psutil.Process | None = None
     cpu_percent: float | None = None
     cpu_mark: tuple[float, float] | None = None  # (CPU seconds, monotonic time) when sampled
     rss_bytes: int | None = None
@@ -186,7 +181,7 @@ class Replica:
         self.started_at = now_iso()
         # identity (create time) and usage are read at the first health check (see
         # health.sample): until we reap it, the pid cannot be reused by anyone else
-        self.ps = self.create_time = self.cpu_percent = self.rss_bytes = self.cpu_mark = None
+        self.create_time = self.cpu_percent = self.rss_bytes = self.cpu_mark = None
         self.rss_over = 0
 
     def still_setpriv(self) -> bool:
@@ -233,7 +228,7 @@ class Replica:
         if self.popen is not None:
             # Popen must not wait for a pid we reaped: the number may belong to a new child now.
             self.popen.returncode = os.waitstatus_to_exitcode(status)
-        self.pid = self.create_time = self.ps = None
+        self.pid = self.create_time = None
         self.cpu_percent = self.rss_bytes = self.cpu_mark = None
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
