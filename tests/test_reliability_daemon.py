@@ -214,6 +214,12 @@ def test_full_disk_keeps_the_daemon_and_services_alive(small_disk: Stack) -> Non
     time.sleep(1.2)  # past the crash-loop window: a kill is restarted at once
     fill(stack.run_dir.parent / "filler")
 
+    def warned() -> list[str]:
+        return stack.status()["supervisor"]["warnings"]
+
+    # The daemon notices at its next write (chatty's log): only then do the kills come,
+    # so their events are all of the meantime, whichever write fails first.
+    wait_for(warned, timeout=5)
     for name in ("sleeper", "api"):  # restarts need no disk
         old = stack.pid_of(name)
         os.kill(old, signal.SIGKILL)
@@ -221,9 +227,6 @@ def test_full_disk_keeps_the_daemon_and_services_alive(small_disk: Stack) -> Non
     time.sleep(1.5)  # the daemon has tried its snapshot again, at least once
     assert alive(daemon) and stack.daemon_pid() == daemon
     assert all(s["state"] == "running" for s in stack.status()["services"])
-
-    def warned() -> list[str]:
-        return stack.status()["supervisor"]["warnings"]
 
     (warning,) = wait_for(warned, timeout=5)
     assert warning.startswith("disk full: cannot write ") and " since " in warning
