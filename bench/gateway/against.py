@@ -143,7 +143,8 @@ def main(argv: list[str]) -> int:
         return f"{format(mid, fmt)} ({format(lo, fmt)}–{format(hi, fmt)})"
 
     print(f"{args.rounds} rounds, wrk -t1 -c8 -d{args.seconds}s per run; ratio: ÷ old")
-    print("| endpoint | stack | req/s | ratio | p99 ms | errors |\n| --- | --- | --- | --- | --- | --- |")
+    print("| endpoint | stack | req/s | ratio | p99 ms | errors |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for ep in endpoints:
         base_runs = results[(ep.label, "old")]
         for name in names:
