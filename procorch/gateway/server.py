@@ -68,7 +68,7 @@ class ClosingTask(WSGITask):
         instead of the head and then the body."""
         if self.wrote_header or not data or not self.complete or self.content_length != len(data):
             return super().write(data)
-        head = self.build_response_header()  # may decide there is no body (HEAD, 204, 304)
+        head = self.build_response_header()  # says whether a body goes (not with 1xx, 204, 304)
         self.wrote_header = True
         if not self.has_body:
             self.channel.write_soon(head)
