@@ -162,6 +162,18 @@ class HookConfig:
 
 GATEWAY = "procorch.gateway.service:Gateway"
 GATEWAY_NAME = "Gateway"
+# `[gateway] workers = "auto"` (the default) runs one gateway process per CPU, at most this many
+MAX_AUTO_WORKERS = 4
+
+
+def auto_workers() -> int:
+    """How many gateway processes `workers = "auto"` runs: one per CPU this process may
+    use (each pins itself to one, `pin_cpu`), at most MAX_AUTO_WORKERS."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_AUTO_WORKERS))
 
 
 @dataclass(frozen=True)
@@ -174,7 +186,9 @@ class GatewaySettings:
     token: str | None = None  # bearer token every request but /health must carry
     max_body: int = 1024 * 1024  # bytes; a bigger request body is refused with 413
     threads: int = 8  # the WSGI server's worker threads
-    workers: int = 1  # gateway processes, all serving the one listening socket
+    # gateway processes, all serving the one listening socket; "auto" (the default): one
+    # per CPU, at most MAX_AUTO_WORKERS (a Python process uses about one core, its GIL's)
+    workers: int = field(default_factory=auto_workers)
     pin_cpu: bool = True  # each gateway process on one CPU: its threads share one GIL
     timeout: float = 5.0  # seconds to wait for a service before answering 504
     # The most threads waiting on one service at once; then its endpoints answer 503 at
@@ -408,7 +422,8 @@ tcp = 8000                     # a port to connect to...
 #                              #   directory (`procorch gateway-token` prints it)
 # max_body = 1048576           # largest request body in bytes; bigger gets 413
 # threads = 8                  # WSGI server threads
-# workers = 1                  # gateway processes sharing the port (each with its threads)
+# workers = "auto"             # gateway processes sharing the port (each with its threads);
+#                              #   "auto": one per CPU, at most 4
 # pin_cpu = true               # keep each gateway process on one CPU (see the README)
 # timeout = 5.0                # seconds to wait for a service; slower gets 504
 # service_threads = 0          # most threads one service may hold waiting (0: threads / 2)
@@ -935,6 +950,13 @@ def _integer(raw: Any, where: _Where, *, minimum: int, maximum: int | None = Non
     return value
 
 
+def _workers(raw: Any, where: _Where) -> int:
+    """`[gateway] workers`: a number, or "auto" for one per CPU (see auto_workers)."""
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
+        return auto_workers()
+    return _integer(raw, where, minimum=1, maximum=64)
+
+
 def _boolean(value: Any, where: _Where) -> bool:
     if not isinstance(value, bool):
         raise where.error(f"expected true or false, got {_show(value)}")
@@ -1416,7 +1438,7 @@ _GATEWAY_PARSERS: dict[str, _Parser] = {
     "token": _token,
     "max_body": partial(_integer, minimum=1024, maximum=1024**3),
     "threads": partial(_integer, minimum=1, maximum=256),
-    "workers": partial(_integer, minimum=1, maximum=64),
+    "workers": _workers,
     "pin_cpu": _boolean,
     "timeout": _positive,
     "service_threads": partial(_integer, minimum=0, maximum=256),

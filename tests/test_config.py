@@ -21,6 +21,7 @@ from procorch.config import (
     JobsSettings,
     ServiceConfig,
     Settings,
+    auto_workers,
     load_config,
 )
 
@@ -164,7 +165,11 @@ def test_every_key_is_parsed(tmp_path: Path) -> None:
     )
     assert config.gateway == GatewaySettings(enabled=True, host="0.0.0.0", port=8080)
     worker, web, api, gateway = config.services
-    assert gateway == ServiceConfig(name="Gateway", module="procorch.gateway.service:Gateway")
+    # `workers = "auto"`, the default: one replica per CPU
+    replicas = auto_workers()
+    assert gateway == ServiceConfig(
+        name="Gateway", module="procorch.gateway.service:Gateway", replicas=replicas
+    )
     assert worker == ServiceConfig(
         name="worker",
         module="pkg.sub.mod:Outer.Worker",
@@ -945,7 +950,7 @@ def test_gateway_service_only_when_enabled() -> None:
     config = load_config(enable_gateway=True)  # `procorch up --gateway`
     assert config.gateway.enabled
     assert config.services[-1] == ServiceConfig(
-        name="Gateway", module="procorch.gateway.service:Gateway"
+        name="Gateway", module="procorch.gateway.service:Gateway", replicas=auto_workers()
     )
     assert [svc.name for svc in config.services[:-1]] == names
 
@@ -972,4 +977,19 @@ def test_gateway_workers_are_its_replicas() -> None:
     assert load_config(path, environ={}).service("Gateway").replicas == 3
     assert error("[gateway]\nworkers = 0\n").endswith(
         "gateway.workers: expected an integer ≥ 1, got 0"
+    )
+
+
+def test_gateway_workers_auto_is_one_per_cpu_at_most_four(monkeypatch: pytest.MonkeyPatch) -> None:
+    import procorch.config as config
+
+    for cpus, expected in ((1, 1), (2, 2), (3, 3), (4, 4), (16, 4)):
+        monkeypatch.setattr(config.os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert config.auto_workers() == expected
+        assert GatewaySettings().workers == expected  # the default is "auto"
+        for text in ("", "workers = 'auto'\n", "workers = 'AUTO'\n"):
+            path = write(f"[gateway]\nenabled = true\n{text}")
+            assert load_config(path, environ={}).service("Gateway").replicas == expected
+    assert error("[gateway]\nworkers = 'many'\n").endswith(
+        "gateway.workers: expected an integer ≥ 1, got 'many'"
     )

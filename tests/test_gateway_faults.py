@@ -198,7 +198,8 @@ def test_the_connection_limit_is_configurable(tmp_path: Path) -> None:
     gateway = GatewayStack(tmp_path)
     idle: list[socket.socket] = []
     try:
-        gateway.write_gateway("connection_limit = 20\n")
+        # the limit is each gateway process's: one process here
+        gateway.write_gateway("connection_limit = 20\nworkers = 1\n")
         gateway.up()
         idle = [socket.create_connection(("127.0.0.1", gateway.port)) for _ in range(30)]
         waiting = socket.create_connection(("127.0.0.1", gateway.port), timeout=1)

@@ -24,6 +24,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 import procorch
+from procorch.config import auto_workers
 from procorch.jobs.job import FIELDS, Status
 from procorch.supervisor.state import ProcessState
 from tests.conftest import JSON, GatewayStack, error, ok, wait_for
@@ -32,7 +33,8 @@ MAX_N = 100_000  # the module stack's [jobs] max_n
 MAX_BODY = 4096  # the module stack's [gateway] max_body
 TOKEN = "a-bearer-token-for-the-tests"
 SERVICES = ("UserService", "NotificationService", "OrderService", "JobWorker", "Gateway")
-REPLICAS = {"JobWorker": 2}  # the others run one replica
+# the others run one replica; the Gateway one per CPU (`workers = "auto"`, the default)
+REPLICAS = {"JobWorker": 2, "Gateway": auto_workers()}
 F100 = 687995182  # F(100) mod 1e9+7
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 USER_KEYS = {"id", "username", "email", "created_at"}

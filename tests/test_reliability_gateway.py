@@ -64,15 +64,14 @@ def test_fatal_gateway_answers_503_at_once_and_start_serves_again(
     gateway: GatewayStack,
 ) -> None:
     def kill_current() -> bool:
-        (replica,) = gateway.replicas("Gateway")
-        if replica["state"] == "fatal":
-            return True
-        if replica["pid"]:
-            try:
-                os.kill(replica["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return False
+        replicas = gateway.replicas("Gateway")  # one per CPU (`workers = "auto"`)
+        for replica in replicas:
+            if replica["state"] != "fatal" and replica["pid"]:
+                try:
+                    os.kill(replica["pid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        return all(replica["state"] == "fatal" for replica in replicas)
 
     wait_for(kill_current, timeout=30, interval=0.05)  # a crash loop: 6 quick deaths
     assert any(e["event"] == "fatal" for e in gateway.events())
@@ -82,7 +81,7 @@ def test_fatal_gateway_answers_503_at_once_and_start_serves_again(
     assert port_is_held(gateway.port)
     assert gateway.cli("start", "Gateway").returncode == 0
     assert requests.get(gateway.url + "/health", timeout=5).json()["status"] == "healthy"
-    assert gateway.replicas("Gateway")[0]["state"] == "running"
+    assert all(r["state"] == "running" for r in gateway.replicas("Gateway"))
 
 
 def test_a_request_that_arrives_while_the_gateway_restarts_is_served(

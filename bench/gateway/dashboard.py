@@ -81,7 +81,8 @@ def config_text(plan: Plan, port: int) -> str:
     )
     return (
         "# written by bench/gateway/dashboard.py\n"
-        f'[gateway]\nenabled = true\nhost = "{HOST}"\nport = {port}\n\n'
+        # one gateway process: its time per update is what the figures measure
+        f'[gateway]\nenabled = true\nhost = "{HOST}"\nport = {port}\nworkers = 1\n\n'
         '[jobs]\nbackend = "sqlite"\ndelay = 0\nfailure_rate = 0.1\nmax_attempts = 1\n\n'
         '[jobs.functions]\nnoop = "harness.jobnoop:noop"\n\n'
         '[services.UserService]\nmodule = "procorch.services.users:UserService"\n\n'

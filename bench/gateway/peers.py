@@ -227,7 +227,8 @@ class Procorch(HttpPeer, ProcorchStack):
         self.run_dir, self.conf = f"{self.tmp}/run", f"{self.tmp}/procorch.toml"
         Path(self.conf).write_text(
             "# written by bench/gateway/runner.py: the built-in stack, its gateway, quick jobs\n"
-            f'[gateway]\nhost = "{HOST}"\nport = {self.port}\n\n'
+            # one gateway process, as the bare hello it is compared with
+            f'[gateway]\nhost = "{HOST}"\nport = {self.port}\nworkers = 1\n\n'
             "[jobs]\ndelay = 0\nfailure_rate = 0\n"
         )
         try:

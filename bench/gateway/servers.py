@@ -195,7 +195,8 @@ def write_config(root: Path, ports: dict[str, int]) -> tuple[Path, Path]:
     text = [
         "# written by bench/gateway/servers.py: the built-in stack, three gateways",
         f'[gateway]\nenabled = true\nhost = "{HOST}"\nport = {ports["waitress"]}\n'
-        f"request_deadline = {DEADLINE}\n",
+        # one process, as gunicorn's one worker and granian's
+        f"request_deadline = {DEADLINE}\nworkers = 1\n",
         "[jobs]\ndelay = 0\nfailure_rate = 0\n",
         '[services.UserService]\nmodule = "procorch.services.users:UserService"\n',
         "[services.NotificationService]\n"

@@ -62,6 +62,21 @@ class ClosingTask(WSGITask):
             self.set_close_on_finish()
         return super().build_response_header()
 
+    def write(self, data: bytes) -> None:
+        """waitress's, but a whole answer in one piece (its head and a body of the length
+        it declared) is handed to the connection in one write: one send(), one packet,
+        instead of the head and then the body."""
+        if self.wrote_header or not data or not self.complete or self.content_length != len(data):
+            return super().write(data)
+        head = self.build_response_header()  # says whether a body goes (not with 1xx, 204, 304)
+        self.wrote_header = True
+        if not self.has_body:
+            self.channel.write_soon(head)
+            return super().write(data)  # waitress's account of the ignored body
+        self.content_bytes_written += len(data)
+        self.channel.write_soon(head + data)
+        return None
+
 
 class DeadlineChannel(HTTPChannel):
     """A connection that knows since when it has been waiting for its current request:
