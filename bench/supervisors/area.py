@@ -69,7 +69,7 @@ CLI_TARGETS = (
     *_status_targets(),
     *(
         Target(
-            f"idle CPU procorch ÷ supervisord ≤ 1, N = {n}",
+            f"idle CPU procorch (default health checks) ÷ supervisord ≤ 1, N = {n}",
             f"idle CPU procorch ÷ supervisord, N={n}",
             "<=",
             1.0,

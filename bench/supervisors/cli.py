@@ -13,10 +13,11 @@ and `down` until no child is left, each at the service counts the targets name.
    the command's first start in this session). "Warm": one untimed call of each, then the
    median of `status_runs` interleaved rounds.
 2. idle CPU, N = 50 and 200 programs, one daemon at a time: each program a sleeper that
-   listens on its own loopback port; procorch gives every service a
-   `[services.sNNN.health] tcp = PORT` check (probed every `check_interval`, 5 s by
-   default, like its psutil checks); supervisord and circus have no health checks and
-   supervise at their defaults. After startup and 2 s more, the daemon's (and its helper
+   listens on its own loopback port. procorch runs at its default health checks (every
+   process sampled every `check_interval`, 5 s: alive, not a zombie, CPU, memory), and
+   again as "procorch+tcp" with a `[services.sNNN.health] tcp = PORT` probe of every
+   service at that interval, which no peer does; supervisord and circus have no health
+   checks and supervise at their defaults. After startup and 2 s more, the daemon's (and its helper
    processes') user + system CPU seconds over a window of `idle_seconds`.
 3. down, same sessions: the clock starts just before the stop command is spawned
    (`procorch down`, `supervisorctl shutdown`, `circusctl quit`) and stops when no child of
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -69,19 +71,36 @@ def _timed(cmd: list[str]) -> tuple[float, int]:
     return time.perf_counter() - t0, done.returncode
 
 
-def _stack(peer: object, n: int, health: bool) -> list[object]:
-    from harness.procs import free_port
+# The programs' ports: below Linux's ephemeral range (32768 on), where the daemon's own
+# outgoing connections (a probe's source port) can never take one a program has yet to bind.
+FIRST_PORT = 20000
 
+
+def _ports(count: int) -> list[int]:
+    ports, port = [], FIRST_PORT
+    while len(ports) < count:
+        port += 1
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+def _stack(peer: object, n: int, listen: bool, probes: bool = False) -> list[object]:
+    """N sleepers, each on a port of its own if `listen`; with a tcp probe of it if
+    `probes` (procorch only)."""
     from supervisors.programs import Program
 
     programs = []
-    for i in range(n):
+    ports = _ports(n) if listen else [None] * n
+    for i, port in enumerate(ports):
         argv = tuple(peer.sleeper_argv())  # type: ignore[attr-defined]
-        port = free_port() if health else None
         if port is not None:
             argv += ("--port", str(port))
-        hc = port if health and peer.name == "procorch" else None  # type: ignore[attr-defined]
-        programs.append(Program(f"s{i:03d}", argv, health_tcp=hc))
+        programs.append(Program(f"s{i:03d}", argv, health_tcp=port if probes else None))
     return programs
 
 
@@ -96,7 +115,7 @@ def measure_status(peer_classes: list, plan: Plan, root: Path, run_id: str, rota
             for cls in peer_classes:
                 peer = cls(root / f"status-{cls.name}-n{n}", f"{run_id}-status-{cls.name}-n{n}")
                 peers.append(peer)
-                peer.write_stack(_stack(peer, n, health=False))
+                peer.write_stack(_stack(peer, n, listen=False))
                 peer.launch(n)
             time.sleep(SETTLE)
             commands: dict[str, list[str]] = {}
@@ -144,12 +163,15 @@ def measure_idle_down(peer_classes: list, plan: Plan, root: Path, run_id: str, r
 
     found: dict[int, dict[str, dict]] = {}
     for n in plan.idle_ns:
-        k = rotate % len(peer_classes)
-        for cls in peer_classes[k:] + peer_classes[:k]:
-            tag = f"idle-{cls.name}-n{n}"
+        sessions = [(cls, cls.name, False) for cls in peer_classes]
+        probed = [cls for cls in peer_classes if cls.name == "procorch"]
+        sessions += [(cls, f"{cls.name}+tcp", True) for cls in probed]
+        k = rotate % len(sessions)
+        for cls, name, probes in sessions[k:] + sessions[:k]:
+            tag = f"idle-{name.replace('+', '-')}-n{n}"
             peer = cls(root / tag, f"{run_id}-{tag}")
             try:
-                peer.write_stack(_stack(peer, n, health=True))
+                peer.write_stack(_stack(peer, n, listen=True, probes=probes))
                 peer.launch(n, timeout=120)
                 time.sleep(SETTLE)
                 pid = peer.daemon_pid()
@@ -160,17 +182,17 @@ def measure_idle_down(peer_classes: list, plan: Plan, root: Path, run_id: str, r
                 time.sleep(plan.idle_seconds)
                 cpu = procs.cpu_seconds_between(before, procs.cpu_snapshot(tree))
                 stopped = peer.stop(timeout=600)  # supervisord stops ~2 programs a second
-                found.setdefault(n, {})[cls.name] = {
+                found.setdefault(n, {})[name] = {
                     "cpu": cpu,
                     "down": stopped.children_gone,
                     "helpers": len(tree) - 1,
                 }
                 log(
-                    f"[cli] N={n} {cls.name}: idle cpu {cpu:.3f} s / {plan.idle_seconds:.0f} s, "
+                    f"[cli] N={n} {name}: idle cpu {cpu:.3f} s / {plan.idle_seconds:.0f} s, "
                     f"down {stopped.children_gone * 1000:.0f} ms"
                 )
             except PeerError as exc:
-                log(f"[cli] {cls.name} N={n}: {exc}")
+                log(f"[cli] {name} N={n}: {exc}")
             finally:
                 peer.cleanup()
     return found
@@ -230,14 +252,15 @@ def output(status: dict, idle: dict, plan: Plan, args: argparse.Namespace) -> Ru
                 out.notes.append(
                     f"{peer} N={n}: idle CPU includes {g['helpers']} helper process(es)"
                 )
-        ours = got.get("procorch")
-        for peer in ("supervisord", "circus"):
-            theirs = got.get(peer)
-            if ours and theirs:
-                if theirs["cpu"] > 0:
-                    out.ratios[f"idle CPU procorch ÷ {peer}, N={n}"] = ours["cpu"] / theirs["cpu"]
-                if theirs["down"] > 0:
-                    out.ratios[f"down procorch ÷ {peer}, N={n}"] = ours["down"] / theirs["down"]
+        for mine in ("procorch", "procorch+tcp"):
+            ours = got.get(mine)
+            for peer in ("supervisord", "circus"):
+                theirs = got.get(peer)
+                if ours and theirs:
+                    if theirs["cpu"] > 0:
+                        out.ratios[f"idle CPU {mine} ÷ {peer}, N={n}"] = ours["cpu"] / theirs["cpu"]
+                    if theirs["down"] > 0 and mine == "procorch":
+                        out.ratios[f"down procorch ÷ {peer}, N={n}"] = ours["down"] / theirs["down"]
     out.sections["supervisors-cli"] = render(out, plan, args)
     return out
 
@@ -250,7 +273,8 @@ def render(out: RunOutput, plan: Plan, args: argparse.Namespace) -> str:
             f"up at once, commands interleaved in rotating order; cold = first call after "
             f"the daemon started, warm = median of {plan.status_runs} after one warm-up call",
             f"idle CPU and down: N = {', '.join(map(str, plan.idle_ns))} listening programs, "
-            f"one daemon at a time; procorch with a TCP health check per service; "
+            f"one daemon at a time; procorch at its default health checks (every process "
+            f"sampled every 5 s), and again (procorch+tcp) with a TCP probe of each service; "
             f"{plan.idle_seconds:.0f} s window; down timed from before the stop command is "
             "spawned until no child is left. Method: bench/supervisors/cli.py's docstring.",
         ],

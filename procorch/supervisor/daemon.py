@@ -18,6 +18,7 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -119,6 +120,7 @@ class Supervisor:
         self._colour = False  # --foreground on a terminal without NO_COLOR
         self.commands = Commands(self)
         self._probe_results: list[tuple[Replica, int | None, str | None]] = []
+        self._loop_thread = threading.get_ident()  # the one that built it runs the loop
         self._prober: Prober | None = None
         self.shutting_down = False
         self.started = time.monotonic()
@@ -194,7 +196,7 @@ class Supervisor:
         become_subreaper()
         _raise_fd_limit()
         if any(r.service.health for r in self.replicas):
-            self._prober = Prober(self._probe_done)
+            self._prober = Prober(self._probe_done, self._selector)
         if self.foreground:
             self._echo_width = max((len(r.label) for r in self.replicas), default=8)
             self._colour = wants_colour(sys.stdout.buffer)
@@ -452,6 +454,8 @@ class Supervisor:
 
     def _advance(self, now: float) -> None:
         """Do whatever is due: backoff restarts, readiness, stop timeouts, health checks."""
+        if self._prober:
+            self._prober.expire(now)
         if self._probe_results:
             results, self._probe_results = self._probe_results, []
             for r, pid, problem in results:
@@ -539,8 +543,11 @@ class Supervisor:
             self._prober.submit(r)
 
     def _probe_done(self, r: Replica, pid: int | None, problem: str | None) -> None:
-        """Called on a probe thread: hand the result to the loop and wake it."""
+        """Called on a probe thread, or on the loop: the loop's next turn takes the result.
+        A thread wakes the loop; on the loop, `_next_deadline` makes that turn at once."""
         self._probe_results.append((r, pid, problem))
+        if threading.get_ident() == self._loop_thread:
+            return
         try:
             os.write(self._wake_w, b"\0")
         except BlockingIOError:
@@ -561,7 +568,11 @@ class Supervisor:
             self._kill_unhealthy(r, f"{problem} for {now - since:.1f}s")
 
     def _next_deadline(self, now: float) -> float:
+        if self._probe_results:  # answered on the loop, during this turn
+            return now
         deadline = min([self._next_check, *self._lingering.values()])
+        if self._prober and (probe_deadline := self._prober.next_deadline()) is not None:
+            deadline = min(deadline, probe_deadline)
         if self._snapshot_due:
             deadline = min(deadline, self._next_snapshot)
         if self._waiters_due:
@@ -1179,7 +1190,7 @@ class Supervisor:
         for sink in [*self._logs.values(), *self._err_logs.values()]:
             sink.set_limits(settings.log_max_bytes, settings.log_backups, settings.log_rotate)
         if self._prober is None and any(svc.health for svc in config.services):
-            self._prober = Prober(self._probe_done)
+            self._prober = Prober(self._probe_done, self._selector)
         self.rundir.write_atomic(self.rundir.config_file, config.to_json())
 
     def hold(self, services: tuple[ServiceConfig, ...]) -> None:
