@@ -36,10 +36,10 @@ from servers import (  # noqa: E402 - a script beside servers.py
     USER,
     Run,
     free_port,
+    interleaved,
     log,
     request,
     wait_ready,
-    wrk,
 )
 
 HERE = Path(__file__).resolve().parents[2]
@@ -117,19 +117,8 @@ def main(argv: list[str]) -> int:
             for ep in endpoints:  # each answers 2xx, and warms up
                 request(url + ep.path, ep.method, ep.body)
         names = [name for name, _, _ in stacks]
-        for rnd in range(args.rounds):
-            for i, ep in enumerate(endpoints):
-                shift = (rnd + i) % len(names)
-                for name in names[shift:] + names[:shift]:
-                    if rnd == 0:
-                        wrk(urls[name], ep, 1, base)
-                    got = wrk(urls[name], ep, args.seconds, base)
-                    results.setdefault((ep.label, name), []).append(got)
-                    log(
-                        f"[ab] round {rnd + 1} {ep.label:14} {name:6} {got.rps:7,.0f} req/s "
-                        f"p50 {got.p50:6.2f} ms p99 {got.p99:6.2f} ms"
-                        + (f" {got.errors} errors" if got.errors else "")
-                    )
+        ordered = {name: urls[name] for name in names}
+        results.update(interleaved(ordered, endpoints, args.rounds, args.seconds, 1, base, "ab"))
     finally:
         for checkout, root in roots.values():
             try:

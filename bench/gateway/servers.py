@@ -292,6 +292,35 @@ def wrk(url: str, ep: Endpoint, seconds: int, root: Path) -> Run:
     raise RuntimeError(f"wrk failed: {(done.stderr or done.stdout).strip()[-300:]}")
 
 
+def interleaved(
+    urls: dict[str, str],
+    endpoints: list[Endpoint],
+    rounds: int,
+    seconds: int,
+    warmup: int,
+    root: Path,
+    tag: str = "bench",
+) -> dict[tuple[str, str], list[Run]]:
+    """Each endpoint on each server, round after round; the servers' order rotates with
+    the round and the endpoint, so the machine's drift hits them alike."""
+    names = list(urls)
+    results: dict[tuple[str, str], list[Run]] = {}
+    for rnd in range(rounds):
+        for i, ep in enumerate(endpoints):
+            shift = (rnd + i) % len(names)
+            for name in names[shift:] + names[:shift]:
+                if rnd == 0 and warmup:
+                    wrk(urls[name], ep, warmup, root)
+                got = wrk(urls[name], ep, seconds, root)
+                results.setdefault((ep.label, name), []).append(got)
+                log(
+                    f"[{tag}] round {rnd + 1} {ep.label:14} {name:9} {got.rps:7,.0f} req/s "
+                    f"p50 {got.p50:6.2f} ms p99 {got.p99:6.2f} ms"
+                    + (f" {got.errors} errors" if got.errors else "")
+                )
+    return results
+
+
 def measure(args: argparse.Namespace, root: Path) -> dict[tuple[str, str], list[Run]]:
     servers = args.servers.split(",")
     ports = {name: free_port() for name in servers}
@@ -307,21 +336,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict[tuple[str, str], list[
     for url in urls.values():  # every endpoint answers 2xx on every server
         for ep in ENDPOINTS:
             request(url + ep.path, ep.method, ep.body)
-    results: dict[tuple[str, str], list[Run]] = {}
-    for rnd in range(args.rounds):
-        for i, ep in enumerate(ENDPOINTS):
-            shift = (rnd + i) % len(servers)
-            order = servers[shift:] + servers[:shift]
-            for name in order:
-                if rnd == 0 and args.warmup:
-                    wrk(urls[name], ep, args.warmup, root)
-                got = wrk(urls[name], ep, args.seconds, root)
-                results.setdefault((ep.label, name), []).append(got)
-                log(
-                    f"[bench] round {rnd + 1} {ep.label:14} {name:9} {got.rps:7,.0f} req/s "
-                    f"p50 {got.p50:6.2f} ms p99 {got.p99:6.2f} ms"
-                    + (f" {got.errors} errors" if got.errors else "")
-                )
+    results = interleaved(urls, ENDPOINTS, args.rounds, args.seconds, args.warmup, root)
     if args.promises:
         for name in servers:
             promises[name] = check_promises(name, ports[name], root)
