@@ -41,10 +41,13 @@ def test_service_names_come_from_what_the_stack_runs(stack: Stack) -> None:
     names = ["api", "web", "Gateway"]
     for command in ("status", "call"):
         assert complete(stack, f"procorch {command} ") == names, command
+    # the gateway runs one process per CPU by default (`workers = "auto"`): so many replicas
+    gateways = len(stack.replicas("Gateway"))
+    replicas = ["api.0", "api.1", *(f"Gateway.{i}" for i in range(gateways) if gateways > 1)]
     for command in ("logs", "start", "stop", "restart"):  # these also take one replica
-        assert complete(stack, f"procorch {command} ") == [*names, "api.0", "api.1"], command
+        assert complete(stack, f"procorch {command} ") == [*names, *replicas], command
     assert complete(stack, "procorch logs api.") == ["api.0", "api.1"]
-    assert complete(stack, "procorch stop G") == ["Gateway"]
+    assert complete(stack, "procorch stop G") == ["Gateway", *replicas[2:]]
     assert complete(stack, "procorch restart api w") == ["web"]  # restart takes several
     assert complete(stack, "procorch call api ") == []  # the action: nothing to offer
 
