@@ -90,12 +90,10 @@ def socket_of(call: Call) -> Path | None:
         except (OSError, ValueError):  # unreadable, not UTF-8, not TOML: the app explains
             return None
         section = data.get("procorch", {})
-        configured = section.get("run_dir") if isinstance(section, dict) else None
-        if (
-            section is not None
-            and not isinstance(section, dict)
-            or (configured is not None and not isinstance(configured, str))
-        ):
+        if not isinstance(section, dict):
+            return None  # not a table: the app says so
+        configured = section.get("run_dir")
+        if configured is not None and not isinstance(configured, str):
             return None
     return run_dir(None, configured, config_base(config)) / SOCKET_NAME
 
