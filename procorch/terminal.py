@@ -94,9 +94,7 @@ class Styled:
         if cell_len(plain) <= width:
             return self
         keep = len(_cut(plain, width - 1))
-        cut = self.slice(0, keep)
-        cut.append("…", self.runs[-1][1] if keep == len(plain) else _style_at(self, keep))
-        return cut
+        return self.slice(0, keep).append("…", _style_at(self, keep))
 
     def wrapped(self, width: int) -> list[Styled]:
         """On lines of at most `width` cells: broken at spaces, a longer word folded."""
@@ -149,7 +147,9 @@ class Terminal:
         self.colours = colours
 
     @classmethod
-    def detect(cls, stream: TextIO | None = None, environ: Mapping[str, str] | None = None):
+    def detect(
+        cls, stream: TextIO | None = None, environ: Mapping[str, str] | None = None
+    ) -> Terminal:
         """Standard output as Rich sees it; piped, it is PIPED_WIDTH wide and unstyled."""
         stream = sys.stdout if stream is None else stream
         environ = os.environ if environ is None else environ
